@@ -1,0 +1,70 @@
+//! The admin listener: `/healthz` (open) and `/metrics` (Prometheus text; behind a bearer token when one is
+//! configured). Later issues add the authenticated admin API here.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+
+use crate::handler::{Body, text_body};
+use crate::metrics::OriginMetrics;
+
+pub struct AdminService {
+    pub metrics: Arc<OriginMetrics>,
+    pub bearer_token: Option<String>,
+}
+
+impl AdminService {
+    pub fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        match req.uri().path() {
+            "/healthz" => plain(StatusCode::OK, "ok\n"),
+            "/metrics" if !self.authorized(req) => {
+                let mut response = plain(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
+            }
+            "/metrics" => {
+                let (content_type, body) = shared::metrics::encode(&self.metrics.registry);
+                let mut response = Response::new(text_body(&String::from_utf8_lossy(&body)));
+                if let Ok(value) = HeaderValue::from_str(&content_type) {
+                    response.headers_mut().insert(header::CONTENT_TYPE, value);
+                }
+                response
+            }
+            _ => plain(
+                StatusCode::NOT_FOUND,
+                "not found: the admin listener serves /healthz and /metrics\n",
+            ),
+        }
+    }
+
+    fn authorized<B>(&self, req: &Request<B>) -> bool {
+        let Some(token) = &self.bearer_token else {
+            return true;
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        constant_time_eq(presented.as_bytes(), token.as_bytes())
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(text_body(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Compares secrets without leaking the position of the first difference through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

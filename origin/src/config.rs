@@ -1,0 +1,439 @@
+//! The origin's configuration: one TOML file loaded into [`OriginConfig`]. Every field has a default (named
+//! constants in [`defaults`]), unknown keys are refused, and [`OriginConfig::validate`] names the offending field.
+//! `configs/origin.toml` is the annotated reference.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use shared::config::{ConfigError, check_socket_addr, ensure};
+use shared::logging::LogFormat;
+
+/// Defaults of every field, in one place.
+pub mod defaults {
+    pub const DATA_DIR: &str = "data";
+    pub const MEDIA_LISTEN: &str = "127.0.0.1:8080";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9900";
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+    pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+    pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+    pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+    pub const CORS_ALLOW_ORIGIN: &str = "*";
+    pub const READ_CHUNK_BYTES: usize = 256 * 1024;
+    pub const MANIFEST_SNIFF_LIMIT_BYTES: u64 = 1024 * 1024;
+    pub const SEGMENT_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+    pub const VOD_MANIFEST_CACHE_CONTROL: &str = "public, max-age=86400";
+    pub const LIVE_MANIFEST_MAX_AGE_SECS: u64 = 2;
+    pub const OTHER_CACHE_CONTROL: &str = "public, max-age=3600";
+    pub const LOG_LEVEL: &str = "info";
+}
+
+/// The whole origin configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OriginConfig {
+    /// Folder for the origin's own data; the default store is `<data_dir>/objects`. Default: `data`.
+    pub data_dir: PathBuf,
+    pub media: MediaConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub cache_control: CacheControlConfig,
+    pub log: LogConfig,
+}
+
+/// The media listener: HTTP/1.1 and HTTP/2 (cleartext with prior knowledge, or TLS with ALPN).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Address to listen on. Default: `127.0.0.1:8080`.
+    pub listen: String,
+    /// PEM certificate chain; with `tls_key`, the listener speaks TLS (ALPN h2, http/1.1). Default: none.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `tls_cert`. Default: none.
+    pub tls_key: Option<PathBuf>,
+    /// Connections served at once; more wait in the kernel's accept queue. Default: 10000.
+    pub max_connections: usize,
+    /// Seconds a client has to send a complete request head, idle keep-alive time included (HTTP/1.1). Default: 10.
+    pub header_read_timeout_secs: u64,
+    /// Largest request head accepted, in bytes (HTTP/1.1 read buffer and HTTP/2 header list). Default: 16384.
+    pub max_header_bytes: usize,
+    /// HTTP/2 streams per connection. Default: 256.
+    pub h2_max_concurrent_streams: u32,
+    /// Seconds allowed for a TLS handshake. Default: 10.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds open requests get to finish on shutdown before connections are closed. Default: 10.
+    pub shutdown_grace_secs: u64,
+    /// `Access-Control-Allow-Origin` value on media responses; empty to send none. Default: `*`.
+    pub cors_allow_origin: String,
+    /// Bytes read from a local store per read call while streaming a body. Default: 262144.
+    pub read_chunk_bytes: usize,
+}
+
+/// The admin listener: `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address to listen on. Default: `127.0.0.1:9900`.
+    pub listen: String,
+    /// When set, `/metrics` requires `Authorization: Bearer <token>`; `/healthz` stays open. Default: none.
+    pub bearer_token: Option<String>,
+}
+
+/// Where objects live. One URL picks the backend.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `file:///abs/folder`, `memory://`, `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
+    /// Requests can only name keys under the URL's folder or prefix. Default: `file://<data_dir>/objects`.
+    pub url: Option<String>,
+    /// S3-compatible endpoint URL (for MinIO, Ceph, moto …). Default: the provider's.
+    pub endpoint: Option<String>,
+    /// S3 region. Default: the provider's (or `us-east-1`).
+    pub region: Option<String>,
+    /// Access key id (S3) — or leave unset to use the environment (`AWS_ACCESS_KEY_ID` …). Default: none.
+    pub access_key_id: Option<String>,
+    /// Secret access key (S3). Default: none.
+    pub secret_access_key: Option<String>,
+    /// Allow `http://` endpoints (test servers). Default: false.
+    pub allow_http: bool,
+    /// Further `object_store` options passed as they are (`aws_virtual_hosted_style_request`,
+    /// `google_service_account`, `azure_storage_account_name` …). Default: none.
+    pub options: BTreeMap<String, String>,
+}
+
+/// `Cache-Control` sent for each object class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheControlConfig {
+    /// Media segments, init segments, single-file renditions, subtitles. Default:
+    /// `public, max-age=31536000, immutable`.
+    pub segment: String,
+    /// Manifests of finished (VOD) content: master playlists, playlists with `#EXT-X-ENDLIST`, static MPDs.
+    /// Default: `public, max-age=86400`.
+    pub vod_manifest: String,
+    /// max-age of live manifests whose text does not say how often they change. A live HLS playlist gets half
+    /// its target duration (the HLS reload floor), a dynamic MPD its `minimumUpdatePeriod`. Default: 2.
+    pub live_manifest_max_age_secs: u64,
+    /// Everything else (keys, JSON, artwork). Default: `public, max-age=3600`.
+    pub other: String,
+    /// Manifests up to this size are read to tell live from VOD; larger ones are streamed and treated as VOD.
+    /// Default: 1048576.
+    pub manifest_sniff_limit_bytes: u64,
+}
+
+/// The structured log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `text`. Default: `json`.
+    pub format: LogFormat,
+    /// Filter directive (`info`, `debug`, `origin=debug,info`); `RUST_LOG` overrides. Default: `info`.
+    pub level: String,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            data_dir: PathBuf::from(defaults::DATA_DIR),
+            media: MediaConfig::default(),
+            admin: AdminConfig::default(),
+            store: StoreConfig::default(),
+            cache_control: CacheControlConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            listen: defaults::MEDIA_LISTEN.into(),
+            tls_cert: None,
+            tls_key: None,
+            max_connections: defaults::MAX_CONNECTIONS,
+            header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
+            tls_handshake_timeout_secs: defaults::TLS_HANDSHAKE_TIMEOUT_SECS,
+            shutdown_grace_secs: defaults::SHUTDOWN_GRACE_SECS,
+            cors_allow_origin: defaults::CORS_ALLOW_ORIGIN.into(),
+            read_chunk_bytes: defaults::READ_CHUNK_BYTES,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: defaults::ADMIN_LISTEN.into(),
+            bearer_token: None,
+        }
+    }
+}
+
+impl Default for CacheControlConfig {
+    fn default() -> Self {
+        CacheControlConfig {
+            segment: defaults::SEGMENT_CACHE_CONTROL.into(),
+            vod_manifest: defaults::VOD_MANIFEST_CACHE_CONTROL.into(),
+            live_manifest_max_age_secs: defaults::LIVE_MANIFEST_MAX_AGE_SECS,
+            other: defaults::OTHER_CACHE_CONTROL.into(),
+            manifest_sniff_limit_bytes: defaults::MANIFEST_SNIFF_LIMIT_BYTES,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: defaults::LOG_LEVEL.into(),
+        }
+    }
+}
+
+/// The store URL schemes accepted.
+const STORE_SCHEMES: &[&str] = &[
+    "file", "memory", "s3", "s3a", "gs", "az", "azure", "abfs", "abfss",
+];
+
+impl OriginConfig {
+    /// Loads and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let config: OriginConfig = shared::config::load_toml(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every field; the error names the first offending one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.data_dir.as_os_str().is_empty(),
+            "data_dir",
+            "must not be empty",
+        )?;
+        let media = self.media_addr()?;
+        let admin = self.admin_addr()?;
+        ensure(
+            media != admin || media.port() == 0,
+            "admin.listen",
+            "must differ from media.listen: the admin API has its own listener",
+        )?;
+        let m = &self.media;
+        ensure(
+            m.tls_cert.is_some() == m.tls_key.is_some(),
+            "media.tls_key",
+            "tls_cert and tls_key go together",
+        )?;
+        ensure(
+            m.max_connections > 0,
+            "media.max_connections",
+            "must be at least 1",
+        )?;
+        ensure(
+            m.header_read_timeout_secs > 0,
+            "media.header_read_timeout_secs",
+            "must be at least 1",
+        )?;
+        ensure(
+            m.max_header_bytes >= 1024,
+            "media.max_header_bytes",
+            "must be at least 1024",
+        )?;
+        ensure(
+            m.h2_max_concurrent_streams > 0,
+            "media.h2_max_concurrent_streams",
+            "must be at least 1",
+        )?;
+        ensure(
+            m.tls_handshake_timeout_secs > 0,
+            "media.tls_handshake_timeout_secs",
+            "must be at least 1",
+        )?;
+        ensure(
+            (4096..=16 * 1024 * 1024).contains(&m.read_chunk_bytes),
+            "media.read_chunk_bytes",
+            "must be between 4096 and 16777216",
+        )?;
+        ensure(
+            m.cors_allow_origin
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b)),
+            "media.cors_allow_origin",
+            "must be printable ASCII",
+        )?;
+        if let Some(token) = &self.admin.bearer_token {
+            ensure(
+                token.len() >= 16,
+                "admin.bearer_token",
+                "must be at least 16 characters",
+            )?;
+            ensure(
+                token.bytes().all(|b| b.is_ascii_graphic()),
+                "admin.bearer_token",
+                "must be printable ASCII",
+            )?;
+        }
+        self.validate_store()?;
+        let cc = &self.cache_control;
+        for (field, value) in [
+            ("cache_control.segment", &cc.segment),
+            ("cache_control.vod_manifest", &cc.vod_manifest),
+            ("cache_control.other", &cc.other),
+        ] {
+            ensure(
+                value.bytes().all(|b| (0x20..0x7f).contains(&b)),
+                field,
+                "must be printable ASCII",
+            )?;
+        }
+        ensure(
+            cc.live_manifest_max_age_secs > 0,
+            "cache_control.live_manifest_max_age_secs",
+            "must be at least 1",
+        )?;
+        ensure(
+            tracing_subscriber_directive_ok(&self.log.level),
+            "log.level",
+            "must be a level or filter directive such as `info` or `origin=debug,info`",
+        )?;
+        Ok(())
+    }
+
+    fn validate_store(&self) -> Result<(), ConfigError> {
+        let Some(raw) = &self.store.url else {
+            return Ok(());
+        };
+        let url = url::Url::parse(raw)
+            .map_err(|e| ConfigError::new("store.url", format!("`{raw}` is not a URL: {e}")))?;
+        ensure(
+            STORE_SCHEMES.contains(&url.scheme()),
+            "store.url",
+            format!(
+                "scheme `{}` is not one of file, memory, s3, gs, az",
+                url.scheme()
+            ),
+        )?;
+        if url.scheme() == "file" {
+            ensure(
+                url.host_str().unwrap_or("").is_empty() && url.to_file_path().is_ok(),
+                "store.url",
+                "a file URL needs an absolute path: file:///srv/objects",
+            )?;
+        }
+        if let Some(endpoint) = &self.store.endpoint {
+            let parsed = url::Url::parse(endpoint).map_err(|e| {
+                ConfigError::new("store.endpoint", format!("`{endpoint}` is not a URL: {e}"))
+            })?;
+            ensure(
+                parsed.scheme() == "https" || (parsed.scheme() == "http" && self.store.allow_http),
+                "store.endpoint",
+                "must be https:// (or http:// with store.allow_http = true)",
+            )?;
+        }
+        Ok(())
+    }
+
+    pub fn media_addr(&self) -> Result<SocketAddr, ConfigError> {
+        check_socket_addr("media.listen", &self.media.listen)
+    }
+
+    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
+        check_socket_addr("admin.listen", &self.admin.listen)
+    }
+}
+
+fn tracing_subscriber_directive_ok(level: &str) -> bool {
+    !level.trim().is_empty()
+        && level
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_=,:-.[]{}\"".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<OriginConfig, ConfigError> {
+        let config: OriginConfig = shared::config::parse_toml(text, "origin.toml")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn empty_config_is_the_documented_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.media.listen, "127.0.0.1:8080");
+        assert_eq!(config.admin.listen, "127.0.0.1:9900");
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(
+            config.cache_control.segment,
+            "public, max-age=31536000, immutable"
+        );
+        assert!(config.store.url.is_none());
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/origin.toml");
+        OriginConfig::load(&path).unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let table = [
+            ("[media]\nlisten = \"nowhere\"", "media.listen"),
+            ("[admin]\nlisten = \"127.0.0.1:80800\"", "admin.listen"),
+            (
+                "[media]\nlisten = \"127.0.0.1:9000\"\n[admin]\nlisten = \"127.0.0.1:9000\"",
+                "admin.listen",
+            ),
+            ("[media]\ntls_cert = \"/c.pem\"", "media.tls_key"),
+            ("[media]\nmax_connections = 0", "media.max_connections"),
+            ("[media]\nmax_header_bytes = 10", "media.max_header_bytes"),
+            ("[media]\nread_chunk_bytes = 1", "media.read_chunk_bytes"),
+            ("[admin]\nbearer_token = \"short\"", "admin.bearer_token"),
+            ("[store]\nurl = \"ftp://x/y\"", "store.url"),
+            ("[store]\nurl = \"not a url\"", "store.url"),
+            ("[store]\nurl = \"file://relative/path\"", "store.url"),
+            (
+                "[store]\nurl = \"s3://b/p\"\nendpoint = \"http://127.0.0.1:9000\"",
+                "store.endpoint",
+            ),
+            (
+                "[cache_control]\nlive_manifest_max_age_secs = 0",
+                "cache_control.live_manifest_max_age_secs",
+            ),
+            (
+                "[cache_control]\nsegment = \"a\\u0001b\"",
+                "cache_control.segment",
+            ),
+            ("[log]\nlevel = \"\"", "log.level"),
+            ("data_dir = \"\"", "data_dir"),
+        ];
+        for (text, field) in table {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused() {
+        let err = parse("[media]\nlisten_addr = \"127.0.0.1:1\"").unwrap_err();
+        assert!(err.message.contains("unknown field `listen_addr`"), "{err}");
+        let err = parse("[log]\nformat = \"yaml\"").unwrap_err();
+        assert!(err.message.contains("yaml"), "{err}");
+        let err = parse("[media]\nmax_connections = -1").unwrap_err();
+        assert!(err.message.contains("max_connections"), "{err}");
+    }
+
+    #[test]
+    fn s3_with_http_endpoint_needs_allow_http() {
+        let ok =
+            "[store]\nurl = \"s3://b/p\"\nendpoint = \"http://127.0.0.1:9000\"\nallow_http = true";
+        assert!(parse(ok).is_ok());
+    }
+}

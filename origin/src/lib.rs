@@ -1,0 +1,15 @@
+//! The media origin: an HTTP/1.1 and HTTP/2 server in front of `object_store` (local folder, memory, S3, GCS,
+//! Azure) that serves HLS/DASH objects with ranges, validators and Cache-Control by object class. The control
+//! plane joins it in later issues.
+
+pub mod access;
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod metrics;
+pub mod server;
+pub mod store;
+
+pub use config::OriginConfig;
+pub use server::Origin;

@@ -1,0 +1,127 @@
+//! The origin's Prometheus metrics, registered once in their own registry and exposed on the admin listener.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Every metric the origin exports.
+pub struct OriginMetrics {
+    pub registry: Registry,
+    /// `origin_http_requests_total{method, status_class}`: finished requests.
+    pub requests: IntCounterVec,
+    /// `origin_http_response_body_bytes_total`: body bytes sent.
+    pub response_bytes: IntCounter,
+    /// `origin_http_request_duration_seconds`: from the request head to the last body byte.
+    pub duration: Histogram,
+    /// `origin_http_responses_incomplete_total`: bodies cut short (client gone or store failed mid-stream).
+    pub incomplete: IntCounter,
+    /// `origin_http_requests_in_flight`.
+    pub in_flight: IntGauge,
+    /// `origin_http_connections_open`.
+    pub connections_open: IntGauge,
+    /// `origin_http_connections_total`: connections accepted.
+    pub connections: IntCounter,
+    /// `origin_tls_handshake_failures_total`.
+    pub tls_failures: IntCounter,
+    /// `origin_store_errors_total{kind}`: store failures by kind (`store_failed`, `store_unavailable`, `internal`).
+    pub store_errors: IntCounterVec,
+}
+
+impl OriginMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "origin_http_requests_total",
+                "Requests answered, by method and status class.",
+            ),
+            &["method", "status_class"],
+        )
+        .expect("valid metric");
+        let response_bytes = IntCounter::new(
+            "origin_http_response_body_bytes_total",
+            "Response body bytes sent.",
+        )
+        .expect("valid");
+        let duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "origin_http_request_duration_seconds",
+                "Time from the request head to the end of the response body.",
+            )
+            .buckets(shared::metrics::LATENCY_BUCKETS.to_vec()),
+        )
+        .expect("valid metric");
+        let incomplete = IntCounter::new(
+            "origin_http_responses_incomplete_total",
+            "Response bodies that ended before their end.",
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new("origin_http_requests_in_flight", "Requests being answered.")
+            .expect("valid");
+        let connections_open =
+            IntGauge::new("origin_http_connections_open", "Open client connections.")
+                .expect("valid");
+        let connections = IntCounter::new(
+            "origin_http_connections_total",
+            "Client connections accepted.",
+        )
+        .expect("valid");
+        let tls_failures = IntCounter::new(
+            "origin_tls_handshake_failures_total",
+            "TLS handshakes that failed or timed out.",
+        )
+        .expect("valid metric");
+        let store_errors = IntCounterVec::new(
+            Opts::new(
+                "origin_store_errors_total",
+                "Object store operations that failed, by kind.",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(response_bytes.clone()),
+            Box::new(duration.clone()),
+            Box::new(incomplete.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections.clone()),
+            Box::new(tls_failures.clone()),
+            Box::new(store_errors.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        OriginMetrics {
+            registry,
+            requests,
+            response_bytes,
+            duration,
+            incomplete,
+            in_flight,
+            connections_open,
+            connections,
+            tls_failures,
+            store_errors,
+        }
+    }
+}
+
+impl Default for OriginMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The method label: known methods by name, anything else as `other`, so clients cannot grow the label set.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}

@@ -1,0 +1,358 @@
+//! The origin's listeners: the media listener (HTTP/1.1 and HTTP/2, cleartext or TLS) and the admin listener.
+//! Both are bound before anything is served, so a bad address never leaves a half-started server, and both
+//! drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::access::{AccessRecord, Metered};
+use crate::admin::AdminService;
+use crate::config::OriginConfig;
+use crate::handler::{Body, MediaService, error_response};
+use crate::metrics::OriginMetrics;
+use crate::store::Store;
+
+/// A configured origin with its listeners bound, ready to serve.
+pub struct Origin {
+    config: OriginConfig,
+    media_listener: TcpListener,
+    admin_listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    media: Arc<MediaService>,
+    admin: Arc<AdminService>,
+    metrics: Arc<OriginMetrics>,
+}
+
+impl Origin {
+    /// Validates the config, opens the store, loads TLS material and binds both listeners; nothing is served yet.
+    pub async fn bind(config: OriginConfig) -> anyhow::Result<Origin> {
+        config.validate()?;
+        let store = Store::open(&config)?;
+        let tls = match (&config.media.tls_cert, &config.media.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsAcceptor::from(shared::tls::server_config(
+                cert,
+                key,
+                shared::tls::ALPN_H2_H1,
+            )?)),
+            _ => None,
+        };
+        let media_listener = bind(config.media_addr()?, "media.listen").await?;
+        let admin_listener = bind(config.admin_addr()?, "admin.listen").await?;
+        let metrics = Arc::new(OriginMetrics::new());
+        let cors_allow_origin = Some(config.media.cors_allow_origin.as_str())
+            .filter(|v| !v.is_empty())
+            .map(HeaderValue::from_str)
+            .transpose()?;
+        tracing::info!(store = %store.description, "store opened");
+        let media = Arc::new(MediaService {
+            store,
+            cache_control: config.cache_control.clone(),
+            cors_allow_origin,
+            metrics: Arc::clone(&metrics),
+        });
+        let admin = Arc::new(AdminService {
+            metrics: Arc::clone(&metrics),
+            bearer_token: config.admin.bearer_token.clone(),
+        });
+        Ok(Origin {
+            config,
+            media_listener,
+            admin_listener,
+            tls,
+            media,
+            admin,
+            metrics,
+        })
+    }
+
+    pub fn media_addr(&self) -> SocketAddr {
+        self.media_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and gives open requests
+    /// `media.shutdown_grace_secs` to finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (media_addr, admin_addr) = (self.media_addr(), self.admin_addr());
+        tracing::info!(
+            media_addr = %media_addr,
+            admin_addr = %admin_addr,
+            tls = self.tls.is_some(),
+            "listening"
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let grace = Duration::from_secs(self.config.media.shutdown_grace_secs);
+        let media_builder = media_builder(&self.config);
+        let limits = Arc::new(Semaphore::new(self.config.media.max_connections));
+        let handshake_timeout = Duration::from_secs(self.config.media.tls_handshake_timeout_secs);
+
+        let media = {
+            let (service, metrics, tls) = (
+                Arc::clone(&self.media),
+                Arc::clone(&self.metrics),
+                self.tls.clone(),
+            );
+            accept_loop(
+                self.media_listener,
+                limits,
+                stop_rx.clone(),
+                move |stream, peer, graceful| {
+                    let (service, metrics, tls, builder) = (
+                        Arc::clone(&service),
+                        Arc::clone(&metrics),
+                        tls.clone(),
+                        media_builder.clone(),
+                    );
+                    async move {
+                        metrics.connections.inc();
+                        metrics.connections_open.inc();
+                        let _open = scopeguard(move || metrics.connections_open.dec());
+                        match tls {
+                            None => {
+                                serve_media(builder, TokioIo::new(stream), peer, service, &graceful)
+                                    .await
+                            }
+                            Some(acceptor) => match tokio::time::timeout(
+                                handshake_timeout,
+                                acceptor.accept(stream),
+                            )
+                            .await
+                            {
+                                Ok(Ok(tls_stream)) => {
+                                    serve_media(
+                                        builder,
+                                        TokioIo::new(tls_stream),
+                                        peer,
+                                        service,
+                                        &graceful,
+                                    )
+                                    .await
+                                }
+                                Ok(Err(e)) => {
+                                    service.metrics.tls_failures.inc();
+                                    tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                                }
+                                Err(_) => {
+                                    service.metrics.tls_failures.inc();
+                                    tracing::debug!(peer = %peer, "TLS handshake timed out");
+                                }
+                            },
+                        }
+                    }
+                },
+            )
+        };
+        let admin = {
+            let service = Arc::clone(&self.admin);
+            let builder = auto::Builder::new(TokioExecutor::new());
+            accept_loop(
+                self.admin_listener,
+                Arc::new(Semaphore::new(64)),
+                stop_rx,
+                move |stream, _peer, graceful| {
+                    let (service, builder) = (Arc::clone(&service), builder.clone());
+                    async move {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            let service = Arc::clone(&service);
+                            async move { Ok::<_, Infallible>(service.respond(&req)) }
+                        });
+                        let conn = builder
+                            .serve_connection(TokioIo::new(stream), svc)
+                            .into_owned();
+                        let _ = graceful.watch(conn).await;
+                    }
+                },
+            )
+        };
+        let media_task = tokio::spawn(media);
+        let admin_task = tokio::spawn(admin);
+        shutdown.await;
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, draining open ones"
+        );
+        let _ = stop_tx.send(true);
+        let drained = async {
+            let _ = media_task.await;
+            let _ = admin_task.await;
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!("grace period over; closing the connections still open");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (`{field}`): {e}"))
+}
+
+fn media_builder(config: &OriginConfig) -> auto::Builder<TokioExecutor> {
+    let m = &config.media;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(m.header_read_timeout_secs))
+        .max_buf_size(m.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(m.h2_max_concurrent_streams)
+        .max_header_list_size(m.max_header_bytes as u32)
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
+    builder
+}
+
+/// Accepts connections until `stop` turns true, at most as many at once as `limits` has permits, and runs
+/// `serve` for each; returns when every connection has finished.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    limits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    serve: F,
+) where
+    F: Fn(TcpStream, SocketAddr, Arc<GracefulShutdown>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limits).acquire_owned() => permit.expect("semaphore never closed"),
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let fut = serve(stream, peer, Arc::clone(&graceful));
+        tasks.spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    // Every watched connection gets a graceful shutdown (HTTP/2 GOAWAY, HTTP/1.1 close after the response).
+    match Arc::try_unwrap(graceful) {
+        Ok(graceful) => graceful.shutdown().await,
+        Err(shared) => drop(shared),
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn serve_media<I>(
+    builder: auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    service: Arc<MediaService>,
+    graceful: &GracefulShutdown,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let service = Arc::clone(&service);
+        async move { Ok::<_, Infallible>(handle_media(&service, req, peer).await) }
+    });
+    let conn = builder.serve_connection(io, svc).into_owned();
+    if let Err(e) = graceful.watch(conn).await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// One media request, end to end: respond, then wrap the body so the access log and metrics see its end.
+async fn handle_media(
+    service: &MediaService,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Metered<Body>> {
+    let started = Instant::now();
+    let (parts, _body) = req.into_parts();
+    let (response, error) = match service
+        .respond(&parts.method, parts.uri.path(), &parts.headers)
+        .await
+    {
+        Ok(response) => (response, None),
+        Err(err) => (error_response(&err), Some(err.reason)),
+    };
+    let text = |name: http::header::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let record = AccessRecord {
+        path: parts.uri.path().to_string(),
+        protocol: protocol_name(parts.version),
+        peer,
+        status: response.status().as_u16(),
+        range: text(http::header::RANGE),
+        user_agent: text(http::header::USER_AGENT),
+        error,
+        started,
+        metrics: Arc::clone(&service.metrics),
+        method: parts.method,
+    };
+    response.map(|body| Metered::new(body, record))
+}
+
+/// The protocol label of the access log.
+pub fn protocol_name(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "http/0.9",
+        http::Version::HTTP_10 => "http/1.0",
+        http::Version::HTTP_11 => "http/1.1",
+        http::Version::HTTP_2 => "h2",
+        http::Version::HTTP_3 => "h3",
+        _ => "unknown",
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}

@@ -1,0 +1,14 @@
+//! Code shared by the edge and the origin. HTTP semantics here are pure functions (no I/O, no clock) with
+//! tables of tests from the RFC text; the I/O helpers (TLS, metrics exposition, logging) are thin.
+
+pub mod conditional;
+pub mod config;
+pub mod logging;
+pub mod media;
+pub mod metrics;
+pub mod path;
+pub mod range;
+pub mod tls;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1,0 +1,194 @@
+//! Turning a request path into an object key safely. Every object a server reads is named by a key produced
+//! here, so no request can name a file outside the store: `..` and `.` segments (plain or percent-encoded),
+//! encoded slashes or backslashes, raw backslashes, NUL and other control characters, empty segments and
+//! over-long paths are refused with a reason.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Longest accepted request path (bytes, before decoding).
+pub const MAX_PATH_BYTES: usize = 2048;
+
+/// Why a path does not name an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// The path does not start with `/` (absolute-form and authority-form are handled before this).
+    NotAbsolute,
+    /// `/` or a path ending in `/`: a directory, which is never served.
+    Directory,
+    /// A `.` or `..` segment, possibly percent-encoded.
+    DotSegment,
+    /// `%2F` or `%5C`: an encoded separator that could change how the key splits.
+    EncodedSeparator,
+    /// A raw backslash, which some stores treat as a separator.
+    Backslash,
+    /// NUL or another control character (raw or encoded).
+    ControlCharacter,
+    /// `//`: an empty segment.
+    EmptySegment,
+    /// A `%` not followed by two hex digits, or bytes that are not UTF-8 after decoding.
+    BadEncoding,
+    /// Longer than [`MAX_PATH_BYTES`].
+    TooLong,
+}
+
+impl PathError {
+    /// Whether the client sent something invalid (400) rather than naming nothing (404).
+    pub fn is_bad_request(self) -> bool {
+        !matches!(self, PathError::Directory)
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "the request path must start with '/'",
+            PathError::Directory => "directories are not served; name an object",
+            PathError::DotSegment => {
+                "path traversal refused: '.' and '..' segments are not allowed"
+            }
+            PathError::EncodedSeparator => {
+                "path traversal refused: encoded '/' or '\\' is not allowed"
+            }
+            PathError::Backslash => "path traversal refused: '\\' is not allowed in paths",
+            PathError::ControlCharacter => "NUL and control characters are not allowed in paths",
+            PathError::EmptySegment => "empty path segments ('//') are not allowed",
+            PathError::BadEncoding => "the path is not valid percent-encoded UTF-8",
+            PathError::TooLong => "the request path is too long",
+        }
+    }
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// The object key (decoded, without the leading `/`) for a request path (without the query).
+pub fn object_key(path: &str) -> Result<String, PathError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    if rest.is_empty() || rest.ends_with('/') {
+        return Err(PathError::Directory);
+    }
+    let mut key = String::with_capacity(rest.len());
+    for (i, segment) in rest.split('/').enumerate() {
+        let decoded = decode_segment(segment)?;
+        match decoded.as_ref() {
+            "" => return Err(PathError::EmptySegment),
+            "." | ".." => return Err(PathError::DotSegment),
+            _ => {}
+        }
+        if i > 0 {
+            key.push('/');
+        }
+        key.push_str(&decoded);
+    }
+    Ok(key)
+}
+
+fn decode_segment(segment: &str) -> Result<Cow<'_, str>, PathError> {
+    for b in segment.bytes() {
+        match b {
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            _ => {}
+        }
+    }
+    if !segment.contains('%') {
+        return Ok(Cow::Borrowed(segment));
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            out.push(bytes[i]);
+            i += 1;
+            continue;
+        }
+        let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEncoding)?;
+        let value = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .filter(|_| hex.iter().all(u8::is_ascii_hexdigit))
+            .ok_or(PathError::BadEncoding)?;
+        match value {
+            b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+            0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            _ => out.push(value),
+        }
+        i += 3;
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| PathError::BadEncoding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_paths_become_keys() {
+        let table = [
+            ("/titles/a/master.m3u8", "titles/a/master.m3u8"),
+            ("/x.ts", "x.ts"),
+            ("/titles/a%20b/seg%5F1.ts", "titles/a b/seg_1.ts"),
+            ("/titles/%C3%A9t%C3%A9.mp4", "titles/été.mp4"),
+            ("/titles/...", "titles/..."), // three dots is a name, not a traversal
+            ("/titles/.hidden", "titles/.hidden"),
+            ("/titles/a..b", "titles/a..b"),
+        ];
+        for (path, key) in table {
+            assert_eq!(object_key(path).as_deref(), Ok(key), "{path}");
+        }
+    }
+
+    #[test]
+    fn traversal_and_bad_paths_are_refused() {
+        use PathError::*;
+        let table = [
+            ("/../etc/passwd", DotSegment),
+            ("/titles/../../etc/passwd", DotSegment),
+            ("/titles/./x.ts", DotSegment),
+            ("/%2e%2e/etc/passwd", DotSegment),
+            ("/%2E%2E/etc/passwd", DotSegment),
+            ("/.%2e/x", DotSegment),
+            ("/titles/..", DotSegment),
+            ("/titles%2f..%2f..%2fetc/passwd", EncodedSeparator),
+            ("/titles%2F..%2Fetc", EncodedSeparator),
+            ("/titles%5c..%5cetc", EncodedSeparator),
+            ("/titles\\..\\etc", Backslash),
+            ("/titles/a%00.ts", ControlCharacter),
+            ("/titles/a\0.ts", ControlCharacter),
+            ("/titles/a%0a.ts", ControlCharacter),
+            ("/titles//x.ts", EmptySegment),
+            ("/titles/%zz.ts", BadEncoding),
+            ("/titles/%4.ts", BadEncoding),
+            ("/titles/%+1.ts", BadEncoding),
+            ("/titles/%ff.ts", BadEncoding),
+            ("/", Directory),
+            ("/titles/", Directory),
+            ("titles/x.ts", NotAbsolute),
+            ("*", NotAbsolute),
+        ];
+        for (path, err) in table {
+            assert_eq!(object_key(path), Err(err), "{path}");
+        }
+        assert_eq!(
+            object_key(&format!("/{}", "a".repeat(MAX_PATH_BYTES))),
+            Err(TooLong)
+        );
+    }
+
+    #[test]
+    fn only_directories_are_not_found_rather_than_bad() {
+        assert!(!PathError::Directory.is_bad_request());
+        assert!(PathError::DotSegment.is_bad_request());
+        assert!(PathError::EncodedSeparator.reason().contains("traversal"));
+    }
+}

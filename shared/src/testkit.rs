@@ -1,0 +1,556 @@
+//! The integration test kit (feature `testkit`): every integration test of the project starts real servers and
+//! real clients through it.
+//!
+//! - [`ServerProcess`]: runs a project binary with a config that listens on port 0, waits for its `listening`
+//!   log line (no sleeps) and reads the bound addresses from it; keeps its log; stops it with SIGTERM.
+//! - [`TempStore`]: a temporary object folder, filled from the sample titles or by hand (sparse files too).
+//! - [`TestCerts`]: a CA and a `localhost`/`127.0.0.1`/`::1` leaf made with rcgen, as PEM files.
+//! - [`curl`], [`ffmpeg_play`], [`S3Server`]: real independent clients and peers, found on `PATH` (the test
+//!   script puts the project's Python venv first on it).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a server gets to print its `listening` line.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The repository root (tests run with the crate folder as working directory).
+pub fn repo_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("Cargo.lock").exists() && !dir.join(".git").exists() {
+        if !dir.pop() {
+            panic!(
+                "cannot find the repository root above {}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+        }
+    }
+    dir
+}
+
+/// The committed sample titles (`origin/sample-content`).
+pub fn sample_content() -> PathBuf {
+    repo_root().join("origin/sample-content")
+}
+
+/// Finds an external tool on `PATH` or in the repository's `.venv/bin`; panics with how to install it.
+pub fn tool(name: &str) -> PathBuf {
+    let venv = repo_root().join(".venv/bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::iter::once(venv)
+        .chain(std::env::split_paths(&path))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed: run `.ci/run` (or scripts/install-test-deps.sh) first"
+            )
+        })
+}
+
+/// A running server binary.
+pub struct ServerProcess {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    addrs: HashMap<String, SocketAddr>,
+    _dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Writes `config` (TOML) to a temporary file, runs `binary serve --config FILE`, and waits for the JSON log
+    /// line whose message is `listening`; every field of that line ending in `_addr` becomes an address.
+    pub fn start(binary: &Path, config: &str) -> ServerProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("config.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<HashMap<String, SocketAddr>>();
+        for pipe in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let (log, ready_tx) = (Arc::clone(&log), ready_tx.clone());
+            // Drain the pipe for the whole life of the process so the server never blocks on a full pipe.
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(&line)
+                        && fields.get("message").and_then(Value::as_str) == Some("listening")
+                    {
+                        let addrs = fields
+                            .iter()
+                            .filter(|(k, _)| k.ends_with("_addr"))
+                            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.parse().ok()?)))
+                            .collect();
+                        let _ = ready_tx.send(addrs);
+                    }
+                    log.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        drop(ready_tx);
+        let started = Instant::now();
+        let addrs = loop {
+            match ready_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(addrs) => break addrs,
+                Err(_) if started.elapsed() > STARTUP_TIMEOUT => {
+                    let _ = child.kill();
+                    panic!(
+                        "server did not start in {STARTUP_TIMEOUT:?}; log:\n{}",
+                        log.lock().unwrap().join("\n")
+                    );
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(100)); // let the log threads catch up
+                        panic!(
+                            "server exited with {status} before listening; log:\n{}",
+                            log.lock().unwrap().join("\n")
+                        );
+                    }
+                }
+            }
+        };
+        ServerProcess {
+            child,
+            log,
+            addrs,
+            _dir: dir,
+        }
+    }
+
+    /// A bound address by its log field name (`media_addr`, `admin_addr`, …).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        *self
+            .addrs
+            .get(name)
+            .unwrap_or_else(|| panic!("no `{name}` in the listening line: {:?}", self.addrs))
+    }
+
+    /// `http://ADDR` for a named address.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://{}", self.addr(name))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log line so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().expect("log lock").clone()
+    }
+
+    /// The JSON log lines of one target (`access` for the access log).
+    pub fn log_events(&self, target: &str) -> Vec<Value> {
+        self.log_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("target").and_then(Value::as_str) == Some(target))
+            .collect()
+    }
+
+    /// Waits until a log event of `target` satisfies `pred` (log lines are written after the body ends).
+    pub fn wait_for_event(&self, target: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(event) = self.log_events(target).into_iter().find(|e| pred(e)) {
+                return event;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no matching `{target}` event; log:\n{}",
+                self.log_lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident set size of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns whether it exited with status 0.
+    pub fn stop(mut self) -> bool {
+        signal(self.child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A temporary folder used as an object store.
+pub struct TempStore {
+    dir: tempfile::TempDir,
+}
+
+impl TempStore {
+    pub fn new() -> TempStore {
+        TempStore {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// A store holding a copy of the sample titles.
+    pub fn with_samples() -> TempStore {
+        let store = TempStore::new();
+        copy_tree(&sample_content(), store.path());
+        store
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `file:///…` URL of the folder.
+    pub fn url(&self) -> String {
+        format!("file://{}", self.path().display())
+    }
+
+    /// Writes an object.
+    pub fn put(&self, key: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.path().join(key);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, bytes).expect("write object");
+        path
+    }
+
+    /// Writes a sparse object of `len` bytes (zeros) whose last 8 bytes spell the length, cheap to make at 4 GiB.
+    pub fn put_sparse(&self, key: &str, len: u64) -> PathBuf {
+        use std::os::unix::fs::FileExt;
+        let path = self.path().join(key);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        let file = std::fs::File::create(&path).expect("create");
+        file.set_len(len).expect("set_len");
+        file.write_all_at(&len.to_be_bytes(), len - 8)
+            .expect("write tail");
+        path
+    }
+}
+
+impl Default for TempStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Copies a folder tree.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
+    {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// A test CA and a leaf certificate for `localhost`, `127.0.0.1` and `::1`, written as PEM files.
+pub struct TestCerts {
+    dir: tempfile::TempDir,
+}
+
+impl TestCerts {
+    pub fn generate() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "CDN Test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
+        let mut leaf_params = CertificateParams::new(names).expect("leaf params");
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        // Short-lived, as Chromium wants for certificates pinned by hash.
+        leaf_params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        leaf_params.not_after = rcgen::date_time_ymd(2099, 1, 1);
+        let leaf = leaf_params
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
+        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).expect("write");
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            format!("{}{}", leaf.pem(), ca_cert.pem()),
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("write");
+        TestCerts { dir }
+    }
+
+    /// The CA certificate clients must trust.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The server's certificate chain (leaf then CA).
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("cert.pem")
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.path().join("key.pem")
+    }
+}
+
+/// What curl saw.
+#[derive(Debug)]
+pub struct CurlResponse {
+    pub status: u16,
+    /// `1.1`, `2`, `3`.
+    pub http_version: String,
+    /// Header names in lower case, in order (of the final response).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl CurlResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Runs curl with `args` (add `--http2-prior-knowledge`, `-r`, `-H`, `--cacert` … as needed) and returns the
+/// final response. Panics when curl itself fails (connection refused, TLS error, …).
+pub fn curl(args: &[&str]) -> CurlResponse {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (headers_path, body_path) = (dir.path().join("headers"), dir.path().join("body"));
+    let output = Command::new(tool("curl"))
+        .args(["-sS", "--max-time", "60", "-D"])
+        .arg(&headers_path)
+        .arg("-o")
+        .arg(&body_path)
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(
+        output.status.success(),
+        "curl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stderr),
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let summary = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut parts = summary.split_whitespace();
+    let status = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("status from curl");
+    let http_version = parts.next().unwrap_or("").to_string();
+    let raw_headers = std::fs::read_to_string(&headers_path).unwrap_or_default();
+    // With redirects or 100-continue there are several blocks; keep the last.
+    let last_block = raw_headers
+        .trim_end()
+        .rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or("");
+    let headers = last_block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let body = std::fs::read(&body_path).unwrap_or_default();
+    CurlResponse {
+        status,
+        http_version,
+        headers,
+        body,
+    }
+}
+
+/// What ffmpeg reported when it decoded every stream of a manifest.
+#[derive(Debug)]
+pub struct FfmpegReport {
+    pub exit_ok: bool,
+    /// `[warning]`, `[error]`, `[fatal]` and `[panic]` lines.
+    pub problems: Vec<String>,
+    /// Frames decoded per video stream.
+    pub video_frames: Vec<u64>,
+    pub audio_streams: usize,
+    pub log: String,
+}
+
+impl FfmpegReport {
+    /// Clean: exit 0, no warning or error, and at least one video stream with frames.
+    pub fn is_clean(&self) -> bool {
+        self.exit_ok
+            && self.problems.is_empty()
+            && !self.video_frames.is_empty()
+            && self.video_frames.iter().all(|f| *f > 0)
+    }
+}
+
+/// Decodes every stream of `url` with ffmpeg as a player would (`-map 0`), reading its log: ffmpeg exits 0 even
+/// when segments 404, so the log decides. `ca` enables certificate verification.
+pub fn ffmpeg_play(url: &str, ca: Option<&Path>) -> FfmpegReport {
+    let mut cmd = Command::new(tool("ffmpeg"));
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "repeat+level+verbose",
+        "-rw_timeout",
+        "20000000",
+    ]);
+    if let Some(ca) = ca {
+        cmd.args(["-tls_verify", "1", "-ca_file"]).arg(ca);
+    }
+    let output = cmd
+        .args(["-i", url, "-map", "0", "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let log = String::from_utf8_lossy(&output.stderr).into_owned();
+    let problems = log
+        .lines()
+        .filter(|l| {
+            ["[warning]", "[error]", "[fatal]", "[panic]"]
+                .iter()
+                .any(|p| l.contains(p))
+        })
+        .map(String::from)
+        .collect();
+    let frames = |kind: &str| -> Vec<u64> {
+        log.lines()
+            .filter(|l| {
+                l.contains("Input stream #") && l.contains(kind) && l.contains("frames decoded")
+            })
+            .filter_map(|l| {
+                let before = l.split(" frames decoded").next()?;
+                before.rsplit(' ').next()?.parse().ok()
+            })
+            .collect()
+    };
+    FfmpegReport {
+        exit_ok: output.status.success(),
+        problems,
+        video_frames: frames("(video)"),
+        audio_streams: frames("(audio)").len(),
+        log,
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for servers that cannot bind port 0 and report it (the S3 test server).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A real S3-compatible server (moto) on loopback, with one bucket.
+pub struct S3Server {
+    child: Child,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3Server {
+    /// Starts `moto_server` and creates `bucket`.
+    pub fn start(bucket: &str) -> S3Server {
+        let port = free_port();
+        let child = Command::new(tool("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run moto_server");
+        let server = S3Server {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: bucket.to_string(),
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let created = curl(&["-X", "PUT", &format!("{}/{bucket}", server.endpoint)]);
+        assert_eq!(created.status, 200, "create bucket: {}", created.text());
+        server
+    }
+
+    /// Uploads an object with a plain PUT (moto does not check signatures).
+    pub fn put_file(&self, key: &str, file: &Path) {
+        let url = format!("{}/{}/{key}", self.endpoint, self.bucket);
+        let file_arg = file.to_str().expect("utf-8 path");
+        let put = curl(&["-X", "PUT", "--data-binary", &format!("@{file_arg}"), &url]);
+        assert_eq!(put.status, 200, "put {key}: {}", put.text());
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

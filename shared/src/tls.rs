@@ -1,0 +1,58 @@
+//! TLS setup shared by every listener: one crypto provider for the process and server configs from PEM files.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// ALPN protocol ids for HTTP/2 and HTTP/1.1, in server preference order.
+pub const ALPN_H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// Installs aws-lc-rs as the process-wide rustls provider. Several dependencies enable both aws-lc-rs and ring,
+/// and then rustls cannot pick one by itself; every binary and test calls this first. Idempotent.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// A TLS error with the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate chain {path}: {message}")]
+    Certificates { path: String, message: String },
+    #[error("cannot read private key {path}: {message}")]
+    Key { path: String, message: String },
+    #[error("certificate and key do not make a TLS config: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// Builds a server config from a PEM certificate chain and a PEM private key, advertising `alpn`.
+pub fn server_config(
+    cert_path: &Path,
+    key_path: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    install_crypto_provider();
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Certificates {
+            path: cert_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Certificates {
+            path: cert_path.display().to_string(),
+            message: "no CERTIFICATE block found".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key {
+        path: key_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
