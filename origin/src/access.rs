@@ -18,6 +18,8 @@ pub struct AccessRecord {
     pub protocol: &'static str,
     pub peer: std::net::SocketAddr,
     pub status: u16,
+    /// Body bytes the response promised (`Content-Length`; 0 for HEAD and 304), when known.
+    pub expected_bytes: Option<u64>,
     pub range: Option<String>,
     pub user_agent: Option<String>,
     /// Why the request failed, when it did.
@@ -65,6 +67,10 @@ where
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
                 }
+                // hyper stops polling once a body says it has ended.
+                if self.inner.is_end_stream() {
+                    self.finished = true;
+                }
             }
             Poll::Ready(None) => self.finished = true,
             Poll::Ready(Some(Err(e))) => {
@@ -93,7 +99,7 @@ impl<B> Drop for Metered<B> {
         let Some(record) = self.record.take() else {
             return;
         };
-        let complete = self.finished;
+        let complete = self.finished || record.expected_bytes == Some(self.bytes);
         let m = &record.metrics;
         m.in_flight.dec();
         let elapsed = record.started.elapsed();

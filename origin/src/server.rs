@@ -317,7 +317,18 @@ async fn handle_media(
             .and_then(|v| v.to_str().ok())
             .map(String::from)
     };
+    let bodyless =
+        parts.method == http::Method::HEAD || response.status() == http::StatusCode::NOT_MODIFIED;
+    let expected_bytes = if bodyless {
+        Some(0)
+    } else {
+        response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    };
     let record = AccessRecord {
+        expected_bytes,
         path: parts.uri.path().to_string(),
         protocol: protocol_name(parts.version),
         peer,

@@ -417,7 +417,12 @@ pub fn curl(args: &[&str]) -> CurlResponse {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let body = std::fs::read(&body_path).unwrap_or_default();
+    // With -I curl writes the header block as the "body"; a HEAD response has none.
+    let body = if args.contains(&"-I") {
+        Vec::new()
+    } else {
+        std::fs::read(&body_path).unwrap_or_default()
+    };
     CurlResponse {
         status,
         http_version,
@@ -553,4 +558,50 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A workspace binary (`origin`, `edge`) built beside the running test (`target/<profile>/NAME`).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is not built: run the tests with `cargo test --workspace`",
+        path.display()
+    );
+    path
+}
+
+/// An origin config for tests: media and admin on port 0, the given store URL, JSON logs, with `extra` TOML
+/// merged over it (`"[cache_control]\nsegment = \"…\"\n"`, `"[admin]\nbearer_token = \"…\"\n"`).
+pub fn origin_config(store_url: &str, extra: &str) -> String {
+    let base = format!(
+        "[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{store_url}\"\n\
+         [log]\nformat = \"json\"\nlevel = \"info\"\n"
+    );
+    merge_toml(&base, extra)
+}
+
+/// `base` with every key of `extra` set over it, tables merged key by key.
+pub fn merge_toml(base: &str, extra: &str) -> String {
+    fn merge(into: &mut toml::Table, from: toml::Table) {
+        for (key, value) in from {
+            match (into.get_mut(&key), value) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                (_, value) => {
+                    into.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut table: toml::Table = base.parse().expect("base config is TOML");
+    merge(&mut table, extra.parse().expect("extra config is TOML"));
+    toml::to_string(&table).expect("serialize config")
+}
+
+/// Starts the `origin` binary over `store_url`.
+pub fn start_origin(store_url: &str, extra: &str) -> ServerProcess {
+    ServerProcess::start(&binary("origin"), &origin_config(store_url, extra))
 }
