@@ -544,11 +544,22 @@ impl S3Server {
         server
     }
 
-    /// Uploads an object with a plain PUT (moto does not check signatures).
+    /// Uploads an object with a plain PUT (moto does not check signatures; a form content type would make it
+    /// parse the body as a form).
     pub fn put_file(&self, key: &str, file: &Path) {
         let url = format!("{}/{}/{key}", self.endpoint, self.bucket);
         let file_arg = file.to_str().expect("utf-8 path");
-        let put = curl(&["-X", "PUT", "--data-binary", &format!("@{file_arg}"), &url]);
+        let put = curl(&[
+            "-X",
+            "PUT",
+            "-H",
+            "Expect:",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{file_arg}"),
+            &url,
+        ]);
         assert_eq!(put.status, 200, "put {key}: {}", put.text());
     }
 }
