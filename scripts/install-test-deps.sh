@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, idempotently: Debian packages (curl, ffmpeg, nginx,
+# nghttp2-client, wrk, python3-venv) and a Python venv at .venv with moto (the S3-compatible test server).
+# Each step is skipped when what it installs is already there.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+need_apt=()
+for pair in curl:curl ffmpeg:ffmpeg nginx:nginx h2load:nghttp2-client wrk:wrk; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need_apt+=("${pair#*:}")
+done
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "install-test-deps: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+venv="$root/.venv"
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "install-test-deps: python venv with moto at $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.*'
+fi
+echo "install-test-deps: ok"
