@@ -271,8 +271,8 @@ def cmd_mpd_merge(args):
                                    indexRangeExact='true')
                 ET.SubElement(sb, q('Initialization'), range='0-%d' % (moov[1] + moov[2] - 1))
     ET.indent(vt, space='  ')
-    vt.write(out, encoding='utf-8', xml_declaration=True)
-    with open(out, 'a') as f: f.write('\n')
+    with open(out, 'w', encoding='utf-8') as f:
+        f.write('<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(mpd, encoding='unicode') + '\n')
 
 def mpd_info(path):
     """[(kind, rep_id, bandwidth, resolution, codecs, lang, [referenced relative urls])]"""
@@ -403,8 +403,14 @@ def cmd_meta(args):
                 else:
                     r = {'type': 'subtitles', 'uri': uri, 'codecs': 'wvtt', 'language': lang}
                 rends.append(r)
+        order = {'video': 0, 'audio': 1, 'subtitles': 2}
+        rends.sort(key=lambda r: order[r['type']])
+        note = ('video: EXT-X-STREAM-INF BANDWIDTH/AVERAGE-BANDWIDTH of the variant (video + audio, peak/average '
+                'segment bitrate); audio: peak/average of its media playlist') if proto == 'hls' else \
+               'Representation@bandwidth'
         meta['packagings'].append({'name': name, 'protocol': proto, 'container': container,
-                                   'addressing': addressing, 'manifest': prefix + man, 'renditions': rends})
+                                   'addressing': addressing, 'manifest': prefix + man, 'bandwidth': note,
+                                   'renditions': rends})
     with open(os.path.join(tdir, 'meta.json'), 'w') as f:
         json.dump(meta, f, indent=2); f.write('\n')
 
@@ -476,7 +482,7 @@ poster() { # poster OUT.jpg VIDEO_LAVFI: a 320x180 grab of the source at half ti
 
 # ---- packaging ------------------------------------------------------------------------------------------
 VMAPS=(-map 0:v:0 -map 0:v:1 -map 0:v:2)
-DASHCOMMON=(-f dash -seg_duration $SEG -use_template 1 -use_timeline 1 -fflags +bitexact)
+DASHCOMMON=(-f dash -seg_duration $SEG -use_template 1 -use_timeline 1 -format_options movflags=+cmaf -fflags +bitexact)
 
 # package_hls_ts MEZZ DIR: DIR/{v0,v1,v2,audio}/index.m3u8 + seg_NNN.ts
 package_hls_ts() {

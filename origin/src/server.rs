@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -129,7 +129,7 @@ impl Origin {
                         let _open = scopeguard(move || metrics.connections_open.dec());
                         match tls {
                             None => {
-                                serve_media(builder, TokioIo::new(stream), peer, service, &graceful)
+                                serve_media(builder, TokioIo::new(stream), peer, service, graceful)
                                     .await
                             }
                             Some(acceptor) => match tokio::time::timeout(
@@ -144,7 +144,7 @@ impl Origin {
                                         TokioIo::new(tls_stream),
                                         peer,
                                         service,
-                                        &graceful,
+                                        graceful,
                                     )
                                     .await
                                 }
@@ -237,10 +237,10 @@ async fn accept_loop<F, Fut>(
     mut stop: watch::Receiver<bool>,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Arc<GracefulShutdown>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Watcher) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let graceful = Arc::new(GracefulShutdown::new());
+    let graceful = GracefulShutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -260,7 +260,7 @@ async fn accept_loop<F, Fut>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let fut = serve(stream, peer, Arc::clone(&graceful));
+        let fut = serve(stream, peer, graceful.watcher());
         tasks.spawn(async move {
             fut.await;
             drop(permit);
@@ -269,10 +269,7 @@ async fn accept_loop<F, Fut>(
     }
     drop(listener);
     // Every watched connection gets a graceful shutdown (HTTP/2 GOAWAY, HTTP/1.1 close after the response).
-    match Arc::try_unwrap(graceful) {
-        Ok(graceful) => graceful.shutdown().await,
-        Err(shared) => drop(shared),
-    }
+    graceful.shutdown().await;
     while tasks.join_next().await.is_some() {}
 }
 
@@ -281,7 +278,7 @@ async fn serve_media<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     service: Arc<MediaService>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -290,7 +287,7 @@ async fn serve_media<I>(
         async move { Ok::<_, Infallible>(handle_media(&service, req, peer).await) }
     });
     let conn = builder.serve_connection(io, svc).into_owned();
-    if let Err(e) = graceful.watch(conn).await {
+    if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -103,3 +103,47 @@ fn sigterm_stops_cleanly() {
     let origin = start_origin(&store.url(), "");
     assert!(origin.stop());
 }
+
+#[test]
+fn sigterm_drains_an_in_flight_download_and_refuses_new_connections() {
+    let store = TempStore::new();
+    // Larger than the loopback socket buffers, so the origin is still sending when it is told to stop.
+    const LEN: u64 = 48 << 20;
+    store.put_sparse("slow/seg.ts", LEN);
+    let origin = start_origin(&store.url(), "");
+    let addr = origin.addr("media_addr");
+    let url = format!("http://{addr}/slow/seg.ts");
+    // A slow client: about 3 s for the whole body.
+    let download =
+        std::thread::spawn(move || shared::testkit::curl(&["--limit-rate", "16M", &url]));
+    let metrics_url = format!("{}/metrics", origin.url("admin_addr"));
+    wait_until("the download is in flight", || {
+        shared::testkit::curl(&[&metrics_url])
+            .text()
+            .contains("origin_http_requests_in_flight 1")
+    });
+    origin.terminate();
+    wait_until("the listener is closed", || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+    let response = download.join().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.body.len() as u64,
+        LEN,
+        "the in-flight body completed during the drain"
+    );
+    assert_eq!(response.body[response.body.len() - 8..], LEN.to_be_bytes());
+    assert!(origin.wait_exit(), "exit status 0 after draining");
+}
+
+fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -193,8 +193,18 @@ impl ServerProcess {
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns whether it exited with status 0.
-    pub fn stop(mut self) -> bool {
+    pub fn stop(self) -> bool {
+        self.terminate();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn terminate(&self) {
         signal(self.child.id(), "TERM");
+    }
+
+    /// Waits (up to 20 s) for the process to exit; returns whether it exited with status 0.
+    pub fn wait_exit(mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
