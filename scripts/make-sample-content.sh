@@ -20,13 +20,14 @@
 #     cmaf/manifest.mpd      DASH SegmentTimeline       } (+ cmaf/subs/en.m3u8, text AdaptationSet -> ../subs/en.vtt)
 #     subs/en.vtt poster.jpg meta.json
 #
-# All manifests use relative URIs only. The output is deterministic for a given ffmpeg build.
+# All manifests use relative URIs only. The output is byte-for-byte reproducible with the same ffmpeg build
+# (x264 runs single-threaded for that), except with --large, which encodes multi-threaded for speed.
 #
 # Usage: scripts/make-sample-content.sh [--out DIR] [--duration SECONDS] [--large] [--no-verify]
 #   --out DIR         output directory (default: origin/sample-content in the repository; with --large:
 #                     data/sample-content-large, which is git-ignored)
 #   --duration SECS   title duration (default 24; with --large 120)
-#   --large           benchmark set: 1920x1080 / 1280x720 / 854x480 renditions, 2 minutes, higher bitrates
+#   --large           benchmark set: 1920x1080 / 1280x720 / 960x540 renditions, 2 minutes, higher bitrates
 #   --no-verify       skip the verification step
 #
 # Verification (default on): serves OUT on 127.0.0.1 with `python3 -m http.server` (plus a stdlib Range-capable
@@ -78,23 +79,26 @@ AR=48000                    # audio sample rate
 if [ $LARGE = 1 ]; then
   : "${DUR:=120}"; : "${OUT:=$ROOT/data/sample-content-large}"
   # name WxH video-kbit/s maxrate bufsize
-  RENDITIONS=("v0 1920x1080 3000 3600 6000" "v1 1280x720 1800 2160 3600" "v2 854x480 900 1080 1800")
-  ABR=128k; PRESET=veryfast
+  # (not 854x480: ffmpeg's dash muxer rejects renditions whose aspect ratio differs from 16:9 in one AdaptationSet)
+  RENDITIONS=("v0 1920x1080 3000 3600 6000" "v1 1280x720 1800 2160 3600" "v2 960x540 1000 1200 2000")
+  MANDEL_SIZE=960x540       # the mandelbrot source is slow (single-threaded): render at 540p, scale up
+  ABR=128k; PRESET=veryfast; X264_THREADS=0     # all cores; x264 output then varies from run to run
 else
   : "${DUR:=24}"; : "${OUT:=$ROOT/origin/sample-content}"
   RENDITIONS=("v0 640x360 250 300 500" "v1 480x270 150 180 300" "v2 320x180 80 96 160")
-  ABR=64k; PRESET=medium
+  MANDEL_SIZE=640x360
+  ABR=64k; PRESET=medium; X264_THREADS=1      # x264 is only bit-exact across runs with one thread
 fi
 python3 -c "import sys; d=float(sys.argv[1]); sys.exit(0 if $SEG <= d <= 3600 else 1)" "$DUR" 2>/dev/null \
   || die "--duration must be a number of seconds between $SEG and 3600 (got '$DUR')"
-FRAMES=$(python3 -c "import sys; print(round(float(sys.argv[1])*$FPS))" "$DUR")
+FRAMES=$(python3 -c "import math,sys; print(math.ceil(float(sys.argv[1])*$FPS - 1e-9))" "$DUR")
 # AAC priming: the encoder adds 1024 samples in front; feed 1024 fewer so the audio timeline ends at DUR
 # like the video (otherwise the segmenters leave a ~20 ms audio segment at the end).
 ASAMPLES=$(python3 -c "import sys; print(round(float(sys.argv[1])*$AR) - 1024)" "$DUR")
 GOP=$((SEG * FPS))
 
 mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd)
-WORK=$(mktemp -d /tmp/make-sample-content.XXXXXX)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/make-sample-content.XXXXXX")
 SERVER_PIDS=(); KEEP_WORK=0
 cleanup() {
   local p
@@ -469,7 +473,7 @@ encode_mezzanine() {
   ffmpeg -hide_banner -nostdin -loglevel error -y \
     -f lavfi -t "$DUR" -i "$vsrc" -f lavfi -i "$asrc,atrim=end_sample=$ASAMPLES" \
     -filter_complex "$fc" "${maps[@]}" -map 1:a \
-    -c:v libx264 -preset $PRESET -profile:v main -pix_fmt yuv420p -r $FPS \
+    -c:v libx264 -threads $X264_THREADS -preset $PRESET -profile:v main -pix_fmt yuv420p -r $FPS \
     -g $GOP -keyint_min $GOP -sc_threshold 0 -bf 0 -flags:v +cgop+bitexact -force_key_frames "expr:gte(t,n_forced*$SEG)" \
     "${rc[@]}" -c:a aac -b:a $ABR -ac 2 -ar $AR -flags:a +bitexact -metadata:s:a:0 language=eng \
     -fflags +bitexact -movflags +faststart "$out"
@@ -550,7 +554,8 @@ make_test_pattern() {
   # DASH, SegmentTemplate
   package_dash "$mezz" "$t/dash" template
   py mpd-merge "$t/dash/video.mpd" "$t/dash/audio.mpd" "$t/dash/manifest.mpd" 3 ../subs/en.vtt "Test Pattern"
-  rm -f "$t/dash/video.mpd" "$t/dash/audio.mpd" "$t"/dash/*.m3u8   # the HLS over these segments lives in cmaf/ of title 2
+  rm -f "$t/dash/video.mpd" "$t/dash/audio.mpd" "$t"/dash/*.m3u8   # DASH only here; HLS + DASH over one set of
+                                                                    # segments is title 2's cmaf/
 
   # single file per rendition, byte ranges: DASH on-demand + HLS EXT-X-BYTERANGE
   package_dash "$mezz" "$t/mp4" single
@@ -580,8 +585,7 @@ make_test_pattern() {
 # ---- title 2: Mandelbrot (CMAF) ---------------------------------------------------------------------------
 make_mandelbrot() {
   local slug=mandelbrot t="$OUT/titles/mandelbrot" mezz="$WORK/mandelbrot.mp4" codecs cues i name size rest s
-  local top; top=$(awk '{print $2}' <<<"${RENDITIONS[0]}")
-  local vsrc="mandelbrot=size=$top:rate=$FPS:maxiter=1024"
+  local vsrc="mandelbrot=size=$MANDEL_SIZE:rate=$FPS:maxiter=1024"
   local asrc="aevalsrc=0.15*sin(2*PI*220*t)*(0.6+0.4*sin(2*PI*0.5*t))|0.15*sin(2*PI*330*t)*(0.6+0.4*cos(2*PI*0.5*t)):s=$AR:c=stereo"
   rm -rf "$t"; mkdir -p "$t/subs"
   s=$(date +%s.%N); encode_mezzanine "$mezz" "$vsrc" "$asrc"; log "mandelbrot: encoded in $(elapsed $s)s"

@@ -111,17 +111,19 @@ impl MediaService {
             range_header.is_some(),
         ) {
             conditional::Outcome::NotModified => {
-                return Ok(response
+                return response
                     .status(StatusCode::NOT_MODIFIED)
                     .body(empty())
-                    .map_err(internal)?);
+                    .map_err(internal);
             }
             conditional::Outcome::PreconditionFailed => {
-                return Ok(response
+                return response
                     .status(StatusCode::PRECONDITION_FAILED)
                     .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                    .body(text_body("precondition failed: the object does not match If-Match/If-Unmodified-Since\n"))
-                    .map_err(internal)?);
+                    .body(text_body(
+                        "precondition failed: the object does not match If-Match/If-Unmodified-Since\n",
+                    ))
+                    .map_err(internal);
             }
             conditional::Outcome::Proceed { apply_range } => apply_range,
         };

@@ -128,7 +128,13 @@ fn byte_ranges() {
     let url = format!("{}/r/seg.ts", origin.url("media_addr"));
     let len = content.len();
     // (Range header, status, Content-Range, body range)
-    let table: Vec<(&str, u16, Option<String>, Option<std::ops::Range<usize>>)> = vec![
+    type Row = (
+        &'static str,
+        u16,
+        Option<String>,
+        Option<std::ops::Range<usize>>,
+    );
+    let table: Vec<Row> = vec![
         (
             "bytes=0-499",
             206,

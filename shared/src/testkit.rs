@@ -445,16 +445,18 @@ pub fn curl(args: &[&str]) -> CurlResponse {
 #[derive(Debug)]
 pub struct FfmpegReport {
     pub exit_ok: bool,
-    /// `[warning]`, `[error]`, `[fatal]` and `[panic]` lines.
+    /// `[warning]`, `[error]`, `[fatal]` and `[panic]` lines of both passes.
     pub problems: Vec<String>,
     /// Frames decoded per video stream.
     pub video_frames: Vec<u64>,
     pub audio_streams: usize,
+    /// Cues decoded per subtitle stream.
+    pub subtitle_cues: Vec<u64>,
     pub log: String,
 }
 
 impl FfmpegReport {
-    /// Clean: exit 0, no warning or error, and at least one video stream with frames.
+    /// Clean: both passes exit 0, no warning or error, and at least one video stream with frames.
     pub fn is_clean(&self) -> bool {
         self.exit_ok
             && self.problems.is_empty()
@@ -463,28 +465,50 @@ impl FfmpegReport {
     }
 }
 
-/// Decodes every stream of `url` with ffmpeg as a player would (`-map 0`), reading its log: ffmpeg exits 0 even
-/// when segments 404, so the log decides. `ca` enables certificate verification.
+/// Decodes every stream of `url` with ffmpeg as a player would, reading its log: ffmpeg exits 0 even when
+/// segments 404, so the log decides. `ca` enables certificate verification.
+///
+/// Two passes, because ffmpeg 5.1 cannot decode audio/video and WebVTT subtitles in one run to the null muxer
+/// (it has no default subtitle encoder for it, its DASH reader stops all streams when the subtitle track ends,
+/// and its HLS reader skips subtitle renditions unless `-strict experimental`): the media pass maps every
+/// stream but subtitles, the subtitle pass maps only subtitles and re-encodes them as WebVTT.
 pub fn ffmpeg_play(url: &str, ca: Option<&Path>) -> FfmpegReport {
-    let mut cmd = Command::new(tool("ffmpeg"));
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "repeat+level+verbose",
-        "-rw_timeout",
-        "20000000",
-    ]);
-    if let Some(ca) = ca {
-        cmd.args(["-tls_verify", "1", "-ca_file"]).arg(ca);
-    }
-    let output = cmd
-        .args(["-i", url, "-map", "0", "-f", "null", "-"])
-        .output()
-        .expect("run ffmpeg");
-    let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    let problems = log
+    let pass = |maps: &[&str]| -> (bool, String) {
+        let mut cmd = Command::new(tool("ffmpeg"));
+        cmd.args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "repeat+level+verbose",
+            "-rw_timeout",
+            "20000000",
+        ]);
+        if let Some(ca) = ca {
+            cmd.args(["-tls_verify", "1", "-ca_file"]).arg(ca);
+        }
+        let output = cmd
+            .args(["-strict", "experimental", "-i", url])
+            .args(maps)
+            .args(["-f", "null", "-"])
+            .output();
+        let output = output.expect("run ffmpeg");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (media_ok, media_log) = pass(&["-map", "0", "-map", "-0:s?"]);
+    let has_subtitles = media_log
         .lines()
+        .any(|l| l.contains("Stream #") && l.contains(": Subtitle:"));
+    let (subs_ok, subs_log) = if has_subtitles {
+        pass(&["-map", "0:s", "-c:s", "webvtt"])
+    } else {
+        (true, String::new())
+    };
+    let problems = [&media_log, &subs_log]
+        .iter()
+        .flat_map(|log| log.lines())
         .filter(|l| {
             ["[warning]", "[error]", "[fatal]", "[panic]"]
                 .iter()
@@ -492,7 +516,7 @@ pub fn ffmpeg_play(url: &str, ca: Option<&Path>) -> FfmpegReport {
         })
         .map(String::from)
         .collect();
-    let frames = |kind: &str| -> Vec<u64> {
+    let frames = |log: &str, kind: &str| -> Vec<u64> {
         log.lines()
             .filter(|l| {
                 l.contains("Input stream #") && l.contains(kind) && l.contains("frames decoded")
@@ -504,11 +528,12 @@ pub fn ffmpeg_play(url: &str, ca: Option<&Path>) -> FfmpegReport {
             .collect()
     };
     FfmpegReport {
-        exit_ok: output.status.success(),
+        exit_ok: media_ok && subs_ok,
         problems,
-        video_frames: frames("(video)"),
-        audio_streams: frames("(audio)").len(),
-        log,
+        video_frames: frames(&media_log, "(video)"),
+        audio_streams: frames(&media_log, "(audio)").len(),
+        subtitle_cues: frames(&subs_log, "(subtitle)"),
+        log: format!("{media_log}\n--- subtitle pass ---\n{subs_log}"),
     }
 }
 
