@@ -5,21 +5,23 @@ use std::process::Command;
 
 use shared::testkit::{TempStore, binary, start_origin};
 
-fn check(config: &str) -> (bool, String) {
+/// Runs `origin ARGS… CONFIG_FILE` with `config` written to a temporary file; returns (success, stdout, stderr).
+fn run_origin(args: &[&str], config: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("origin.toml");
     std::fs::write(&path, config).unwrap();
     let out = Command::new(binary("origin"))
-        .arg("check")
+        .args(args)
         .arg(&path)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+fn check(config: &str) -> (bool, String) {
+    let (ok, stdout, stderr) = run_origin(&["check"], config);
+    (ok, format!("{stdout}{stderr}"))
 }
 
 #[test]
@@ -60,18 +62,12 @@ fn check_accepts_the_example_and_refuses_bad_fields() {
 
 #[test]
 fn a_bad_config_never_starts_a_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("origin.toml");
-    std::fs::write(&path, "[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"file:///no/such/dir\"\n").unwrap();
-    let out = Command::new(binary("origin"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let config = "[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                  [store]\nurl = \"file:///no/such/dir\"\n";
+    let (ok, stdout, stderr) = run_origin(&["serve", "--config"], config);
+    assert!(!ok);
     assert!(!stdout.contains("listening"), "{stdout}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("store.url"));
+    assert!(stderr.contains("store.url"), "{stderr}");
 }
 
 #[test]
@@ -79,20 +75,12 @@ fn an_address_in_use_is_refused_by_name() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let store = TempStore::new();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("origin.toml");
-    let config = shared::testkit::origin_config(
-        &store.url(),
-        &format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n"),
+    let extra = format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n");
+    let (ok, _, stderr) = run_origin(
+        &["serve", "--config"],
+        &shared::testkit::origin_config(&store.url(), &extra),
     );
-    std::fs::write(&path, config).unwrap();
-    let out = Command::new(binary("origin"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!ok);
     assert!(stderr.contains("admin.listen"), "{stderr}");
 }
 
