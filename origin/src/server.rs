@@ -11,14 +11,16 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
+use hyper_util::server::graceful::Watcher;
+use shared::body::Metered;
+use shared::serve::{ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::access::{AccessRecord, Metered};
+use crate::access::AccessRecord;
 use crate::admin::AdminService;
 use crate::config::OriginConfig;
 use crate::handler::{Body, MediaService, error_response};
@@ -126,7 +128,7 @@ impl Origin {
                     async move {
                         metrics.connections.inc();
                         metrics.connections_open.inc();
-                        let _open = scopeguard(move || metrics.connections_open.dec());
+                        let _open = on_drop(move || metrics.connections_open.dec());
                         match tls {
                             None => {
                                 serve_media(builder, TokioIo::new(stream), peer, service, graceful)
@@ -204,73 +206,14 @@ impl Origin {
     }
 }
 
-async fn bind(addr: SocketAddr, field: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} (`{field}`): {e}"))
-}
-
 fn media_builder(config: &OriginConfig) -> auto::Builder<TokioExecutor> {
     let m = &config.media;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(m.header_read_timeout_secs))
-        .max_buf_size(m.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(m.h2_max_concurrent_streams)
-        .max_header_list_size(m.max_header_bytes as u32)
-        .keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10));
-    builder
-}
-
-/// Accepts connections until `stop` turns true, at most as many at once as `limits` has permits, and runs
-/// `serve` for each; returns when every connection has finished.
-async fn accept_loop<F, Fut>(
-    listener: TcpListener,
-    limits: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-    serve: F,
-) where
-    F: Fn(TcpStream, SocketAddr, Watcher) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let graceful = GracefulShutdown::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&limits).acquire_owned() => permit.expect("semaphore never closed"),
-            _ = stop.changed() => break,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let fut = serve(stream, peer, graceful.watcher());
-        tasks.spawn(async move {
-            fut.await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
-    }
-    drop(listener);
-    // Every watched connection gets a graceful shutdown (HTTP/2 GOAWAY, HTTP/1.1 close after the response).
-    graceful.shutdown().await;
-    while tasks.join_next().await.is_some() {}
+    http_builder(&ConnLimits {
+        header_read_timeout: Duration::from_secs(m.header_read_timeout_secs),
+        max_header_bytes: m.max_header_bytes,
+        h2_max_concurrent_streams: m.h2_max_concurrent_streams,
+        h2_window_bytes: 4 * 1024 * 1024,
+    })
 }
 
 async fn serve_media<I>(
@@ -337,30 +280,5 @@ async fn handle_media(
         metrics: Arc::clone(&service.metrics),
         method: parts.method,
     };
-    response.map(|body| Metered::new(body, record))
-}
-
-/// The protocol label of the access log.
-pub fn protocol_name(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "http/0.9",
-        http::Version::HTTP_10 => "http/1.0",
-        http::Version::HTTP_11 => "http/1.1",
-        http::Version::HTTP_2 => "h2",
-        http::Version::HTTP_3 => "h3",
-        _ => "unknown",
-    }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
+    response.map(|body| record.meter(body))
 }

@@ -1,0 +1,101 @@
+//! Response bodies that report their end: [`Metered`] counts the bytes that really left and, when the body ends
+//! or is dropped early, calls its reporter once with the count and whether the body was complete. Access logs
+//! and byte metrics hang off this one place.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+/// Called once at the end of a body: bytes sent, whether the body was complete, and the body error if any.
+pub type Reporter = Box<dyn FnOnce(BodyEnd) + Send>;
+
+/// How a body ended.
+#[derive(Debug, Clone)]
+pub struct BodyEnd {
+    pub bytes: u64,
+    pub complete: bool,
+    pub error: Option<String>,
+}
+
+/// A body that reports itself when it ends.
+pub struct Metered<B> {
+    inner: B,
+    reporter: Option<Reporter>,
+    expected: Option<u64>,
+    bytes: u64,
+    finished: bool,
+    error: Option<String>,
+}
+
+impl<B: Body> Metered<B> {
+    /// `expected` is the length the response promised (Content-Length; 0 for HEAD and 304), when known:
+    /// hyper stops polling a body once it has sent that many bytes.
+    pub fn new(inner: B, expected: Option<u64>, reporter: Reporter) -> Self {
+        // HEAD, 304 and empty bodies may never be polled: they are complete from the start.
+        let finished = inner.is_end_stream();
+        Metered {
+            inner,
+            reporter: Some(reporter),
+            expected,
+            bytes: 0,
+            finished,
+            error: None,
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes> + Unpin> Body for Metered<B>
+where
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finished = true;
+                }
+            }
+            Poll::Ready(None) => self.finished = true,
+            Poll::Ready(Some(Err(e))) => {
+                let message = format!("body aborted: {e}");
+                self.error.get_or_insert(message);
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Metered<B> {
+    fn drop(&mut self) {
+        if let Some(reporter) = self.reporter.take() {
+            let complete =
+                self.error.is_none() && (self.finished || self.expected == Some(self.bytes));
+            reporter(BodyEnd {
+                bytes: self.bytes,
+                complete,
+                error: self.error.take(),
+            });
+        }
+    }
+}
