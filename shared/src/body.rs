@@ -15,6 +15,8 @@ pub type Reporter = Box<dyn FnOnce(BodyEnd) + Send>;
 #[derive(Debug, Clone)]
 pub struct BodyEnd {
     pub bytes: u64,
+    /// When the first body byte was handed to the connection (time to first byte), if any was.
+    pub first_byte_at: Option<std::time::Instant>,
     pub complete: bool,
     pub error: Option<String>,
 }
@@ -25,6 +27,7 @@ pub struct Metered<B> {
     reporter: Option<Reporter>,
     expected: Option<u64>,
     bytes: u64,
+    first_byte_at: Option<std::time::Instant>,
     finished: bool,
     error: Option<String>,
 }
@@ -40,6 +43,7 @@ impl<B: Body> Metered<B> {
             reporter: Some(reporter),
             expected,
             bytes: 0,
+            first_byte_at: None,
             finished,
             error: None,
         }
@@ -62,6 +66,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.bytes += data.len() as u64;
+                    if self.first_byte_at.is_none() && !data.is_empty() {
+                        self.first_byte_at = Some(std::time::Instant::now());
+                    }
                 }
                 if self.inner.is_end_stream() {
                     self.finished = true;
@@ -93,6 +100,7 @@ impl<B> Drop for Metered<B> {
                 self.error.is_none() && (self.finished || self.expected == Some(self.bytes));
             reporter(BodyEnd {
                 bytes: self.bytes,
+                first_byte_at: self.first_byte_at,
                 complete,
                 error: self.error.take(),
             });

@@ -56,3 +56,80 @@ pub fn server_config(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
+
+/// A server certificate that can be replaced while the server runs (SIGHUP): new handshakes use the new
+/// certificate, established connections keep theirs.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+    cert_path: std::path::PathBuf,
+    key_path: std::path::PathBuf,
+}
+
+impl ReloadableCert {
+    /// Loads the certificate chain and key.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+        let key = certified_key(cert_path, key_path)?;
+        Ok(Arc::new(ReloadableCert {
+            current: std::sync::RwLock::new(key),
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+        }))
+    }
+
+    /// Reads the files again; on error the current certificate stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let key = certified_key(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+
+    /// A server config with this resolver and `alpn`.
+    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        install_crypto_provider();
+        let mut config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(self) as _);
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(
+            &self.current.read().unwrap_or_else(|e| e.into_inner()),
+        ))
+    }
+}
+
+fn certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    install_crypto_provider();
+    let certs = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError::Certificates {
+            path: cert_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Certificates {
+            path: cert_path.display().to_string(),
+            message: "no CERTIFICATE block found".into(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key {
+        path: key_path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let signing_key = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        certs,
+        signing_key,
+    )))
+}

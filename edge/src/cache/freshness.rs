@@ -1,0 +1,137 @@
+//! Freshness for this issue: whether a response may be stored and for how long, from `Cache-Control`
+//! (`no-store`, `private`, `s-maxage`, `max-age`) and `Expires`, with the clock passed in. The full RFC 9111
+//! rules (validation, heuristics, stale serving) come with a later issue and extend these functions.
+
+use std::time::{Duration, SystemTime};
+
+/// The directives of a `Cache-Control` value that matter here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheControl {
+    pub no_store: bool,
+    pub private: bool,
+    pub no_cache: bool,
+    pub max_age: Option<u64>,
+    pub s_maxage: Option<u64>,
+}
+
+impl CacheControl {
+    /// Parses a `Cache-Control` value; unknown directives are ignored, a duplicated or invalid delta-seconds
+    /// makes the directive count as 0 (the conservative reading of RFC 9111 §4.2.1).
+    pub fn parse(value: &str) -> Self {
+        let mut cc = CacheControl::default();
+        for directive in value.split(',') {
+            let directive = directive.trim();
+            let (name, arg) = match directive.split_once('=') {
+                Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
+                None => (directive, None),
+            };
+            let seconds = || arg.and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+            match name.to_ascii_lowercase().as_str() {
+                "no-store" => cc.no_store = true,
+                "private" => cc.private = true,
+                "no-cache" => cc.no_cache = true,
+                "max-age" => cc.max_age = Some(if cc.max_age.is_some() { 0 } else { seconds() }),
+                "s-maxage" => cc.s_maxage = Some(if cc.s_maxage.is_some() { 0 } else { seconds() }),
+                _ => {}
+            }
+        }
+        cc
+    }
+}
+
+/// How long a response may be served from cache, or `None` when it must not be stored.
+/// `status` must be 200 or 206; `expires`/`date` are the raw header values.
+pub fn storable_ttl(
+    status: u16,
+    cache_control: Option<&str>,
+    expires: Option<&str>,
+    date: Option<&str>,
+    now: SystemTime,
+) -> Option<Duration> {
+    if status != 200 && status != 206 {
+        return None;
+    }
+    let cc = cache_control.map(CacheControl::parse).unwrap_or_default();
+    if cc.no_store || cc.private {
+        return None;
+    }
+    if cc.no_cache {
+        // Storable, but must be validated on every use: without validation (a later issue), zero TTL.
+        return Some(Duration::ZERO);
+    }
+    if let Some(secs) = cc.s_maxage.or(cc.max_age) {
+        return Some(Duration::from_secs(secs));
+    }
+    let expires = expires?;
+    // An invalid Expires means already expired (RFC 9111 §5.3).
+    let Some(expires) = shared::conditional::parse_http_date(expires) else {
+        return Some(Duration::ZERO);
+    };
+    let base = date
+        .and_then(shared::conditional::parse_http_date)
+        .unwrap_or(now);
+    Some(expires.duration_since(base).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ttl(cc: Option<&str>, expires: Option<&str>, date: Option<&str>) -> Option<u64> {
+        let now = shared::conditional::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        storable_ttl(200, cc, expires, date, now).map(|d| d.as_secs())
+    }
+
+    #[test]
+    fn directives() {
+        let table: &[(&str, Option<u64>)] = &[
+            ("public, max-age=31536000, immutable", Some(31536000)),
+            ("max-age=60, s-maxage=10", Some(10)), // s-maxage wins for a shared cache
+            ("s-maxage=10, max-age=60", Some(10)),
+            ("MAX-AGE=5", Some(5)),
+            ("max-age=\"7\"", Some(7)),
+            ("max-age=abc", Some(0)),
+            ("max-age=5, max-age=10", Some(0)), // duplicate: conservative
+            ("no-store, max-age=60", None),
+            ("private, max-age=60", None),
+            ("no-cache", Some(0)),
+            ("public", None), // no explicit freshness and no Expires: not stored (heuristics come later)
+        ];
+        for (cc, want) in table {
+            assert_eq!(ttl(Some(cc), None, None), *want, "{cc}");
+        }
+    }
+
+    #[test]
+    fn expires() {
+        let date = Some("Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            ttl(None, Some("Sun, 06 Nov 1994 08:50:37 GMT"), date),
+            Some(60)
+        );
+        assert_eq!(
+            ttl(None, Some("Sun, 06 Nov 1994 08:49:00 GMT"), date),
+            Some(0)
+        ); // in the past
+        assert_eq!(ttl(None, Some("0"), date), Some(0)); // invalid: expired
+        assert_eq!(
+            ttl(
+                Some("max-age=5"),
+                Some("Sun, 06 Nov 1994 09:49:37 GMT"),
+                date
+            ),
+            Some(5)
+        ); // max-age wins
+        assert_eq!(
+            ttl(None, Some("Sun, 06 Nov 1994 08:50:37 GMT"), None),
+            Some(60)
+        ); // no Date: now
+    }
+
+    #[test]
+    fn only_200_and_206() {
+        let now = SystemTime::now();
+        assert!(storable_ttl(404, Some("max-age=60"), None, None, now).is_none());
+        assert!(storable_ttl(206, Some("max-age=60"), None, None, now).is_some());
+    }
+}

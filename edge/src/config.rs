@@ -1,0 +1,563 @@
+//! The edge's configuration: one TOML file loaded into [`EdgeConfig`]. Every field has a default (named
+//! constants in [`defaults`]), unknown keys are refused, and [`EdgeConfig::validate`] names the offending field.
+//! `configs/edge.toml` is the annotated reference.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use shared::config::{ConfigError, check_socket_addr, ensure};
+use shared::logging::LogFormat;
+
+/// Defaults of every field, in one place.
+pub mod defaults {
+    pub const NAME: &str = "edge";
+    pub const DATA_DIR: &str = "data/edge";
+    pub const TLS_LISTEN: &str = "127.0.0.1:8443";
+    pub const ADMIN_LISTEN: &str = "127.0.0.1:9901";
+    pub const UPSTREAM: &str = "http://127.0.0.1:8080";
+    pub const SITE_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+    pub const MEMORY_BYTES: u64 = 256 << 20;
+    pub const DISK_BYTES: u64 = 1 << 30;
+    pub const SLICE_BYTES: u64 = 2 << 20;
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+    pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+    pub const H2_WINDOW_BYTES: u32 = 4 << 20;
+    pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+    pub const SHUTDOWN_GRACE_SECS: u64 = 10;
+    pub const UPSTREAM_CONNECT_TIMEOUT_SECS: u64 = 3;
+    pub const UPSTREAM_HEADER_TIMEOUT_SECS: u64 = 10;
+    pub const UPSTREAM_BODY_IDLE_TIMEOUT_SECS: u64 = 10;
+    pub const MAX_FILLS: usize = 1024;
+    pub const CORS_ALLOW_ORIGINS: &[&str] = &["*"];
+    pub const LOG_LEVEL: &str = "info";
+}
+
+/// The whole edge configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// This edge's name in `Cache-Status` and logs. Default: `edge`.
+    pub name: String,
+    /// Folder for the edge's own data; the disk cache defaults to `<data_dir>/cache`. Default: `data/edge`.
+    pub data_dir: PathBuf,
+    pub tls: TlsConfig,
+    pub http: HttpConfig,
+    pub admin: AdminConfig,
+    /// Which `Host` values map to which upstream. Default: one site for localhost, 127.0.0.1 and [::1] in
+    /// front of `http://127.0.0.1:8080`.
+    #[serde(rename = "site")]
+    pub sites: Vec<SiteConfig>,
+    pub cache: CacheConfig,
+    pub limits: LimitsConfig,
+    pub cors: CorsConfig,
+    pub log: LogConfig,
+}
+
+/// The player-facing TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Address; empty disables the TLS listener. Default: `127.0.0.1:8443`.
+    pub listen: String,
+    /// PEM certificate chain, reloaded on SIGHUP. Default: `<data_dir>/tls/cert.pem`.
+    pub cert: Option<PathBuf>,
+    /// PEM private key, reloaded on SIGHUP. Default: `<data_dir>/tls/key.pem`.
+    pub key: Option<PathBuf>,
+}
+
+/// An optional plain-HTTP listener for internal tiers and tests.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address; empty disables it. Default: disabled.
+    pub listen: String,
+}
+
+/// The admin listener: `/metrics`, `/healthz`, and the admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address. Default: `127.0.0.1:9901`.
+    pub listen: String,
+    /// Bearer token for the admin API and `/metrics` (`/healthz` stays open); without it the admin API is off.
+    /// Default: none.
+    pub bearer_token: Option<String>,
+}
+
+/// One site: the hosts it answers for and the upstream it fills from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Name used in cache keys and logs. Default: `default`.
+    #[serde(default = "default_site_name")]
+    pub name: String,
+    /// `Host` values (port ignored, case-insensitive) this site answers.
+    pub hosts: Vec<String>,
+    /// Upstream base URL (`http://host:port`): the origin or a parent edge.
+    pub upstream: String,
+}
+
+fn default_site_name() -> String {
+    "default".into()
+}
+
+/// The tiered cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Memory tier size in bytes (keys and values weighed). Default: 268435456 (256 MiB).
+    pub memory_bytes: u64,
+    /// Disk tier folder. Default: `<data_dir>/cache`.
+    pub disk_dir: Option<PathBuf>,
+    /// Disk tier size in bytes; 0 disables the disk tier. Default: 1073741824 (1 GiB).
+    pub disk_bytes: u64,
+    /// Objects are cached as slices of this many bytes; a Range request reads only the slices it needs.
+    /// Default: 2097152 (2 MiB).
+    pub slice_bytes: u64,
+    /// Upstream fills running at once (each holds up to one slice in memory); more requests wait. Default: 1024.
+    pub max_fills: usize,
+}
+
+/// Limits on every connection and on upstream requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Client connections at once per listener. Default: 10000.
+    pub max_connections: usize,
+    /// Seconds for a complete HTTP/1.1 request head, idle keep-alive time included. Default: 10.
+    pub header_read_timeout_secs: u64,
+    /// Largest request head in bytes. Default: 16384.
+    pub max_header_bytes: usize,
+    /// HTTP/2 streams per connection. Default: 256.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window per stream in bytes (the connection gets 4x). Default: 4194304.
+    pub h2_window_bytes: u32,
+    /// Seconds for a TLS handshake. Default: 10.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds open requests get on shutdown. Default: 10.
+    pub shutdown_grace_secs: u64,
+    /// Seconds to connect to an upstream. Default: 3.
+    pub upstream_connect_timeout_secs: u64,
+    /// Seconds for an upstream's response head. Default: 10.
+    pub upstream_header_timeout_secs: u64,
+    /// Seconds an upstream body may stall before the fill is abandoned. Default: 10.
+    pub upstream_body_idle_timeout_secs: u64,
+}
+
+/// CORS for browser players.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed to read responses: `*`, or exact origins (`https://player.example`). Empty: no CORS
+    /// headers. Default: `["*"]`.
+    pub allow_origins: Vec<String>,
+}
+
+/// The structured log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` or `text`. Default: `json`.
+    pub format: LogFormat,
+    /// Filter directive; `RUST_LOG` overrides. Default: `info`.
+    pub level: String,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            name: defaults::NAME.into(),
+            data_dir: defaults::DATA_DIR.into(),
+            tls: TlsConfig::default(),
+            http: HttpConfig::default(),
+            admin: AdminConfig::default(),
+            sites: Vec::new(),
+            cache: CacheConfig::default(),
+            limits: LimitsConfig::default(),
+            cors: CorsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            listen: defaults::TLS_LISTEN.into(),
+            cert: None,
+            key: None,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: defaults::ADMIN_LISTEN.into(),
+            bearer_token: None,
+        }
+    }
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            memory_bytes: defaults::MEMORY_BYTES,
+            disk_dir: None,
+            disk_bytes: defaults::DISK_BYTES,
+            slice_bytes: defaults::SLICE_BYTES,
+            max_fills: defaults::MAX_FILLS,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: defaults::MAX_CONNECTIONS,
+            header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
+            h2_window_bytes: defaults::H2_WINDOW_BYTES,
+            tls_handshake_timeout_secs: defaults::TLS_HANDSHAKE_TIMEOUT_SECS,
+            shutdown_grace_secs: defaults::SHUTDOWN_GRACE_SECS,
+            upstream_connect_timeout_secs: defaults::UPSTREAM_CONNECT_TIMEOUT_SECS,
+            upstream_header_timeout_secs: defaults::UPSTREAM_HEADER_TIMEOUT_SECS,
+            upstream_body_idle_timeout_secs: defaults::UPSTREAM_BODY_IDLE_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        CorsConfig {
+            allow_origins: defaults::CORS_ALLOW_ORIGINS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: defaults::LOG_LEVEL.into(),
+        }
+    }
+}
+
+impl EdgeConfig {
+    /// Loads and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let config: EdgeConfig = shared::config::load_toml(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The sites, or the default site when none is configured.
+    pub fn effective_sites(&self) -> Vec<SiteConfig> {
+        if !self.sites.is_empty() {
+            return self.sites.clone();
+        }
+        vec![SiteConfig {
+            name: default_site_name(),
+            hosts: defaults::SITE_HOSTS.iter().map(|s| s.to_string()).collect(),
+            upstream: defaults::UPSTREAM.into(),
+        }]
+    }
+
+    pub fn tls_cert(&self) -> PathBuf {
+        self.tls
+            .cert
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls/cert.pem"))
+    }
+
+    pub fn tls_key(&self) -> PathBuf {
+        self.tls
+            .key
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls/key.pem"))
+    }
+
+    pub fn disk_dir(&self) -> PathBuf {
+        self.cache
+            .disk_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cache"))
+    }
+
+    /// `None` when the listener is disabled.
+    pub fn tls_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("tls.listen", &self.tls.listen)
+    }
+
+    pub fn http_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        optional_addr("http.listen", &self.http.listen)
+    }
+
+    pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
+        check_socket_addr("admin.listen", &self.admin.listen)
+    }
+
+    /// Checks every field; the error names the first offending one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        ensure(
+            !self.name.is_empty()
+                && self
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
+            "name",
+            "must be a token of letters, digits, '-', '_' or '.' (it goes into Cache-Status)",
+        )?;
+        ensure(
+            !self.data_dir.as_os_str().is_empty(),
+            "data_dir",
+            "must not be empty",
+        )?;
+        let tls = self.tls_addr()?;
+        let http = self.http_addr()?;
+        let admin = self.admin_addr()?;
+        ensure(
+            tls.is_some() || http.is_some(),
+            "tls.listen",
+            "at least one of tls.listen and http.listen is needed",
+        )?;
+        for (field, addr) in [("tls.listen", tls), ("http.listen", http)] {
+            ensure(
+                addr.is_none_or(|a| a != admin || a.port() == 0),
+                field,
+                "must differ from admin.listen: the admin API has its own listener",
+            )?;
+        }
+        if let Some(token) = &self.admin.bearer_token {
+            ensure(
+                token.len() >= 16,
+                "admin.bearer_token",
+                "must be at least 16 characters",
+            )?;
+            ensure(
+                token.bytes().all(|b| b.is_ascii_graphic()),
+                "admin.bearer_token",
+                "must be printable ASCII",
+            )?;
+        }
+        let mut seen_hosts = std::collections::HashSet::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            let field = |name: &str| format!("site[{i}].{name}");
+            ensure(
+                !site.hosts.is_empty(),
+                &field("hosts"),
+                "needs at least one host",
+            )?;
+            for host in &site.hosts {
+                ensure(
+                    !host.is_empty() && !host.contains('/') && !host.contains(char::is_whitespace),
+                    &field("hosts"),
+                    format!("`{host}` is not a host name"),
+                )?;
+                ensure(
+                    seen_hosts.insert(host.to_ascii_lowercase()),
+                    &field("hosts"),
+                    format!("`{host}` belongs to two sites"),
+                )?;
+            }
+            let upstream = url::Url::parse(&site.upstream).map_err(|e| {
+                ConfigError::new(
+                    field("upstream"),
+                    format!("`{}` is not a URL: {e}", site.upstream),
+                )
+            })?;
+            ensure(
+                upstream.scheme() == "http"
+                    && upstream.host_str().is_some()
+                    && upstream.path() == "/",
+                &field("upstream"),
+                "must be http://HOST[:PORT] with no path",
+            )?;
+        }
+        let c = &self.cache;
+        ensure(
+            c.memory_bytes >= 1 << 20,
+            "cache.memory_bytes",
+            "must be at least 1 MiB",
+        )?;
+        ensure(
+            (64 * 1024..=64 << 20).contains(&c.slice_bytes),
+            "cache.slice_bytes",
+            "must be between 65536 and 67108864",
+        )?;
+        ensure(
+            c.disk_bytes == 0 || c.disk_bytes >= 8 * slice_block_bytes(c.slice_bytes),
+            "cache.disk_bytes",
+            format!(
+                "must be 0 (no disk tier) or at least {} bytes for this slice size",
+                8 * slice_block_bytes(c.slice_bytes)
+            ),
+        )?;
+        ensure(c.max_fills > 0, "cache.max_fills", "must be at least 1")?;
+        let l = &self.limits;
+        for (field, value) in [
+            (
+                "limits.header_read_timeout_secs",
+                l.header_read_timeout_secs,
+            ),
+            (
+                "limits.tls_handshake_timeout_secs",
+                l.tls_handshake_timeout_secs,
+            ),
+            (
+                "limits.upstream_connect_timeout_secs",
+                l.upstream_connect_timeout_secs,
+            ),
+            (
+                "limits.upstream_header_timeout_secs",
+                l.upstream_header_timeout_secs,
+            ),
+            (
+                "limits.upstream_body_idle_timeout_secs",
+                l.upstream_body_idle_timeout_secs,
+            ),
+        ] {
+            ensure(value > 0, field, "must be at least 1")?;
+        }
+        ensure(
+            l.max_connections > 0,
+            "limits.max_connections",
+            "must be at least 1",
+        )?;
+        ensure(
+            l.max_header_bytes >= 1024,
+            "limits.max_header_bytes",
+            "must be at least 1024",
+        )?;
+        ensure(
+            l.h2_max_concurrent_streams > 0,
+            "limits.h2_max_concurrent_streams",
+            "must be at least 1",
+        )?;
+        ensure(
+            l.h2_window_bytes >= 65535,
+            "limits.h2_window_bytes",
+            "must be at least 65535",
+        )?;
+        for origin in &self.cors.allow_origins {
+            ensure(
+                origin == "*"
+                    || (origin.starts_with("http")
+                        && origin.contains("://")
+                        && !origin.ends_with('/')),
+                "cors.allow_origins",
+                format!("`{origin}` must be `*` or an origin such as https://player.example"),
+            )?;
+        }
+        ensure(
+            !self.log.level.trim().is_empty(),
+            "log.level",
+            "must be a level such as `info`",
+        )?;
+        Ok(())
+    }
+}
+
+/// The disk tier's block size for a slice size: a slice and its key must fit one block, or foyer drops it.
+pub fn slice_block_bytes(slice_bytes: u64) -> u64 {
+    (slice_bytes + 64 * 1024).next_power_of_two().max(16 << 20)
+}
+
+fn optional_addr(field: &str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        check_socket_addr(field, value).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EdgeConfig, ConfigError> {
+        let config: EdgeConfig = shared::config::parse_toml(text, "edge.toml")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn empty_config_is_the_documented_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(config.tls.listen, "127.0.0.1:8443");
+        assert_eq!(config.admin.listen, "127.0.0.1:9901");
+        assert_eq!(config.cache.slice_bytes, 2 << 20);
+        let sites = config.effective_sites();
+        assert_eq!(sites[0].upstream, "http://127.0.0.1:8080");
+        assert_eq!(config.disk_dir(), PathBuf::from("data/edge/cache"));
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/edge.toml");
+        EdgeConfig::load(&path).unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let table = [
+            ("name = \"a b\"", "name"),
+            ("[tls]\nlisten = \"x\"", "tls.listen"),
+            ("[tls]\nlisten = \"\"", "tls.listen"),
+            ("[http]\nlisten = \"127.0.0.1:9901\"", "http.listen"),
+            ("[admin]\nbearer_token = \"short\"", "admin.bearer_token"),
+            (
+                "[[site]]\nhosts = []\nupstream = \"http://o:1\"",
+                "site[0].hosts",
+            ),
+            (
+                "[[site]]\nhosts = [\"a/b\"]\nupstream = \"http://o:1\"",
+                "site[0].hosts",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"ftp://o\"",
+                "site[0].upstream",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o/path\"",
+                "site[0].upstream",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site]]\nhosts = [\"A\"]\nupstream = \"http://p\"",
+                "site[1].hosts",
+            ),
+            ("[cache]\nslice_bytes = 10", "cache.slice_bytes"),
+            ("[cache]\nmemory_bytes = 10", "cache.memory_bytes"),
+            ("[cache]\ndisk_bytes = 1000", "cache.disk_bytes"),
+            (
+                "[limits]\nupstream_header_timeout_secs = 0",
+                "limits.upstream_header_timeout_secs",
+            ),
+            (
+                "[cors]\nallow_origins = [\"player.example\"]",
+                "cors.allow_origins",
+            ),
+        ];
+        for (text, field) in table {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+        let err = parse("[cache]\nslices = 1").unwrap_err();
+        assert!(err.message.contains("unknown field `slices`"), "{err}");
+    }
+
+    #[test]
+    fn block_size_holds_a_slice() {
+        assert_eq!(slice_block_bytes(2 << 20), 16 << 20);
+        assert_eq!(slice_block_bytes(16 << 20), 32 << 20);
+        assert_eq!(slice_block_bytes(64 << 20), 128 << 20);
+    }
+}

@@ -1,0 +1,15 @@
+//! The edge: players fetch HLS/DASH segments from it over HTTPS. Requests go through one pipeline
+//! (`pipeline`) in front of a tiered memory + disk cache (`cache`) that stores objects as fixed-size slices and
+//! fills misses from the upstream with coalesced, streaming fills.
+
+pub mod admin;
+pub mod cache;
+pub mod config;
+pub mod metrics;
+pub mod pipeline;
+pub mod server;
+pub mod status;
+pub mod upstream;
+
+pub use config::EdgeConfig;
+pub use server::EdgeServer;

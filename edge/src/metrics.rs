@@ -1,0 +1,173 @@
+//! The edge's Prometheus metrics (`edge_*`), registered once and exposed on the admin listener.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// Every metric the edge exports.
+pub struct EdgeMetrics {
+    pub registry: Registry,
+    /// `edge_http_requests_total{protocol, method, status_class, cache_status}`.
+    pub requests: IntCounterVec,
+    /// `edge_http_response_body_bytes_total{protocol, cache_status}`.
+    pub response_bytes: IntCounterVec,
+    /// `edge_http_request_duration_seconds{cache_status}`: request head to last body byte.
+    pub duration: HistogramVec,
+    /// `edge_http_time_to_first_byte_seconds{cache_status}`.
+    pub ttfb: HistogramVec,
+    /// `edge_http_responses_incomplete_total`: bodies cut short (client gone, upstream failed mid-body).
+    pub incomplete: IntCounter,
+    /// `edge_http_connections_open{listener}`.
+    pub connections_open: IntGaugeVec,
+    /// `edge_tls_handshake_failures_total`.
+    pub tls_failures: IntCounter,
+    /// `edge_tls_certificate_reloads_total{result}`.
+    pub cert_reloads: IntCounterVec,
+    /// `edge_upstream_requests_total{status_class}`.
+    pub upstream_requests: IntCounterVec,
+    /// `edge_upstream_errors_total{kind}`: `connect`, `timeout`, `body`, `validator_changed`.
+    pub upstream_errors: IntCounterVec,
+    /// `edge_upstream_response_seconds`: time to the upstream's response head.
+    pub upstream_latency: Histogram,
+    /// `edge_cache_fills_in_flight`.
+    pub fills_in_flight: IntGauge,
+    /// `edge_cache_fill_waiters_total`: requests that joined a fill another request started.
+    pub fill_waiters: IntCounter,
+    /// `edge_cache_lookups_total{kind, result}`: kind `meta`/`slice`, result `memory`/`disk`/`miss`.
+    pub lookups: IntCounterVec,
+    /// `edge_cache_memory_bytes`: bytes held by the memory tier (set at scrape time).
+    pub memory_bytes: IntGauge,
+    /// `edge_cache_slices_stored_total`.
+    pub slices_stored: IntCounter,
+}
+
+impl EdgeMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let buckets = shared::metrics::LATENCY_BUCKETS.to_vec();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let histogram_vec = |name: &str, help: &str, labels: &[&str]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.clone()),
+                labels,
+            )
+            .expect("valid metric")
+        };
+        let m = EdgeMetrics {
+            requests: counter_vec(
+                "edge_http_requests_total",
+                "Requests answered, by protocol, method, status class and cache status.",
+                &["protocol", "method", "status_class", "cache_status"],
+            ),
+            response_bytes: counter_vec(
+                "edge_http_response_body_bytes_total",
+                "Response body bytes sent, by protocol and cache status.",
+                &["protocol", "cache_status"],
+            ),
+            duration: histogram_vec(
+                "edge_http_request_duration_seconds",
+                "Time from the request head to the end of the response body.",
+                &["cache_status"],
+            ),
+            ttfb: histogram_vec(
+                "edge_http_time_to_first_byte_seconds",
+                "Time from the request head to the first body byte.",
+                &["cache_status"],
+            ),
+            incomplete: counter(
+                "edge_http_responses_incomplete_total",
+                "Response bodies that ended before their end.",
+            ),
+            connections_open: IntGaugeVec::new(
+                Opts::new(
+                    "edge_http_connections_open",
+                    "Open client connections, by listener.",
+                ),
+                &["listener"],
+            )
+            .expect("valid metric"),
+            tls_failures: counter(
+                "edge_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+            ),
+            cert_reloads: counter_vec(
+                "edge_tls_certificate_reloads_total",
+                "Certificate reloads (SIGHUP), by result.",
+                &["result"],
+            ),
+            upstream_requests: counter_vec(
+                "edge_upstream_requests_total",
+                "Requests sent upstream, by response status class.",
+                &["status_class"],
+            ),
+            upstream_errors: counter_vec(
+                "edge_upstream_errors_total",
+                "Upstream failures, by kind.",
+                &["kind"],
+            ),
+            upstream_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "edge_upstream_response_seconds",
+                    "Time to the upstream's response head.",
+                )
+                .buckets(buckets.clone()),
+            )
+            .expect("valid metric"),
+            fills_in_flight: IntGauge::new("edge_cache_fills_in_flight", "Upstream fills running.")
+                .expect("valid"),
+            fill_waiters: counter(
+                "edge_cache_fill_waiters_total",
+                "Requests that joined a fill another request had started (coalesced).",
+            ),
+            lookups: counter_vec(
+                "edge_cache_lookups_total",
+                "Cache lookups, by kind (meta, slice) and result (memory, disk, miss).",
+                &["kind", "result"],
+            ),
+            memory_bytes: IntGauge::new(
+                "edge_cache_memory_bytes",
+                "Bytes held by the memory tier.",
+            )
+            .expect("valid"),
+            slices_stored: counter(
+                "edge_cache_slices_stored_total",
+                "Slices inserted into the cache.",
+            ),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.requests.clone()),
+            Box::new(m.response_bytes.clone()),
+            Box::new(m.duration.clone()),
+            Box::new(m.ttfb.clone()),
+            Box::new(m.incomplete.clone()),
+            Box::new(m.connections_open.clone()),
+            Box::new(m.tls_failures.clone()),
+            Box::new(m.cert_reloads.clone()),
+            Box::new(m.upstream_requests.clone()),
+            Box::new(m.upstream_errors.clone()),
+            Box::new(m.upstream_latency.clone()),
+            Box::new(m.fills_in_flight.clone()),
+            Box::new(m.fill_waiters.clone()),
+            Box::new(m.lookups.clone()),
+            Box::new(m.memory_bytes.clone()),
+            Box::new(m.slices_stored.clone()),
+        ];
+        for collector in collectors {
+            m.registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        m
+    }
+}
+
+impl Default for EdgeMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

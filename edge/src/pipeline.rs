@@ -1,0 +1,1036 @@
+//! The request pipeline, in one place and in order: **admit** (method, host → site, safe path) → **key** →
+//! **lookup** (metadata, then the slices the response needs) → **fill** (one coalesced upstream fill per missing
+//! slice, streamed to every waiter) → **respond** (conditional requests, ranges, headers, `Cache-Status`) →
+//! **log** (the listener wraps the body so the access log and metrics see its end). Every protocol's listener
+//! calls [`Edge::handle`] with the request head; HTTP/3 plugs in the same way.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
+use shared::conditional::{self, Preconditions, Validators};
+use shared::range::{self, ByteRange, RangeOutcome};
+use tokio::sync::Semaphore;
+
+use crate::cache::fill::{Fill, FillError, FillHead, Fills, Subscriber, concat};
+use crate::cache::freshness::storable_ttl;
+use crate::cache::key::CacheKey;
+use crate::cache::meta::{ObjectMeta, new_generation, unix_secs};
+use crate::cache::slices::{Slicing, first_slice_hint};
+use crate::cache::storage::CacheStorage;
+use crate::metrics::EdgeMetrics;
+use crate::status::CacheStatus;
+use crate::upstream::{Upstream, parse_content_range};
+
+/// Response bodies: cached slices and fill chunks as `Bytes`, never copied.
+pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// One configured site.
+pub struct Site {
+    pub name: String,
+    /// `host:port` of the upstream.
+    pub upstream: String,
+}
+
+/// The CORS policy for browser players.
+pub struct Cors {
+    pub any: bool,
+    pub origins: Vec<String>,
+}
+
+/// The edge: everything the pipeline needs, shared by every connection and protocol.
+pub struct Edge {
+    pub name: String,
+    sites: Vec<Site>,
+    hosts: HashMap<String, usize>,
+    storage: Arc<dyn CacheStorage>,
+    fills: Fills,
+    fill_permits: Semaphore,
+    upstream: Upstream,
+    slice_bytes: u64,
+    cors: Cors,
+    pub metrics: Arc<EdgeMetrics>,
+}
+
+/// What an [`Edge`] is built from.
+pub struct EdgeSetup {
+    pub name: String,
+    /// Each site with the hosts it answers for.
+    pub sites: Vec<(Site, Vec<String>)>,
+    pub storage: Arc<dyn CacheStorage>,
+    pub upstream: Upstream,
+    pub slice_bytes: u64,
+    pub max_fills: usize,
+    pub cors: Cors,
+    pub metrics: Arc<EdgeMetrics>,
+}
+
+/// The outcome of one request, for the response and the access log.
+pub struct Answer {
+    pub response: Response<Body>,
+    pub cache_status: CacheStatus,
+    pub error: Option<String>,
+    /// Time spent waiting for the upstream's response head, when this request waited for one.
+    pub upstream_ms: Option<f64>,
+}
+
+/// A refusal or failure answered with a status and a reason.
+struct Refusal {
+    status: StatusCode,
+    reason: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    fn from_fill(e: &FillError) -> Self {
+        let status = match e {
+            FillError::Upstream { timeout: true, .. } => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        };
+        Refusal::new(status, e.to_string())
+    }
+}
+
+/// Request headers forwarded on a pass-through (uncacheable) request.
+const PASS_HEADERS: [HeaderName; 6] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_MATCH,
+    header::IF_UNMODIFIED_SINCE,
+];
+
+/// Upstream response headers passed to the client on a pass-through.
+const PASS_RESPONSE_HEADERS: [HeaderName; 8] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LENGTH,
+    header::CONTENT_RANGE,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::CACHE_CONTROL,
+    header::ACCEPT_RANGES,
+    header::EXPIRES,
+];
+
+impl Edge {
+    pub fn new(setup: EdgeSetup) -> Self {
+        let EdgeSetup {
+            name,
+            sites,
+            storage,
+            upstream,
+            slice_bytes,
+            max_fills,
+            cors,
+            metrics,
+        } = setup;
+        let mut hosts = HashMap::new();
+        let mut site_list = Vec::new();
+        for (i, (site, site_hosts)) in sites.into_iter().enumerate() {
+            for host in site_hosts {
+                hosts.insert(host.to_ascii_lowercase(), i);
+            }
+            site_list.push(site);
+        }
+        Edge {
+            name,
+            sites: site_list,
+            hosts,
+            storage,
+            fills: Fills::new(),
+            fill_permits: Semaphore::new(max_fills),
+            upstream,
+            slice_bytes,
+            cors,
+            metrics,
+        }
+    }
+
+    pub fn storage(&self) -> &Arc<dyn CacheStorage> {
+        &self.storage
+    }
+
+    /// Answers one request.
+    pub async fn handle(self: &Arc<Self>, parts: &Parts) -> Answer {
+        // Admit.
+        let site = match self.admit(parts) {
+            Ok(site) => site,
+            Err(refusal) => return self.refuse(parts, refusal, CacheStatus::Error),
+        };
+        if parts.method == Method::OPTIONS {
+            return self.preflight(parts);
+        }
+        // Key.
+        let key = CacheKey::new(&site.name, parts.uri.path(), parts.uri.query());
+        // Look up.
+        let now = SystemTime::now();
+        let cached = self.storage.lookup_meta(&key).await;
+        let lookup_result = cached.as_ref().map_or("miss", |(_, tier)| tier.label());
+        self.metrics
+            .lookups
+            .with_label_values(&["meta", lookup_result])
+            .inc();
+        if let Some((meta, _)) = cached.filter(|(meta, _)| meta.is_fresh(now)) {
+            return self
+                .respond(parts, site, key, Arc::new(meta), None, None)
+                .await;
+        }
+        // Fill: the first slice this request needs, which also brings the object's metadata.
+        let range_spec = parts
+            .headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| match range::parse(v) {
+                Ok(range::ParsedRange::Single(spec)) => Some(spec),
+                _ => None,
+            });
+        let index = first_slice_hint(range_spec, self.slice_bytes);
+        let waited = Instant::now();
+        let (fill, started) =
+            self.join_fill(&format!("{key}|new|{index}"), site, &key, index, None);
+        let mut subscriber = fill.subscribe();
+        let head = subscriber.head().await;
+        let upstream_ms = Some(waited.elapsed().as_secs_f64() * 1000.0);
+        match head {
+            Err(e) => {
+                let mut answer = self.refuse(parts, Refusal::from_fill(&e), CacheStatus::Error);
+                answer.upstream_ms = upstream_ms;
+                answer
+            }
+            Ok(FillHead::NotStorable { .. }) => self.pass(parts, site).await,
+            Ok(FillHead::Slice(meta)) => {
+                let status = if started {
+                    CacheStatus::Miss
+                } else {
+                    CacheStatus::Coalesced
+                };
+                let mut answer = self
+                    .respond(
+                        parts,
+                        site,
+                        key,
+                        meta,
+                        Some(status),
+                        Some((index, subscriber)),
+                    )
+                    .await;
+                answer.upstream_ms = upstream_ms;
+                answer
+            }
+        }
+    }
+
+    /// Method, host and path checks: the edge serves only its configured sites (never an open proxy) and only
+    /// paths that are safe object keys.
+    fn admit(&self, parts: &Parts) -> Result<&Site, Refusal> {
+        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            return Err(Refusal::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "only GET, HEAD and OPTIONS are served",
+            ));
+        }
+        let authority = match parts.uri.authority() {
+            Some(authority) => authority.as_str().to_string(),
+            None => parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Refusal::new(StatusCode::BAD_REQUEST, "a Host header is required")
+                })?,
+        };
+        if let Some(scheme) = parts.uri.scheme_str()
+            && scheme != "https"
+            && scheme != "http"
+        {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                format!("scheme `{scheme}` is not served"),
+            ));
+        }
+        let host = host_without_port(&authority).to_ascii_lowercase();
+        let site = self
+            .hosts
+            .get(&host)
+            .map(|&i| &self.sites[i])
+            .ok_or_else(|| {
+                Refusal::new(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!("no site for host `{host}` on this edge; it is not an open proxy"),
+                )
+            })?;
+        shared::path::object_key(parts.uri.path()).map_err(|e| {
+            let status = if e.is_bad_request() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::NOT_FOUND
+            };
+            Refusal::new(status, e.reason())
+        })?;
+        Ok(site)
+    }
+
+    /// Respond from an object's metadata: preconditions, range, headers, and a body streamed slice by slice.
+    /// `status` is known when this request filled (or joined the fill of) the first slice it needs; otherwise it
+    /// is decided by whether that slice is cached.
+    async fn respond(
+        self: &Arc<Self>,
+        parts: &Parts,
+        site: &Site,
+        key: CacheKey,
+        meta: Arc<ObjectMeta>,
+        status: Option<CacheStatus>,
+        mut filled: Option<(u64, Subscriber)>,
+    ) -> Answer {
+        let now = SystemTime::now();
+        let validators = Validators {
+            etag: meta.etag.as_deref(),
+            last_modified: meta
+                .last_modified
+                .as_deref()
+                .and_then(conditional::parse_http_date),
+        };
+        let text = |name: HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let preconditions = Preconditions {
+            if_match: text(header::IF_MATCH),
+            if_none_match: text(header::IF_NONE_MATCH),
+            if_modified_since: text(header::IF_MODIFIED_SINCE),
+            if_unmodified_since: text(header::IF_UNMODIFIED_SINCE),
+            if_range: text(header::IF_RANGE),
+        };
+        let range_header = text(header::RANGE);
+        let get_or_head = true;
+        let outcome = conditional::evaluate(
+            &preconditions,
+            &validators,
+            get_or_head,
+            range_header.is_some(),
+        );
+        let slicing = Slicing {
+            slice_bytes: meta.slice_bytes,
+            total_len: meta.total_len,
+        };
+        let (http_status, part) = match outcome {
+            conditional::Outcome::NotModified => (StatusCode::NOT_MODIFIED, None),
+            conditional::Outcome::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, None),
+            conditional::Outcome::Proceed { apply_range } => {
+                match range::evaluate(range_header.filter(|_| apply_range), meta.total_len) {
+                    RangeOutcome::Full => (
+                        StatusCode::OK,
+                        (meta.total_len > 0).then_some(ByteRange {
+                            start: 0,
+                            end: meta.total_len - 1,
+                        }),
+                    ),
+                    RangeOutcome::Partial(r) => (StatusCode::PARTIAL_CONTENT, Some(r)),
+                    RangeOutcome::Refused(e) => {
+                        let mut answer = self.refuse(
+                            parts,
+                            Refusal::new(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string()),
+                            status.unwrap_or(CacheStatus::Hit {
+                                ttl: meta.ttl_left(now),
+                            }),
+                        );
+                        if let Ok(v) =
+                            HeaderValue::from_str(&range::unsatisfied_content_range(meta.total_len))
+                        {
+                            answer
+                                .response
+                                .headers_mut()
+                                .insert(header::CONTENT_RANGE, v);
+                        }
+                        return answer;
+                    }
+                }
+            }
+        };
+        let sends_body = parts.method != Method::HEAD
+            && matches!(http_status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
+
+        // The first slice decides the cache status when this request did not fill.
+        let mut first = None;
+        let mut error = None;
+        let cache_status = match (status, part) {
+            (Some(status), _) => status,
+            (None, Some(range)) if sends_body => {
+                let index = slicing.index_of(range.start);
+                match self.slice_source(site, &key, &meta, index).await {
+                    Ok((source, status)) => {
+                        first = Some((index, source));
+                        status.unwrap_or(CacheStatus::Hit {
+                            ttl: meta.ttl_left(now),
+                        })
+                    }
+                    Err(e) => {
+                        return self.refuse(parts, Refusal::from_fill(&e), CacheStatus::Error);
+                    }
+                }
+            }
+            (None, _) => CacheStatus::Hit {
+                ttl: meta.ttl_left(now),
+            },
+        };
+        if let (Some((index, subscriber)), Some(range)) = (filled.take(), part)
+            && slicing.touched(range).contains(&index)
+            && first.is_none()
+        {
+            first = Some((index, SliceSource::Filling(subscriber)));
+        }
+
+        let mut response = Response::builder().status(http_status);
+        let headers = response.headers_mut().expect("fresh builder");
+        let content_type = meta
+            .content_type
+            .as_deref()
+            .unwrap_or(shared::media::DEFAULT_CONTENT_TYPE);
+        put(headers, header::CONTENT_TYPE, content_type);
+        put(headers, header::ACCEPT_RANGES, "bytes");
+        put(headers, header::AGE, &meta.age(now).to_string());
+        put(
+            headers,
+            HeaderName::from_static("cache-status"),
+            &cache_status.header_value(&self.name),
+        );
+        for (name, value) in [
+            (header::ETAG, &meta.etag),
+            (header::LAST_MODIFIED, &meta.last_modified),
+            (header::CACHE_CONTROL, &meta.cache_control),
+        ] {
+            if let Some(value) = value {
+                put(headers, name, value);
+            }
+        }
+        self.cors_headers(parts, headers);
+        let body = match (http_status, part) {
+            (StatusCode::OK | StatusCode::PARTIAL_CONTENT, Some(range)) => {
+                put(headers, header::CONTENT_LENGTH, &range.len().to_string());
+                if http_status == StatusCode::PARTIAL_CONTENT {
+                    put(
+                        headers,
+                        header::CONTENT_RANGE,
+                        &range.content_range(meta.total_len),
+                    );
+                }
+                if sends_body {
+                    let first_index = slicing.index_of(range.start);
+                    let first = first.filter(|(index, _)| *index == first_index);
+                    SliceStream::new(Arc::clone(self), site, key, meta, range, first).into_body()
+                } else {
+                    empty()
+                }
+            }
+            (StatusCode::OK, None) => {
+                put(headers, header::CONTENT_LENGTH, "0");
+                empty()
+            }
+            (StatusCode::PRECONDITION_FAILED, _) => {
+                put(headers, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+                full("precondition failed\n")
+            }
+            _ => empty(),
+        };
+        let response = response.body(body).unwrap_or_else(|e| {
+            error = Some(format!("response: {e}"));
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        });
+        Answer {
+            response,
+            cache_status,
+            error,
+            upstream_ms: None,
+        }
+    }
+
+    /// Where slice `index` of this version comes from: the cache, or a (possibly shared) fill. The status is
+    /// `None` for a cache hit, `Miss`/`Coalesced` for a fill.
+    async fn slice_source(
+        self: &Arc<Self>,
+        site: &Site,
+        key: &CacheKey,
+        meta: &Arc<ObjectMeta>,
+        index: u64,
+    ) -> Result<(SliceSource, Option<CacheStatus>), FillError> {
+        if let Some((bytes, tier)) = self.storage.read_slice(key, meta.generation, index).await {
+            self.metrics
+                .lookups
+                .with_label_values(&["slice", tier.label()])
+                .inc();
+            return Ok((SliceSource::Cached(bytes), None));
+        }
+        self.metrics
+            .lookups
+            .with_label_values(&["slice", "miss"])
+            .inc();
+        let fill_key = format!("{key}|{:x}|{index}", meta.generation);
+        let (fill, started) = self.join_fill(&fill_key, site, key, index, Some(Arc::clone(meta)));
+        let mut subscriber = fill.subscribe();
+        match subscriber.head().await? {
+            FillHead::Slice(_) => {
+                let status = if started {
+                    CacheStatus::Miss
+                } else {
+                    CacheStatus::Coalesced
+                };
+                Ok((SliceSource::Filling(subscriber), Some(status)))
+            }
+            FillHead::NotStorable { status } => Err(FillError::Upstream {
+                timeout: false,
+                message: format!("the upstream answered {status} for a slice of a cached object"),
+            }),
+        }
+    }
+
+    /// Starts slice `index` in the background if it is neither cached nor being filled (read-ahead while a
+    /// client streams the slice before it).
+    fn prefetch(self: &Arc<Self>, site: &Site, key: &CacheKey, meta: &Arc<ObjectMeta>, index: u64) {
+        let fill_key = format!("{key}|{:x}|{index}", meta.generation);
+        if self.fills.get(&fill_key).is_some() {
+            return;
+        }
+        let (edge, upstream, key, meta) = (
+            Arc::clone(self),
+            site.upstream.clone(),
+            key.clone(),
+            Arc::clone(meta),
+        );
+        tokio::spawn(async move {
+            if edge
+                .storage
+                .read_slice(&key, meta.generation, index)
+                .await
+                .is_none()
+            {
+                let site = Site {
+                    name: String::new(),
+                    upstream,
+                };
+                let _ = edge.join_fill(&fill_key, &site, &key, index, Some(meta));
+            }
+        });
+    }
+
+    /// Joins the fill under `fill_key` or starts it; `true` when this call started it.
+    fn join_fill(
+        self: &Arc<Self>,
+        fill_key: &str,
+        site: &Site,
+        key: &CacheKey,
+        index: u64,
+        known: Option<Arc<ObjectMeta>>,
+    ) -> (Arc<Fill>, bool) {
+        let (fill, started) = self.fills.join_or_start(fill_key);
+        if !started {
+            self.metrics.fill_waiters.inc();
+            return (fill, false);
+        }
+        let (edge, fill_for_task, fill_key, upstream, key) = (
+            Arc::clone(self),
+            Arc::clone(&fill),
+            fill_key.to_string(),
+            site.upstream.clone(),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = edge.fill_permits.acquire().await;
+            edge.metrics.fills_in_flight.inc();
+            let result = edge
+                .fill_slice(&fill_for_task, &upstream, &key, index, known)
+                .await;
+            // Insert (inside fill_slice) → unregister → wake: a request arriving in between finds the slice cached.
+            edge.fills.remove(&fill_key);
+            edge.metrics.fills_in_flight.dec();
+            if let Err(e) = &result {
+                let kind = match e {
+                    FillError::Upstream { timeout: true, .. } => "timeout",
+                    FillError::Upstream { .. } => "connect",
+                    FillError::Body(_) => "body",
+                    FillError::ValidatorChanged => "validator_changed",
+                };
+                edge.metrics
+                    .upstream_errors
+                    .with_label_values(&[kind])
+                    .inc();
+                tracing::warn!(key = %key, slice = index, error = %e, "fill failed");
+                if *e == FillError::ValidatorChanged {
+                    edge.storage.remove(&key);
+                }
+            }
+            fill_for_task.finish(result);
+        });
+        (fill, true)
+    }
+
+    /// Fetches slice `index` with a slice-aligned Range request, publishes the head, streams chunks to the fill's
+    /// subscribers, and inserts the slice (and, for a new object, its metadata) when it is complete.
+    async fn fill_slice(
+        &self,
+        fill: &Fill,
+        upstream: &str,
+        key: &CacheKey,
+        index: u64,
+        known: Option<Arc<ObjectMeta>>,
+    ) -> Result<(), FillError> {
+        if let Some(meta) = &known
+            && let Some((bytes, _)) = self.storage.read_slice(key, meta.generation, index).await
+        {
+            // Filled by a fill that ended between this request's lookup and its registration.
+            fill.publish_head(Ok(FillHead::Slice(Arc::clone(meta))));
+            fill.push(bytes);
+            return Ok(());
+        }
+        let slice_bytes = known.as_ref().map_or(self.slice_bytes, |m| m.slice_bytes);
+        let start = index * slice_bytes;
+        let end = match &known {
+            Some(meta) => (start + slice_bytes).min(meta.total_len) - 1,
+            None => start + slice_bytes - 1,
+        };
+        let mut headers = HeaderMap::new();
+        put(&mut headers, header::RANGE, &format!("bytes={start}-{end}"));
+        let path = key.as_str().split_once('|').map_or("/", |(_, path)| path);
+        let (response, took) = self
+            .upstream
+            .request(&Method::GET, upstream, path, headers)
+            .await?;
+        let status = response.status().as_u16();
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[shared::metrics::status_class(status)])
+            .inc();
+        self.metrics.upstream_latency.observe(took.as_secs_f64());
+        let h = response.headers();
+        let text = |name: HeaderName| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (total, body_start, body_end) = match status {
+            206 => match text(header::CONTENT_RANGE)
+                .as_deref()
+                .and_then(parse_content_range)
+            {
+                Some((s, e, total)) if s == start => (total, s, e),
+                _ => {
+                    return Err(FillError::Body(
+                        "a 206 without a usable Content-Range".into(),
+                    ));
+                }
+            },
+            200 if index == 0 => {
+                let total: u64 = text(header::CONTENT_LENGTH)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        FillError::Body("a 200 without Content-Length cannot be sliced".into())
+                    })?;
+                (total, 0, slice_bytes.min(total).max(1) - 1)
+            }
+            _ => {
+                fill.publish_head(Ok(FillHead::NotStorable { status }));
+                return Ok(());
+            }
+        };
+        let now = SystemTime::now();
+        let ttl = storable_ttl(
+            200,
+            text(header::CACHE_CONTROL).as_deref(),
+            text(header::EXPIRES).as_deref(),
+            text(header::DATE).as_deref(),
+            now,
+        );
+        let etag = text(header::ETAG);
+        let meta = match known {
+            Some(meta) => {
+                if meta.etag != etag || meta.total_len != total {
+                    return Err(FillError::ValidatorChanged);
+                }
+                meta
+            }
+            None => {
+                let Some(ttl) = ttl.filter(|_| total > 0) else {
+                    fill.publish_head(Ok(FillHead::NotStorable { status }));
+                    return Ok(());
+                };
+                let meta = Arc::new(ObjectMeta {
+                    generation: new_generation(now),
+                    total_len: total,
+                    slice_bytes,
+                    content_type: text(header::CONTENT_TYPE),
+                    etag,
+                    last_modified: text(header::LAST_MODIFIED),
+                    cache_control: text(header::CACHE_CONTROL),
+                    stored_at: unix_secs(now),
+                    initial_age: text(header::AGE).and_then(|v| v.parse().ok()).unwrap_or(0),
+                    ttl_secs: ttl.as_secs(),
+                });
+                self.storage.insert_meta(key, &meta);
+                meta
+            }
+        };
+        fill.publish_head(Ok(FillHead::Slice(Arc::clone(&meta))));
+        let expected = body_end - body_start + 1;
+        let mut received = 0u64;
+        let mut body = response.into_body();
+        while received < expected {
+            let Some(mut chunk) = self.upstream.next_chunk(&mut body).await? else {
+                break;
+            };
+            let room = expected - received;
+            if chunk.len() as u64 > room {
+                if status == 206 {
+                    return Err(FillError::Body(format!(
+                        "more than the {expected} bytes announced"
+                    )));
+                }
+                chunk.truncate(room as usize); // a 200 for a large object: keep the first slice only
+            }
+            received += chunk.len() as u64;
+            fill.push(chunk);
+        }
+        if received < expected {
+            return Err(FillError::Body(format!(
+                "ended after {received} of {expected} bytes"
+            )));
+        }
+        self.storage
+            .insert_slice(key, meta.generation, index, concat(&fill.chunks()));
+        self.metrics.slices_stored.inc();
+        Ok(())
+    }
+
+    /// Forwards a request whose response is not storable and streams the answer back as it is.
+    async fn pass(self: &Arc<Self>, parts: &Parts, site: &Site) -> Answer {
+        let mut headers = HeaderMap::new();
+        for name in PASS_HEADERS {
+            if let Some(value) = parts.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let started = Instant::now();
+        let result = self
+            .upstream
+            .request(&parts.method, &site.upstream, path, headers)
+            .await;
+        let upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let (response, _) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                let mut answer = self.refuse(parts, Refusal::from_fill(&e), CacheStatus::Error);
+                answer.upstream_ms = upstream_ms;
+                return answer;
+            }
+        };
+        let status = response.status();
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[shared::metrics::status_class(status.as_u16())])
+            .inc();
+        let mut builder = Response::builder().status(status);
+        let headers = builder.headers_mut().expect("fresh builder");
+        for name in PASS_RESPONSE_HEADERS {
+            if let Some(value) = response.headers().get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        put(
+            headers,
+            HeaderName::from_static("cache-status"),
+            &CacheStatus::Pass.header_value(&self.name),
+        );
+        self.cors_headers(parts, headers);
+        let edge = Arc::clone(self);
+        let body = futures::stream::unfold(Some(response.into_body()), move |body| {
+            let edge = Arc::clone(&edge);
+            async move {
+                let mut body = body?;
+                match edge.upstream.next_chunk(&mut body).await {
+                    Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), Some(body))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(io::Error::other(e)), None)),
+                }
+            }
+        });
+        let body = if parts.method == Method::HEAD {
+            empty()
+        } else {
+            StreamBody::new(body).boxed_unsync()
+        };
+        let response = builder
+            .body(body)
+            .unwrap_or_else(|_| Response::new(empty()));
+        Answer {
+            response,
+            cache_status: CacheStatus::Pass,
+            error: None,
+            upstream_ms,
+        }
+    }
+
+    /// A CORS preflight for a configured site.
+    fn preflight(&self, parts: &Parts) -> Answer {
+        let mut response = Response::new(empty());
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        self.cors_headers(parts, headers);
+        put(
+            headers,
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "GET, HEAD, OPTIONS",
+        );
+        put(
+            headers,
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Range, If-None-Match, If-Modified-Since, If-Range",
+        );
+        put(headers, header::ACCESS_CONTROL_MAX_AGE, "86400");
+        put(headers, header::ALLOW, "GET, HEAD, OPTIONS");
+        Answer {
+            response,
+            cache_status: CacheStatus::Pass,
+            error: None,
+            upstream_ms: None,
+        }
+    }
+
+    fn cors_headers(&self, parts: &Parts, headers: &mut HeaderMap) {
+        let allowed = if self.cors.any {
+            Some("*")
+        } else {
+            parts
+                .headers
+                .get(header::ORIGIN)
+                .and_then(|v| v.to_str().ok())
+                .filter(|origin| self.cors.origins.iter().any(|o| o == origin))
+        };
+        if let Some(origin) = allowed {
+            put(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            put(
+                headers,
+                header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                "Content-Length, Content-Range, ETag, Age, Cache-Status",
+            );
+            if !self.cors.any {
+                headers.append(header::VARY, HeaderValue::from_static("Origin"));
+            }
+        }
+    }
+
+    fn refuse(&self, parts: &Parts, refusal: Refusal, cache_status: CacheStatus) -> Answer {
+        let mut response = Response::new(full(&format!("{}\n", refusal.reason)));
+        *response.status_mut() = refusal.status;
+        let headers = response.headers_mut();
+        put(headers, header::CONTENT_TYPE, "text/plain; charset=utf-8");
+        put(headers, header::CACHE_CONTROL, "no-store");
+        if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
+            put(headers, header::ALLOW, "GET, HEAD, OPTIONS");
+        }
+        put(
+            headers,
+            HeaderName::from_static("cache-status"),
+            &cache_status.header_value(&self.name),
+        );
+        self.cors_headers(parts, headers);
+        Answer {
+            response,
+            cache_status,
+            error: Some(refusal.reason),
+            upstream_ms: None,
+        }
+    }
+}
+
+/// Where a slice's bytes come from.
+enum SliceSource {
+    Cached(Bytes),
+    Filling(Subscriber),
+}
+
+/// The body of a cached object's response: the needed part of each slice in turn, cached slices as `Bytes`
+/// views, filling slices chunk by chunk as they arrive. A failed fill ends the stream with an error, which
+/// aborts the response (never a short body passed off as complete).
+struct SliceStream {
+    edge: Arc<Edge>,
+    site: Site,
+    key: CacheKey,
+    meta: Arc<ObjectMeta>,
+    slicing: Slicing,
+    range: ByteRange,
+    next: u64,
+    last: u64,
+    current: Option<(u64, SliceSource)>,
+    /// Bytes of the current filling slice seen so far.
+    offset: usize,
+}
+
+impl SliceStream {
+    fn new(
+        edge: Arc<Edge>,
+        site: &Site,
+        key: CacheKey,
+        meta: Arc<ObjectMeta>,
+        range: ByteRange,
+        first: Option<(u64, SliceSource)>,
+    ) -> Self {
+        let slicing = Slicing {
+            slice_bytes: meta.slice_bytes,
+            total_len: meta.total_len,
+        };
+        let touched = slicing.touched(range);
+        let next = if first.is_some() {
+            touched.start() + 1
+        } else {
+            *touched.start()
+        };
+        let site = Site {
+            name: site.name.clone(),
+            upstream: site.upstream.clone(),
+        };
+        SliceStream {
+            edge,
+            site,
+            key,
+            meta,
+            slicing,
+            range,
+            next,
+            last: *touched.end(),
+            current: first,
+            offset: 0,
+        }
+    }
+
+    fn into_body(self) -> Body {
+        let stream = futures::stream::unfold(self, |mut s| async move {
+            let item = s.next_bytes().await?;
+            Some((item.map(Frame::data), s))
+        });
+        StreamBody::new(stream.boxed()).boxed_unsync()
+    }
+
+    async fn next_bytes(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if self.current.is_none() {
+                if self.next > self.last {
+                    return None;
+                }
+                let index = self.next;
+                self.next += 1;
+                match self
+                    .edge
+                    .slice_source(&self.site, &self.key, &self.meta, index)
+                    .await
+                {
+                    Ok((source, _)) => self.current = Some((index, source)),
+                    Err(e) => return Some(Err(io::Error::other(e))),
+                }
+                self.offset = 0;
+            }
+            let (index, source) = self.current.as_mut().expect("set above");
+            let index = *index;
+            let cut = self.slicing.cut(index, self.range);
+            match source {
+                SliceSource::Cached(bytes) => {
+                    let bytes = bytes.clone();
+                    self.current = None;
+                    if bytes.len() < cut.end {
+                        return Some(Err(io::Error::other(format!(
+                            "cached slice {index} is short"
+                        ))));
+                    }
+                    return Some(Ok(bytes.slice(cut)));
+                }
+                SliceSource::Filling(subscriber) => {
+                    if self.offset == 0 && index < self.last {
+                        self.edge
+                            .prefetch(&self.site, &self.key, &self.meta, index + 1);
+                    }
+                    match subscriber.next_chunk().await {
+                        None => {
+                            self.current = None;
+                            if self.offset < cut.end {
+                                return Some(Err(io::Error::other(format!(
+                                    "slice {index} ended early"
+                                ))));
+                            }
+                        }
+                        Some(Err(e)) => return Some(Err(io::Error::other(e))),
+                        Some(Ok(chunk)) => {
+                            let (chunk_start, chunk_end) = (self.offset, self.offset + chunk.len());
+                            self.offset = chunk_end;
+                            if chunk_end >= cut.end {
+                                self.current = None;
+                            }
+                            let (from, to) = (chunk_start.max(cut.start), chunk_end.min(cut.end));
+                            if from < to {
+                                return Some(Ok(chunk.slice(from - chunk_start..to - chunk_start)));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                host
+            } else {
+                authority
+            }
+        })
+}
+
+fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+fn full(text: &str) -> Body {
+    Full::new(Bytes::copy_from_slice(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+
+    #[test]
+    fn hosts_without_ports() {
+        assert_eq!(host_without_port("localhost:8443"), "localhost");
+        assert_eq!(host_without_port("localhost"), "localhost");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(host_without_port("127.0.0.1:1"), "127.0.0.1");
+    }
+}

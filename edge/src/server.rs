@@ -1,0 +1,372 @@
+//! The edge's listeners: TLS (HTTP/1.1 and HTTP/2 by ALPN; certificate reloaded on SIGHUP), an optional plain
+//! HTTP listener, and the admin listener. All are bound before anything is served; all drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use shared::body::{BodyEnd, Metered};
+use shared::serve::{ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name};
+use shared::tls::ReloadableCert;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::admin::AdminService;
+use crate::cache::storage::{FoyerStorage, StorageSizes};
+use crate::config::{EdgeConfig, slice_block_bytes};
+use crate::metrics::EdgeMetrics;
+use crate::pipeline::{Answer, Body, Cors, Edge, EdgeSetup, Site};
+use crate::upstream::Upstream;
+
+/// A configured edge with its listeners bound and its cache open.
+pub struct EdgeServer {
+    config: EdgeConfig,
+    tls_listener: Option<TcpListener>,
+    http_listener: Option<TcpListener>,
+    admin_listener: TcpListener,
+    cert: Option<Arc<ReloadableCert>>,
+    edge: Arc<Edge>,
+}
+
+impl EdgeServer {
+    /// Validates the config, loads the certificate, opens (and recovers) the cache, and binds the listeners.
+    pub async fn bind(config: EdgeConfig) -> anyhow::Result<EdgeServer> {
+        config.validate()?;
+        let tls_addr = config.tls_addr()?;
+        let cert = match tls_addr {
+            Some(_) => Some(ReloadableCert::load(&config.tls_cert(), &config.tls_key())?),
+            None => None,
+        };
+        let tls_listener = match tls_addr {
+            Some(addr) => Some(bind(addr, "tls.listen").await?),
+            None => None,
+        };
+        let http_listener = match config.http_addr()? {
+            Some(addr) => Some(bind(addr, "http.listen").await?),
+            None => None,
+        };
+        let admin_listener = bind(config.admin_addr()?, "admin.listen").await?;
+        let c = &config.cache;
+        let storage = FoyerStorage::open(
+            &config.disk_dir(),
+            StorageSizes {
+                memory_bytes: c.memory_bytes,
+                disk_bytes: c.disk_bytes,
+                block_bytes: slice_block_bytes(c.slice_bytes),
+            },
+        )
+        .await?;
+        let l = &config.limits;
+        let upstream = Upstream::new(
+            Duration::from_secs(l.upstream_connect_timeout_secs),
+            Duration::from_secs(l.upstream_header_timeout_secs),
+            Duration::from_secs(l.upstream_body_idle_timeout_secs),
+            &config.name,
+        );
+        let sites = config
+            .effective_sites()
+            .into_iter()
+            .map(|s| {
+                let authority = url::Url::parse(&s.upstream)
+                    .ok()
+                    .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+                    .unwrap_or_default();
+                (
+                    Site {
+                        name: s.name,
+                        upstream: authority,
+                    },
+                    s.hosts,
+                )
+            })
+            .collect();
+        let cors = Cors {
+            any: config.cors.allow_origins.iter().any(|o| o == "*"),
+            origins: config.cors.allow_origins.clone(),
+        };
+        let edge = Arc::new(Edge::new(EdgeSetup {
+            name: config.name.clone(),
+            sites,
+            storage: Arc::new(storage),
+            upstream,
+            slice_bytes: c.slice_bytes,
+            max_fills: c.max_fills,
+            cors,
+            metrics: Arc::new(EdgeMetrics::new()),
+        }));
+        Ok(EdgeServer {
+            config,
+            tls_listener,
+            http_listener,
+            admin_listener,
+            cert,
+            edge,
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then drains for `limits.shutdown_grace_secs` and closes the cache.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let addr = |l: &Option<TcpListener>| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.to_string())
+        };
+        tracing::info!(
+            name = %self.config.name,
+            tls_addr = addr(&self.tls_listener),
+            http_addr = addr(&self.http_listener),
+            admin_addr = %self.admin_listener.local_addr()?,
+            "listening"
+        );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let l = &self.config.limits;
+        let builder = http_builder(&ConnLimits {
+            header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),
+            max_header_bytes: l.max_header_bytes,
+            h2_max_concurrent_streams: l.h2_max_concurrent_streams,
+            h2_window_bytes: l.h2_window_bytes,
+        });
+        let handshake_timeout = Duration::from_secs(l.tls_handshake_timeout_secs);
+        let mut tasks = tokio::task::JoinSet::new();
+
+        if let (Some(listener), Some(cert)) = (self.tls_listener, &self.cert) {
+            let acceptor = TlsAcceptor::from(cert.server_config(shared::tls::ALPN_H2_H1));
+            let (edge, builder) = (Arc::clone(&self.edge), builder.clone());
+            let limits = Arc::new(Semaphore::new(l.max_connections));
+            tasks.spawn(accept_loop(
+                listener,
+                limits,
+                stop_rx.clone(),
+                move |stream, peer, watcher| {
+                    let (edge, builder, acceptor) =
+                        (Arc::clone(&edge), builder.clone(), acceptor.clone());
+                    async move {
+                        let gauge = edge.metrics.connections_open.with_label_values(&["tls"]);
+                        gauge.inc();
+                        let _open = on_drop(move || gauge.dec());
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(tls)) => {
+                                serve_connection(builder, TokioIo::new(tls), peer, edge, watcher)
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                edge.metrics.tls_failures.inc();
+                                tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                edge.metrics.tls_failures.inc();
+                                tracing::debug!(peer = %peer, "TLS handshake timed out");
+                            }
+                        }
+                    }
+                },
+            ));
+        }
+        if let Some(listener) = self.http_listener {
+            let (edge, builder) = (Arc::clone(&self.edge), builder.clone());
+            let limits = Arc::new(Semaphore::new(l.max_connections));
+            tasks.spawn(accept_loop(
+                listener,
+                limits,
+                stop_rx.clone(),
+                move |stream, peer, watcher| {
+                    let (edge, builder) = (Arc::clone(&edge), builder.clone());
+                    async move {
+                        let gauge = edge.metrics.connections_open.with_label_values(&["http"]);
+                        gauge.inc();
+                        let _open = on_drop(move || gauge.dec());
+                        serve_connection(builder, TokioIo::new(stream), peer, edge, watcher).await;
+                    }
+                },
+            ));
+        }
+        {
+            let admin = Arc::new(AdminService {
+                edge: Arc::clone(&self.edge),
+                bearer_token: self.config.admin.bearer_token.clone(),
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            tasks.spawn(accept_loop(
+                self.admin_listener,
+                Arc::new(Semaphore::new(64)),
+                stop_rx,
+                move |stream, _, watcher| {
+                    let (admin, builder) = (Arc::clone(&admin), builder.clone());
+                    async move {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            let admin = Arc::clone(&admin);
+                            async move { Ok::<_, Infallible>(admin.respond(&req)) }
+                        });
+                        let _ = watcher
+                            .watch(
+                                builder
+                                    .serve_connection(TokioIo::new(stream), svc)
+                                    .into_owned(),
+                            )
+                            .await;
+                    }
+                },
+            ));
+        }
+        if let Some(cert) = self.cert.clone() {
+            let metrics = Arc::clone(&self.edge.metrics);
+            tokio::spawn(reload_on_sighup(cert, metrics));
+        }
+
+        shutdown.await;
+        let grace = Duration::from_secs(l.shutdown_grace_secs);
+        tracing::info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: no new connections, draining open ones"
+        );
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over; closing the connections still open");
+        }
+        self.edge.storage().close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn reload_on_sighup(cert: Arc<ReloadableCert>, metrics: Arc<EdgeMetrics>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        match cert.reload() {
+            Ok(()) => {
+                metrics.cert_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!("certificate reloaded; new connections use it");
+            }
+            Err(e) => {
+                metrics.cert_reloads.with_label_values(&["error"]).inc();
+                tracing::error!(error = %e, "certificate reload failed; keeping the current one");
+            }
+        }
+    }
+}
+
+async fn serve_connection<I>(
+    builder: auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    peer: SocketAddr,
+    edge: Arc<Edge>,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let edge = Arc::clone(&edge);
+        async move { Ok::<_, Infallible>(handle(&edge, req, peer).await) }
+    });
+    if let Err(e) = watcher
+        .watch(builder.serve_connection(io, svc).into_owned())
+        .await
+    {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// One request: the pipeline, then the body wrapped so that its end is logged and counted.
+pub async fn handle(
+    edge: &Arc<Edge>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Metered<Body>> {
+    let started = Instant::now();
+    let (parts, _body) = req.into_parts();
+    let Answer {
+        response,
+        cache_status,
+        error,
+        upstream_ms,
+    } = edge.handle(&parts).await;
+    let status = response.status().as_u16();
+    let bodyless = parts.method == http::Method::HEAD || status == 304;
+    let expected = if bodyless {
+        Some(0)
+    } else {
+        response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    };
+    let protocol = protocol_name(parts.version);
+    let range = parts
+        .headers
+        .get(http::header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let metrics = Arc::clone(&edge.metrics);
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let reporter = Box::new(move |end: BodyEnd| {
+        let elapsed = started.elapsed().as_secs_f64();
+        let ttfb = end
+            .first_byte_at
+            .map(|t| t.duration_since(started).as_secs_f64());
+        let label = cache_status.label();
+        let method_label = match method {
+            http::Method::GET => "GET",
+            http::Method::HEAD => "HEAD",
+            http::Method::OPTIONS => "OPTIONS",
+            _ => "other",
+        };
+        metrics
+            .requests
+            .with_label_values(&[
+                protocol,
+                method_label,
+                shared::metrics::status_class(status),
+                label,
+            ])
+            .inc();
+        metrics
+            .response_bytes
+            .with_label_values(&[protocol, label])
+            .inc_by(end.bytes);
+        metrics
+            .duration
+            .with_label_values(&[label])
+            .observe(elapsed);
+        if let Some(ttfb) = ttfb {
+            metrics.ttfb.with_label_values(&[label]).observe(ttfb);
+        }
+        if !end.complete {
+            metrics.incomplete.inc();
+        }
+        tracing::info!(
+            target: "access",
+            client = %peer,
+            protocol,
+            method = %method,
+            path = %path,
+            range = range.as_deref(),
+            status,
+            bytes = end.bytes,
+            complete = end.complete,
+            cache_status = label,
+            ttfb_ms = ttfb.map(|t| t * 1000.0),
+            duration_ms = elapsed * 1000.0,
+            upstream_ms,
+            error = error.as_deref().or(end.error.as_deref()),
+            "request"
+        );
+    });
+    response.map(|body| Metered::new(body, expected, reporter))
+}
