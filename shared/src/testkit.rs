@@ -651,3 +651,165 @@ pub fn merge_toml(base: &str, extra: &str) -> String {
 pub fn start_origin(store_url: &str, extra: &str) -> ServerProcess {
     ServerProcess::start(&binary("origin"), &origin_config(store_url, extra))
 }
+
+/// An edge config for tests: TLS, plain HTTP and admin on port 0, one site for localhost/127.0.0.1 in front of
+/// `upstream` (`http://host:port`), the disk cache in `cache_dir`, with `extra` TOML merged over it.
+pub fn edge_config(upstream: &str, cache_dir: &Path, certs: &TestCerts, extra: &str) -> String {
+    let base = format!(
+        "name = \"edge-test\"\ndata_dir = \"{dir}\"\n\
+         [tls]\nlisten = \"127.0.0.1:0\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[site]]\nhosts = [\"localhost\", \"127.0.0.1\"]\nupstream = \"{upstream}\"\n\
+         [cache]\nmemory_bytes = 67108864\ndisk_dir = \"{dir}\"\ndisk_bytes = 268435456\n\
+         [log]\nformat = \"json\"\nlevel = \"info\"\n",
+        dir = cache_dir.display(),
+        cert = certs.cert().display(),
+        key = certs.key().display(),
+    );
+    merge_toml(&base, extra)
+}
+
+/// Starts the `edge` binary.
+pub fn start_edge(
+    upstream: &str,
+    cache_dir: &Path,
+    certs: &TestCerts,
+    extra: &str,
+) -> ServerProcess {
+    ServerProcess::start(
+        &binary("edge"),
+        &edge_config(upstream, cache_dir, certs, extra),
+    )
+}
+
+/// Where the trickling origin stands.
+#[derive(Debug, Default)]
+pub struct TrickleStats {
+    /// Requests received, with their Range header.
+    pub requests: Vec<Option<String>>,
+    /// When each response's first body byte was written.
+    pub first_byte_sent: Vec<Instant>,
+}
+
+/// A small HTTP/1.1 origin under the test's control for faults that need precise timing: it serves one object
+/// of `len` bytes (byte `i` is `i % 251`) at any path, honours single byte ranges, sends the body at a fixed
+/// rate, and can cut the connection after a number of body bytes, as a killed origin does.
+pub struct TrickleOrigin {
+    pub addr: SocketAddr,
+    pub stats: Arc<Mutex<TrickleStats>>,
+    /// Cut the next response after this many body bytes (one time).
+    pub cut_after: Arc<Mutex<Option<u64>>>,
+}
+
+impl TrickleOrigin {
+    pub fn start(len: u64, bytes_per_sec: u64) -> TrickleOrigin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stats = Arc::new(Mutex::new(TrickleStats::default()));
+        let cut_after = Arc::new(Mutex::new(None));
+        let (stats_t, cut_t) = (Arc::clone(&stats), Arc::clone(&cut_after));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (stats, cut) = (Arc::clone(&stats_t), Arc::clone(&cut_t));
+                std::thread::spawn(move || {
+                    trickle_connection(stream, len, bytes_per_sec, &stats, &cut)
+                });
+            }
+        });
+        TrickleOrigin {
+            addr,
+            stats,
+            cut_after,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The byte at offset `i` of the object.
+    pub fn byte(i: u64) -> u8 {
+        (i % 251) as u8
+    }
+}
+
+fn trickle_connection(
+    mut stream: std::net::TcpStream,
+    len: u64,
+    rate: u64,
+    stats: &Mutex<TrickleStats>,
+    cut: &Mutex<Option<u64>>,
+) {
+    use std::io::Write;
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    loop {
+        let mut range = None;
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("range")
+            {
+                range = Some(value.trim().to_string());
+            }
+        }
+        stats.lock().unwrap().requests.push(range.clone());
+        let (start, end) = range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(a, b)| {
+                Some((
+                    a.parse::<u64>().ok()?,
+                    b.parse::<u64>().map(|b| b.min(len - 1)).unwrap_or(len - 1),
+                ))
+            })
+            .unwrap_or((0, len - 1));
+        let status = if range.is_some() {
+            "206 Partial Content"
+        } else {
+            "200 OK"
+        };
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{len}\r\n\
+             ETag: \"trickle-v1\"\r\nCache-Control: public, max-age=3600\r\nAccept-Ranges: bytes\r\n\r\n",
+            end - start + 1
+        );
+        if stream.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let cut_at = cut.lock().unwrap().take();
+        let chunk = 16 * 1024u64;
+        let mut offset = start;
+        let mut sent = 0u64;
+        while offset <= end {
+            let n = chunk.min(end - offset + 1);
+            if let Some(limit) = cut_at
+                && sent + n > limit
+            {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            let buf: Vec<u8> = (offset..offset + n).map(TrickleOrigin::byte).collect();
+            if stream.write_all(&buf).is_err() {
+                return;
+            }
+            if sent == 0 {
+                stats.lock().unwrap().first_byte_sent.push(Instant::now());
+            }
+            sent += n;
+            offset += n;
+            std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+        }
+    }
+}
