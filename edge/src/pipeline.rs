@@ -19,6 +19,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use shared::conditional::{self, Preconditions, Validators};
 use shared::range::{self, ByteRange, RangeOutcome};
+use shared::serve::on_drop;
 use tokio::sync::Semaphore;
 
 use crate::cache::fill::{Fill, FillError, FillHead, Fills, Subscriber, concat};
@@ -583,7 +584,7 @@ impl Edge {
     /// subscribers, and inserts the slice (and, for a new object, its metadata) when it is complete.
     async fn fill_slice(
         &self,
-        fill: &Fill,
+        fill: &Arc<Fill>,
         upstream: &str,
         key: &CacheKey,
         index: u64,
@@ -656,6 +657,7 @@ impl Edge {
             now,
         );
         let etag = text(header::ETAG);
+        let mut alias_guard = None;
         let meta = match known {
             Some(meta) => {
                 if meta.etag != etag || meta.total_len != total {
@@ -668,8 +670,14 @@ impl Edge {
                     fill.publish_head(Ok(FillHead::NotStorable { status }));
                     return Ok(());
                 };
+                let generation = new_generation(now);
+                // Requests that find the new metadata before this slice is stored must join this fill, not
+                // start a second one: register it under the version's fill key first.
+                let alias = format!("{key}|{generation:x}|{index}");
+                self.fills.alias(&alias, fill);
+                alias_guard = Some(on_drop(move || self.fills.remove(&alias)));
                 let meta = Arc::new(ObjectMeta {
-                    generation: new_generation(now),
+                    generation,
                     total_len: total,
                     slice_bytes,
                     content_type: text(header::CONTENT_TYPE),
@@ -712,6 +720,8 @@ impl Edge {
         self.storage
             .insert_slice(key, meta.generation, index, concat(&fill.chunks()));
         self.metrics.slices_stored.inc();
+        // Unregister the alias only now that the slice is in the cache.
+        drop(alias_guard);
         Ok(())
     }
 

@@ -388,8 +388,13 @@ impl CurlResponse {
 }
 
 /// Runs curl with `args` (add `--http2-prior-knowledge`, `-r`, `-H`, `--cacert` … as needed) and returns the
-/// final response. Panics when curl itself fails (connection refused, TLS error, …).
+/// final response. Panics when curl itself fails (connection refused, TLS error, body cut short, …).
 pub fn curl(args: &[&str]) -> CurlResponse {
+    try_curl(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`curl`], but a failed transfer (curl's exit status and message) is an `Err`.
+pub fn try_curl(args: &[&str]) -> Result<CurlResponse, String> {
     let dir = tempfile::tempdir().expect("temp dir");
     let (headers_path, body_path) = (dir.path().join("headers"), dir.path().join("body"));
     let output = Command::new(tool("curl"))
@@ -401,12 +406,14 @@ pub fn curl(args: &[&str]) -> CurlResponse {
         .args(args)
         .output()
         .expect("run curl");
-    assert!(
-        output.status.success(),
-        "curl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&output.stderr),
-        String::from_utf8_lossy(&output.stdout)
-    );
+    if !output.status.success() {
+        return Err(format!(
+            "curl {args:?} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        ));
+    }
     let summary = String::from_utf8_lossy(&output.stdout).into_owned();
     let mut parts = summary.split_whitespace();
     let status = parts
@@ -433,12 +440,12 @@ pub fn curl(args: &[&str]) -> CurlResponse {
     } else {
         std::fs::read(&body_path).unwrap_or_default()
     };
-    CurlResponse {
+    Ok(CurlResponse {
         status,
         http_version,
         headers,
         body,
-    }
+    })
 }
 
 /// What ffmpeg reported when it decoded every stream of a manifest.

@@ -182,6 +182,15 @@ impl Fills {
         (fill, true)
     }
 
+    /// Registers `fill` under a second key as well (a fill for a new object becomes findable under its version
+    /// once the version is known).
+    pub fn alias(&self, fill_key: &str, fill: &Arc<Fill>) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fill_key.to_string(), Arc::clone(fill));
+    }
+
     /// The running fill under `fill_key`, if any.
     pub fn get(&self, fill_key: &str) -> Option<Arc<Fill>> {
         self.map
