@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # Starts the whole stack in the foreground with embedded defaults and prints the URLs a player uses; Ctrl-C
-# stops it cleanly. Today the stack is the media origin over a local object-store folder holding the sample
-# titles; later issues add the edge and the control plane to this same command.
+# stops it cleanly. The stack: the media origin over a local object-store folder holding the sample titles,
+# and one edge (HTTPS, HTTP/1.1 + HTTP/2) in front of it with its cache under the data folder and a local
+# certificate authority made on first run. Later issues add the control plane to this same command.
 #
 # Environment (all optional):
-#   CDN_DATA_DIR          data folder (default: ./data in the repository); objects live in $CDN_DATA_DIR/objects
-#   ORIGIN_MEDIA_LISTEN   media listener (default 127.0.0.1:8080)
-#   ORIGIN_ADMIN_LISTEN   admin listener (default 127.0.0.1:9900)
+#   CDN_DATA_DIR          data folder (default: ./data in the repository)
+#   ORIGIN_MEDIA_LISTEN   origin media listener (default 127.0.0.1:8080)
+#   ORIGIN_ADMIN_LISTEN   origin admin listener (default 127.0.0.1:9900)
+#   EDGE_TLS_LISTEN       edge HTTPS listener (default 127.0.0.1:8443)
+#   EDGE_ADMIN_LISTEN     edge admin listener (default 127.0.0.1:9901)
 #   CDN_PROFILE           cargo profile to build and run: release (default) or dev
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${CDN_DATA_DIR:-$root/data}
 media=${ORIGIN_MEDIA_LISTEN:-127.0.0.1:8080}
-admin=${ORIGIN_ADMIN_LISTEN:-127.0.0.1:9900}
+origin_admin=${ORIGIN_ADMIN_LISTEN:-127.0.0.1:9900}
+edge_tls=${EDGE_TLS_LISTEN:-127.0.0.1:8443}
+edge_admin=${EDGE_ADMIN_LISTEN:-127.0.0.1:9901}
 profile=${CDN_PROFILE:-release}
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 bin_dir="$target_dir/$([ "$profile" = dev ] && echo debug || echo "$profile")"
@@ -21,10 +26,14 @@ command -v cargo >/dev/null || { echo "up.sh: cargo is needed (https://rustup.rs
 echo "up.sh: building ($profile; the first build takes several minutes)..."
 (cd "$root" && cargo build --workspace --bins --profile "$profile" --locked --quiet)
 
-mkdir -p "$data/objects"
+mkdir -p "$data/objects" "$data/edge"
 if [ ! -d "$data/objects/titles" ]; then
   echo "up.sh: copying the sample titles into $data/objects"
   cp -R "$root/origin/sample-content/." "$data/objects/"
+fi
+# A local CA and certificate, remade when a week old (browsers accept pinned certificates up to 14 days).
+if [ -z "$(find "$data/edge/tls/cert.pem" -mtime -7 2>/dev/null)" ]; then
+  "$bin_dir/edge" cert --out "$data/edge/tls" --force >/dev/null
 fi
 cat > "$data/origin.toml" <<TOML
 # Written by scripts/up.sh; see configs/origin.toml for every field.
@@ -32,26 +41,50 @@ data_dir = "$data"
 [media]
 listen = "$media"
 [admin]
-listen = "$admin"
+listen = "$origin_admin"
+[log]
+format = "text"
+TOML
+cat > "$data/edge.toml" <<TOML
+# Written by scripts/up.sh; see configs/edge.toml for every field.
+name = "edge"
+data_dir = "$data/edge"
+[tls]
+listen = "$edge_tls"
+[admin]
+listen = "$edge_admin"
+[[site]]
+hosts = ["localhost", "127.0.0.1", "[::1]"]
+upstream = "http://$media"
 [log]
 format = "text"
 TOML
 "$bin_dir/origin" check "$data/origin.toml" >/dev/null
+"$bin_dir/edge" check "$data/edge.toml" >/dev/null
 
+pids=()
+stop() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null; exit 0; }
+trap stop INT TERM
 "$bin_dir/origin" serve --config "$data/origin.toml" &
-pid=$!
-trap 'kill -INT $pid 2>/dev/null; wait $pid 2>/dev/null; exit 0' INT TERM
-for _ in $(seq 1 100); do
-  curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
-  kill -0 $pid 2>/dev/null || { echo "up.sh: the origin did not start" >&2; exit 1; }
-  sleep 0.1
+pids+=($!)
+"$bin_dir/edge" serve --config "$data/edge.toml" &
+pids+=($!)
+for admin in "$origin_admin" "$edge_admin"; do
+  for _ in $(seq 1 100); do
+    curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
+    for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "up.sh: a server did not start" >&2; stop; }; done
+    sleep 0.1
+  done
 done
 
 echo
-echo "The stack is up. Play these with ffplay, VLC, or ffmpeg (ffplay URL):"
+echo "The stack is up. Players fetch from the edge over HTTPS (certificate authority: $data/edge/tls/ca.pem):"
+port=${edge_tls##*:}
 (cd "$data/objects" && find titles -name 'master.m3u8' -o -name 'manifest.mpd' | sort) | while read -r key; do
-  echo "  http://$media/$key"
+  echo "  https://localhost:$port/$key"
 done
-echo "Origin metrics: http://$admin/metrics    health: http://$admin/healthz"
+echo "Try: ffplay https://localhost:$port/titles/test-pattern/hls/master.m3u8"
+echo "     curl --cacert $data/edge/tls/ca.pem -I https://localhost:$port/titles/test-pattern/hls/master.m3u8"
+echo "Origin (the edge's upstream): http://$media    metrics: http://$origin_admin/metrics  http://$edge_admin/metrics"
 echo "Press Ctrl-C to stop."
-wait $pid
+wait

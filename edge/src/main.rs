@@ -26,8 +26,22 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file, then exit: 0 when usable, 1 with the offending field.
+    /// Validate a config file and the certificate it names, then exit: 0 when usable, 1 with the offending
+    /// field.
     Check { config: PathBuf },
+    /// Make a local CA and a certificate for localhost, 127.0.0.1 and ::1 (ca.pem, cert.pem, key.pem in DIR),
+    /// for first runs and tests. Clients trust ca.pem. Existing files are kept unless --force.
+    Cert {
+        /// Output folder.
+        #[arg(long, default_value = "data/edge/tls")]
+        out: PathBuf,
+        /// Validity in days (browsers pinning a certificate by hash accept at most 14).
+        #[arg(long, default_value_t = 13)]
+        days: u32,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,6 +50,7 @@ fn main() -> ExitCode {
     let (path, check_only) = match cli.command {
         Command::Serve { config } => (config, false),
         Command::Check { config } => (Some(config), true),
+        Command::Cert { out, days, force } => return make_cert(&out, days, force),
     };
     let config = match &path {
         Some(path) => EdgeConfig::load(path),
@@ -49,6 +64,12 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
+        if config.tls_addr().ok().flatten().is_some()
+            && let Err(e) = shared::tls::ReloadableCert::load(&config.tls_cert(), &config.tls_key())
+        {
+            eprintln!("edge: invalid config: `tls.cert`: {e}");
+            return ExitCode::FAILURE;
+        }
         println!("edge: config ok");
         return ExitCode::SUCCESS;
     }
@@ -87,5 +108,35 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+fn make_cert(out: &std::path::Path, days: u32, force: bool) -> ExitCode {
+    let files = ["ca.pem", "cert.pem", "key.pem"].map(|f| out.join(f));
+    if !force && files.iter().all(|f| f.exists()) {
+        println!("edge: keeping the certificate in {}", out.display());
+        return ExitCode::SUCCESS;
+    }
+    let made = match shared::tls::generate_self_signed(&["localhost", "127.0.0.1", "::1"], days) {
+        Ok(made) => made,
+        Err(e) => {
+            eprintln!("edge: cannot make a certificate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = std::fs::create_dir_all(out).and_then(|()| {
+        std::fs::write(&files[0], made.ca_pem)?;
+        std::fs::write(&files[1], made.chain_pem)?;
+        std::fs::write(&files[2], made.key_pem)
+    });
+    match written {
+        Ok(()) => {
+            println!("edge: wrote {} (trust ca.pem in clients)", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("edge: cannot write {}: {e}", out.display());
+            ExitCode::FAILURE
+        }
     }
 }

@@ -310,40 +310,12 @@ pub struct TestCerts {
 
 impl TestCerts {
     pub fn generate() -> TestCerts {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca_key = KeyPair::generate().expect("CA key");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "CDN Test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
-        let issuer = rcgen::Issuer::new(ca_params, ca_key);
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let names = vec![
-            "localhost".to_string(),
-            "127.0.0.1".to_string(),
-            "::1".to_string(),
-        ];
-        let mut leaf_params = CertificateParams::new(names).expect("leaf params");
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        // Short-lived, as Chromium wants for certificates pinned by hash.
-        leaf_params.not_before = rcgen::date_time_ymd(2024, 1, 1);
-        leaf_params.not_after = rcgen::date_time_ymd(2099, 1, 1);
-        let leaf = leaf_params
-            .signed_by(&leaf_key, &issuer)
-            .expect("leaf cert");
-        std::fs::write(dir.path().join("ca.pem"), ca_cert.pem()).expect("write");
-        std::fs::write(
-            dir.path().join("cert.pem"),
-            format!("{}{}", leaf.pem(), ca_cert.pem()),
-        )
-        .expect("write");
-        std::fs::write(dir.path().join("key.pem"), leaf_key.serialize_pem()).expect("write");
+        let made = crate::tls::generate_self_signed(&["localhost", "127.0.0.1", "::1"], 13)
+            .expect("certificates");
+        std::fs::write(dir.path().join("ca.pem"), made.ca_pem).expect("write");
+        std::fs::write(dir.path().join("cert.pem"), made.chain_pem).expect("write");
+        std::fs::write(dir.path().join("key.pem"), made.key_pem).expect("write");
         TestCerts { dir }
     }
 

@@ -133,3 +133,47 @@ fn certified_key(
         signing_key,
     )))
 }
+
+/// A certificate authority and a server certificate it signed, as PEM text.
+#[cfg(feature = "certgen")]
+pub struct SelfSigned {
+    /// The CA certificate clients must trust.
+    pub ca_pem: String,
+    /// The server's chain: leaf, then CA.
+    pub chain_pem: String,
+    pub key_pem: String,
+}
+
+/// Makes a CA and a leaf for `names` (DNS names or IP addresses), valid for `days` from now. Chromium refuses
+/// certificates pinned by hash that live longer than 14 days, so keep `days` short for browser tests.
+#[cfg(feature = "certgen")]
+pub fn generate_self_signed(names: &[&str], days: u32) -> Result<SelfSigned, rcgen::Error> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let now = std::time::SystemTime::now();
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "video-cdn local CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca_params.not_before = (now - std::time::Duration::from_secs(3600)).into();
+    ca_params.not_after = (now + std::time::Duration::from_secs(u64::from(days) * 86400)).into();
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate()?;
+    let mut leaf_params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
+    leaf_params.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("localhost"),
+    );
+    leaf_params.not_before = (now - std::time::Duration::from_secs(3600)).into();
+    leaf_params.not_after = (now + std::time::Duration::from_secs(u64::from(days) * 86400)).into();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer)?;
+    Ok(SelfSigned {
+        ca_pem: ca_cert.pem(),
+        chain_pem: format!("{}{}", leaf.pem(), ca_cert.pem()),
+        key_pem: leaf_key.serialize_pem(),
+    })
+}
