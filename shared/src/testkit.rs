@@ -203,6 +203,11 @@ impl ServerProcess {
         signal(self.child.id(), "TERM");
     }
 
+    /// Sends a signal by name (`HUP`, `INT`, …).
+    pub fn signal(&self, name: &str) {
+        signal(self.child.id(), name);
+    }
+
     /// Waits (up to 20 s) for the process to exit; returns whether it exited with status 0.
     pub fn wait_exit(mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
