@@ -10,6 +10,7 @@ trap '[ -n "$up_pid" ] && kill -INT -- -$up_pid 2>/dev/null; rm -rf "$work"' EXI
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 edge_tls="127.0.0.1:$(port)"
 
+: >"$work/up.log"
 CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$(port)" ORIGIN_ADMIN_LISTEN="127.0.0.1:$(port)" \
   EDGE_TLS_LISTEN="$edge_tls" EDGE_ADMIN_LISTEN="127.0.0.1:$(port)" CDN_PROFILE=dev \
   setsid "$root/scripts/up.sh" >"$work/up.log" 2>&1 &
