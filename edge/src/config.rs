@@ -22,6 +22,7 @@ pub mod defaults {
     pub const SLICE_BYTES: u64 = 2 << 20;
     pub const MAX_CONNECTIONS: usize = 10_000;
     pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    pub const IDLE_TIMEOUT_SECS: u64 = 60;
     pub const MAX_HEADER_BYTES: usize = 16 * 1024;
     pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
     pub const H2_WINDOW_BYTES: u32 = 4 << 20;
@@ -129,6 +130,9 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Seconds for a complete HTTP/1.1 request head, idle keep-alive time included. Default: 10.
     pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay without a byte moving either way before it is closed gracefully (HTTP/2
+    /// included). Default: 60.
+    pub idle_timeout_secs: u64,
     /// Largest request head in bytes. Default: 16384.
     pub max_header_bytes: usize,
     /// HTTP/2 streams per connection. Default: 256.
@@ -219,6 +223,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
             h2_window_bytes: defaults::H2_WINDOW_BYTES,

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use shared::body::{BodyEnd, Metered};
-use shared::serve::{ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name};
+use shared::serve::{
+    ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name, serve_connection,
+};
 use shared::tls::ReloadableCert;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -136,6 +137,7 @@ impl EdgeServer {
             h2_window_bytes: l.h2_window_bytes,
         });
         let handshake_timeout = Duration::from_secs(l.tls_handshake_timeout_secs);
+        let idle = Duration::from_secs(l.idle_timeout_secs);
         let mut tasks = tokio::task::JoinSet::new();
 
         if let (Some(listener), Some(cert)) = (self.tls_listener, &self.cert) {
@@ -146,7 +148,7 @@ impl EdgeServer {
                 listener,
                 limits,
                 stop_rx.clone(),
-                move |stream, peer, watcher| {
+                move |stream, peer, stop| {
                     let (edge, builder, acceptor) =
                         (Arc::clone(&edge), builder.clone(), acceptor.clone());
                     async move {
@@ -155,10 +157,7 @@ impl EdgeServer {
                         let _open = on_drop(move || gauge.dec());
                         match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
                         {
-                            Ok(Ok(tls)) => {
-                                serve_connection(builder, TokioIo::new(tls), peer, edge, watcher)
-                                    .await
-                            }
+                            Ok(Ok(tls)) => serve_edge(&builder, tls, peer, edge, stop, idle).await,
                             Ok(Err(e)) => {
                                 edge.metrics.tls_failures.inc();
                                 tracing::debug!(peer = %peer, error = %e, "TLS handshake failed");
@@ -179,13 +178,13 @@ impl EdgeServer {
                 listener,
                 limits,
                 stop_rx.clone(),
-                move |stream, peer, watcher| {
+                move |stream, peer, stop| {
                     let (edge, builder) = (Arc::clone(&edge), builder.clone());
                     async move {
                         let gauge = edge.metrics.connections_open.with_label_values(&["http"]);
                         gauge.inc();
                         let _open = on_drop(move || gauge.dec());
-                        serve_connection(builder, TokioIo::new(stream), peer, edge, watcher).await;
+                        serve_edge(&builder, stream, peer, edge, stop, idle).await;
                     }
                 },
             ));
@@ -200,20 +199,14 @@ impl EdgeServer {
                 self.admin_listener,
                 Arc::new(Semaphore::new(64)),
                 stop_rx,
-                move |stream, _, watcher| {
+                move |stream, _, stop| {
                     let (admin, builder) = (Arc::clone(&admin), builder.clone());
                     async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
                             let admin = Arc::clone(&admin);
                             async move { Ok::<_, Infallible>(admin.respond(&req)) }
                         });
-                        let _ = watcher
-                            .watch(
-                                builder
-                                    .serve_connection(TokioIo::new(stream), svc)
-                                    .into_owned(),
-                            )
-                            .await;
+                        let _ = serve_connection(&builder, stream, svc, stop, idle).await;
                     }
                 },
             ));
@@ -261,12 +254,13 @@ async fn reload_on_sighup(cert: Arc<ReloadableCert>, metrics: Arc<EdgeMetrics>) 
     }
 }
 
-async fn serve_connection<I>(
-    builder: auto::Builder<TokioExecutor>,
-    io: TokioIo<I>,
+async fn serve_edge<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
     peer: SocketAddr,
     edge: Arc<Edge>,
-    watcher: Watcher,
+    stop: watch::Receiver<bool>,
+    idle: Duration,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -274,10 +268,7 @@ async fn serve_connection<I>(
         let edge = Arc::clone(&edge);
         async move { Ok::<_, Infallible>(handle(&edge, req, peer).await) }
     });
-    if let Err(e) = watcher
-        .watch(builder.serve_connection(io, svc).into_owned())
-        .await
-    {
+    if let Err(e) = serve_connection(builder, io, svc, stop, idle).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

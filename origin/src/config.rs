@@ -17,6 +17,7 @@ pub mod defaults {
     pub const ADMIN_LISTEN: &str = "127.0.0.1:9900";
     pub const MAX_CONNECTIONS: usize = 10_000;
     pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
+    pub const IDLE_TIMEOUT_SECS: u64 = 60;
     pub const MAX_HEADER_BYTES: usize = 16 * 1024;
     pub const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
     pub const TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
@@ -58,6 +59,9 @@ pub struct MediaConfig {
     pub max_connections: usize,
     /// Seconds a client has to send a complete request head, idle keep-alive time included (HTTP/1.1). Default: 10.
     pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay without a byte moving either way before it is closed gracefully (HTTP/2
+    /// included). Default: 60.
+    pub idle_timeout_secs: u64,
     /// Largest request head accepted, in bytes (HTTP/1.1 read buffer and HTTP/2 header list). Default: 16384.
     pub max_header_bytes: usize,
     /// HTTP/2 streams per connection. Default: 256.
@@ -157,6 +161,7 @@ impl Default for MediaConfig {
             tls_key: None,
             max_connections: defaults::MAX_CONNECTIONS,
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
+            idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
             tls_handshake_timeout_secs: defaults::TLS_HANDSHAKE_TIMEOUT_SECS,

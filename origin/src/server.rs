@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
 use shared::body::Metered;
-use shared::serve::{ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name};
+use shared::serve::{
+    ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name, serve_connection,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -107,6 +108,7 @@ impl Origin {
         let media_builder = media_builder(&self.config);
         let limits = Arc::new(Semaphore::new(self.config.media.max_connections));
         let handshake_timeout = Duration::from_secs(self.config.media.tls_handshake_timeout_secs);
+        let idle = Duration::from_secs(self.config.media.idle_timeout_secs);
 
         let media = {
             let (service, metrics, tls) = (
@@ -118,7 +120,7 @@ impl Origin {
                 self.media_listener,
                 limits,
                 stop_rx.clone(),
-                move |stream, peer, graceful| {
+                move |stream, peer, stop| {
                     let (service, metrics, tls, builder) = (
                         Arc::clone(&service),
                         Arc::clone(&metrics),
@@ -130,10 +132,7 @@ impl Origin {
                         metrics.connections_open.inc();
                         let _open = on_drop(move || metrics.connections_open.dec());
                         match tls {
-                            None => {
-                                serve_media(builder, TokioIo::new(stream), peer, service, graceful)
-                                    .await
-                            }
+                            None => serve_media(&builder, stream, peer, service, stop, idle).await,
                             Some(acceptor) => match tokio::time::timeout(
                                 handshake_timeout,
                                 acceptor.accept(stream),
@@ -141,14 +140,8 @@ impl Origin {
                             .await
                             {
                                 Ok(Ok(tls_stream)) => {
-                                    serve_media(
-                                        builder,
-                                        TokioIo::new(tls_stream),
-                                        peer,
-                                        service,
-                                        graceful,
-                                    )
-                                    .await
+                                    serve_media(&builder, tls_stream, peer, service, stop, idle)
+                                        .await
                                 }
                                 Ok(Err(e)) => {
                                     service.metrics.tls_failures.inc();
@@ -171,17 +164,14 @@ impl Origin {
                 self.admin_listener,
                 Arc::new(Semaphore::new(64)),
                 stop_rx,
-                move |stream, _peer, graceful| {
+                move |stream, _peer, stop| {
                     let (service, builder) = (Arc::clone(&service), builder.clone());
                     async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
                             let service = Arc::clone(&service);
                             async move { Ok::<_, Infallible>(service.respond(&req)) }
                         });
-                        let conn = builder
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .into_owned();
-                        let _ = graceful.watch(conn).await;
+                        let _ = serve_connection(&builder, stream, svc, stop, idle).await;
                     }
                 },
             )
@@ -217,11 +207,12 @@ fn media_builder(config: &OriginConfig) -> auto::Builder<TokioExecutor> {
 }
 
 async fn serve_media<I>(
-    builder: auto::Builder<TokioExecutor>,
-    io: TokioIo<I>,
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
     peer: SocketAddr,
     service: Arc<MediaService>,
-    watcher: Watcher,
+    stop: watch::Receiver<bool>,
+    idle: Duration,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -229,8 +220,7 @@ async fn serve_media<I>(
         let service = Arc::clone(&service);
         async move { Ok::<_, Infallible>(handle_media(&service, req, peer).await) }
     });
-    let conn = builder.serve_connection(io, svc).into_owned();
-    if let Err(e) = watcher.watch(conn).await {
+    if let Err(e) = serve_connection(builder, io, svc, stop, idle).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

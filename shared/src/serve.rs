@@ -6,9 +6,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
@@ -58,18 +64,17 @@ pub async fn bind(addr: SocketAddr, field: &str) -> std::io::Result<TcpListener>
 }
 
 /// Accepts connections until `stop` turns true, at most as many at once as `limits` has permits, and runs
-/// `serve` for each with a watcher for graceful shutdown; then asks every open connection to finish (HTTP/2
-/// GOAWAY, HTTP/1.1 close after the current response) and returns when all have.
+/// `serve` for each with a receiver of the stop signal (so it can finish gracefully: HTTP/2 GOAWAY, HTTP/1.1
+/// close after the current response); returns when every connection has finished.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     limits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Watcher) -> Fut,
+    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -89,7 +94,7 @@ pub async fn accept_loop<F, Fut>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let fut = serve(stream, peer, graceful.watcher());
+        let fut = serve(stream, peer, stop.clone());
         tasks.spawn(async move {
             fut.await;
             drop(permit);
@@ -97,8 +102,145 @@ pub async fn accept_loop<F, Fut>(
         while tasks.try_join_next().is_some() {}
     }
     drop(listener);
-    graceful.shutdown().await;
     while tasks.join_next().await.is_some() {}
+}
+
+/// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns true
+/// or when no byte has moved either way for `idle_timeout` (hyper has no idle timeout for HTTP/2); an idle
+/// connection that has not finished one more `idle_timeout` later (an HTTP/2 client that never acknowledges
+/// the GOAWAY ping, say) is dropped.
+pub async fn serve_connection<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+    idle_timeout: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let activity = Arc::new(Activity::new());
+    let io = TokioIo::new(Tracked {
+        inner: io,
+        activity: Arc::clone(&activity),
+    });
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut finishing = *stop.borrow();
+    if finishing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut idle_close_at: Option<tokio::time::Instant> = None;
+    loop {
+        let idle_left = idle_timeout.saturating_sub(activity.idle_for());
+        let hard_close =
+            idle_close_at.unwrap_or_else(|| tokio::time::Instant::now() + idle_timeout);
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = stop.changed(), if !finishing => {
+                conn.as_mut().graceful_shutdown();
+                finishing = true;
+            }
+            _ = tokio::time::sleep(idle_left), if !finishing => {
+                if activity.idle_for() >= idle_timeout {
+                    conn.as_mut().graceful_shutdown();
+                    finishing = true;
+                    idle_close_at = Some(tokio::time::Instant::now() + idle_timeout);
+                }
+            }
+            _ = tokio::time::sleep_until(hard_close), if idle_close_at.is_some() => return Ok(()),
+        }
+    }
+}
+
+/// When bytes last moved on a connection.
+struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.base.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// An I/O stream that records activity.
+struct Tracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// The protocol label of access logs and metrics.
