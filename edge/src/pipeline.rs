@@ -169,13 +169,33 @@ impl Edge {
 
     /// Answers one request.
     pub async fn handle(self: &Arc<Self>, parts: &Parts) -> Answer {
+        if let Some(answer) = self.handle_attempt(parts, true).await {
+            return answer;
+        }
+        // The object changed upstream since it was cached and that version was dropped: fetch it anew, once.
+        match self.handle_attempt(parts, false).await {
+            Some(answer) => answer,
+            None => self.refuse(
+                parts,
+                Refusal::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the object keeps changing upstream",
+                ),
+                CacheStatus::Error,
+            ),
+        }
+    }
+
+    /// One pass through the pipeline; `None` when the cached version turned out stale before anything was
+    /// sent and `refetch` allows another pass.
+    async fn handle_attempt(self: &Arc<Self>, parts: &Parts, refetch: bool) -> Option<Answer> {
         // Admit.
         let site = match self.admit(parts) {
             Ok(site) => site,
-            Err(refusal) => return self.refuse(parts, refusal, CacheStatus::Error),
+            Err(refusal) => return Some(self.refuse(parts, refusal, CacheStatus::Error)),
         };
         if parts.method == Method::OPTIONS {
-            return self.preflight(parts);
+            return Some(self.preflight(parts));
         }
         // Key.
         let key = CacheKey::new(&site.name, parts.uri.path(), parts.uri.query());
@@ -189,7 +209,7 @@ impl Edge {
             .inc();
         if let Some((meta, _)) = cached.filter(|(meta, _)| meta.is_fresh(now)) {
             return self
-                .respond(parts, site, key, Arc::new(meta), None, None)
+                .respond(parts, site, key, Arc::new(meta), None, refetch)
                 .await;
         }
         // Fill: the first slice this request needs, which also brings the object's metadata.
@@ -212,9 +232,9 @@ impl Edge {
             Err(e) => {
                 let mut answer = self.refuse(parts, Refusal::from_fill(&e), CacheStatus::Error);
                 answer.upstream_ms = upstream_ms;
-                answer
+                Some(answer)
             }
-            Ok(FillHead::NotStorable { .. }) => self.pass(parts, site).await,
+            Ok(FillHead::NotStorable { .. }) => Some(self.pass(parts, site).await),
             Ok(FillHead::Slice(meta)) => {
                 let status = if started {
                     CacheStatus::Miss
@@ -227,12 +247,16 @@ impl Edge {
                         site,
                         key,
                         meta,
-                        Some(status),
-                        Some((index, subscriber)),
+                        Some(Joined {
+                            status,
+                            index,
+                            subscriber,
+                        }),
+                        refetch,
                     )
-                    .await;
+                    .await?;
                 answer.upstream_ms = upstream_ms;
-                answer
+                Some(answer)
             }
         }
     }
@@ -289,17 +313,17 @@ impl Edge {
     }
 
     /// Respond from an object's metadata: preconditions, range, headers, and a body streamed slice by slice.
-    /// `status` is known when this request filled (or joined the fill of) the first slice it needs; otherwise it
-    /// is decided by whether that slice is cached.
+    /// The cache status is the `joined` fill's when this request started or joined one for its first slice;
+    /// otherwise whether that slice is cached decides it.
     async fn respond(
         self: &Arc<Self>,
         parts: &Parts,
         site: &Site,
         key: CacheKey,
         meta: Arc<ObjectMeta>,
-        status: Option<CacheStatus>,
-        mut filled: Option<(u64, Subscriber)>,
-    ) -> Answer {
+        joined: Option<Joined>,
+        refetch: bool,
+    ) -> Option<Answer> {
         let now = SystemTime::now();
         let validators = Validators {
             etag: meta.etag.as_deref(),
@@ -345,9 +369,12 @@ impl Edge {
                         let mut answer = self.refuse(
                             parts,
                             Refusal::new(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string()),
-                            status.unwrap_or(CacheStatus::Hit {
-                                ttl: meta.ttl_left(now),
-                            }),
+                            joined.as_ref().map_or(
+                                CacheStatus::Hit {
+                                    ttl: meta.ttl_left(now),
+                                },
+                                |j| j.status,
+                            ),
                         );
                         if let Ok(v) =
                             HeaderValue::from_str(&range::unsatisfied_content_range(meta.total_len))
@@ -357,7 +384,7 @@ impl Edge {
                                 .headers_mut()
                                 .insert(header::CONTENT_RANGE, v);
                         }
-                        return answer;
+                        return Some(answer);
                     }
                 }
             }
@@ -368,7 +395,7 @@ impl Edge {
         // The first slice decides the cache status when this request did not fill.
         let mut first = None;
         let mut error = None;
-        let cache_status = match (status, part) {
+        let cache_status = match (joined.as_ref().map(|j| j.status), part) {
             (Some(status), _) => status,
             (None, Some(range)) if sends_body => {
                 let index = slicing.index_of(range.start);
@@ -379,8 +406,13 @@ impl Edge {
                             ttl: meta.ttl_left(now),
                         })
                     }
+                    Err(FillError::ValidatorChanged) if refetch => return None,
                     Err(e) => {
-                        return self.refuse(parts, Refusal::from_fill(&e), CacheStatus::Error);
+                        return Some(self.refuse(
+                            parts,
+                            Refusal::from_fill(&e),
+                            CacheStatus::Error,
+                        ));
                     }
                 }
             }
@@ -388,7 +420,12 @@ impl Edge {
                 ttl: meta.ttl_left(now),
             },
         };
-        if let (Some((index, subscriber)), Some(range)) = (filled.take(), part)
+        if let (
+            Some(Joined {
+                index, subscriber, ..
+            }),
+            Some(range),
+        ) = (joined, part)
             && slicing.touched(range).contains(&index)
             && first.is_none()
         {
@@ -453,12 +490,12 @@ impl Edge {
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r
         });
-        Answer {
+        Some(Answer {
             response,
             cache_status,
             error,
             upstream_ms: None,
-        }
+        })
     }
 
     /// Where slice `index` of this version comes from: the cache, or a (possibly shared) fill. The status is
@@ -865,6 +902,13 @@ impl Edge {
             upstream_ms: None,
         }
     }
+}
+
+/// The fill a missing request started or joined for its first slice.
+struct Joined {
+    status: CacheStatus,
+    index: u64,
+    subscriber: Subscriber,
 }
 
 /// Where a slice's bytes come from.

@@ -57,9 +57,11 @@ impl EdgeServer {
         };
         let admin_listener = bind(config.admin_addr()?, "admin.listen").await?;
         let c = &config.cache;
+        let metrics = Arc::new(EdgeMetrics::new());
         let storage = FoyerStorage::open(
             &config.disk_dir(),
             StorageSizes {
+                registry: metrics.registry.clone(),
                 memory_bytes: c.memory_bytes,
                 disk_bytes: c.disk_bytes,
                 block_bytes: slice_block_bytes(c.slice_bytes),
@@ -102,7 +104,7 @@ impl EdgeServer {
             slice_bytes: c.slice_bytes,
             max_fills: c.max_fills,
             cors,
-            metrics: Arc::new(EdgeMetrics::new()),
+            metrics,
         }));
         Ok(EdgeServer {
             config,

@@ -93,3 +93,42 @@ fn idle_and_slow_connections_are_closed() {
         started.elapsed()
     );
 }
+
+#[test]
+fn sigterm_drains_an_in_flight_download_and_refuses_new_connections() {
+    const LEN: u64 = 48 << 20;
+    let store = TempStore::new();
+    store.put_sparse("t/big.ts", LEN);
+    let origin = start_origin(&store.url(), "");
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
+    let addr = edge.addr("http_addr");
+    let url = format!("http://{addr}/t/big.ts");
+    shared::testkit::curl(&["-o", "/dev/null", &url]); // cached
+    let download =
+        std::thread::spawn(move || shared::testkit::curl(&["--limit-rate", "16M", &url]));
+    let metrics = format!("{}/metrics", edge.url("admin_addr"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !shared::testkit::curl(&[&metrics])
+        .text()
+        .contains("edge_http_connections_open{listener=\"http\"} 1")
+    {
+        assert!(Instant::now() < deadline, "the download did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    edge.terminate();
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(5),
+            "the listener stayed open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let response = download.join().unwrap();
+    assert_eq!(
+        response.body.len() as u64,
+        LEN,
+        "the in-flight body completed during the drain"
+    );
+    assert!(edge.wait_exit(), "exit status 0 after draining");
+}

@@ -295,3 +295,27 @@ fn ffmpeg_plays_every_title_through_the_edge_over_https() {
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
 }
+
+#[test]
+fn cors_for_configured_origins_only() {
+    let store = TempStore::new();
+    store.put("t/a.m3u8", b"#EXTM3U\n#EXT-X-ENDLIST\n");
+    let certs = TestCerts::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let origin = start_origin(&store.url(), "");
+    let extra = "[cors]\nallow_origins = [\"https://player.example\"]\n";
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, extra);
+    let url = format!(
+        "http://127.0.0.1:{}/t/a.m3u8",
+        edge.addr("http_addr").port()
+    );
+    let allowed = curl(&["-H", "Origin: https://player.example", &url]);
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://player.example")
+    );
+    assert_eq!(allowed.header("vary"), Some("Origin"));
+    let other = curl(&["-H", "Origin: https://evil.example", &url]);
+    assert_eq!(other.header("access-control-allow-origin"), None);
+    assert_eq!(other.status, 200);
+}

@@ -63,8 +63,10 @@ pub struct FoyerStorage {
     cache: HybridCache<String, Bytes>,
 }
 
-/// Sizes of the tiers.
+/// Sizes of the tiers, and where foyer's own metrics (`foyer_memory_*`, `foyer_storage_*`: entries, usage,
+/// evictions, disk I/O) are registered.
 pub struct StorageSizes {
+    pub registry: prometheus::Registry,
     pub memory_bytes: u64,
     pub disk_bytes: u64,
     pub block_bytes: u64,
@@ -75,6 +77,11 @@ impl FoyerStorage {
     pub async fn open(dir: &Path, sizes: StorageSizes) -> anyhow::Result<FoyerStorage> {
         let builder = HybridCacheBuilder::new()
             .with_name("edge")
+            .with_metrics_registry(Box::new(
+                mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry::new(
+                    sizes.registry.clone(),
+                ),
+            ))
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .with_flush_on_close(true)
             .memory(sizes.memory_bytes as usize)
