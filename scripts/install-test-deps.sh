@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, idempotently: Debian packages (curl, ffmpeg, nginx,
-# nghttp2-client, wrk, python3-venv) and a Python venv at .venv with moto (the S3-compatible test server).
+# nghttp2-client, wrk, python3-venv) and a Python venv at .venv with moto (the S3-compatible test server),
+# aioquic and curl_cffi (two independent HTTP/3 clients).
 # Each step is skipped when what it installs is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,9 +19,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 venv="$root/.venv"
-if [ ! -x "$venv/bin/moto_server" ]; then
-  echo "install-test-deps: python venv with moto at $venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.*'
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, curl_cffi' 2>/dev/null; then
+  echo "install-test-deps: python venv with moto, aioquic and curl_cffi at $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.*' 'aioquic==1.*' 'curl_cffi==0.*'
 fi
 echo "install-test-deps: ok"

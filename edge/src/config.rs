@@ -34,6 +34,11 @@ pub mod defaults {
     pub const MAX_FILLS: usize = 1024;
     pub const CORS_ALLOW_ORIGINS: &[&str] = &["*"];
     pub const LOG_LEVEL: &str = "info";
+    pub const H3_ALT_SVC_MAX_AGE_SECS: u64 = 86400;
+    pub const H3_MAX_CONCURRENT_STREAMS: u32 = 256;
+    pub const H3_SEND_WINDOW_BYTES: u64 = 32 << 20;
+    pub const H3_STREAM_RECEIVE_WINDOW_BYTES: u32 = 1 << 20;
+    pub const H3_IDLE_TIMEOUT_SECS: u64 = 30;
 }
 
 /// The whole edge configuration.
@@ -45,6 +50,7 @@ pub struct EdgeConfig {
     /// Folder for the edge's own data; the disk cache defaults to `<data_dir>/cache`. Default: `data/edge`.
     pub data_dir: PathBuf,
     pub tls: TlsConfig,
+    pub h3: H3Config,
     pub http: HttpConfig,
     pub admin: AdminConfig,
     /// Which `Host` values map to which upstream. Default: one site for localhost, 127.0.0.1 and [::1] in
@@ -67,6 +73,28 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key, reloaded on SIGHUP. Default: `<data_dir>/tls/key.pem`.
     pub key: Option<PathBuf>,
+}
+
+/// HTTP/3 over QUIC, on the TLS listener's address (UDP), through the same pipeline and cache.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct H3Config {
+    /// Serve HTTP/3 and advertise it with `Alt-Svc` on every TCP response. Default: true.
+    pub enabled: bool,
+    /// `ma` of the `Alt-Svc` header, seconds. Default: 86400.
+    pub alt_svc_max_age_secs: u64,
+    /// Request streams a client may have open at once per connection. Default: 256.
+    pub max_concurrent_streams: u32,
+    /// Bytes of response data in flight per connection (unacknowledged); it must cover several 1–8 MiB
+    /// segments on a fast path, and each connection may buffer this much. Default: 33554432 (32 MiB).
+    pub send_window_bytes: u64,
+    /// Receive window per request stream (requests carry no bodies, so this only bounds misbehaving
+    /// clients). Default: 1048576.
+    pub stream_receive_window_bytes: u32,
+    /// Seconds a QUIC connection may stay idle. Default: 30.
+    pub idle_timeout_secs: u64,
+    /// Accept 0-RTT requests (replayable; only GET, HEAD and OPTIONS are served, all safe). Default: false.
+    pub zero_rtt: bool,
 }
 
 /// An optional plain-HTTP listener for internal tiers and tests.
@@ -176,6 +204,7 @@ impl Default for EdgeConfig {
             name: defaults::NAME.into(),
             data_dir: defaults::DATA_DIR.into(),
             tls: TlsConfig::default(),
+            h3: H3Config::default(),
             http: HttpConfig::default(),
             admin: AdminConfig::default(),
             sites: Vec::new(),
@@ -193,6 +222,20 @@ impl Default for TlsConfig {
             listen: defaults::TLS_LISTEN.into(),
             cert: None,
             key: None,
+        }
+    }
+}
+
+impl Default for H3Config {
+    fn default() -> Self {
+        H3Config {
+            enabled: true,
+            alt_svc_max_age_secs: defaults::H3_ALT_SVC_MAX_AGE_SECS,
+            max_concurrent_streams: defaults::H3_MAX_CONCURRENT_STREAMS,
+            send_window_bytes: defaults::H3_SEND_WINDOW_BYTES,
+            stream_receive_window_bytes: defaults::H3_STREAM_RECEIVE_WINDOW_BYTES,
+            idle_timeout_secs: defaults::H3_IDLE_TIMEOUT_SECS,
+            zero_rtt: false,
         }
     }
 }

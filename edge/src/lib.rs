@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod h3;
 pub mod metrics;
 pub mod pipeline;
 pub mod server;

@@ -24,6 +24,17 @@ pub struct EdgeMetrics {
     pub tls_failures: IntCounter,
     /// `edge_tls_certificate_reloads_total{result}`.
     pub cert_reloads: IntCounterVec,
+    /// `edge_quic_connections_total`: QUIC connections established.
+    pub quic_connections: IntCounter,
+    /// `edge_quic_connections_open`.
+    pub quic_connections_open: IntGauge,
+    /// `edge_quic_handshake_failures_total`.
+    pub quic_handshake_failures: IntCounter,
+    /// `edge_quic_sent_packets_total` and `edge_quic_lost_packets_total` (added when a connection ends).
+    pub quic_sent_packets: IntCounter,
+    pub quic_lost_packets: IntCounter,
+    /// `edge_quic_congestion_events_total` (added when a connection ends).
+    pub quic_congestion_events: IntCounter,
     /// `edge_upstream_requests_total{status_class}`.
     pub upstream_requests: IntCounterVec,
     /// `edge_upstream_errors_total{kind}`: `connect`, `timeout`, `body`, `validator_changed`.
@@ -99,6 +110,31 @@ impl EdgeMetrics {
                 "Certificate reloads (SIGHUP), by result.",
                 &["result"],
             ),
+            quic_connections: counter(
+                "edge_quic_connections_total",
+                "QUIC connections established.",
+            ),
+            quic_connections_open: IntGauge::new(
+                "edge_quic_connections_open",
+                "Open QUIC connections.",
+            )
+            .expect("valid metric"),
+            quic_handshake_failures: counter(
+                "edge_quic_handshake_failures_total",
+                "QUIC handshakes that failed or timed out.",
+            ),
+            quic_sent_packets: counter(
+                "edge_quic_sent_packets_total",
+                "QUIC packets sent (counted when a connection ends).",
+            ),
+            quic_lost_packets: counter(
+                "edge_quic_lost_packets_total",
+                "QUIC packets declared lost (counted when a connection ends).",
+            ),
+            quic_congestion_events: counter(
+                "edge_quic_congestion_events_total",
+                "QUIC congestion events (counted when a connection ends).",
+            ),
             upstream_requests: counter_vec(
                 "edge_upstream_requests_total",
                 "Requests sent upstream, by response status class.",
@@ -148,6 +184,12 @@ impl EdgeMetrics {
             Box::new(m.connections_open.clone()),
             Box::new(m.tls_failures.clone()),
             Box::new(m.cert_reloads.clone()),
+            Box::new(m.quic_connections.clone()),
+            Box::new(m.quic_connections_open.clone()),
+            Box::new(m.quic_handshake_failures.clone()),
+            Box::new(m.quic_sent_packets.clone()),
+            Box::new(m.quic_lost_packets.clone()),
+            Box::new(m.quic_congestion_events.clone()),
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_errors.clone()),
             Box::new(m.upstream_latency.clone()),

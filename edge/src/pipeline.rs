@@ -60,6 +60,8 @@ pub struct Edge {
     slice_bytes: u64,
     cors: Cors,
     pub metrics: Arc<EdgeMetrics>,
+    /// `Alt-Svc` for TCP responses (HTTP/3 discovery).
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// What an [`Edge`] is built from.
@@ -73,6 +75,8 @@ pub struct EdgeSetup {
     pub max_fills: usize,
     pub cors: Cors,
     pub metrics: Arc<EdgeMetrics>,
+    /// `Alt-Svc` value advertising HTTP/3 on TCP responses, when it is served.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -140,6 +144,7 @@ impl Edge {
             max_fills,
             cors,
             metrics,
+            alt_svc,
         } = setup;
         let mut hosts = HashMap::new();
         let mut site_list = Vec::new();
@@ -160,6 +165,7 @@ impl Edge {
             slice_bytes,
             cors,
             metrics,
+            alt_svc,
         }
     }
 

@@ -34,6 +34,7 @@ pub struct EdgeServer {
     tls_listener: Option<TcpListener>,
     http_listener: Option<TcpListener>,
     admin_listener: TcpListener,
+    quic: Option<quinn::Endpoint>,
     cert: Option<Arc<ReloadableCert>>,
     edge: Arc<Edge>,
 }
@@ -56,6 +57,21 @@ impl EdgeServer {
             None => None,
         };
         let admin_listener = bind(config.admin_addr()?, "admin.listen").await?;
+        // HTTP/3 on the same port number as the TLS listener (known now, even when configured as port 0).
+        let quic = match (&tls_listener, &cert) {
+            (Some(listener), Some(cert)) if config.h3.enabled => {
+                Some(crate::h3::bind(listener.local_addr()?, cert, &config)?)
+            }
+            _ => None,
+        };
+        let alt_svc = match &quic {
+            Some(endpoint) => Some(http::HeaderValue::from_str(&format!(
+                "h3=\":{}\"; ma={}",
+                endpoint.local_addr()?.port(),
+                config.h3.alt_svc_max_age_secs
+            ))?),
+            None => None,
+        };
         let c = &config.cache;
         let metrics = Arc::new(EdgeMetrics::new());
         let storage = FoyerStorage::open(
@@ -105,12 +121,14 @@ impl EdgeServer {
             max_fills: c.max_fills,
             cors,
             metrics,
+            alt_svc,
         }));
         Ok(EdgeServer {
             config,
             tls_listener,
             http_listener,
             admin_listener,
+            quic,
             cert,
             edge,
         })
@@ -127,6 +145,7 @@ impl EdgeServer {
             name = %self.config.name,
             tls_addr = addr(&self.tls_listener),
             http_addr = addr(&self.http_listener),
+            h3_addr = self.quic.as_ref().and_then(|q| q.local_addr().ok()).map(|a| a.to_string()),
             admin_addr = %self.admin_listener.local_addr()?,
             "listening"
         );
@@ -143,7 +162,7 @@ impl EdgeServer {
         let mut tasks = tokio::task::JoinSet::new();
 
         if let (Some(listener), Some(cert)) = (self.tls_listener, &self.cert) {
-            let acceptor = TlsAcceptor::from(cert.server_config(shared::tls::ALPN_H2_H1));
+            let acceptor = TlsAcceptor::from(Arc::new(cert.server_config(shared::tls::ALPN_H2_H1)));
             let (edge, builder) = (Arc::clone(&self.edge), builder.clone());
             let limits = Arc::new(Semaphore::new(l.max_connections));
             tasks.spawn(accept_loop(
@@ -200,7 +219,7 @@ impl EdgeServer {
             tasks.spawn(accept_loop(
                 self.admin_listener,
                 Arc::new(Semaphore::new(64)),
-                stop_rx,
+                stop_rx.clone(),
                 move |stream, _, stop| {
                     let (admin, builder) = (Arc::clone(&admin), builder.clone());
                     async move {
@@ -211,6 +230,14 @@ impl EdgeServer {
                         let _ = serve_connection(&builder, stream, svc, stop, idle).await;
                     }
                 },
+            ));
+        }
+        if let Some(endpoint) = self.quic {
+            tasks.spawn(crate::h3::serve(
+                endpoint,
+                Arc::clone(&self.edge),
+                stop_rx.clone(),
+                l.max_header_bytes as u64,
             ));
         }
         if let Some(cert) = self.cert.clone() {
@@ -275,14 +302,29 @@ async fn serve_edge<I>(
     }
 }
 
-/// One request: the pipeline, then the body wrapped so that its end is logged and counted.
+/// One HTTP/1.1 or HTTP/2 request: the shared pipeline, plus the `Alt-Svc` advertisement of HTTP/3.
 pub async fn handle(
     edge: &Arc<Edge>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Metered<Body>> {
-    let started = Instant::now();
     let (parts, _body) = req.into_parts();
+    let mut response = respond_logged(edge, parts, peer, Instant::now()).await;
+    if let Some(alt_svc) = &edge.alt_svc {
+        response
+            .headers_mut()
+            .insert(http::header::ALT_SVC, alt_svc.clone());
+    }
+    response
+}
+
+/// One request of any protocol: the pipeline, then the body wrapped so that its end is logged and counted.
+pub async fn respond_logged(
+    edge: &Arc<Edge>,
+    parts: http::request::Parts,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Metered<Body>> {
     let Answer {
         response,
         cache_status,

@@ -797,3 +797,80 @@ fn trickle_connection(
         }
     }
 }
+
+/// What an HTTP/3 client got.
+#[derive(Debug)]
+pub struct H3Response {
+    pub status: u16,
+    /// The protocol the client reports having used (`h3`).
+    pub protocol: String,
+    /// Header names in lower case.
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+/// The HTTP/3 clients of `edge/tests/clients/h3client.py`.
+#[derive(Debug, Clone, Copy)]
+pub enum H3Client {
+    /// aioquic, a Python QUIC and HTTP/3 stack.
+    Aioquic,
+    /// libcurl with ngtcp2 and nghttp3 (the curl_cffi wheel).
+    Curl,
+}
+
+/// GET `url` over HTTP/3 with an independent client trusting `ca`; `range` is `A-B`, `-N` or `A-`.
+pub fn h3_get(
+    client: H3Client,
+    url: &str,
+    ca: &Path,
+    range: Option<&str>,
+) -> Result<H3Response, String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("body");
+    let script = repo_root().join("edge/tests/clients/h3client.py");
+    let mut cmd = Command::new(tool("python3"));
+    cmd.arg(script)
+        .args([
+            "--client",
+            match client {
+                H3Client::Aioquic => "aioquic",
+                H3Client::Curl => "curl",
+            },
+        ])
+        .arg("--ca")
+        .arg(ca)
+        .arg("--out")
+        .arg(&out);
+    if let Some(range) = range {
+        cmd.args(["--range", range]);
+    }
+    let output = cmd.arg(url).output().expect("run h3client.py");
+    let line = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let parsed: Value = serde_json::from_str(&line).map_err(|_| {
+        format!(
+            "h3client.py said {line:?}; stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    if let Some(error) = parsed.get("error") {
+        return Err(format!("{client:?}: {error}"));
+    }
+    let headers = parsed["headers"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(H3Response {
+        status: parsed["status"].as_u64().unwrap_or(0) as u16,
+        protocol: parsed["protocol"].as_str().unwrap_or("").to_string(),
+        headers,
+        body: std::fs::read(&out).unwrap_or_default(),
+    })
+}

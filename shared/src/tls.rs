@@ -85,13 +85,13 @@ impl ReloadableCert {
     }
 
     /// A server config with this resolver and `alpn`.
-    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    pub fn server_config(self: &Arc<Self>, alpn: &[&[u8]]) -> ServerConfig {
         install_crypto_provider();
         let mut config = ServerConfig::builder()
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(self) as _);
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
+        config
     }
 }
 

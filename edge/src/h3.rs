@@ -1,0 +1,205 @@
+//! HTTP/3: a QUIC listener (quinn + h3) on the TLS listener's port, over UDP. Each request goes through the
+//! same pipeline as HTTP/1.1 and HTTP/2 (`server::respond_logged`), so the cache, the access log and the
+//! metrics are shared; only the framing differs. The certificate resolver is the TCP listener's, so a SIGHUP
+//! reload applies to new QUIC connections too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use quinn::crypto::rustls::QuicServerConfig;
+use shared::serve::on_drop;
+use shared::tls::ReloadableCert;
+use tokio::sync::watch;
+
+use crate::config::EdgeConfig;
+use crate::pipeline::Edge;
+
+type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+
+/// Binds the QUIC endpoint on `addr` (UDP) with the transport settings of `[h3]`.
+pub fn bind(
+    addr: SocketAddr,
+    cert: &Arc<ReloadableCert>,
+    config: &EdgeConfig,
+) -> anyhow::Result<quinn::Endpoint> {
+    let h3 = &config.h3;
+    let mut tls = cert.server_config(&[b"h3"]);
+    tls.max_early_data_size = if h3.zero_rtt { u32::MAX } else { 0 };
+    let crypto =
+        QuicServerConfig::try_from(tls).map_err(|e| anyhow::anyhow!("QUIC TLS config: {e}"))?;
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(h3.max_concurrent_streams.into())
+        .max_concurrent_uni_streams(3u32.into())
+        .stream_receive_window(h3.stream_receive_window_bytes.into())
+        .send_window(h3.send_window_bytes)
+        .max_idle_timeout(Some(Duration::from_secs(h3.idle_timeout_secs).try_into()?))
+        .keep_alive_interval(None);
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(transport));
+    quinn::Endpoint::server(server, addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}/udp (`tls.listen`, HTTP/3): {e}"))
+}
+
+/// Accepts QUIC connections until `stop` turns true; then refuses new ones, sends GOAWAY on open ones, and
+/// returns when they have finished their requests.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    edge: Arc<Edge>,
+    mut stop: watch::Receiver<bool>,
+    max_header_bytes: u64,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+            _ = stop.changed() => break,
+        };
+        let (edge, stop) = (Arc::clone(&edge), stop.clone());
+        connections.spawn(serve_connection(incoming, edge, stop, max_header_bytes));
+        while connections.try_join_next().is_some() {}
+    }
+    endpoint.set_server_config(None);
+    while connections.join_next().await.is_some() {}
+    endpoint.close(0u32.into(), b"shutting down");
+}
+
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    edge: Arc<Edge>,
+    mut stop: watch::Receiver<bool>,
+    max_header_bytes: u64,
+) {
+    let metrics = Arc::clone(&edge.metrics);
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            metrics.quic_handshake_failures.inc();
+            tracing::debug!(error = %e, "QUIC handshake failed");
+            return;
+        }
+    };
+    metrics.quic_connections.inc();
+    metrics.quic_connections_open.inc();
+    let stats_conn = conn.clone();
+    let _open = on_drop(move || {
+        let stats = stats_conn.stats();
+        metrics.quic_connections_open.dec();
+        metrics.quic_sent_packets.inc_by(stats.path.sent_packets);
+        metrics.quic_lost_packets.inc_by(stats.path.lost_packets);
+        metrics
+            .quic_congestion_events
+            .inc_by(stats.path.congestion_events);
+    });
+    let peer = conn.remote_address();
+    let built = h3::server::builder()
+        .max_field_section_size(max_header_bytes)
+        .build(h3_quinn::Connection::new(conn))
+        .await;
+    let mut h3_conn = match built {
+        Ok(h3_conn) => h3_conn,
+        Err(e) => {
+            tracing::debug!(peer = %peer, error = %e, "HTTP/3 connection setup failed");
+            return;
+        }
+    };
+    let mut requests = tokio::task::JoinSet::new();
+    let mut goaway_sent = *stop.borrow();
+    if goaway_sent {
+        let _ = h3_conn.shutdown(0).await;
+    }
+    loop {
+        let mut stopping = false;
+        tokio::select! {
+            accepted = h3_conn.accept() => match accepted {
+                Ok(Some(resolver)) => {
+                    let edge = Arc::clone(&edge);
+                    requests.spawn(async move {
+                        match resolver.resolve_request().await {
+                            Ok((request, stream)) => serve_request(edge, request, stream, peer).await,
+                            Err(e) => tracing::debug!(peer = %peer, error = %e, "bad HTTP/3 request"),
+                        }
+                    });
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    if !e.is_h3_no_error() {
+                        tracing::debug!(peer = %peer, error = %e, "HTTP/3 connection ended");
+                    }
+                    break;
+                }
+            },
+            _ = stop.changed(), if !goaway_sent => stopping = true,
+        }
+        if stopping {
+            // GOAWAY: no new requests; those in flight finish.
+            goaway_sent = true;
+            let _ = h3_conn.shutdown(0).await;
+        }
+        while requests.try_join_next().is_some() {}
+    }
+    while requests.join_next().await.is_some() {}
+}
+
+/// One HTTP/3 request through the shared pipeline; the body is sent frame by frame, and a body that fails
+/// mid-way resets the stream (never a short body presented as complete).
+async fn serve_request(
+    edge: Arc<Edge>,
+    request: http::Request<()>,
+    mut stream: RequestStream,
+    peer: SocketAddr,
+) {
+    let (parts, ()) = request.into_parts();
+    let response = crate::server::respond_logged(&edge, parts, peer, Instant::now()).await;
+    let (head, mut body) = response.into_parts();
+    if stream
+        .send_response(Response::from_parts(head, ()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data()
+                    && let Err(e) = stream.send_data(data).await
+                {
+                    tracing::warn!(peer = %peer, error = %e, "HTTP/3 send failed");
+                    return;
+                }
+            }
+            Err(_) => {
+                stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        }
+    }
+    if let Err(e) = stream.finish().await {
+        tracing::debug!(peer = %peer, error = %e, "HTTP/3 finish failed");
+        return;
+    }
+    // Read the request side to its end (GET and HEAD carry no body) so that dropping the stream does not
+    // send STOP_SENDING, which clients report as a reset; a client still sending gets H3_NO_ERROR.
+    let drained = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut budget = 64 * 1024usize;
+        while let Ok(Some(chunk)) = stream.recv_data().await {
+            budget = budget.saturating_sub(bytes::Buf::remaining(&chunk));
+            if budget == 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if !matches!(drained, Ok(true)) {
+        stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+    }
+}

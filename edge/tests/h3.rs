@@ -1,0 +1,106 @@
+//! HTTP/3 through the same pipeline and cache as HTTP/1.1 and HTTP/2, with two independent clients (aioquic and
+//! libcurl's ngtcp2): misses and hits with bytes identical to the origin's, ranges, Alt-Svc on TCP, metrics
+//! and the access log's protocol.
+
+use shared::testkit::{H3Client, TempStore, TestCerts, curl, h3_get, start_edge, start_origin};
+
+#[test]
+fn segments_and_ranges_over_http3_match_the_origin() {
+    let store = TempStore::with_samples();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 233) as u8).collect();
+    store.put("t/big.ts", &big);
+    let origin = start_origin(&store.url(), "");
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
+    let port = edge.addr("h3_addr").port();
+    assert_eq!(
+        port,
+        edge.addr("tls_addr").port(),
+        "HTTP/3 on the TLS listener's port number"
+    );
+    let url = |key: &str| format!("https://localhost:{port}/{key}");
+    let ca = certs.ca();
+
+    let keys = [
+        "titles/test-pattern/hls/master.m3u8",
+        "titles/test-pattern/hls/v0/seg_001.ts",
+        "titles/mandelbrot/cmaf/manifest.mpd",
+        "titles/mandelbrot/cmaf/chunk-0-00002.m4s",
+        "titles/test-pattern/subs/en.vtt",
+    ];
+    for key in keys {
+        let want = std::fs::read(store.path().join(key)).unwrap();
+        let first = h3_get(H3Client::Curl, &url(key), &ca, None).unwrap();
+        assert_eq!(
+            (first.status, first.protocol.as_str()),
+            (200, "h3"),
+            "{key}"
+        );
+        assert_eq!(
+            first.headers.get("cache-status").map(String::as_str),
+            Some("edge-test; fwd=uri-miss; stored")
+        );
+        assert!(first.body == want, "{key}: curl h3 body");
+        let second = h3_get(H3Client::Aioquic, &url(key), &ca, None).unwrap();
+        assert!(
+            second.headers["cache-status"].starts_with("edge-test; hit"),
+            "{key}"
+        );
+        assert!(second.body == want, "{key}: aioquic body");
+    }
+
+    // A 5 MB object (three slices) filled over HTTP/3, then ranges from the cache, across a slice boundary too.
+    let full = h3_get(H3Client::Aioquic, &url("t/big.ts"), &ca, None).unwrap();
+    assert_eq!(full.status, 200);
+    assert!(
+        full.body == big,
+        "a miss streamed over HTTP/3 is byte-identical"
+    );
+    for (client, range, span) in [
+        (H3Client::Curl, "0-999", 0..1000),
+        (H3Client::Aioquic, "2097000-2098000", 2097000..2098001),
+        (H3Client::Curl, "-100", big.len() - 100..big.len()),
+    ] {
+        let part = h3_get(client, &url("t/big.ts"), &ca, Some(range)).unwrap();
+        assert_eq!(part.status, 206, "{range}");
+        assert!(part.body == big[span.clone()], "{client:?} {range}");
+        assert_eq!(
+            part.headers["content-range"],
+            format!("bytes {}-{}/{}", span.start, span.end - 1, big.len())
+        );
+    }
+
+    // Every TCP response advertises HTTP/3.
+    let tcp = curl(&[
+        "--http2",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-I",
+        &url("t/big.ts"),
+    ]);
+    assert_eq!(
+        tcp.header("alt-svc"),
+        Some(format!("h3=\":{port}\"; ma=86400").as_str())
+    );
+
+    let metrics = curl(&[&format!("{}/metrics", edge.url("admin_addr"))]).text();
+    assert!(metrics.contains("edge_http_requests_total{cache_status=\"hit\",method=\"GET\",protocol=\"h3\",status_class=\"2xx\"}"), "{metrics}");
+    let quic_connections = metrics
+        .lines()
+        .find(|l| l.starts_with("edge_quic_connections_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .unwrap();
+    assert!(
+        quic_connections >= 13,
+        "one QUIC connection per client run: {quic_connections}"
+    );
+    let h3_lines = edge
+        .log_events("access")
+        .into_iter()
+        .filter(|e| e["protocol"] == "h3")
+        .count();
+    assert!(
+        h3_lines >= 13,
+        "access log lines with protocol h3: {h3_lines}"
+    );
+}
