@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, idempotently: Debian packages (curl, ffmpeg, nginx,
-# nghttp2-client, wrk, python3-venv) and a Python venv at .venv with moto (the S3-compatible test server),
-# aioquic and curl_cffi (two independent HTTP/3 clients).
+# nghttp2-client, wrk, python3-venv, chromium), a Python venv at .venv with moto (the S3-compatible test
+# server), aioquic and curl_cffi (two independent HTTP/3 clients), and the browser test's npm packages
+# (playwright-core, hls.js, dash.js; Debian's Chromium is the browser, none is downloaded).
 # Each step is skipped when what it installs is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 need_apt=()
-for pair in curl:curl ffmpeg:ffmpeg nginx:nginx h2load:nghttp2-client wrk:wrk; do
+for pair in curl:curl ffmpeg:ffmpeg nginx:nginx h2load:nghttp2-client wrk:wrk chromium:chromium node:nodejs npm:npm; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need_apt+=("${pair#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
@@ -15,7 +16,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 venv="$root/.venv"
@@ -23,5 +24,10 @@ if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, 
   echo "install-test-deps: python venv with moto, aioquic and curl_cffi at $venv"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.*' 'aioquic==1.*' 'curl_cffi==0.*'
+fi
+browser="$root/edge/tests/browser"
+if [ ! -d "$browser/node_modules/playwright-core" ] || [ ! -d "$browser/node_modules/hls.js" ]; then
+  echo "install-test-deps: npm packages for the browser test"
+  (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "install-test-deps: ok"

@@ -1,0 +1,68 @@
+//! Real players end to end: headless Chromium with hls.js and dash.js plays every sample title through the edge
+//! over HTTP/1.1, HTTP/2 and HTTP/3, as Chromium's own network events prove, and finds HTTP/3 by itself through
+//! Alt-Svc. Screenshots of the playing video are saved under `target/tmp/screenshots/`.
+
+use std::process::Command;
+
+use serde_json::Value;
+use shared::testkit::{TempStore, TestCerts, repo_root, start_edge, start_origin, tool};
+
+/// (manifest, player, protocol the browser is limited to)
+const RUNS: &[(&str, &str, &str)] = &[
+    ("titles/test-pattern/hls/master.m3u8", "hls", "http/1.1"),
+    ("titles/mandelbrot/cmaf/manifest.mpd", "dash", "http/1.1"),
+    ("titles/test-pattern/dash/manifest.mpd", "dash", "h2"),
+    ("titles/mandelbrot/cmaf/master.m3u8", "hls", "h2"),
+    ("titles/test-pattern/hls/master.m3u8", "hls", "h3"),
+    ("titles/test-pattern/mp4/manifest.mpd", "dash", "h3"),
+    ("titles/mandelbrot/cmaf/manifest.mpd", "dash", "h3"),
+    ("titles/mandelbrot/cmaf/master.m3u8", "hls", "alt-svc"),
+];
+
+#[test]
+fn chromium_plays_every_title_over_http1_http2_and_http3() {
+    let store = TempStore::with_samples();
+    let origin = start_origin(&store.url(), "");
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
+    let port = edge.addr("tls_addr").port();
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let player = repo_root().join("edge/tests/browser/play.mjs");
+    let mut failures = Vec::new();
+    for (i, (key, kind, proto)) in RUNS.iter().enumerate() {
+        let url = format!("https://127.0.0.1:{port}/{key}");
+        let shot = shots.join(format!("{i}-{}-{kind}-{}.png", key.split('/').nth(1).unwrap(), proto.replace('/', "")));
+        let output = Command::new(tool("node"))
+            .arg(&player)
+            .arg(&url)
+            .args(["--player", kind, "--proto", proto, "--min-time", "8", "--cert"])
+            .arg(certs.cert())
+            .arg("--screenshot")
+            .arg(&shot)
+            .output()
+            .expect("run node");
+        let line = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_string();
+        let Ok(result) = serde_json::from_str::<Value>(&line) else {
+            failures.push(format!("{key} {proto}: {line} {}", String::from_utf8_lossy(&output.stderr)));
+            continue;
+        };
+        let protocols = result["protocols"].as_object().cloned().unwrap_or_default();
+        let count = |p: &str| protocols.get(p).and_then(Value::as_u64).unwrap_or(0);
+        let carried_by_expected = match *proto {
+            // Discovery: the first requests over HTTP/2, the rest over HTTP/3, with nothing forced.
+            "alt-svc" => count("h2") >= 1 && count("h3") >= 4 && count("h2") + count("h3") == total(&protocols),
+            p => count(p) >= 5 && count(p) == total(&protocols),
+        };
+        eprintln!("{key} over {proto}: {line}");
+        if result["pass"] != true || !carried_by_expected || !shot.is_file() {
+            failures.push(format!("{key} over {proto}: {line}"));
+        }
+    }
+    eprintln!("screenshots in {}", shots.display());
+    assert!(failures.is_empty(), "playback failures:\n{}", failures.join("\n"));
+}
+
+fn total(protocols: &serde_json::Map<String, Value>) -> u64 {
+    protocols.values().filter_map(Value::as_u64).sum()
+}

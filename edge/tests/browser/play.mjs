@@ -1,0 +1,103 @@
+#!/usr/bin/env node
+// Plays a manifest through the edge in headless Chromium (Debian's, driven by playwright-core) with hls.js or
+// dash.js, and reports as one JSON line: whether playback passed --min-time seconds with no player error and no
+// failed media response, and which protocol carried each media response (Chromium's own network events).
+//
+//   node play.mjs URL --player hls|dash --cert CERT.pem [--proto http/1.1|h2|h3|alt-svc] [--min-time 8]
+//        [--screenshot FILE] [--timeout 40]
+//
+// --proto http/1.1: HTTP/2 disabled in the browser; h2: plain HTTPS; h3: QUIC forced for the URL's origin (the
+// test certificate is accepted over QUIC by its SPKI hash, computed from --cert); alt-svc: QUIC allowed for the
+// host but not forced, so the first requests go over HTTP/2 and later ones over HTTP/3 once Alt-Svc is seen.
+// Chromium never leaves loopback: --host-resolver-rules maps every other name to nothing.
+import { createRequire } from 'node:module';
+import { createHash, X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const { chromium } = createRequire(join(here, 'package.json'))('playwright-core');
+
+const opt = { player: null, cert: null, proto: 'h2', minTime: 8, screenshot: null, timeout: 40 };
+let url = null;
+const argv = process.argv.slice(2);
+for (let i = 0; i < argv.length; i++) {
+  const next = () => argv[++i];
+  switch (argv[i]) {
+    case '--player': opt.player = next(); break;
+    case '--cert': opt.cert = next(); break;
+    case '--proto': opt.proto = next(); break;
+    case '--min-time': opt.minTime = parseFloat(next()); break;
+    case '--screenshot': opt.screenshot = next(); break;
+    case '--timeout': opt.timeout = parseFloat(next()); break;
+    default: url = argv[i];
+  }
+}
+const origin = new URL(url);
+const spki = createHash('sha256')
+  .update(new X509Certificate(readFileSync(opt.cert)).publicKey.export({ type: 'spki', format: 'der' }))
+  .digest('base64');
+const args = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync', '--mute-audio', '--disable-dev-shm-usage',
+  '--autoplay-policy=no-user-gesture-required',
+  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
+  '--ignore-certificate-errors-spki-list=' + spki];
+if (opt.proto === 'http/1.1') args.push('--disable-http2', '--disable-quic');
+if (opt.proto === 'h2') args.push('--disable-quic');
+if (opt.proto === 'h3') args.push('--enable-quic', '--origin-to-force-quic-on=' + origin.host);
+// Allow-list the host for QUIC with the test certificate, through a port nothing listens on: the real port is
+// then upgraded by Alt-Svc alone.
+if (opt.proto === 'alt-svc') args.push('--enable-quic', '--origin-to-force-quic-on=' + origin.hostname + ':1');
+
+const prefix = origin.origin + '/__test_player__/';
+const files = {
+  'player.html': [join(here, 'player.html'), 'text/html'],
+  'hls.min.js': [join(here, 'node_modules/hls.js/dist/hls.min.js'), 'text/javascript'],
+  'dash.all.min.js': [join(here, 'node_modules/dashjs/dist/modern/umd/dash.all.min.js'), 'text/javascript'],
+};
+const result = { url, player: opt.player, proto: opt.proto, pass: false, reason: '', protocols: {}, bad: [] };
+const profile = mkdtempSync(join(tmpdir(), 'edge-chromium-'));
+const started = Date.now();
+let context;
+try {
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args,
+    ignoreHTTPSErrors: true, viewport: { width: 660, height: 400 }, timeout: 30000 });
+  const page = context.pages()[0] || await context.newPage();
+  await page.route(prefix + '**', (route) => {
+    const file = files[new URL(route.request().url()).pathname.split('/').pop()];
+    return file ? route.fulfill({ status: 200, contentType: file[1], body: readFileSync(file[0]) })
+      : route.fulfill({ status: 404, body: 'no such file' });
+  });
+  const cdp = await context.newCDPSession(page);
+  await cdp.send('Network.enable');
+  cdp.on('Network.responseReceived', ({ response: r }) => {
+    if (r.url.startsWith(prefix)) return;
+    result.protocols[r.protocol] = (result.protocols[r.protocol] || 0) + 1;
+    if (r.status >= 400) result.bad.push(`${r.status} ${r.url}`);
+  });
+  cdp.on('Network.loadingFailed', (e) => { if (!e.canceled) result.bad.push(`failed: ${e.errorText}`); });
+  await page.goto(prefix + 'player.html?' + new URLSearchParams({ src: url, player: opt.player }), { timeout: 15000 });
+  let st;
+  for (;;) {
+    st = await page.evaluate(() => JSON.parse(JSON.stringify(window.__st)));
+    if (st.fatal) { result.reason = 'player error: ' + st.fatal; break; }
+    if (st.currentTime >= opt.minTime) { result.pass = true; break; }
+    if (Date.now() - started > opt.timeout * 1000) { result.reason = `timeout at currentTime ${st.currentTime}`; break; }
+    await page.waitForTimeout(200);
+  }
+  if (opt.screenshot) await page.screenshot({ path: opt.screenshot });
+  Object.assign(result, { currentTime: st.currentTime, fragments: st.frags, video: `${st.width}x${st.height}`,
+    playerErrors: st.errors });
+  if (result.pass && result.bad.length) { result.pass = false; result.reason = 'failed responses: ' + result.bad.slice(0, 3).join(' | '); }
+} catch (e) {
+  result.reason = 'exception: ' + String(e && e.message || e).split('\n')[0];
+} finally {
+  if (context) await context.close().catch(() => {});
+  rmSync(profile, { recursive: true, force: true });
+}
+result.seconds = (Date.now() - started) / 1000;
+console.log(JSON.stringify(result));
+process.exit(result.pass ? 0 : 1);
