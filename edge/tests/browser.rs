@@ -32,26 +32,49 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
     let mut failures = Vec::new();
     for (i, (key, kind, proto)) in RUNS.iter().enumerate() {
         let url = format!("https://127.0.0.1:{port}/{key}");
-        let shot = shots.join(format!("{i}-{}-{kind}-{}.png", key.split('/').nth(1).unwrap(), proto.replace('/', "")));
+        let shot = shots.join(format!(
+            "{i}-{}-{kind}-{}.png",
+            key.split('/').nth(1).unwrap(),
+            proto.replace('/', "")
+        ));
         let output = Command::new(tool("node"))
             .arg(&player)
             .arg(&url)
-            .args(["--player", kind, "--proto", proto, "--min-time", "8", "--cert"])
+            .args([
+                "--player",
+                kind,
+                "--proto",
+                proto,
+                "--min-time",
+                "8",
+                "--cert",
+            ])
             .arg(certs.cert())
             .arg("--screenshot")
             .arg(&shot)
             .output()
             .expect("run node");
-        let line = String::from_utf8_lossy(&output.stdout).lines().last().unwrap_or_default().to_string();
+        let line = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
         let Ok(result) = serde_json::from_str::<Value>(&line) else {
-            failures.push(format!("{key} {proto}: {line} {}", String::from_utf8_lossy(&output.stderr)));
+            failures.push(format!(
+                "{key} {proto}: {line} {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
             continue;
         };
         let protocols = result["protocols"].as_object().cloned().unwrap_or_default();
         let count = |p: &str| protocols.get(p).and_then(Value::as_u64).unwrap_or(0);
         let carried_by_expected = match *proto {
             // Discovery: the first requests over HTTP/2, the rest over HTTP/3, with nothing forced.
-            "alt-svc" => count("h2") >= 1 && count("h3") >= 4 && count("h2") + count("h3") == total(&protocols),
+            "alt-svc" => {
+                count("h2") >= 1
+                    && count("h3") >= 4
+                    && count("h2") + count("h3") == total(&protocols)
+            }
             p => count(p) >= 5 && count(p) == total(&protocols),
         };
         eprintln!("{key} over {proto}: {line}");
@@ -60,7 +83,11 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
         }
     }
     eprintln!("screenshots in {}", shots.display());
-    assert!(failures.is_empty(), "playback failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "playback failures:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn total(protocols: &serde_json::Map<String, Value>) -> u64 {

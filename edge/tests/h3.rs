@@ -104,3 +104,71 @@ fn segments_and_ranges_over_http3_match_the_origin() {
         "access log lines with protocol h3: {h3_lines}"
     );
 }
+
+#[test]
+fn http3_drains_on_shutdown_and_picks_up_a_reloaded_certificate() {
+    let store = TempStore::new();
+    let big: Vec<u8> = (0..24_000_000u32).map(|i| (i % 229) as u8).collect();
+    store.put("t/big.ts", &big);
+    let origin = start_origin(&store.url(), "");
+    let (first, second, cache) = (
+        TestCerts::generate(),
+        TestCerts::generate(),
+        tempfile::tempdir().unwrap(),
+    );
+    let live = tempfile::tempdir().unwrap();
+    let (cert, key) = (live.path().join("cert.pem"), live.path().join("key.pem"));
+    std::fs::copy(first.cert(), &cert).unwrap();
+    std::fs::copy(first.key(), &key).unwrap();
+    let extra = format!(
+        "[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &first, &extra);
+    let url = format!("https://localhost:{}/t/big.ts", edge.addr("h3_addr").port());
+    assert_eq!(
+        h3_get(H3Client::Curl, &url, &first.ca(), Some("0-99"))
+            .unwrap()
+            .status,
+        206
+    );
+
+    // New QUIC connections get the reloaded certificate.
+    std::fs::copy(second.cert(), &cert).unwrap();
+    std::fs::copy(second.key(), &key).unwrap();
+    edge.signal("HUP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h3_get(H3Client::Curl, &url, &second.ca(), Some("0-99")).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "HTTP/3 still serves the old certificate"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(h3_get(H3Client::Aioquic, &url, &first.ca(), Some("0-99")).is_err());
+
+    // A download in flight when the edge is told to stop completes (GOAWAY, then drain).
+    let (url_for_thread, ca) = (url.clone(), second.ca());
+    let download =
+        std::thread::spawn(move || h3_get(H3Client::Aioquic, &url_for_thread, &ca, None));
+    let metrics = format!("{}/metrics", edge.url("admin_addr"));
+    while !curl(&[&metrics])
+        .text()
+        .contains("edge_quic_connections_open 1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(10),
+            "no QUIC download"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    edge.terminate();
+    let response = download
+        .join()
+        .unwrap()
+        .expect("the in-flight HTTP/3 download completes");
+    assert_eq!(response.status, 200);
+    assert!(response.body == big);
+    assert!(edge.wait_exit(), "clean exit after the drain");
+}
