@@ -55,7 +55,7 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev
 for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:19284/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 urls="$work/urls.txt"; : > "$urls"
 for i in $(seq 0 $((OBJECTS - 1))); do echo "https://localhost:19282/bench/$(printf 'seg_%03d.ts' "$i")" >> "$urls"; done
-xargs -n 20 curl -s --cacert "$work/tls/ca.pem" -o /dev/null < "$urls"   # warm: every object cached
+while read -r url; do curl -s --cacert "$work/tls/ca.pem" -o /dev/null "$url"; done < "$urls"   # warm: all cached
 cpu() { awk '{print $14 + $15}' "/proc/$edge_pid/stat"; }
 hz=$(getconf CLK_TCK)
 

@@ -20,6 +20,11 @@ use crate::pipeline::Edge;
 
 type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
+/// Body data goes to h3 in pieces of at most this size. h3-quinn copies each piece into a fresh buffer
+/// (`SendStream::write`, not the zero-copy `write_chunk`); pieces of a whole 2 MiB slice cost a fresh mmap, page
+/// faults and zeroing per response (measured: 10 % of the edge's CPU under HTTP/3 load), small ones reuse heap.
+const H3_DATA_PIECE_BYTES: usize = 64 * 1024;
+
 /// Binds the QUIC endpoint on `addr` (UDP) with the transport settings of `[h3]`.
 pub fn bind(
     addr: SocketAddr,
@@ -169,11 +174,15 @@ async fn serve_request(
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
-                if let Ok(data) = frame.into_data()
-                    && let Err(e) = stream.send_data(data).await
-                {
-                    tracing::warn!(peer = %peer, error = %e, "HTTP/3 send failed");
-                    return;
+                let Ok(mut data) = frame.into_data() else {
+                    continue;
+                };
+                while !data.is_empty() {
+                    let piece = data.split_to(data.len().min(H3_DATA_PIECE_BYTES));
+                    if let Err(e) = stream.send_data(piece).await {
+                        tracing::debug!(peer = %peer, error = %e, "HTTP/3 send failed");
+                        return;
+                    }
                 }
             }
             Err(_) => {
