@@ -49,21 +49,7 @@ impl AdminService {
     }
 
     fn authorized<B>(&self, req: &Request<B>) -> bool {
-        let Some(token) = &self.bearer_token else {
-            return true;
-        };
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        presented.len() == token.len()
-            && presented
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        shared::auth::bearer_ok(req.headers(), self.bearer_token.as_deref())
     }
 }
 

@@ -85,41 +85,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     shared::logging::init(config.log.format, &config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("edge: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let server = match EdgeServer::bind(config).await {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("edge: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match server.run(shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("edge: {e}");
-                ExitCode::FAILURE
-            }
-        }
+    shared::serve::run_server("edge", async {
+        EdgeServer::bind(config)
+            .await?
+            .run(shared::serve::shutdown_signal())
+            .await
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 fn make_cert(out: &std::path::Path, days: u32, force: bool) -> ExitCode {

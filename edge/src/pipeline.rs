@@ -339,13 +339,7 @@ impl Edge {
                 .and_then(conditional::parse_http_date),
         };
         let text = |name: HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let preconditions = Preconditions {
-            if_match: text(header::IF_MATCH),
-            if_none_match: text(header::IF_NONE_MATCH),
-            if_modified_since: text(header::IF_MODIFIED_SINCE),
-            if_unmodified_since: text(header::IF_UNMODIFIED_SINCE),
-            if_range: text(header::IF_RANGE),
-        };
+        let preconditions = Preconditions::from_headers(&parts.headers);
         let range_header = text(header::RANGE);
         let get_or_head = true;
         let outcome = conditional::evaluate(

@@ -41,16 +41,7 @@ impl AdminService {
     }
 
     fn authorized<B>(&self, req: &Request<B>) -> bool {
-        let Some(token) = &self.bearer_token else {
-            return true;
-        };
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        constant_time_eq(presented.as_bytes(), token.as_bytes())
+        shared::auth::bearer_ok(req.headers(), self.bearer_token.as_deref())
     }
 }
 
@@ -62,9 +53,4 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// Compares secrets without leaking the position of the first difference through timing.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -96,13 +96,7 @@ impl MediaService {
         }
 
         let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-        let preconditions = Preconditions {
-            if_match: text(header::IF_MATCH),
-            if_none_match: text(header::IF_NONE_MATCH),
-            if_modified_since: text(header::IF_MODIFIED_SINCE),
-            if_unmodified_since: text(header::IF_UNMODIFIED_SINCE),
-            if_range: text(header::IF_RANGE),
-        };
+        let preconditions = Preconditions::from_headers(headers);
         let range_header = text(header::RANGE);
         let apply_range = match conditional::evaluate(
             &preconditions,

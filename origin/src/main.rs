@@ -64,40 +64,10 @@ fn main() -> ExitCode {
         };
     }
     shared::logging::init(config.log.format, &config.log.level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("origin: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let origin = match Origin::bind(config).await {
-            Ok(origin) => origin,
-            Err(e) => {
-                eprintln!("origin: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        match origin.run(shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("origin: {e}");
-                ExitCode::FAILURE
-            }
-        }
+    shared::serve::run_server("origin", async {
+        Origin::bind(config)
+            .await?
+            .run(shared::serve::shutdown_signal())
+            .await
     })
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

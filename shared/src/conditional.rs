@@ -22,7 +22,19 @@ pub struct Preconditions<'a> {
     pub if_range: Option<&'a str>,
 }
 
-impl Preconditions<'_> {
+impl<'a> Preconditions<'a> {
+    /// The precondition headers of a request (values that are not visible ASCII are ignored).
+    pub fn from_headers(headers: &'a http::HeaderMap) -> Self {
+        let text = |name: http::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        Preconditions {
+            if_match: text(http::header::IF_MATCH),
+            if_none_match: text(http::header::IF_NONE_MATCH),
+            if_modified_since: text(http::header::IF_MODIFIED_SINCE),
+            if_unmodified_since: text(http::header::IF_UNMODIFIED_SINCE),
+            if_range: text(http::header::IF_RANGE),
+        }
+    }
+
     /// True when no precondition header is present (the common case: nothing to evaluate).
     pub fn is_empty(&self) -> bool {
         self.if_match.is_none()

@@ -1,6 +1,7 @@
 //! Code shared by the edge and the origin. HTTP semantics here are pure functions (no I/O, no clock) with
 //! tables of tests from the RFC text; the I/O helpers (TLS, metrics exposition, logging) are thin.
 
+pub mod auth;
 pub mod body;
 pub mod conditional;
 pub mod config;

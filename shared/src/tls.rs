@@ -33,28 +33,9 @@ pub fn server_config(
     key_path: &Path,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    install_crypto_provider();
-    let certs = CertificateDer::pem_file_iter(cert_path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| TlsError::Certificates {
-            path: cert_path.display().to_string(),
-            message: e.to_string(),
-        })?;
-    if certs.is_empty() {
-        return Err(TlsError::Certificates {
-            path: cert_path.display().to_string(),
-            message: "no CERTIFICATE block found".into(),
-        });
-    }
-    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Key {
-        path: key_path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let mut config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(Arc::new(
+        ReloadableCert::load(cert_path, key_path)?.server_config(alpn),
+    ))
 }
 
 /// A server certificate that can be replaced while the server runs (SIGHUP): new handshakes use the new
