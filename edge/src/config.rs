@@ -148,6 +148,9 @@ pub struct CacheConfig {
     pub slice_bytes: u64,
     /// Upstream fills running at once (each holds up to one slice in memory); more requests wait. Default: 1024.
     pub max_fills: usize,
+    /// Targeted cache-control fields (RFC 9213), in priority order: the first present replaces `Cache-Control`
+    /// for this edge, and none of them is passed to clients. Default: `["CDN-Cache-Control"]`.
+    pub targeted_fields: Vec<String>,
 }
 
 /// Limits on every connection and on upstream requests.
@@ -257,6 +260,7 @@ impl Default for CacheConfig {
             disk_bytes: defaults::DISK_BYTES,
             slice_bytes: defaults::SLICE_BYTES,
             max_fills: defaults::MAX_FILLS,
+            targeted_fields: vec!["CDN-Cache-Control".into()],
         }
     }
 }
@@ -450,6 +454,13 @@ impl EdgeConfig {
             ),
         )?;
         ensure(c.max_fills > 0, "cache.max_fills", "must be at least 1")?;
+        for field in &c.targeted_fields {
+            ensure(
+                http::HeaderName::from_bytes(field.as_bytes()).is_ok(),
+                "cache.targeted_fields",
+                format!("`{field}` is not a header name"),
+            )?;
+        }
         let l = &self.limits;
         for (field, value) in [
             (

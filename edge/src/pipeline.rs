@@ -23,13 +23,13 @@ use shared::serve::on_drop;
 use tokio::sync::Semaphore;
 
 use crate::cache::fill::{Fill, FillError, FillHead, Fills, Subscriber, concat};
-use crate::cache::freshness::storable_ttl;
+use crate::cache::freshness::{initial_age, storable_ttl, targeted_ttl};
 use crate::cache::key::CacheKey;
 use crate::cache::meta::{ObjectMeta, new_generation, unix_secs};
 use crate::cache::slices::{Slicing, first_slice_hint};
 use crate::cache::storage::CacheStorage;
 use crate::metrics::EdgeMetrics;
-use crate::status::CacheStatus;
+use crate::status::{CacheStatus, Fwd};
 use crate::upstream::{Upstream, parse_content_range};
 
 /// Response bodies: cached slices and fill chunks as `Bytes`, never copied.
@@ -62,6 +62,8 @@ pub struct Edge {
     pub metrics: Arc<EdgeMetrics>,
     /// `Alt-Svc` for TCP responses (HTTP/3 discovery).
     pub alt_svc: Option<HeaderValue>,
+    /// Targeted cache-control fields (RFC 9213), in priority order.
+    targeted_fields: Vec<HeaderName>,
 }
 
 /// What an [`Edge`] is built from.
@@ -77,6 +79,8 @@ pub struct EdgeSetup {
     pub metrics: Arc<EdgeMetrics>,
     /// `Alt-Svc` value advertising HTTP/3 on TCP responses, when it is served.
     pub alt_svc: Option<HeaderValue>,
+    /// Targeted cache-control fields (RFC 9213) that override `Cache-Control` for this edge.
+    pub targeted_fields: Vec<HeaderName>,
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -145,6 +149,7 @@ impl Edge {
             cors,
             metrics,
             alt_svc,
+            targeted_fields,
         } = setup;
         let mut hosts = HashMap::new();
         let mut site_list = Vec::new();
@@ -166,6 +171,7 @@ impl Edge {
             cors,
             metrics,
             alt_svc,
+            targeted_fields,
         }
     }
 
@@ -213,11 +219,15 @@ impl Edge {
             .lookups
             .with_label_values(&["meta", lookup_result])
             .inc();
-        if let Some((meta, _)) = cached.filter(|(meta, _)| meta.is_fresh(now)) {
-            return self
-                .respond(parts, site, key, Arc::new(meta), None, refetch)
-                .await;
-        }
+        let fwd = match cached {
+            Some((meta, _)) if meta.is_fresh(now) => {
+                return self
+                    .respond(parts, site, key, Arc::new(meta), None, refetch)
+                    .await;
+            }
+            Some(_) => Fwd::Stale,
+            None => Fwd::UriMiss,
+        };
         // Fill: the first slice this request needs, which also brings the object's metadata.
         let range_spec = parts
             .headers
@@ -243,9 +253,9 @@ impl Edge {
             Ok(FillHead::NotStorable { .. }) => Some(self.pass(parts, site).await),
             Ok(FillHead::Slice(meta)) => {
                 let status = if started {
-                    CacheStatus::Miss
+                    CacheStatus::Miss { fwd }
                 } else {
-                    CacheStatus::Coalesced
+                    CacheStatus::Coalesced { fwd }
                 };
                 let mut answer = self
                     .respond(
@@ -524,9 +534,9 @@ impl Edge {
         match subscriber.head().await? {
             FillHead::Slice(_) => {
                 let status = if started {
-                    CacheStatus::Miss
+                    CacheStatus::Miss { fwd: Fwd::UriMiss }
                 } else {
-                    CacheStatus::Coalesced
+                    CacheStatus::Coalesced { fwd: Fwd::UriMiss }
                 };
                 Ok((SliceSource::Filling(subscriber), Some(status)))
             }
@@ -644,6 +654,7 @@ impl Edge {
         let mut headers = HeaderMap::new();
         put(&mut headers, header::RANGE, &format!("bytes={start}-{end}"));
         let path = key.as_str().split_once('|').map_or("/", |(_, path)| path);
+        let request_time = SystemTime::now();
         let (response, took) = self
             .upstream
             .request(&Method::GET, upstream, path, headers)
@@ -686,13 +697,21 @@ impl Edge {
             }
         };
         let now = SystemTime::now();
-        let ttl = storable_ttl(
-            200,
-            text(header::CACHE_CONTROL).as_deref(),
-            text(header::EXPIRES).as_deref(),
-            text(header::DATE).as_deref(),
-            now,
-        );
+        let targeted: Vec<Option<String>> = self
+            .targeted_fields
+            .iter()
+            .map(|f| text(f.clone()))
+            .collect();
+        let targeted: Vec<Option<&str>> = targeted.iter().map(Option::as_deref).collect();
+        let ttl = targeted_ttl(200, &targeted).unwrap_or_else(|| {
+            storable_ttl(
+                200,
+                text(header::CACHE_CONTROL).as_deref(),
+                text(header::EXPIRES).as_deref(),
+                text(header::DATE).as_deref(),
+                now,
+            )
+        });
         let etag = text(header::ETAG);
         let mut alias_guard = None;
         let meta = match known {
@@ -722,7 +741,12 @@ impl Edge {
                     last_modified: text(header::LAST_MODIFIED),
                     cache_control: text(header::CACHE_CONTROL),
                     stored_at: unix_secs(now),
-                    initial_age: text(header::AGE).and_then(|v| v.parse().ok()).unwrap_or(0),
+                    initial_age: initial_age(
+                        text(header::AGE).as_deref(),
+                        text(header::DATE).as_deref(),
+                        request_time,
+                        now,
+                    ),
                     ttl_secs: ttl.as_secs(),
                 });
                 self.storage.insert_meta(key, &meta);

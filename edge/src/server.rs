@@ -122,6 +122,11 @@ impl EdgeServer {
             cors,
             metrics,
             alt_svc,
+            targeted_fields: c
+                .targeted_fields
+                .iter()
+                .filter_map(|f| http::HeaderName::from_bytes(f.as_bytes()).ok())
+                .collect(),
         }));
         Ok(EdgeServer {
             config,
@@ -396,6 +401,7 @@ pub async fn respond_logged(
             bytes = end.bytes,
             complete = end.complete,
             cache_status = label,
+            fwd = cache_status.fwd().map(|f| f.as_str()),
             ttfb_ms = ttfb.map(|t| t * 1000.0),
             duration_ms = elapsed * 1000.0,
             upstream_ms,

@@ -1,15 +1,33 @@
-//! The one cache-status enum: it feeds the `Cache-Status` response header (RFC 9211), the access log field and
+//! The one cache-status enum: it feeds the `Cache-Status` response header (RFC 9211), the access log fields and
 //! the metric label, so the three always agree.
+
+/// Why a request went upstream (RFC 9211 `fwd=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fwd {
+    /// The cache had nothing for the URI.
+    UriMiss,
+    /// The cache had the object, but it was stale.
+    Stale,
+}
+
+impl Fwd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fwd::UriMiss => "uri-miss",
+            Fwd::Stale => "stale",
+        }
+    }
+}
 
 /// How the edge answered a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
     /// Served from cache; `ttl` is the freshness left in seconds.
     Hit { ttl: u64 },
-    /// Not in cache: this request started the upstream fill and the response was stored.
-    Miss,
-    /// Not in cache: this request joined a fill another request had started (collapsed).
-    Coalesced,
+    /// Not usable from cache: this request started the upstream fill and the response was stored.
+    Miss { fwd: Fwd },
+    /// Not usable from cache: this request joined a fill another request had started (collapsed).
+    Coalesced { fwd: Fwd },
     /// Forwarded and not stored (the response is not storable).
     Pass,
     /// The edge answered with an error without a usable upstream response.
@@ -21,10 +39,19 @@ impl CacheStatus {
     pub fn label(self) -> &'static str {
         match self {
             CacheStatus::Hit { .. } => "hit",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Coalesced => "coalesced",
+            CacheStatus::Miss { .. } => "miss",
+            CacheStatus::Coalesced { .. } => "coalesced",
             CacheStatus::Pass => "pass",
             CacheStatus::Error => "error",
+        }
+    }
+
+    /// The `fwd=` reason, for the access log and metrics.
+    pub fn fwd(self) -> Option<Fwd> {
+        match self {
+            CacheStatus::Miss { fwd } | CacheStatus::Coalesced { fwd } => Some(fwd),
+            CacheStatus::Pass | CacheStatus::Error => Some(Fwd::UriMiss),
+            CacheStatus::Hit { .. } => None,
         }
     }
 
@@ -35,8 +62,10 @@ impl CacheStatus {
     pub fn header_value(self, name: &str) -> String {
         match self {
             CacheStatus::Hit { ttl } => format!("{name}; hit; ttl={ttl}"),
-            CacheStatus::Miss => format!("{name}; fwd=uri-miss; stored"),
-            CacheStatus::Coalesced => format!("{name}; fwd=uri-miss; collapsed; stored"),
+            CacheStatus::Miss { fwd } => format!("{name}; fwd={}; stored", fwd.as_str()),
+            CacheStatus::Coalesced { fwd } => {
+                format!("{name}; fwd={}; collapsed; stored", fwd.as_str())
+            }
             CacheStatus::Pass => format!("{name}; fwd=uri-miss"),
             CacheStatus::Error => format!("{name}; fwd=uri-miss; detail=upstream-error"),
         }
@@ -49,27 +78,34 @@ mod tests {
 
     #[test]
     fn header_values_follow_rfc9211() {
-        assert_eq!(
-            CacheStatus::Hit { ttl: 30 }.header_value("edge-1"),
-            "edge-1; hit; ttl=30"
-        );
-        assert_eq!(
-            CacheStatus::Miss.header_value("e"),
-            "e; fwd=uri-miss; stored"
-        );
-        assert_eq!(
-            CacheStatus::Coalesced.header_value("e"),
-            "e; fwd=uri-miss; collapsed; stored"
-        );
-        assert_eq!(CacheStatus::Pass.header_value("e"), "e; fwd=uri-miss");
-        for s in [
-            CacheStatus::Hit { ttl: 1 },
-            CacheStatus::Miss,
-            CacheStatus::Coalesced,
-            CacheStatus::Pass,
-            CacheStatus::Error,
-        ] {
-            assert!(CacheStatus::LABELS.contains(&s.label()));
+        let table = [
+            (CacheStatus::Hit { ttl: 30 }, "edge-1; hit; ttl=30"),
+            (
+                CacheStatus::Miss { fwd: Fwd::UriMiss },
+                "edge-1; fwd=uri-miss; stored",
+            ),
+            (
+                CacheStatus::Miss { fwd: Fwd::Stale },
+                "edge-1; fwd=stale; stored",
+            ),
+            (
+                CacheStatus::Coalesced { fwd: Fwd::UriMiss },
+                "edge-1; fwd=uri-miss; collapsed; stored",
+            ),
+            (CacheStatus::Pass, "edge-1; fwd=uri-miss"),
+            (
+                CacheStatus::Error,
+                "edge-1; fwd=uri-miss; detail=upstream-error",
+            ),
+        ];
+        for (status, header) in table {
+            assert_eq!(status.header_value("edge-1"), header);
+            assert!(CacheStatus::LABELS.contains(&status.label()));
         }
+        assert_eq!(CacheStatus::Hit { ttl: 1 }.fwd(), None);
+        assert_eq!(
+            CacheStatus::Coalesced { fwd: Fwd::Stale }.fwd(),
+            Some(Fwd::Stale)
+        );
     }
 }

@@ -98,3 +98,69 @@ fn unstorable_responses_and_errors_pass_through() {
         "{metrics}"
     );
 }
+
+#[test]
+fn cdn_cache_control_age_and_stale_refetch() {
+    use shared::testkit::TrickleOrigin;
+    let origin = TrickleOrigin::start(10_000, 100 << 20);
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(&origin.url(), cache.path(), &certs, "");
+    let base = format!("http://127.0.0.1:{}", edge.addr("http_addr").port());
+
+    // RFC 9213: the targeted field overrides Cache-Control for the edge and is not passed to clients.
+    *origin.cache_headers.lock().unwrap() =
+        "Cache-Control: no-store\r\nCDN-Cache-Control: max-age=600\r\n".into();
+    let first = curl(&[&format!("{base}/cdn.ts")]);
+    assert_eq!(
+        first.header("cache-status"),
+        Some("edge-test; fwd=uri-miss; stored")
+    );
+    assert_eq!(
+        first.header("cache-control"),
+        Some("no-store"),
+        "clients get the origin's Cache-Control"
+    );
+    assert_eq!(
+        first.header("cdn-cache-control"),
+        None,
+        "the targeted field is not forwarded"
+    );
+    let second = curl(&[&format!("{base}/cdn.ts")]);
+    assert!(
+        second
+            .header("cache-status")
+            .unwrap()
+            .contains("; hit; ttl="),
+        "stored for the targeted lifetime"
+    );
+
+    // Age: the upstream's Age is carried and grows.
+    *origin.cache_headers.lock().unwrap() = "Cache-Control: max-age=3600\r\nAge: 100\r\n".into();
+    let aged = curl(&[&format!("{base}/aged.ts")]);
+    let age: u64 = aged.header("age").unwrap().parse().unwrap();
+    assert!((100..110).contains(&age), "Age {age}");
+    let ttl = curl(&[&format!("{base}/aged.ts")])
+        .header("cache-status")
+        .unwrap()
+        .to_string();
+    let ttl: u64 = ttl.rsplit("ttl=").next().unwrap().parse().unwrap();
+    assert!(
+        ttl <= 3500,
+        "freshness left accounts for the initial age: {ttl}"
+    );
+
+    // A stale entry is fetched again and says why.
+    *origin.cache_headers.lock().unwrap() = "Cache-Control: max-age=1\r\n".into();
+    assert_eq!(
+        curl(&[&format!("{base}/short.ts")]).header("cache-status"),
+        Some("edge-test; fwd=uri-miss; stored")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let again = curl(&[&format!("{base}/short.ts")]);
+    assert_eq!(
+        again.header("cache-status"),
+        Some("edge-test; fwd=stale; stored")
+    );
+    let logged = edge.wait_for_event("access", |e| e["fwd"] == "stale");
+    assert_eq!(logged["cache_status"], "miss");
+}

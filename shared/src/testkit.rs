@@ -683,6 +683,9 @@ pub struct TrickleOrigin {
     pub stats: Arc<Mutex<TrickleStats>>,
     /// Cut the next response after this many body bytes (one time).
     pub cut_after: Arc<Mutex<Option<u64>>>,
+    /// Caching header lines sent with every response (CRLF-terminated). Default:
+    /// `Cache-Control: public, max-age=3600`.
+    pub cache_headers: Arc<Mutex<String>>,
 }
 
 impl TrickleOrigin {
@@ -691,12 +694,23 @@ impl TrickleOrigin {
         let addr = listener.local_addr().expect("addr");
         let stats = Arc::new(Mutex::new(TrickleStats::default()));
         let cut_after = Arc::new(Mutex::new(None));
-        let (stats_t, cut_t) = (Arc::clone(&stats), Arc::clone(&cut_after));
+        let cache_headers = Arc::new(Mutex::new(
+            "Cache-Control: public, max-age=3600\r\n".to_string(),
+        ));
+        let (stats_t, cut_t, headers_t) = (
+            Arc::clone(&stats),
+            Arc::clone(&cut_after),
+            Arc::clone(&cache_headers),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
-                let (stats, cut) = (Arc::clone(&stats_t), Arc::clone(&cut_t));
+                let (stats, cut, headers) = (
+                    Arc::clone(&stats_t),
+                    Arc::clone(&cut_t),
+                    Arc::clone(&headers_t),
+                );
                 std::thread::spawn(move || {
-                    trickle_connection(stream, len, bytes_per_sec, &stats, &cut)
+                    trickle_connection(stream, len, bytes_per_sec, &stats, &cut, &headers)
                 });
             }
         });
@@ -704,6 +718,7 @@ impl TrickleOrigin {
             addr,
             stats,
             cut_after,
+            cache_headers,
         }
     }
 
@@ -723,6 +738,7 @@ fn trickle_connection(
     rate: u64,
     stats: &Mutex<TrickleStats>,
     cut: &Mutex<Option<u64>>,
+    cache_headers: &Mutex<String>,
 ) {
     use std::io::Write;
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
@@ -766,8 +782,9 @@ fn trickle_connection(
         };
         let head = format!(
             "HTTP/1.1 {status}\r\nContent-Type: video/mp2t\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{end}/{len}\r\n\
-             ETag: \"trickle-v1\"\r\nCache-Control: public, max-age=3600\r\nAccept-Ranges: bytes\r\n\r\n",
-            end - start + 1
+             ETag: \"trickle-v1\"\r\n{}Accept-Ranges: bytes\r\n\r\n",
+            end - start + 1,
+            cache_headers.lock().unwrap()
         );
         if stream.write_all(head.as_bytes()).is_err() {
             return;

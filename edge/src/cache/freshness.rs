@@ -1,6 +1,7 @@
-//! Freshness for this issue: whether a response may be stored and for how long, from `Cache-Control`
-//! (`no-store`, `private`, `s-maxage`, `max-age`) and `Expires`, with the clock passed in. The full RFC 9111
-//! rules (validation, heuristics, stale serving) come with a later issue and extend these functions.
+//! Freshness: whether a response may be stored and for how long, from `Cache-Control` (`no-store`, `private`,
+//! `s-maxage`, `max-age`) and `Expires`, or from a targeted field such as `CDN-Cache-Control` (RFC 9213) that
+//! overrides them for this cache; and the response's age when received (RFC 9111 §4.2.3). The clock is passed
+//! in. Validation, heuristics and stale serving extend these functions.
 
 use std::time::{Duration, SystemTime};
 
@@ -73,9 +74,49 @@ pub fn storable_ttl(
     Some(expires.duration_since(base).unwrap_or(Duration::ZERO))
 }
 
+/// The freshness lifetime from the first targeted field present (RFC 9213: a targeted field, when present and
+/// valid, replaces `Cache-Control` for the caches it targets, wholly); `fields` are the header values of the
+/// configured targeted field names, in priority order. `None` when no targeted field is present.
+pub fn targeted_ttl(status: u16, fields: &[Option<&str>]) -> Option<Option<Duration>> {
+    let value = fields.iter().flatten().next()?;
+    let cc = CacheControl::parse(value);
+    if status != 200 && status != 206 || cc.no_store || cc.private {
+        return Some(None);
+    }
+    if cc.no_cache {
+        return Some(Some(Duration::ZERO));
+    }
+    // RFC 9213 §2.1: s-maxage and max-age mean the same here; without either, the field gives no lifetime.
+    Some(cc.s_maxage.or(cc.max_age).map(Duration::from_secs))
+}
+
+/// The age of a response when it was received (RFC 9111 §4.2.3): the larger of the apparent age (response time
+/// minus `Date`) and the corrected `Age` (`Age` plus the response delay), in whole seconds.
+pub fn initial_age(
+    age: Option<&str>,
+    date: Option<&str>,
+    request_time: SystemTime,
+    response_time: SystemTime,
+) -> u64 {
+    let apparent = date
+        .and_then(shared::conditional::parse_http_date)
+        .and_then(|date| response_time.duration_since(date).ok())
+        .map_or(0, |d| d.as_secs());
+    // A non-numeric Age is ignored; an overflowing one is as old as can be (RFC 9111 §1.2.2).
+    let age_value = age
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(0, |a| a.parse::<u64>().unwrap_or(u64::from(u32::MAX)));
+    let delay = response_time
+        .duration_since(request_time)
+        .map_or(0, |d| d.as_secs());
+    apparent.max(age_value.saturating_add(delay))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::UNIX_EPOCH;
 
     fn ttl(cc: Option<&str>, expires: Option<&str>, date: Option<&str>) -> Option<u64> {
         let now = shared::conditional::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
@@ -126,6 +167,61 @@ mod tests {
             ttl(None, Some("Sun, 06 Nov 1994 08:50:37 GMT"), None),
             Some(60)
         ); // no Date: now
+    }
+
+    #[test]
+    fn targeted_fields_override_cache_control() {
+        type Row<'a> = (&'a [Option<&'a str>], Option<Option<u64>>);
+        let table: &[Row] = &[
+            (&[None], None), // no targeted field: Cache-Control decides
+            (&[Some("max-age=60")], Some(Some(60))),
+            (&[Some("s-maxage=5, max-age=60")], Some(Some(5))),
+            (&[Some("no-store")], Some(None)),
+            (&[Some("private")], Some(None)),
+            (&[Some("no-cache")], Some(Some(0))),
+            (&[Some("public")], Some(None)), // present, but no lifetime: not stored
+            (&[None, Some("max-age=7")], Some(Some(7))), // the first field present wins
+            (&[Some("max-age=1"), Some("max-age=7")], Some(Some(1))),
+        ];
+        for (fields, want) in table {
+            assert_eq!(
+                targeted_ttl(200, fields).map(|t| t.map(|d| d.as_secs())),
+                *want,
+                "{fields:?}"
+            );
+        }
+        assert_eq!(targeted_ttl(404, &[Some("max-age=60")]), Some(None));
+    }
+
+    #[test]
+    fn initial_age_follows_rfc9111_4_2_3() {
+        let t = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let date = |s| shared::conditional::format_http_date(t(s));
+        let table = [
+            // (Age, Date, request time, response time, initial age)
+            (None, None, 1000, 1000, 0),
+            (Some("30"), None, 1000, 1000, 30),
+            (Some("30"), None, 1000, 1002, 32), // plus the response delay
+            (None, Some(date(990)), 1000, 1000, 10), // apparent age from Date
+            (Some("5"), Some(date(990)), 1000, 1000, 10), // the larger of the two
+            (None, Some(date(2000)), 1000, 1000, 0), // a Date in the future: no negative age
+            (Some("abc"), None, 1000, 1000, 0), // invalid Age: ignored
+            (Some("-5"), None, 1000, 1000, 0),
+            (
+                Some("99999999999999999999"),
+                None,
+                1000,
+                1000,
+                u64::from(u32::MAX),
+            ),
+        ];
+        for (age, date, request, response, want) in table {
+            assert_eq!(
+                initial_age(age, date.as_deref(), t(request), t(response)),
+                want,
+                "{age:?} {date:?}"
+            );
+        }
     }
 
     #[test]
