@@ -219,11 +219,35 @@ impl Edge {
             .lookups
             .with_label_values(&["meta", lookup_result])
             .inc();
+        let attempt = Attempt {
+            refetch,
+            revalidated: false,
+        };
         let fwd = match cached {
             Some((meta, _)) if meta.is_fresh(now) => {
                 return self
-                    .respond(parts, site, key, Arc::new(meta), None, refetch)
+                    .respond(parts, site, key, Arc::new(meta), None, attempt)
                     .await;
+            }
+            // Stale with a validator: one conditional request for the object, shared by every waiter.
+            Some((meta, _)) if meta.etag.is_some() || meta.last_modified.is_some() => {
+                match self.revalidate(site, &key, Arc::new(meta)).await {
+                    Revalidation::NotModified(meta) => {
+                        let attempt = Attempt {
+                            refetch,
+                            revalidated: true,
+                        };
+                        return self.respond(parts, site, key, meta, None, attempt).await;
+                    }
+                    Revalidation::Changed => Fwd::Stale,
+                    Revalidation::Failed(e) => {
+                        return Some(self.refuse(
+                            parts,
+                            Refusal::from_fill(&e),
+                            CacheStatus::Error,
+                        ));
+                    }
+                }
             }
             Some(_) => Fwd::Stale,
             None => Fwd::UriMiss,
@@ -268,7 +292,7 @@ impl Edge {
                             index,
                             subscriber,
                         }),
-                        refetch,
+                        attempt,
                     )
                     .await?;
                 answer.upstream_ms = upstream_ms;
@@ -338,9 +362,16 @@ impl Edge {
         key: CacheKey,
         meta: Arc<ObjectMeta>,
         joined: Option<Joined>,
-        refetch: bool,
+        attempt: Attempt,
     ) -> Option<Answer> {
         let now = SystemTime::now();
+        let from_cache = |ttl| {
+            if attempt.revalidated {
+                CacheStatus::Revalidated { ttl }
+            } else {
+                CacheStatus::Hit { ttl }
+            }
+        };
         let validators = Validators {
             etag: meta.etag.as_deref(),
             last_modified: meta
@@ -379,12 +410,9 @@ impl Edge {
                         let mut answer = self.refuse(
                             parts,
                             Refusal::new(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string()),
-                            joined.as_ref().map_or(
-                                CacheStatus::Hit {
-                                    ttl: meta.ttl_left(now),
-                                },
-                                |j| j.status,
-                            ),
+                            joined
+                                .as_ref()
+                                .map_or(from_cache(meta.ttl_left(now)), |j| j.status),
                         );
                         if let Ok(v) =
                             HeaderValue::from_str(&range::unsatisfied_content_range(meta.total_len))
@@ -412,11 +440,9 @@ impl Edge {
                 match self.slice_source(site, &key, &meta, index).await {
                     Ok((source, status)) => {
                         first = Some((index, source));
-                        status.unwrap_or(CacheStatus::Hit {
-                            ttl: meta.ttl_left(now),
-                        })
+                        status.unwrap_or(from_cache(meta.ttl_left(now)))
                     }
-                    Err(FillError::ValidatorChanged) if refetch => return None,
+                    Err(FillError::ValidatorChanged) if attempt.refetch => return None,
                     Err(e) => {
                         return Some(self.refuse(
                             parts,
@@ -426,9 +452,7 @@ impl Edge {
                     }
                 }
             }
-            (None, _) => CacheStatus::Hit {
-                ttl: meta.ttl_left(now),
-            },
+            (None, _) => from_cache(meta.ttl_left(now)),
         };
         if let (
             Some(Joined {
@@ -545,6 +569,116 @@ impl Edge {
                 message: format!("the upstream answered {status} for a slice of a cached object"),
             }),
         }
+    }
+
+    /// Revalidates a stale object with one conditional request (`If-None-Match`, else `If-Modified-Since`, for
+    /// its first byte), shared by every request that finds it stale meanwhile. A 304 refreshes the stored
+    /// metadata (freshness, age, Cache-Control, RFC 9111 §4.3.4) and keeps the slices; anything else drops the
+    /// stored version.
+    async fn revalidate(
+        self: &Arc<Self>,
+        site: &Site,
+        key: &CacheKey,
+        stale: Arc<ObjectMeta>,
+    ) -> Revalidation {
+        let fill_key = format!("{key}|reval|{:x}", stale.generation);
+        let (fill, started) = self.fills.join_or_start(&fill_key);
+        let mut subscriber = fill.subscribe();
+        if started {
+            let (edge, upstream, key) = (Arc::clone(self), site.upstream.clone(), key.clone());
+            tokio::spawn(async move {
+                let head = edge.revalidate_upstream(&upstream, &key, &stale).await;
+                edge.fills.remove(&fill_key);
+                match head {
+                    Ok(head) => {
+                        fill.publish_head(Ok(head));
+                        fill.finish(Ok(()));
+                    }
+                    Err(e) => fill.finish(Err(e)),
+                }
+            });
+        } else {
+            self.metrics.fill_waiters.inc();
+        }
+        match subscriber.head().await {
+            Ok(FillHead::Slice(meta)) => Revalidation::NotModified(meta),
+            Ok(FillHead::NotStorable { .. }) => Revalidation::Changed,
+            Err(e) => Revalidation::Failed(e),
+        }
+    }
+
+    async fn revalidate_upstream(
+        &self,
+        upstream: &str,
+        key: &CacheKey,
+        stale: &ObjectMeta,
+    ) -> Result<FillHead, FillError> {
+        let mut headers = HeaderMap::new();
+        put(&mut headers, header::RANGE, "bytes=0-0");
+        match (&stale.etag, &stale.last_modified) {
+            (Some(etag), _) => put(&mut headers, header::IF_NONE_MATCH, etag),
+            (None, Some(date)) => put(&mut headers, header::IF_MODIFIED_SINCE, date),
+            (None, None) => return Ok(FillHead::NotStorable { status: 0 }),
+        }
+        let path = key.as_str().split_once('|').map_or("/", |(_, path)| path);
+        let request_time = SystemTime::now();
+        let (response, took) = self
+            .upstream
+            .request(&Method::GET, upstream, path, headers)
+            .await?;
+        let status = response.status().as_u16();
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[shared::metrics::status_class(status)])
+            .inc();
+        self.metrics.upstream_latency.observe(took.as_secs_f64());
+        if status != 304 {
+            self.storage.remove(key);
+            return Ok(FillHead::NotStorable { status });
+        }
+        let now = SystemTime::now();
+        let h = response.headers();
+        let text = |name: HeaderName| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let targeted: Vec<Option<String>> = self
+            .targeted_fields
+            .iter()
+            .map(|f| text(f.clone()))
+            .collect();
+        let targeted: Vec<Option<&str>> = targeted.iter().map(Option::as_deref).collect();
+        let cache_control = text(header::CACHE_CONTROL).or_else(|| stale.cache_control.clone());
+        let ttl = targeted_ttl(200, &targeted).unwrap_or_else(|| {
+            storable_ttl(
+                200,
+                cache_control.as_deref(),
+                text(header::EXPIRES).as_deref(),
+                text(header::DATE).as_deref(),
+                now,
+            )
+        });
+        let Some(ttl) = ttl else {
+            // The 304 says the response may no longer be stored.
+            self.storage.remove(key);
+            return Ok(FillHead::NotStorable { status });
+        };
+        let refreshed = Arc::new(ObjectMeta {
+            stored_at: unix_secs(now),
+            initial_age: initial_age(
+                text(header::AGE).as_deref(),
+                text(header::DATE).as_deref(),
+                request_time,
+                now,
+            ),
+            ttl_secs: ttl.as_secs(),
+            cache_control,
+            last_modified: text(header::LAST_MODIFIED).or_else(|| stale.last_modified.clone()),
+            ..stale.clone()
+        });
+        self.storage.insert_meta(key, &refreshed);
+        Ok(FillHead::Slice(refreshed))
     }
 
     /// Starts slice `index` in the background if it is neither cached nor being filled (read-ahead while a
@@ -926,6 +1060,24 @@ impl Edge {
             upstream_ms: None,
         }
     }
+}
+
+/// How this pass through the pipeline came about.
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// Another pass is allowed if the cached version turns out to have changed upstream.
+    refetch: bool,
+    /// The metadata was stale and has just been revalidated (304).
+    revalidated: bool,
+}
+
+/// What revalidating a stale object found.
+enum Revalidation {
+    /// 304: the refreshed metadata; the slices stay.
+    NotModified(Arc<ObjectMeta>),
+    /// The object changed (or can no longer be validated): the stored version was dropped.
+    Changed,
+    Failed(FillError),
 }
 
 /// The fill a missing request started or joined for its first slice.

@@ -24,6 +24,8 @@ impl Fwd {
 pub enum CacheStatus {
     /// Served from cache; `ttl` is the freshness left in seconds.
     Hit { ttl: u64 },
+    /// Stale in cache, revalidated upstream (304), served from cache.
+    Revalidated { ttl: u64 },
     /// Not usable from cache: this request started the upstream fill and the response was stored.
     Miss { fwd: Fwd },
     /// Not usable from cache: this request joined a fill another request had started (collapsed).
@@ -39,6 +41,7 @@ impl CacheStatus {
     pub fn label(self) -> &'static str {
         match self {
             CacheStatus::Hit { .. } => "hit",
+            CacheStatus::Revalidated { .. } => "revalidated",
             CacheStatus::Miss { .. } => "miss",
             CacheStatus::Coalesced { .. } => "coalesced",
             CacheStatus::Pass => "pass",
@@ -50,18 +53,23 @@ impl CacheStatus {
     pub fn fwd(self) -> Option<Fwd> {
         match self {
             CacheStatus::Miss { fwd } | CacheStatus::Coalesced { fwd } => Some(fwd),
+            CacheStatus::Revalidated { .. } => Some(Fwd::Stale),
             CacheStatus::Pass | CacheStatus::Error => Some(Fwd::UriMiss),
             CacheStatus::Hit { .. } => None,
         }
     }
 
     /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 5] = ["hit", "miss", "coalesced", "pass", "error"];
+    pub const LABELS: [&'static str; 6] =
+        ["hit", "revalidated", "miss", "coalesced", "pass", "error"];
 
     /// The `Cache-Status` header value for the cache named `name`.
     pub fn header_value(self, name: &str) -> String {
         match self {
             CacheStatus::Hit { ttl } => format!("{name}; hit; ttl={ttl}"),
+            CacheStatus::Revalidated { ttl } => {
+                format!("{name}; fwd=stale; fwd-status=304; ttl={ttl}")
+            }
             CacheStatus::Miss { fwd } => format!("{name}; fwd={}; stored", fwd.as_str()),
             CacheStatus::Coalesced { fwd } => {
                 format!("{name}; fwd={}; collapsed; stored", fwd.as_str())
@@ -91,6 +99,10 @@ mod tests {
             (
                 CacheStatus::Coalesced { fwd: Fwd::UriMiss },
                 "edge-1; fwd=uri-miss; collapsed; stored",
+            ),
+            (
+                CacheStatus::Revalidated { ttl: 9 },
+                "edge-1; fwd=stale; fwd-status=304; ttl=9",
             ),
             (CacheStatus::Pass, "edge-1; fwd=uri-miss"),
             (

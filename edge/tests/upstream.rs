@@ -164,3 +164,85 @@ fn cdn_cache_control_age_and_stale_refetch() {
     let logged = edge.wait_for_event("access", |e| e["fwd"] == "stale");
     assert_eq!(logged["cache_status"], "miss");
 }
+
+#[test]
+fn stale_objects_are_revalidated_and_keep_their_slices() {
+    let store = TempStore::new();
+    let v1: Vec<u8> = (0..3 * MIB).map(|i| (i % 193) as u8).collect();
+    store.put("t/seg.ts", &v1);
+    let origin = start_origin(
+        &store.url(),
+        "[cache_control]\nsegment = \"public, max-age=1\"\n",
+    );
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
+    let url = format!(
+        "http://127.0.0.1:{}/t/seg.ts",
+        edge.addr("http_addr").port()
+    );
+    let origin_requests = || {
+        origin
+            .log_events("access")
+            .into_iter()
+            .filter(|e| e["path"] == "/t/seg.ts")
+            .count()
+    };
+
+    assert_eq!(
+        curl(&[&url]).header("cache-status"),
+        Some("edge-test; fwd=uri-miss; stored")
+    );
+    let wait = |n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while origin_requests() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "origin requests: {}",
+                origin_requests()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait(2); // two slices
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    // Stale: one conditional request (304), the slices stay, the body is the same.
+    let revalidated = curl(&["--http2-prior-knowledge", &url]);
+    let status = revalidated.header("cache-status").unwrap().to_string();
+    assert!(
+        status.starts_with("edge-test; fwd=stale; fwd-status=304; ttl="),
+        "{status}"
+    );
+    assert!(revalidated.body == v1);
+    wait(3);
+    let conditional = origin.wait_for_event("access", |e| e["status"] == 304);
+    assert_eq!(conditional["range"], "bytes=0-0");
+    assert_eq!(
+        origin_requests(),
+        3,
+        "one revalidation for the object, not one per slice"
+    );
+    assert!(
+        curl(&[&url])
+            .header("cache-status")
+            .unwrap()
+            .contains("; hit; ttl="),
+        "fresh again"
+    );
+
+    // Changed upstream: the revalidation finds it, the new version is fetched.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let v2: Vec<u8> = (0..3 * MIB).map(|i| (i % 197) as u8).collect();
+    store.put("t/seg.ts", &v2);
+    let changed = curl(&[&url]);
+    assert_eq!(
+        changed.header("cache-status"),
+        Some("edge-test; fwd=stale; stored")
+    );
+    assert!(changed.body == v2);
+    let metrics = curl(&[&format!("{}/metrics", edge.url("admin_addr"))]).text();
+    assert!(
+        metrics.contains("cache_status=\"revalidated\""),
+        "{metrics}"
+    );
+}
