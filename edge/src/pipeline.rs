@@ -620,18 +620,9 @@ impl Edge {
             (None, Some(date)) => put(&mut headers, header::IF_MODIFIED_SINCE, date),
             (None, None) => return Ok(FillHead::NotStorable { status: 0 }),
         }
-        let path = key.as_str().split_once('|').map_or("/", |(_, path)| path);
         let request_time = SystemTime::now();
-        let (response, took) = self
-            .upstream
-            .request(&Method::GET, upstream, path, headers)
-            .await?;
+        let response = self.upstream_get(upstream, key, headers).await?;
         let status = response.status().as_u16();
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[shared::metrics::status_class(status)])
-            .inc();
-        self.metrics.upstream_latency.observe(took.as_secs_f64());
         if status != 304 {
             self.storage.remove(key);
             return Ok(FillHead::NotStorable { status });
@@ -643,22 +634,8 @@ impl Edge {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let targeted: Vec<Option<String>> = self
-            .targeted_fields
-            .iter()
-            .map(|f| text(f.clone()))
-            .collect();
-        let targeted: Vec<Option<&str>> = targeted.iter().map(Option::as_deref).collect();
         let cache_control = text(header::CACHE_CONTROL).or_else(|| stale.cache_control.clone());
-        let ttl = targeted_ttl(200, &targeted).unwrap_or_else(|| {
-            storable_ttl(
-                200,
-                cache_control.as_deref(),
-                text(header::EXPIRES).as_deref(),
-                text(header::DATE).as_deref(),
-                now,
-            )
-        });
+        let ttl = self.freshness_lifetime(h, cache_control.as_deref(), now);
         let Some(ttl) = ttl else {
             // The 304 says the response may no longer be stored.
             self.storage.remove(key);
@@ -679,6 +656,48 @@ impl Edge {
         });
         self.storage.insert_meta(key, &refreshed);
         Ok(FillHead::Slice(refreshed))
+    }
+
+    /// GET `key`'s path from `upstream` with `headers`, counted in the upstream metrics.
+    async fn upstream_get(
+        &self,
+        upstream: &str,
+        key: &CacheKey,
+        headers: HeaderMap,
+    ) -> Result<Response<hyper::body::Incoming>, FillError> {
+        let path = key.as_str().split_once('|').map_or("/", |(_, path)| path);
+        let (response, took) = self
+            .upstream
+            .request(&Method::GET, upstream, path, headers)
+            .await?;
+        let class = shared::metrics::status_class(response.status().as_u16());
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[class])
+            .inc();
+        self.metrics.upstream_latency.observe(took.as_secs_f64());
+        Ok(response)
+    }
+
+    /// How long an upstream response may be served: from the first targeted field present, else from
+    /// `cache_control` and `Expires`; `None` when it must not be stored.
+    fn freshness_lifetime(
+        &self,
+        headers: &HeaderMap,
+        cache_control: Option<&str>,
+        now: SystemTime,
+    ) -> Option<std::time::Duration> {
+        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+        let targeted: Vec<Option<&str>> = self.targeted_fields.iter().map(text).collect();
+        targeted_ttl(200, &targeted).unwrap_or_else(|| {
+            storable_ttl(
+                200,
+                cache_control,
+                text(&header::EXPIRES),
+                text(&header::DATE),
+                now,
+            )
+        })
     }
 
     /// Starts slice `index` in the background if it is neither cached nor being filled (read-ahead while a
@@ -787,18 +806,9 @@ impl Edge {
         };
         let mut headers = HeaderMap::new();
         put(&mut headers, header::RANGE, &format!("bytes={start}-{end}"));
-        let path = key.as_str().split_once('|').map_or("/", |(_, path)| path);
         let request_time = SystemTime::now();
-        let (response, took) = self
-            .upstream
-            .request(&Method::GET, upstream, path, headers)
-            .await?;
+        let response = self.upstream_get(upstream, key, headers).await?;
         let status = response.status().as_u16();
-        self.metrics
-            .upstream_requests
-            .with_label_values(&[shared::metrics::status_class(status)])
-            .inc();
-        self.metrics.upstream_latency.observe(took.as_secs_f64());
         let h = response.headers();
         let text = |name: HeaderName| {
             h.get(name)
@@ -831,21 +841,7 @@ impl Edge {
             }
         };
         let now = SystemTime::now();
-        let targeted: Vec<Option<String>> = self
-            .targeted_fields
-            .iter()
-            .map(|f| text(f.clone()))
-            .collect();
-        let targeted: Vec<Option<&str>> = targeted.iter().map(Option::as_deref).collect();
-        let ttl = targeted_ttl(200, &targeted).unwrap_or_else(|| {
-            storable_ttl(
-                200,
-                text(header::CACHE_CONTROL).as_deref(),
-                text(header::EXPIRES).as_deref(),
-                text(header::DATE).as_deref(),
-                now,
-            )
-        });
+        let ttl = self.freshness_lifetime(h, text(header::CACHE_CONTROL).as_deref(), now);
         let etag = text(header::ETAG);
         let mut alias_guard = None;
         let meta = match known {
