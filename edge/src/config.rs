@@ -151,6 +151,12 @@ pub struct CacheConfig {
     /// Targeted cache-control fields (RFC 9213), in priority order: the first present replaces `Cache-Control`
     /// for this edge, and none of them is passed to clients. Default: `["CDN-Cache-Control"]`.
     pub targeted_fields: Vec<String>,
+    /// RFC 5861 `stale-while-revalidate` when the upstream gives none: seconds a stale object is served while
+    /// one background request revalidates it. Default: 0.
+    pub stale_while_revalidate_secs: u64,
+    /// RFC 5861 `stale-if-error` when the upstream gives none: seconds a stale object is served when the
+    /// upstream fails or times out. Default: 300.
+    pub stale_if_error_secs: u64,
 }
 
 /// Limits on every connection and on upstream requests.
@@ -261,6 +267,8 @@ impl Default for CacheConfig {
             slice_bytes: defaults::SLICE_BYTES,
             max_fills: defaults::MAX_FILLS,
             targeted_fields: vec!["CDN-Cache-Control".into()],
+            stale_while_revalidate_secs: 0,
+            stale_if_error_secs: 300,
         }
     }
 }

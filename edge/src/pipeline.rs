@@ -29,13 +29,14 @@ use crate::cache::meta::{ObjectMeta, new_generation, unix_secs};
 use crate::cache::slices::{Slicing, first_slice_hint};
 use crate::cache::storage::CacheStorage;
 use crate::metrics::EdgeMetrics;
-use crate::status::{CacheStatus, Fwd};
+use crate::status::{CacheStatus, Fwd, StaleReason};
 use crate::upstream::{Upstream, parse_content_range};
 
 /// Response bodies: cached slices and fill chunks as `Bytes`, never copied.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
 /// One configured site.
+#[derive(Debug, Clone)]
 pub struct Site {
     pub name: String,
     /// `host:port` of the upstream.
@@ -64,6 +65,8 @@ pub struct Edge {
     pub alt_svc: Option<HeaderValue>,
     /// Targeted cache-control fields (RFC 9213), in priority order.
     targeted_fields: Vec<HeaderName>,
+    /// RFC 5861 windows when the upstream gives none.
+    stale_defaults: (u64, u64),
 }
 
 /// What an [`Edge`] is built from.
@@ -81,6 +84,8 @@ pub struct EdgeSetup {
     pub alt_svc: Option<HeaderValue>,
     /// Targeted cache-control fields (RFC 9213) that override `Cache-Control` for this edge.
     pub targeted_fields: Vec<HeaderName>,
+    /// RFC 5861 windows, in seconds, when the upstream gives none: (stale-while-revalidate, stale-if-error).
+    pub stale_defaults: (u64, u64),
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -150,6 +155,7 @@ impl Edge {
             metrics,
             alt_svc,
             targeted_fields,
+            stale_defaults,
         } = setup;
         let mut hosts = HashMap::new();
         let mut site_list = Vec::new();
@@ -172,6 +178,7 @@ impl Edge {
             metrics,
             alt_svc,
             targeted_fields,
+            stale_defaults,
         }
     }
 
@@ -219,37 +226,54 @@ impl Edge {
             .lookups
             .with_label_values(&["meta", lookup_result])
             .inc();
-        let attempt = Attempt {
-            refetch,
-            revalidated: false,
-        };
+        let attempt = |served| Attempt { refetch, served };
+        let mut stale_fallback = None;
         let fwd = match cached {
             Some((meta, _)) if meta.is_fresh(now) => {
+                let served = attempt(Served::Fresh);
                 return self
-                    .respond(parts, site, key, Arc::new(meta), None, attempt)
+                    .respond(parts, site, key, Arc::new(meta), None, served)
                     .await;
             }
-            // Stale with a validator: one conditional request for the object, shared by every waiter.
-            Some((meta, _)) if meta.etag.is_some() || meta.last_modified.is_some() => {
-                match self.revalidate(site, &key, Arc::new(meta)).await {
-                    Revalidation::NotModified(meta) => {
-                        let attempt = Attempt {
-                            refetch,
-                            revalidated: true,
-                        };
-                        return self.respond(parts, site, key, meta, None, attempt).await;
-                    }
-                    Revalidation::Changed => Fwd::Stale,
-                    Revalidation::Failed(e) => {
-                        return Some(self.refuse(
-                            parts,
-                            Refusal::from_fill(&e),
-                            CacheStatus::Error,
-                        ));
-                    }
+            Some((meta, _)) => {
+                let meta = Arc::new(meta);
+                let staleness = meta.staleness(now);
+                let validator = meta.etag.is_some() || meta.last_modified.is_some();
+                let if_error = staleness <= meta.stale_if_error_secs;
+                if validator && staleness <= meta.stale_while_revalidate_secs {
+                    // RFC 5861: answer now from the stale copy; one background request revalidates it.
+                    let (edge, site_bg, key_bg, meta_bg) = (
+                        Arc::clone(self),
+                        site.clone(),
+                        key.clone(),
+                        Arc::clone(&meta),
+                    );
+                    tokio::spawn(async move { edge.revalidate(&site_bg, &key_bg, meta_bg).await });
+                    let served = attempt(Served::Stale(StaleReason::WhileRevalidate));
+                    return self.respond(parts, site, key, meta, None, served).await;
                 }
+                if validator {
+                    // One conditional request for the object, shared by every waiter.
+                    match self.revalidate(site, &key, Arc::clone(&meta)).await {
+                        Revalidation::NotModified(meta) => {
+                            let served = attempt(Served::Revalidated);
+                            return self.respond(parts, site, key, meta, None, served).await;
+                        }
+                        Revalidation::Changed => {}
+                        Revalidation::Failed(_) if if_error => {
+                            let served = attempt(Served::Stale(StaleReason::IfError));
+                            return self.respond(parts, site, key, meta, None, served).await;
+                        }
+                        Revalidation::Failed(e) => {
+                            let refusal = Refusal::from_fill(&e);
+                            return Some(self.refuse(parts, refusal, CacheStatus::Error));
+                        }
+                    }
+                } else if if_error {
+                    stale_fallback = Some(meta);
+                }
+                Fwd::Stale
             }
-            Some(_) => Fwd::Stale,
             None => Fwd::UriMiss,
         };
         // Fill: the first slice this request needs, which also brings the object's metadata.
@@ -269,6 +293,11 @@ impl Edge {
         let head = subscriber.head().await;
         let upstream_ms = Some(waited.elapsed().as_secs_f64() * 1000.0);
         match head {
+            Err(_) if stale_fallback.is_some() => {
+                let meta = stale_fallback.expect("checked above");
+                let served = attempt(Served::Stale(StaleReason::IfError));
+                self.respond(parts, site, key, meta, None, served).await
+            }
             Err(e) => {
                 let mut answer = self.refuse(parts, Refusal::from_fill(&e), CacheStatus::Error);
                 answer.upstream_ms = upstream_ms;
@@ -292,7 +321,7 @@ impl Edge {
                             index,
                             subscriber,
                         }),
-                        attempt,
+                        attempt(Served::Fresh),
                     )
                     .await?;
                 answer.upstream_ms = upstream_ms;
@@ -365,12 +394,13 @@ impl Edge {
         attempt: Attempt,
     ) -> Option<Answer> {
         let now = SystemTime::now();
-        let from_cache = |ttl| {
-            if attempt.revalidated {
-                CacheStatus::Revalidated { ttl }
-            } else {
-                CacheStatus::Hit { ttl }
-            }
+        let from_cache = |ttl| match attempt.served {
+            Served::Fresh => CacheStatus::Hit { ttl },
+            Served::Revalidated => CacheStatus::Revalidated { ttl },
+            Served::Stale(reason) => CacheStatus::Stale {
+                past: meta.staleness(now),
+                reason,
+            },
         };
         let validators = Validators {
             etag: meta.etag.as_deref(),
@@ -641,6 +671,7 @@ impl Edge {
             self.storage.remove(key);
             return Ok(FillHead::NotStorable { status });
         };
+        let windows = self.stale_windows(h, cache_control.as_deref());
         let refreshed = Arc::new(ObjectMeta {
             stored_at: unix_secs(now),
             initial_age: initial_age(
@@ -650,6 +681,8 @@ impl Edge {
                 now,
             ),
             ttl_secs: ttl.as_secs(),
+            stale_while_revalidate_secs: windows.0,
+            stale_if_error_secs: windows.1,
             cache_control,
             last_modified: text(header::LAST_MODIFIED).or_else(|| stale.last_modified.clone()),
             ..stale.clone()
@@ -698,6 +731,21 @@ impl Edge {
                 now,
             )
         })
+    }
+
+    /// RFC 5861 windows (stale-while-revalidate, stale-if-error) in seconds, from the first targeted field
+    /// present, else `cache_control`, else the configured defaults.
+    fn stale_windows(&self, headers: &HeaderMap, cache_control: Option<&str>) -> (u64, u64) {
+        let targeted = self
+            .targeted_fields
+            .iter()
+            .find_map(|f| headers.get(f).and_then(|v| v.to_str().ok()));
+        let cc =
+            crate::cache::freshness::CacheControl::parse(targeted.or(cache_control).unwrap_or(""));
+        (
+            cc.stale_while_revalidate.unwrap_or(self.stale_defaults.0),
+            cc.stale_if_error.unwrap_or(self.stale_defaults.1),
+        )
     }
 
     /// Starts slice `index` in the background if it is neither cached nor being filled (read-ahead while a
@@ -862,6 +910,7 @@ impl Edge {
                 let alias = format!("{key}|{generation:x}|{index}");
                 self.fills.alias(&alias, fill);
                 alias_guard = Some(on_drop(move || self.fills.remove(&alias)));
+                let windows = self.stale_windows(h, text(header::CACHE_CONTROL).as_deref());
                 let meta = Arc::new(ObjectMeta {
                     generation,
                     total_len: total,
@@ -878,6 +927,8 @@ impl Edge {
                         now,
                     ),
                     ttl_secs: ttl.as_secs(),
+                    stale_while_revalidate_secs: windows.0,
+                    stale_if_error_secs: windows.1,
                 });
                 self.storage.insert_meta(key, &meta);
                 meta
@@ -1063,8 +1114,18 @@ impl Edge {
 struct Attempt {
     /// Another pass is allowed if the cached version turns out to have changed upstream.
     refetch: bool,
-    /// The metadata was stale and has just been revalidated (304).
-    revalidated: bool,
+    /// How a response from the cache is labelled.
+    served: Served,
+}
+
+/// What a response from the cache is.
+#[derive(Debug, Clone, Copy)]
+enum Served {
+    Fresh,
+    /// Stale, revalidated just now with a 304.
+    Revalidated,
+    /// Stale, served as RFC 5861 allows.
+    Stale(StaleReason),
 }
 
 /// What revalidating a stale object found.

@@ -127,6 +127,7 @@ impl EdgeServer {
                 .iter()
                 .filter_map(|f| http::HeaderName::from_bytes(f.as_bytes()).ok())
                 .collect(),
+            stale_defaults: (c.stale_while_revalidate_secs, c.stale_if_error_secs),
         }));
         Ok(EdgeServer {
             config,

@@ -19,11 +19,22 @@ impl Fwd {
     }
 }
 
+/// Why a stale response was served (RFC 5861).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    /// Within `stale-while-revalidate`: one background request revalidates it.
+    WhileRevalidate,
+    /// Within `stale-if-error`: the upstream failed.
+    IfError,
+}
+
 /// How the edge answered a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
     /// Served from cache; `ttl` is the freshness left in seconds.
     Hit { ttl: u64 },
+    /// Served stale from cache, `past` seconds past its freshness lifetime.
+    Stale { past: u64, reason: StaleReason },
     /// Stale in cache, revalidated upstream (304), served from cache.
     Revalidated { ttl: u64 },
     /// Not usable from cache: this request started the upstream fill and the response was stored.
@@ -42,6 +53,7 @@ impl CacheStatus {
         match self {
             CacheStatus::Hit { .. } => "hit",
             CacheStatus::Revalidated { .. } => "revalidated",
+            CacheStatus::Stale { .. } => "stale",
             CacheStatus::Miss { .. } => "miss",
             CacheStatus::Coalesced { .. } => "coalesced",
             CacheStatus::Pass => "pass",
@@ -54,14 +66,29 @@ impl CacheStatus {
         match self {
             CacheStatus::Miss { fwd } | CacheStatus::Coalesced { fwd } => Some(fwd),
             CacheStatus::Revalidated { .. } => Some(Fwd::Stale),
+            CacheStatus::Stale {
+                reason: StaleReason::IfError,
+                ..
+            } => Some(Fwd::Stale),
+            CacheStatus::Stale {
+                reason: StaleReason::WhileRevalidate,
+                ..
+            } => None,
             CacheStatus::Pass | CacheStatus::Error => Some(Fwd::UriMiss),
             CacheStatus::Hit { .. } => None,
         }
     }
 
     /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 6] =
-        ["hit", "revalidated", "miss", "coalesced", "pass", "error"];
+    pub const LABELS: [&'static str; 7] = [
+        "hit",
+        "stale",
+        "revalidated",
+        "miss",
+        "coalesced",
+        "pass",
+        "error",
+    ];
 
     /// The `Cache-Status` header value for the cache named `name`.
     pub fn header_value(self, name: &str) -> String {
@@ -69,6 +96,18 @@ impl CacheStatus {
             CacheStatus::Hit { ttl } => format!("{name}; hit; ttl={ttl}"),
             CacheStatus::Revalidated { ttl } => {
                 format!("{name}; fwd=stale; fwd-status=304; ttl={ttl}")
+            }
+            CacheStatus::Stale {
+                past,
+                reason: StaleReason::WhileRevalidate,
+            } => {
+                format!("{name}; hit; ttl=-{past}; detail=stale-while-revalidate")
+            }
+            CacheStatus::Stale {
+                past,
+                reason: StaleReason::IfError,
+            } => {
+                format!("{name}; fwd=stale; ttl=-{past}; detail=stale-if-error")
             }
             CacheStatus::Miss { fwd } => format!("{name}; fwd={}; stored", fwd.as_str()),
             CacheStatus::Coalesced { fwd } => {
@@ -103,6 +142,20 @@ mod tests {
             (
                 CacheStatus::Revalidated { ttl: 9 },
                 "edge-1; fwd=stale; fwd-status=304; ttl=9",
+            ),
+            (
+                CacheStatus::Stale {
+                    past: 3,
+                    reason: StaleReason::WhileRevalidate,
+                },
+                "edge-1; hit; ttl=-3; detail=stale-while-revalidate",
+            ),
+            (
+                CacheStatus::Stale {
+                    past: 3,
+                    reason: StaleReason::IfError,
+                },
+                "edge-1; fwd=stale; ttl=-3; detail=stale-if-error",
             ),
             (CacheStatus::Pass, "edge-1; fwd=uri-miss"),
             (

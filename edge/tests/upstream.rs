@@ -246,3 +246,63 @@ fn stale_objects_are_revalidated_and_keep_their_slices() {
         "{metrics}"
     );
 }
+
+#[test]
+fn stale_while_revalidate_and_stale_if_error() {
+    let store = TempStore::new();
+    store.put("t/seg.ts", &[3u8; 300_000]);
+    store.put("t/meta.json", b"{\"title\": \"x\"}");
+    let classes = "[cache_control]\nsegment = \"public, max-age=1, stale-while-revalidate=30\"\n\
+                   other = \"public, max-age=1, stale-if-error=60\"\n";
+    let origin = start_origin(&store.url(), classes);
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
+    let base = format!("http://127.0.0.1:{}", edge.addr("http_addr").port());
+    let get = |path: &str| curl(&[&format!("{base}{path}")]);
+    assert_eq!(
+        get("/t/seg.ts").header("cache-status"),
+        Some("edge-test; fwd=uri-miss; stored")
+    );
+    assert_eq!(
+        get("/t/meta.json").header("cache-status"),
+        Some("edge-test; fwd=uri-miss; stored")
+    );
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    // stale-while-revalidate: the stale copy at once, one revalidation in the background.
+    let stale = get("/t/seg.ts");
+    let status = stale.header("cache-status").unwrap().to_string();
+    assert!(
+        status.starts_with("edge-test; hit; ttl=-")
+            && status.ends_with("detail=stale-while-revalidate"),
+        "{status}"
+    );
+    assert_eq!(stale.body, vec![3u8; 300_000]);
+    origin.wait_for_event("access", |e| e["status"] == 304 && e["path"] == "/t/seg.ts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = get("/t/seg.ts").header("cache-status").unwrap().to_string();
+        if status.starts_with("edge-test; hit; ttl=") && !status.contains("ttl=-") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not refreshed by the background revalidation: {status}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // stale-if-error: the upstream is gone, the stale copy is served and says why.
+    assert!(origin.stop());
+    let fallback = get("/t/meta.json");
+    assert_eq!(fallback.status, 200);
+    assert_eq!(fallback.text(), "{\"title\": \"x\"}");
+    let status = fallback.header("cache-status").unwrap().to_string();
+    assert!(
+        status.starts_with("edge-test; fwd=stale; ttl=-")
+            && status.ends_with("detail=stale-if-error"),
+        "{status}"
+    );
+    // Without a stale-if-error window an unreachable upstream is still a 502.
+    assert_eq!(get("/t/never-cached.ts").status, 502);
+}

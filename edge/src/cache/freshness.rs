@@ -13,6 +13,10 @@ pub struct CacheControl {
     pub no_cache: bool,
     pub max_age: Option<u64>,
     pub s_maxage: Option<u64>,
+    /// RFC 5861: seconds a stale response may be served while it is revalidated in the background.
+    pub stale_while_revalidate: Option<u64>,
+    /// RFC 5861: seconds a stale response may be served when the upstream fails.
+    pub stale_if_error: Option<u64>,
 }
 
 impl CacheControl {
@@ -33,6 +37,8 @@ impl CacheControl {
                 "no-cache" => cc.no_cache = true,
                 "max-age" => cc.max_age = Some(if cc.max_age.is_some() { 0 } else { seconds() }),
                 "s-maxage" => cc.s_maxage = Some(if cc.s_maxage.is_some() { 0 } else { seconds() }),
+                "stale-while-revalidate" => cc.stale_while_revalidate = Some(seconds()),
+                "stale-if-error" => cc.stale_if_error = Some(seconds()),
                 _ => {}
             }
         }
@@ -167,6 +173,19 @@ mod tests {
             ttl(None, Some("Sun, 06 Nov 1994 08:50:37 GMT"), None),
             Some(60)
         ); // no Date: now
+    }
+
+    #[test]
+    fn rfc5861_directives() {
+        let cc =
+            CacheControl::parse("max-age=60, stale-while-revalidate=30, STALE-IF-ERROR=\"600\"");
+        assert_eq!(
+            (cc.stale_while_revalidate, cc.stale_if_error),
+            (Some(30), Some(600))
+        );
+        let cc = CacheControl::parse("stale-while-revalidate=x");
+        assert_eq!(cc.stale_while_revalidate, Some(0));
+        assert_eq!(CacheControl::parse("max-age=1").stale_if_error, None);
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub struct ObjectMeta {
     pub initial_age: u64,
     /// Freshness lifetime in seconds.
     pub ttl_secs: u64,
+    /// Seconds past its lifetime it may be served while revalidated in the background (RFC 5861).
+    #[serde(default)]
+    pub stale_while_revalidate_secs: u64,
+    /// Seconds past its lifetime it may be served when the upstream fails (RFC 5861).
+    #[serde(default)]
+    pub stale_if_error_secs: u64,
 }
 
 impl ObjectMeta {
@@ -38,6 +44,11 @@ impl ObjectMeta {
 
     pub fn is_fresh(&self, now: SystemTime) -> bool {
         self.age(now) < self.ttl_secs
+    }
+
+    /// Seconds past the freshness lifetime (0 while fresh).
+    pub fn staleness(&self, now: SystemTime) -> u64 {
+        self.age(now).saturating_sub(self.ttl_secs)
     }
 
     /// Seconds of freshness left.
@@ -89,6 +100,8 @@ mod tests {
             stored_at: 1000,
             initial_age: 5,
             ttl_secs: 60,
+            stale_while_revalidate_secs: 10,
+            stale_if_error_secs: 0,
         }
     }
 
@@ -108,6 +121,8 @@ mod tests {
         assert!(m.is_fresh(at(1054)));
         assert!(!m.is_fresh(at(1055)));
         assert_eq!(m.ttl_left(at(1050)), 5);
+        assert_eq!(m.staleness(at(1050)), 0);
+        assert_eq!(m.staleness(at(1065)), 10);
         assert_eq!(
             m.age(at(900)),
             5,
