@@ -268,18 +268,25 @@ pub fn on_drop<F: FnOnce()>(f: F) -> impl Drop {
     Guard(Some(f))
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM: the signal every binary drains on.
-pub async fn shutdown_signal() {
+/// A future that resolves on SIGINT (Ctrl-C) or SIGTERM, the signals every binary drains on. The handlers are
+/// installed when this is called, not when the future is first polled, so a signal that arrives as soon as a
+/// server says it is listening is never lost to the default action (regression: `sigterm_stops_cleanly`
+/// failed once when SIGTERM came between the `listening` line and the first poll). Call inside a runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (term, interrupt) {
+            (Ok(mut term), Ok(mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
