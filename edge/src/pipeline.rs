@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use crate::cache::fill::{Fill, FillError, FillHead, Fills, Subscriber, concat};
 use crate::cache::freshness::{initial_age, storable_ttl, targeted_ttl};
 use crate::cache::key::CacheKey;
-use crate::cache::meta::{ObjectMeta, new_generation, unix_secs};
+use crate::cache::meta::{Freshness, ObjectMeta, new_generation, unix_secs};
 use crate::cache::slices::{Slicing, first_slice_hint};
 use crate::cache::storage::CacheStorage;
 use crate::metrics::EdgeMetrics;
@@ -665,28 +665,18 @@ impl Edge {
                 .map(str::to_string)
         };
         let cache_control = text(header::CACHE_CONTROL).or_else(|| stale.cache_control.clone());
-        let ttl = self.freshness_lifetime(h, cache_control.as_deref(), now);
-        let Some(ttl) = ttl else {
+        let Some(freshness) = self.freshness(h, cache_control.as_deref(), request_time, now) else {
             // The 304 says the response may no longer be stored.
             self.storage.remove(key);
             return Ok(FillHead::NotStorable { status });
         };
-        let windows = self.stale_windows(h, cache_control.as_deref());
-        let refreshed = Arc::new(ObjectMeta {
-            stored_at: unix_secs(now),
-            initial_age: initial_age(
-                text(header::AGE).as_deref(),
-                text(header::DATE).as_deref(),
-                request_time,
-                now,
-            ),
-            ttl_secs: ttl.as_secs(),
-            stale_while_revalidate_secs: windows.0,
-            stale_if_error_secs: windows.1,
+        let mut refreshed = ObjectMeta {
             cache_control,
             last_modified: text(header::LAST_MODIFIED).or_else(|| stale.last_modified.clone()),
             ..stale.clone()
-        });
+        };
+        refreshed.refresh(freshness);
+        let refreshed = Arc::new(refreshed);
         self.storage.insert_meta(key, &refreshed);
         Ok(FillHead::Slice(refreshed))
     }
@@ -712,17 +702,19 @@ impl Edge {
         Ok(response)
     }
 
-    /// How long an upstream response may be served: from the first targeted field present, else from
-    /// `cache_control` and `Expires`; `None` when it must not be stored.
-    fn freshness_lifetime(
+    /// The freshness of an upstream response: its lifetime from the first targeted field present (RFC 9213),
+    /// else `cache_control` and `Expires`; its age when received (RFC 9111 §4.2.3); its RFC 5861 windows from
+    /// the same field, else the configured defaults. `None` when it must not be stored.
+    fn freshness(
         &self,
         headers: &HeaderMap,
         cache_control: Option<&str>,
+        request_time: SystemTime,
         now: SystemTime,
-    ) -> Option<std::time::Duration> {
+    ) -> Option<Freshness> {
         let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
         let targeted: Vec<Option<&str>> = self.targeted_fields.iter().map(text).collect();
-        targeted_ttl(200, &targeted).unwrap_or_else(|| {
+        let ttl = targeted_ttl(200, &targeted).unwrap_or_else(|| {
             storable_ttl(
                 200,
                 cache_control,
@@ -730,22 +722,16 @@ impl Edge {
                 text(&header::DATE),
                 now,
             )
+        })?;
+        let governing = targeted.iter().flatten().next().copied().or(cache_control);
+        let cc = crate::cache::freshness::CacheControl::parse(governing.unwrap_or(""));
+        Some(Freshness {
+            stored_at: unix_secs(now),
+            initial_age: initial_age(text(&header::AGE), text(&header::DATE), request_time, now),
+            ttl_secs: ttl.as_secs(),
+            stale_while_revalidate_secs: cc.stale_while_revalidate.unwrap_or(self.stale_defaults.0),
+            stale_if_error_secs: cc.stale_if_error.unwrap_or(self.stale_defaults.1),
         })
-    }
-
-    /// RFC 5861 windows (stale-while-revalidate, stale-if-error) in seconds, from the first targeted field
-    /// present, else `cache_control`, else the configured defaults.
-    fn stale_windows(&self, headers: &HeaderMap, cache_control: Option<&str>) -> (u64, u64) {
-        let targeted = self
-            .targeted_fields
-            .iter()
-            .find_map(|f| headers.get(f).and_then(|v| v.to_str().ok()));
-        let cc =
-            crate::cache::freshness::CacheControl::parse(targeted.or(cache_control).unwrap_or(""));
-        (
-            cc.stale_while_revalidate.unwrap_or(self.stale_defaults.0),
-            cc.stale_if_error.unwrap_or(self.stale_defaults.1),
-        )
     }
 
     /// Starts slice `index` in the background if it is neither cached nor being filled (read-ahead while a
@@ -889,7 +875,8 @@ impl Edge {
             }
         };
         let now = SystemTime::now();
-        let ttl = self.freshness_lifetime(h, text(header::CACHE_CONTROL).as_deref(), now);
+        let freshness =
+            self.freshness(h, text(header::CACHE_CONTROL).as_deref(), request_time, now);
         let etag = text(header::ETAG);
         let mut alias_guard = None;
         let meta = match known {
@@ -900,7 +887,7 @@ impl Edge {
                 meta
             }
             None => {
-                let Some(ttl) = ttl.filter(|_| total > 0) else {
+                let Some(freshness) = freshness.filter(|_| total > 0) else {
                     fill.publish_head(Ok(FillHead::NotStorable { status }));
                     return Ok(());
                 };
@@ -910,8 +897,7 @@ impl Edge {
                 let alias = format!("{key}|{generation:x}|{index}");
                 self.fills.alias(&alias, fill);
                 alias_guard = Some(on_drop(move || self.fills.remove(&alias)));
-                let windows = self.stale_windows(h, text(header::CACHE_CONTROL).as_deref());
-                let meta = Arc::new(ObjectMeta {
+                let mut meta = ObjectMeta {
                     generation,
                     total_len: total,
                     slice_bytes,
@@ -919,17 +905,14 @@ impl Edge {
                     etag,
                     last_modified: text(header::LAST_MODIFIED),
                     cache_control: text(header::CACHE_CONTROL),
-                    stored_at: unix_secs(now),
-                    initial_age: initial_age(
-                        text(header::AGE).as_deref(),
-                        text(header::DATE).as_deref(),
-                        request_time,
-                        now,
-                    ),
-                    ttl_secs: ttl.as_secs(),
-                    stale_while_revalidate_secs: windows.0,
-                    stale_if_error_secs: windows.1,
-                });
+                    stored_at: 0,
+                    initial_age: 0,
+                    ttl_secs: 0,
+                    stale_while_revalidate_secs: 0,
+                    stale_if_error_secs: 0,
+                };
+                meta.refresh(freshness);
+                let meta = Arc::new(meta);
                 self.storage.insert_meta(key, &meta);
                 meta
             }

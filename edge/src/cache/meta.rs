@@ -36,7 +36,27 @@ pub struct ObjectMeta {
     pub stale_if_error_secs: u64,
 }
 
+/// The freshness inputs of one upstream response (RFC 9111, RFC 5861), set on a new version or on a version
+/// that a 304 refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    pub stored_at: u64,
+    pub initial_age: u64,
+    pub ttl_secs: u64,
+    pub stale_while_revalidate_secs: u64,
+    pub stale_if_error_secs: u64,
+}
+
 impl ObjectMeta {
+    /// Takes the freshness of a newer response for the same version.
+    pub fn refresh(&mut self, f: Freshness) {
+        self.stored_at = f.stored_at;
+        self.initial_age = f.initial_age;
+        self.ttl_secs = f.ttl_secs;
+        self.stale_while_revalidate_secs = f.stale_while_revalidate_secs;
+        self.stale_if_error_secs = f.stale_if_error_secs;
+    }
+
     /// Current age in seconds (RFC 9111 §4.2.3, simplified: initial age plus resident time).
     pub fn age(&self, now: SystemTime) -> u64 {
         self.initial_age + unix_secs(now).saturating_sub(self.stored_at)
