@@ -1,49 +1,128 @@
 //! The edge's admin listener: `/healthz` (open), `/metrics` (Prometheus; behind the bearer token when one is
-//! configured). Later issues add the purge API here, always behind the token.
+//! configured), and the purge API, always behind the token:
+//! - `POST /purge` with a JSON body `{"url": "https://host/path", "soft": false}`, `{"prefix": "https://host/dir/"}`
+//!   or `{"tag": "title-42"}`: a hard purge makes matching stored versions unusable, a soft one marks them stale
+//!   (the next request revalidates). Each is recorded as a ban (see `cache::bans`), so it costs O(1).
+//! - `GET /bans`: the bans in force, as JSON.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
 
+use crate::cache::bans::BanKind;
 use crate::pipeline::{Body, Edge};
+
+/// The largest purge request body read.
+const MAX_PURGE_BODY_BYTES: usize = 16 * 1024;
 
 pub struct AdminService {
     pub edge: Arc<Edge>,
     pub bearer_token: Option<String>,
 }
 
+/// A purge request: exactly one of `url`, `prefix` and `tag`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    url: Option<String>,
+    prefix: Option<String>,
+    tag: Option<String>,
+    #[serde(default)]
+    soft: bool,
+}
+
 impl AdminService {
-    pub fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
-        match req.uri().path() {
-            "/healthz" => plain(StatusCode::OK, "ok\n".into()),
-            "/metrics" if !self.authorized(req) => {
-                let mut response = plain(
-                    StatusCode::UNAUTHORIZED,
-                    "a bearer token is required\n".into(),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                response
-            }
-            "/metrics" => {
-                let metrics = &self.edge.metrics;
-                metrics
-                    .memory_bytes
-                    .set(self.edge.storage().memory_usage() as i64);
-                let (content_type, body) = shared::metrics::encode(&metrics.registry);
-                let mut response = plain(StatusCode::OK, body);
-                if let Ok(value) = HeaderValue::from_str(&content_type) {
-                    response.headers_mut().insert(header::CONTENT_TYPE, value);
-                }
-                response
-            }
+    pub async fn respond<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (_, "/healthz") => plain(StatusCode::OK, "ok\n"),
+            (_, "/metrics") if !self.authorized(&req) => unauthorized(),
+            (_, "/metrics") => self.metrics(),
+            (_, "/purge" | "/bans") if self.bearer_token.is_none() => plain(
+                StatusCode::FORBIDDEN,
+                "purging needs admin.bearer_token to be configured\n",
+            ),
+            (_, "/purge" | "/bans") if !self.authorized(&req) => unauthorized(),
+            (&Method::POST, "/purge") => self.purge(req).await,
+            (&Method::GET, "/bans") => json(StatusCode::OK, &self.edge.bans.list()),
+            (_, "/purge") => method_not_allowed("POST"),
+            (_, "/bans") => method_not_allowed("GET"),
             _ => plain(
                 StatusCode::NOT_FOUND,
-                "not found: the admin listener serves /healthz and /metrics\n".into(),
+                "not found: the admin listener serves /healthz, /metrics, /purge and /bans\n",
+            ),
+        }
+    }
+
+    fn metrics(&self) -> Response<Body> {
+        let metrics = &self.edge.metrics;
+        metrics
+            .memory_bytes
+            .set(self.edge.storage().memory_usage() as i64);
+        for (kind, count) in self.edge.bans.counts() {
+            metrics
+                .bans
+                .with_label_values(&[kind.as_str()])
+                .set(count as i64);
+        }
+        let (content_type, body) = shared::metrics::encode(&metrics.registry);
+        let mut response = plain(StatusCode::OK, body);
+        if let Ok(value) = HeaderValue::from_str(&content_type) {
+            response.headers_mut().insert(header::CONTENT_TYPE, value);
+        }
+        response
+    }
+
+    async fn purge<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let bad = |reason: String| plain(StatusCode::BAD_REQUEST, format!("{reason}\n"));
+        let body = match Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return bad(format!("the request body could not be read: {e}")),
+        };
+        let request: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return bad(format!(
+                    "the body must be JSON such as {{\"url\": \"https://host/path\"}}: {e}"
+                ));
+            }
+        };
+        let (kind, target) = match (request.url, request.prefix, request.tag) {
+            (Some(url), None, None) => (BanKind::Url, url),
+            (None, Some(prefix), None) => (BanKind::Prefix, prefix),
+            (None, None, Some(tag)) => (BanKind::Tag, tag),
+            _ => return bad("give exactly one of `url`, `prefix` and `tag`".into()),
+        };
+        match self.edge.purge(kind, &target, request.soft) {
+            Ok(ban) => {
+                let mode = if ban.soft { "soft" } else { "hard" };
+                self.edge
+                    .metrics
+                    .purges
+                    .with_label_values(&[kind.as_str(), mode])
+                    .inc();
+                tracing::info!(kind = kind.as_str(), pattern = %ban.pattern, soft = ban.soft, "purge");
+                json(StatusCode::OK, &ban)
+            }
+            Err(PurgeError::Invalid(reason)) => bad(reason),
+            Err(PurgeError::Io(e)) => plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the purge could not be saved: {e}\n"),
             ),
         }
     }
@@ -53,9 +132,47 @@ impl AdminService {
     }
 }
 
-fn plain(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+/// Why a purge was not recorded.
+pub enum PurgeError {
+    /// The request names nothing this edge serves (400).
+    Invalid(String),
+    /// The ban could not be saved (500).
+    Io(std::io::Error),
+}
+
+fn unauthorized() -> Response<Body> {
+    let mut response = plain(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("use {allow} here\n"),
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = plain(status, body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(
-        Full::new(Bytes::from(body))
+        Full::new(body.into())
             .map_err(|never| match never {})
             .boxed_unsync(),
     );

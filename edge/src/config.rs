@@ -127,6 +127,10 @@ pub struct SiteConfig {
     pub hosts: Vec<String>,
     /// Upstream base URL (`http://host:port`): the origin or a parent edge.
     pub upstream: String,
+    /// Path prefixes the cache does not handle: requests are forwarded and nothing is stored
+    /// (`Cache-Status: …; fwd=bypass`). Default: none.
+    #[serde(default)]
+    pub bypass_paths: Vec<String>,
 }
 
 fn default_site_name() -> String {
@@ -157,6 +161,31 @@ pub struct CacheConfig {
     /// RFC 5861 `stale-if-error` when the upstream gives none: seconds a stale object is served when the
     /// upstream fails or times out. Default: 300.
     pub stale_if_error_secs: u64,
+    /// Heuristic freshness (RFC 9111 §4.2.2) for responses without an explicit lifetime: this percentage of the
+    /// time since `Last-Modified`; 0 disables heuristics. Default: 10.
+    pub heuristic_percent: u64,
+    /// Upper bound on a heuristic lifetime. Default: 86400.
+    pub heuristic_max_secs: u64,
+    /// Lifetime of a 404 or 410 the upstream gives no lifetime for (negative caching); 0 stores none.
+    /// Default: 10.
+    pub negative_ttl_secs: u64,
+    /// Variants (`Vary`) kept per URL; storing one more drops the oldest. Default: 16.
+    pub max_variants: usize,
+    /// A stored version not confirmed by the upstream for this long is not used (it is fetched anew); purge
+    /// bans are kept this long. Default: 2592000 (30 days).
+    pub max_retention_secs: u64,
+    /// Client request directives `no-cache`, `max-age`, `min-fresh` and `no-store`: `ignore` (the default:
+    /// the edge protects its upstream, a client cannot force a refetch) or `honor` (they are obeyed, and a
+    /// request they send upstream says `fwd=request`). `only-if-cached` and `max-stale` are always honoured.
+    pub client_directives: ClientDirectives,
+}
+
+/// The policy for client request directives that would send requests upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientDirectives {
+    Ignore,
+    Honor,
 }
 
 /// Limits on every connection and on upstream requests.
@@ -172,6 +201,9 @@ pub struct LimitsConfig {
     pub idle_timeout_secs: u64,
     /// Largest request head in bytes. Default: 16384.
     pub max_header_bytes: usize,
+    /// Request bodies (POST, PUT, PATCH, DELETE are forwarded to the upstream) larger than this get 413.
+    /// Default: 1048576.
+    pub max_request_body_bytes: usize,
     /// HTTP/2 streams per connection. Default: 256.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2 flow-control window per stream in bytes (the connection gets 4x). Default: 4194304.
@@ -269,6 +301,12 @@ impl Default for CacheConfig {
             targeted_fields: vec!["CDN-Cache-Control".into()],
             stale_while_revalidate_secs: 0,
             stale_if_error_secs: 300,
+            heuristic_percent: 10,
+            heuristic_max_secs: 86_400,
+            negative_ttl_secs: 10,
+            max_variants: 16,
+            max_retention_secs: 30 * 86_400,
+            client_directives: ClientDirectives::Ignore,
         }
     }
 }
@@ -280,6 +318,7 @@ impl Default for LimitsConfig {
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
+            max_request_body_bytes: 1 << 20,
             h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
             h2_window_bytes: defaults::H2_WINDOW_BYTES,
             tls_handshake_timeout_secs: defaults::TLS_HANDSHAKE_TIMEOUT_SECS,
@@ -328,6 +367,7 @@ impl EdgeConfig {
             name: default_site_name(),
             hosts: defaults::SITE_HOSTS.iter().map(|s| s.to_string()).collect(),
             upstream: defaults::UPSTREAM.into(),
+            bypass_paths: Vec::new(),
         }]
     }
 
@@ -441,6 +481,13 @@ impl EdgeConfig {
                 &field("upstream"),
                 "must be http://HOST[:PORT] with no path",
             )?;
+            for prefix in &site.bypass_paths {
+                ensure(
+                    prefix.starts_with('/'),
+                    &field("bypass_paths"),
+                    format!("`{prefix}` must start with /"),
+                )?;
+            }
         }
         let c = &self.cache;
         ensure(
@@ -462,6 +509,21 @@ impl EdgeConfig {
             ),
         )?;
         ensure(c.max_fills > 0, "cache.max_fills", "must be at least 1")?;
+        ensure(
+            c.heuristic_percent <= 100,
+            "cache.heuristic_percent",
+            "must be between 0 and 100",
+        )?;
+        ensure(
+            c.max_variants > 0,
+            "cache.max_variants",
+            "must be at least 1",
+        )?;
+        ensure(
+            c.max_retention_secs >= 60,
+            "cache.max_retention_secs",
+            "must be at least 60",
+        )?;
         for field in &c.targeted_fields {
             ensure(
                 http::HeaderName::from_bytes(field.as_bytes()).is_ok(),

@@ -153,6 +153,40 @@ async fn serve_connection(
     while requests.join_next().await.is_some() {}
 }
 
+/// The body of an HTTP/3 request, whole, up to `limit` bytes.
+async fn read_body(
+    stream: &mut RequestStream,
+    limit: usize,
+) -> Result<bytes::Bytes, crate::pipeline::Refusal> {
+    use bytes::Buf;
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match stream.recv_data().await {
+            Ok(Some(mut chunk)) => {
+                if body.len() + chunk.remaining() > limit {
+                    return Err(crate::pipeline::Refusal::new(
+                        http::StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the request body is larger than {limit} bytes"),
+                    ));
+                }
+                while chunk.has_remaining() {
+                    let piece = chunk.chunk();
+                    body.extend_from_slice(piece);
+                    let n = piece.len();
+                    chunk.advance(n);
+                }
+            }
+            Ok(None) => return Ok(body.freeze()),
+            Err(e) => {
+                return Err(crate::pipeline::Refusal::new(
+                    http::StatusCode::BAD_REQUEST,
+                    format!("the request body could not be read: {e}"),
+                ));
+            }
+        }
+    }
+}
+
 /// One HTTP/3 request through the shared pipeline; the body is sent frame by frame, and a body that fails
 /// mid-way resets the stream (never a short body presented as complete).
 async fn serve_request(
@@ -161,8 +195,19 @@ async fn serve_request(
     mut stream: RequestStream,
     peer: SocketAddr,
 ) {
+    let started = Instant::now();
     let (parts, ()) = request.into_parts();
-    let response = crate::server::respond_logged(&edge, parts, peer, Instant::now()).await;
+    let response = if crate::pipeline::has_body(&parts.method) {
+        match read_body(&mut stream, edge.max_request_body_bytes).await {
+            Ok(body) => crate::server::respond_logged(&edge, parts, body, peer, started).await,
+            Err(refusal) => {
+                let answer = edge.refuse_request(&parts, refusal);
+                crate::server::log_answer(&edge, parts, answer, peer, started)
+            }
+        }
+    } else {
+        crate::server::respond_logged(&edge, parts, bytes::Bytes::new(), peer, started).await
+    };
     let (head, mut body) = response.into_parts();
     if stream
         .send_response(Response::from_parts(head, ()))

@@ -51,6 +51,16 @@ pub struct EdgeMetrics {
     pub memory_bytes: IntGauge,
     /// `edge_cache_slices_stored_total`.
     pub slices_stored: IntCounter,
+    /// `edge_cache_forwarded_total{fwd}`: requests sent upstream, by the RFC 9211 `fwd=` reason.
+    pub forwarded: IntCounterVec,
+    /// `edge_cache_purges_total{kind, mode}`: purges accepted, kind `url`/`prefix`/`tag`, mode `hard`/`soft`.
+    pub purges: IntCounterVec,
+    /// `edge_cache_bans{kind}`: bans recorded (set at scrape time).
+    pub bans: IntGaugeVec,
+    /// `edge_cache_ban_matches_total{verdict}`: stored versions a ban made unusable (`drop`) or stale.
+    pub ban_matches: IntCounterVec,
+    /// `edge_cache_invalidations_total`: URLs invalidated by unsafe requests (RFC 9111 §4.4).
+    pub invalidations: IntCounter,
 }
 
 impl EdgeMetrics {
@@ -173,6 +183,30 @@ impl EdgeMetrics {
                 "edge_cache_slices_stored_total",
                 "Slices inserted into the cache.",
             ),
+            forwarded: counter_vec(
+                "edge_cache_forwarded_total",
+                "Requests sent upstream, by the RFC 9211 fwd reason.",
+                &["fwd"],
+            ),
+            purges: counter_vec(
+                "edge_cache_purges_total",
+                "Purges accepted, by kind (url, prefix, tag) and mode (hard, soft).",
+                &["kind", "mode"],
+            ),
+            bans: IntGaugeVec::new(
+                Opts::new("edge_cache_bans", "Purge bans recorded, by kind."),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            ban_matches: counter_vec(
+                "edge_cache_ban_matches_total",
+                "Stored versions a ban made unusable (drop) or stale.",
+                &["verdict"],
+            ),
+            invalidations: counter(
+                "edge_cache_invalidations_total",
+                "URLs invalidated by unsafe requests (RFC 9111 4.4).",
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -198,7 +232,18 @@ impl EdgeMetrics {
             Box::new(m.lookups.clone()),
             Box::new(m.memory_bytes.clone()),
             Box::new(m.slices_stored.clone()),
+            Box::new(m.forwarded.clone()),
+            Box::new(m.purges.clone()),
+            Box::new(m.bans.clone()),
+            Box::new(m.ban_matches.clone()),
+            Box::new(m.invalidations.clone()),
         ];
+        for fwd in crate::status::Fwd::ALL {
+            m.forwarded.with_label_values(&[fwd.as_str()]);
+        }
+        for verdict in ["drop", "stale"] {
+            m.ban_matches.with_label_values(&[verdict]);
+        }
         for collector in collectors {
             m.registry
                 .register(collector)

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -22,12 +22,19 @@ use shared::range::{self, ByteRange, RangeOutcome};
 use shared::serve::on_drop;
 use tokio::sync::Semaphore;
 
+use crate::admin::PurgeError;
+use crate::cache::bans::{Ban, BanKind, Bans, Verdict};
 use crate::cache::fill::{Fill, FillError, FillHead, Fills, Subscriber, concat};
-use crate::cache::freshness::{initial_age, storable_ttl, targeted_ttl};
+use crate::cache::freshness::{
+    Lifetime, NotStored, Policy, client_accepts_stale, decide, fresh_enough, joined,
+    request_directives, ttl_param,
+};
 use crate::cache::key::CacheKey;
-use crate::cache::meta::{Freshness, ObjectMeta, new_generation, unix_secs};
+use crate::cache::meta::{ObjectMeta, new_generation, unix_millis};
 use crate::cache::slices::{Slicing, first_slice_hint};
 use crate::cache::storage::CacheStorage;
+use crate::cache::vary::{preferred_encoding, upstream_fields, variant_values, vary_fields};
+use crate::config::ClientDirectives;
 use crate::metrics::EdgeMetrics;
 use crate::status::{CacheStatus, Fwd, StaleReason};
 use crate::upstream::{Upstream, parse_content_range};
@@ -41,6 +48,8 @@ pub struct Site {
     pub name: String,
     /// `host:port` of the upstream.
     pub upstream: String,
+    /// Path prefixes the cache does not handle (`fwd=bypass`).
+    pub bypass_paths: Vec<String>,
 }
 
 /// The CORS policy for browser players.
@@ -63,10 +72,14 @@ pub struct Edge {
     pub metrics: Arc<EdgeMetrics>,
     /// `Alt-Svc` for TCP responses (HTTP/3 discovery).
     pub alt_svc: Option<HeaderValue>,
-    /// Targeted cache-control fields (RFC 9213), in priority order.
-    targeted_fields: Vec<HeaderName>,
-    /// RFC 5861 windows when the upstream gives none.
-    stale_defaults: (u64, u64),
+    /// How lifetimes are computed (targeted fields, heuristics, negative caching, stale defaults).
+    policy: Policy,
+    client_directives: ClientDirectives,
+    max_variants: usize,
+    retention_ms: u64,
+    pub bans: Bans,
+    /// Request bodies (unsafe methods) larger than this are refused with 413.
+    pub max_request_body_bytes: usize,
 }
 
 /// What an [`Edge`] is built from.
@@ -82,10 +95,12 @@ pub struct EdgeSetup {
     pub metrics: Arc<EdgeMetrics>,
     /// `Alt-Svc` value advertising HTTP/3 on TCP responses, when it is served.
     pub alt_svc: Option<HeaderValue>,
-    /// Targeted cache-control fields (RFC 9213) that override `Cache-Control` for this edge.
-    pub targeted_fields: Vec<HeaderName>,
-    /// RFC 5861 windows, in seconds, when the upstream gives none: (stale-while-revalidate, stale-if-error).
-    pub stale_defaults: (u64, u64),
+    pub policy: Policy,
+    pub client_directives: ClientDirectives,
+    pub max_variants: usize,
+    pub retention_secs: u64,
+    pub bans: Bans,
+    pub max_request_body_bytes: usize,
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -98,13 +113,13 @@ pub struct Answer {
 }
 
 /// A refusal or failure answered with a status and a reason.
-struct Refusal {
+pub struct Refusal {
     status: StatusCode,
     reason: String,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, reason: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Self {
         Refusal {
             status,
             reason: reason.into(),
@@ -120,27 +135,86 @@ impl Refusal {
     }
 }
 
-/// Request headers forwarded on a pass-through (uncacheable) request.
-const PASS_HEADERS: [HeaderName; 6] = [
+/// Request headers forwarded on a pass-through GET or HEAD.
+const PASS_HEADERS: [HeaderName; 10] = [
     header::RANGE,
     header::IF_RANGE,
     header::IF_NONE_MATCH,
     header::IF_MODIFIED_SINCE,
     header::IF_MATCH,
     header::IF_UNMODIFIED_SINCE,
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::ACCEPT,
+    header::ACCEPT_ENCODING,
+];
+
+/// Request headers never forwarded with an unsafe request: hop-by-hop fields, and those the edge sets itself.
+const HOP_BY_HOP: [HeaderName; 10] = [
+    header::HOST,
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::CONTENT_LENGTH,
+    header::VIA,
+    header::EXPECT,
 ];
 
 /// Upstream response headers passed to the client on a pass-through.
-const PASS_RESPONSE_HEADERS: [HeaderName; 8] = [
+const PASS_RESPONSE_HEADERS: [HeaderName; 15] = [
     header::CONTENT_TYPE,
     header::CONTENT_LENGTH,
     header::CONTENT_RANGE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LOCATION,
+    header::LOCATION,
     header::ETAG,
     header::LAST_MODIFIED,
     header::CACHE_CONTROL,
     header::ACCEPT_RANGES,
     header::EXPIRES,
+    header::VARY,
+    header::SET_COOKIE,
+    header::WWW_AUTHENTICATE,
+    header::ALLOW,
 ];
+
+/// Response fields stored with an object and passed to clients from the cache (besides Content-Type, ETag,
+/// Last-Modified and Cache-Control, which have their own fields).
+const STORED_FIELDS: [HeaderName; 8] = [
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_LOCATION,
+    header::CONTENT_DISPOSITION,
+    header::LOCATION,
+    header::LINK,
+    header::VARY,
+    header::X_CONTENT_TYPE_OPTIONS,
+];
+
+/// Response fields whose values are tags for purging (space- or comma-separated).
+const TAG_FIELDS: [&str; 2] = ["surrogate-key", "cache-tag"];
+
+const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
+
+/// The largest body of a whole (non-200) response that is stored.
+const MAX_WHOLE_BODY_BYTES: usize = 64 * 1024;
+
+/// Whether a request of this method has a body the edge reads and forwards.
+pub fn has_body(method: &Method) -> bool {
+    is_unsafe(method)
+}
+
+/// Methods the edge forwards (never from cache) and that invalidate what it stored for the URL (§4.4).
+fn is_unsafe(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
+}
 
 impl Edge {
     pub fn new(setup: EdgeSetup) -> Self {
@@ -154,8 +228,12 @@ impl Edge {
             cors,
             metrics,
             alt_svc,
-            targeted_fields,
-            stale_defaults,
+            policy,
+            client_directives,
+            max_variants,
+            retention_secs,
+            bans,
+            max_request_body_bytes,
         } = setup;
         let mut hosts = HashMap::new();
         let mut site_list = Vec::new();
@@ -177,8 +255,12 @@ impl Edge {
             cors,
             metrics,
             alt_svc,
-            targeted_fields,
-            stale_defaults,
+            policy,
+            client_directives,
+            max_variants,
+            retention_ms: retention_secs.saturating_mul(1000),
+            bans,
+            max_request_body_bytes,
         }
     }
 
@@ -186,13 +268,14 @@ impl Edge {
         &self.storage
     }
 
-    /// Answers one request.
-    pub async fn handle(self: &Arc<Self>, parts: &Parts) -> Answer {
-        if let Some(answer) = self.handle_attempt(parts, true).await {
+    /// Answers one request; `body` is the request body of an unsafe method (empty otherwise).
+    pub async fn handle(self: &Arc<Self>, parts: &Parts, body: Bytes) -> Answer {
+        if let Some(answer) = self.handle_attempt(parts, &body, true).await {
             return answer;
         }
-        // The object changed upstream since it was cached and that version was dropped: fetch it anew, once.
-        match self.handle_attempt(parts, false).await {
+        // The object changed upstream since it was cached and that version was dropped (or a coalesced fill
+        // brought another variant): look it up anew, once.
+        match self.handle_attempt(parts, &body, false).await {
             Some(answer) => answer,
             None => self.refuse(
                 parts,
@@ -207,56 +290,91 @@ impl Edge {
 
     /// One pass through the pipeline; `None` when the cached version turned out stale before anything was
     /// sent and `refetch` allows another pass.
-    async fn handle_attempt(self: &Arc<Self>, parts: &Parts, refetch: bool) -> Option<Answer> {
+    async fn handle_attempt(
+        self: &Arc<Self>,
+        parts: &Parts,
+        body: &Bytes,
+        refetch: bool,
+    ) -> Option<Answer> {
         // Admit.
         let site = match self.admit(parts) {
             Ok(site) => site,
-            Err(refusal) => return Some(self.refuse(parts, refusal, CacheStatus::Error)),
+            Err(refusal) => return Some(self.refuse(parts, refusal, CacheStatus::Local)),
         };
         if parts.method == Method::OPTIONS {
             return Some(self.preflight(parts));
         }
         // Key.
-        let key = CacheKey::new(&site.name, parts.uri.path(), parts.uri.query());
+        let primary = CacheKey::new(&site.name, parts.uri.path(), parts.uri.query());
+        if is_unsafe(&parts.method) {
+            return Some(self.forward_unsafe(parts, site, &primary, body).await);
+        }
+        let pass = |fwd, detail| CacheStatus::Pass { fwd, detail };
+        if site
+            .bypass_paths
+            .iter()
+            .any(|p| parts.uri.path().starts_with(p.as_str()))
+        {
+            return Some(self.pass(parts, site, None, pass(Fwd::Bypass, None)).await);
+        }
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            // RFC 9111 §3.5 allows sharing some of these; the edge never does (its fills are shared by every
+            // waiter, and it cannot tell what the credentials select).
+            let status = pass(Fwd::Request, Some("authorization"));
+            return Some(self.pass(parts, site, None, status).await);
+        }
+        let request_cc = request_directives(&parts.headers);
+        let honor = self.client_directives == ClientDirectives::Honor;
         // Look up.
         let now = SystemTime::now();
-        let cached = self.storage.lookup_meta(&key).await;
-        let lookup_result = cached.as_ref().map_or("miss", |(_, tier)| tier.label());
-        self.metrics
-            .lookups
-            .with_label_values(&["meta", lookup_result])
-            .inc();
+        let Found {
+            key,
+            meta,
+            miss_fwd,
+            variant,
+        } = self.lookup(&primary, &parts.headers, now).await;
         let attempt = |served| Attempt { refetch, served };
         let mut stale_fallback = None;
-        let fwd = match cached {
-            Some((meta, _)) if meta.is_fresh(now) => {
-                let served = attempt(Served::Fresh);
-                return self
-                    .respond(parts, site, key, Arc::new(meta), None, served)
-                    .await;
-            }
-            Some((meta, _)) => {
+        let fwd = match meta {
+            Some(meta) => {
                 let meta = Arc::new(meta);
+                let fresh = meta.is_fresh(now);
+                let forced = honor && !fresh_enough(&request_cc, meta.age(now), meta.ttl_secs);
                 let staleness = meta.staleness(now);
+                if fresh && (!forced || request_cc.only_if_cached) {
+                    let served = attempt(Served::Fresh);
+                    return self.respond(parts, site, key, meta, None, served).await;
+                }
+                if !fresh && client_accepts_stale(&request_cc, staleness, meta.no_stale) {
+                    let served = attempt(Served::Stale(StaleReason::MaxStale));
+                    return self.respond(parts, site, key, meta, None, served).await;
+                }
+                if request_cc.only_if_cached {
+                    return Some(self.not_cached(parts));
+                }
+                let fwd = if fresh { Fwd::Request } else { Fwd::Stale };
                 let validator = meta.etag.is_some() || meta.last_modified.is_some();
                 let if_error = staleness <= meta.stale_if_error_secs;
-                if validator && staleness <= meta.stale_while_revalidate_secs {
+                if !fresh && !forced && validator && staleness <= meta.stale_while_revalidate_secs {
                     // RFC 5861: answer now from the stale copy; one background request revalidates it.
-                    let (edge, site_bg, key_bg, meta_bg) = (
+                    let (edge, upstream, key_bg, meta_bg) = (
                         Arc::clone(self),
-                        site.clone(),
+                        site.upstream.clone(),
                         key.clone(),
                         Arc::clone(&meta),
                     );
-                    tokio::spawn(async move { edge.revalidate(&site_bg, &key_bg, meta_bg).await });
+                    tokio::spawn(async move { edge.revalidate(&upstream, &key_bg, meta_bg).await });
                     let served = attempt(Served::Stale(StaleReason::WhileRevalidate));
                     return self.respond(parts, site, key, meta, None, served).await;
                 }
                 if validator {
                     // One conditional request for the object, shared by every waiter.
-                    match self.revalidate(site, &key, Arc::clone(&meta)).await {
+                    match self
+                        .revalidate(&site.upstream, &key, Arc::clone(&meta))
+                        .await
+                    {
                         Revalidation::NotModified(meta) => {
-                            let served = attempt(Served::Revalidated);
+                            let served = attempt(Served::Revalidated(fwd));
                             return self.respond(parts, site, key, meta, None, served).await;
                         }
                         Revalidation::Changed => {}
@@ -272,10 +390,15 @@ impl Edge {
                 } else if if_error {
                     stale_fallback = Some(meta);
                 }
-                Fwd::Stale
+                fwd
             }
-            None => Fwd::UriMiss,
+            None if request_cc.only_if_cached => return Some(self.not_cached(parts)),
+            None => miss_fwd,
         };
+        if honor && request_cc.no_store {
+            let status = pass(Fwd::Request, Some("no-store"));
+            return Some(self.pass(parts, site, None, status).await);
+        }
         // Fill: the first slice this request needs, which also brings the object's metadata.
         let range_spec = parts
             .headers
@@ -286,9 +409,19 @@ impl Edge {
                 _ => None,
             });
         let index = first_slice_hint(range_spec, self.slice_bytes);
+        let forward = match &variant {
+            Some(values) => upstream_fields(values),
+            // For a URL not known to vary: the preferred coding (what responses most often vary on).
+            None => encoding_field(&parts.headers),
+        };
         let waited = Instant::now();
-        let (fill, started) =
-            self.join_fill(&format!("{key}|new|{index}"), site, &key, index, None);
+        let (fill, started) = self.join_fill(
+            &format!("{key}|new|{index}"),
+            &site.upstream,
+            &key,
+            index,
+            FillTarget::New(forward),
+        );
         let mut subscriber = fill.subscribe();
         let head = subscriber.head().await;
         let upstream_ms = Some(waited.elapsed().as_secs_f64() * 1000.0);
@@ -303,13 +436,29 @@ impl Edge {
                 answer.upstream_ms = upstream_ms;
                 Some(answer)
             }
-            Ok(FillHead::NotStorable { .. }) => Some(self.pass(parts, site).await),
+            Ok(FillHead::NotStorable { detail, .. }) => {
+                let status = pass(fwd, Some(detail));
+                Some(self.pass(parts, site, None, status).await)
+            }
             Ok(FillHead::Slice(meta)) => {
+                if !meta.vary.is_empty()
+                    && variant_values(&meta.vary, &parts.headers) != meta.variant
+                {
+                    // A coalesced fill brought another variant than this request selects.
+                    if refetch {
+                        return None;
+                    }
+                    let status = pass(Fwd::VaryMiss, Some("variant-changed"));
+                    return Some(self.pass(parts, site, None, status).await);
+                }
+                let ttl = ttl_param(meta.ttl_secs, meta.age(SystemTime::now()));
                 let status = if started {
-                    CacheStatus::Miss { fwd }
+                    CacheStatus::Miss { fwd, ttl }
                 } else {
-                    CacheStatus::Coalesced { fwd }
+                    CacheStatus::Coalesced { fwd, ttl }
                 };
+                // A whole response's body is slice 0, whatever slice the request started from.
+                let index = if meta.status == 200 { index } else { 0 };
                 let mut answer = self
                     .respond(
                         parts,
@@ -330,13 +479,99 @@ impl Edge {
         }
     }
 
+    /// Finds the stored version for a request: the URL's primary record, or the variant its `Vary` fields
+    /// select. Versions the bans drop, or older than the retention limit, are misses; soft-banned ones stale.
+    async fn lookup(&self, primary: &CacheKey, request: &HeaderMap, now: SystemTime) -> Found {
+        let Some(meta) = self.lookup_record(primary, now).await else {
+            return Found {
+                key: primary.clone(),
+                meta: None,
+                miss_fwd: Fwd::UriMiss,
+                variant: None,
+            };
+        };
+        if meta.vary.is_empty() {
+            return Found {
+                key: primary.clone(),
+                meta: Some(meta),
+                miss_fwd: Fwd::UriMiss,
+                variant: None,
+            };
+        }
+        let values = variant_values(&meta.vary, request);
+        if values == meta.variant {
+            return Found {
+                key: primary.clone(),
+                meta: Some(meta),
+                miss_fwd: Fwd::UriMiss,
+                variant: Some(values),
+            };
+        }
+        let key = primary.variant(&values);
+        let variant = self
+            .lookup_record(&key, now)
+            .await
+            .filter(|v| v.variant == values && v.vary == meta.vary);
+        Found {
+            key,
+            meta: variant,
+            miss_fwd: Fwd::VaryMiss,
+            variant: Some(values),
+        }
+    }
+
+    async fn lookup_record(&self, key: &CacheKey, now: SystemTime) -> Option<ObjectMeta> {
+        let cached = self.storage.lookup_meta(key).await;
+        let result = cached.as_ref().map_or("miss", |(_, tier)| tier.label());
+        self.metrics
+            .lookups
+            .with_label_values(&["meta", result])
+            .inc();
+        let (mut meta, _) = cached?;
+        let now_ms = unix_millis(now);
+        if meta.confirmed_ms.saturating_add(self.retention_ms) < now_ms {
+            self.storage.remove(key);
+            return None;
+        }
+        match self
+            .bans
+            .verdict(key.as_str(), &meta.tags, meta.confirmed_ms)
+        {
+            Verdict::Keep => Some(meta),
+            Verdict::Stale(at_ms) => {
+                self.metrics.ban_matches.with_label_values(&["stale"]).inc();
+                meta.expire(UNIX_EPOCH + Duration::from_millis(at_ms));
+                Some(meta)
+            }
+            Verdict::Drop => {
+                self.metrics.ban_matches.with_label_values(&["drop"]).inc();
+                self.storage.remove(key);
+                None
+            }
+        }
+    }
+
+    /// `only-if-cached` without a usable stored response (RFC 9111 §5.2.1.7).
+    fn not_cached(&self, parts: &Parts) -> Answer {
+        self.refuse(
+            parts,
+            Refusal::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "only-if-cached: no usable response is stored",
+            ),
+            CacheStatus::NotCached,
+        )
+    }
+
     /// Method, host and path checks: the edge serves only its configured sites (never an open proxy) and only
     /// paths that are safe object keys.
     fn admit(&self, parts: &Parts) -> Result<&Site, Refusal> {
-        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            && !is_unsafe(&parts.method)
+        {
             return Err(Refusal::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "only GET, HEAD and OPTIONS are served",
+                format!("method {} is not served", parts.method),
             ));
         }
         let authority = match parts.uri.authority() {
@@ -394,9 +629,10 @@ impl Edge {
         attempt: Attempt,
     ) -> Option<Answer> {
         let now = SystemTime::now();
-        let from_cache = |ttl| match attempt.served {
+        let ttl = ttl_param(meta.ttl_secs, meta.age(now));
+        let from_cache = match attempt.served {
             Served::Fresh => CacheStatus::Hit { ttl },
-            Served::Revalidated => CacheStatus::Revalidated { ttl },
+            Served::Revalidated(fwd) => CacheStatus::Revalidated { fwd, ttl },
             Served::Stale(reason) => CacheStatus::Stale {
                 past: meta.staleness(now),
                 reason,
@@ -411,14 +647,20 @@ impl Edge {
         };
         let text = |name: HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let preconditions = Preconditions::from_headers(&parts.headers);
-        let range_header = text(header::RANGE);
+        let whole = meta.status != 200;
+        // A stored non-2xx response is sent whole: preconditions and ranges apply to 2xx only (RFC 9110 §13.2.1).
+        let range_header = text(header::RANGE).filter(|_| !whole);
         let get_or_head = true;
-        let outcome = conditional::evaluate(
-            &preconditions,
-            &validators,
-            get_or_head,
-            range_header.is_some(),
-        );
+        let outcome = if whole {
+            conditional::Outcome::Proceed { apply_range: false }
+        } else {
+            conditional::evaluate(
+                &preconditions,
+                &validators,
+                get_or_head,
+                range_header.is_some(),
+            )
+        };
         let slicing = Slicing {
             slice_bytes: meta.slice_bytes,
             total_len: meta.total_len,
@@ -429,7 +671,7 @@ impl Edge {
             conditional::Outcome::Proceed { apply_range } => {
                 match range::evaluate(range_header.filter(|_| apply_range), meta.total_len) {
                     RangeOutcome::Full => (
-                        StatusCode::OK,
+                        StatusCode::from_u16(meta.status).unwrap_or(StatusCode::OK),
                         (meta.total_len > 0).then_some(ByteRange {
                             start: 0,
                             end: meta.total_len - 1,
@@ -440,9 +682,7 @@ impl Edge {
                         let mut answer = self.refuse(
                             parts,
                             Refusal::new(StatusCode::RANGE_NOT_SATISFIABLE, e.to_string()),
-                            joined
-                                .as_ref()
-                                .map_or(from_cache(meta.ttl_left(now)), |j| j.status),
+                            joined.as_ref().map_or(from_cache, |j| j.status),
                         );
                         if let Ok(v) =
                             HeaderValue::from_str(&range::unsatisfied_content_range(meta.total_len))
@@ -458,7 +698,7 @@ impl Edge {
             }
         };
         let sends_body = parts.method != Method::HEAD
-            && matches!(http_status, StatusCode::OK | StatusCode::PARTIAL_CONTENT);
+            && (whole || matches!(http_status, StatusCode::OK | StatusCode::PARTIAL_CONTENT));
 
         // The first slice decides the cache status when this request did not fill.
         let mut first = None;
@@ -470,7 +710,7 @@ impl Edge {
                 match self.slice_source(site, &key, &meta, index).await {
                     Ok((source, status)) => {
                         first = Some((index, source));
-                        status.unwrap_or(from_cache(meta.ttl_left(now)))
+                        status.unwrap_or(from_cache)
                     }
                     Err(FillError::ValidatorChanged) if attempt.refetch => return None,
                     Err(e) => {
@@ -482,7 +722,7 @@ impl Edge {
                     }
                 }
             }
-            (None, _) => from_cache(meta.ttl_left(now)),
+            (None, _) => from_cache,
         };
         if let (
             Some(Joined {
@@ -519,8 +759,30 @@ impl Edge {
                 put(headers, name, value);
             }
         }
+        for (name, value) in &meta.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.append(name, value);
+            }
+        }
         self.cors_headers(parts, headers);
         let body = match (http_status, part) {
+            (_, Some(range)) if whole => {
+                put(headers, header::CONTENT_LENGTH, &range.len().to_string());
+                if sends_body {
+                    let first = first.filter(|(index, _)| *index == 0);
+                    SliceStream::new(Arc::clone(self), site, key, meta, range, first).into_body()
+                } else {
+                    empty()
+                }
+            }
+            (StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED, None) => empty(),
+            (_, None) if whole => {
+                put(headers, header::CONTENT_LENGTH, "0");
+                empty()
+            }
             (StatusCode::OK | StatusCode::PARTIAL_CONTENT, Some(range)) => {
                 put(headers, header::CONTENT_LENGTH, &range.len().to_string());
                 if http_status == StatusCode::PARTIAL_CONTENT {
@@ -583,18 +845,23 @@ impl Edge {
             .with_label_values(&["slice", "miss"])
             .inc();
         let fill_key = format!("{key}|{:x}|{index}", meta.generation);
-        let (fill, started) = self.join_fill(&fill_key, site, key, index, Some(Arc::clone(meta)));
+        let target = FillTarget::Known(Arc::clone(meta));
+        let (fill, started) = self.join_fill(&fill_key, &site.upstream, key, index, target);
         let mut subscriber = fill.subscribe();
         match subscriber.head().await? {
             FillHead::Slice(_) => {
+                let (fwd, ttl) = (
+                    Fwd::UriMiss,
+                    ttl_param(meta.ttl_secs, meta.age(SystemTime::now())),
+                );
                 let status = if started {
-                    CacheStatus::Miss { fwd: Fwd::UriMiss }
+                    CacheStatus::Miss { fwd, ttl }
                 } else {
-                    CacheStatus::Coalesced { fwd: Fwd::UriMiss }
+                    CacheStatus::Coalesced { fwd, ttl }
                 };
                 Ok((SliceSource::Filling(subscriber), Some(status)))
             }
-            FillHead::NotStorable { status } => Err(FillError::Upstream {
+            FillHead::NotStorable { status, .. } => Err(FillError::Upstream {
                 timeout: false,
                 message: format!("the upstream answered {status} for a slice of a cached object"),
             }),
@@ -603,11 +870,11 @@ impl Edge {
 
     /// Revalidates a stale object with one conditional request (`If-None-Match`, else `If-Modified-Since`, for
     /// its first byte), shared by every request that finds it stale meanwhile. A 304 refreshes the stored
-    /// metadata (freshness, age, Cache-Control, RFC 9111 §4.3.4) and keeps the slices; anything else drops the
-    /// stored version.
+    /// metadata (freshness, age, stored fields, RFC 9111 §3.2 and §4.3.4) and keeps the slices; anything else
+    /// drops the stored version.
     async fn revalidate(
         self: &Arc<Self>,
-        site: &Site,
+        upstream: &str,
         key: &CacheKey,
         stale: Arc<ObjectMeta>,
     ) -> Revalidation {
@@ -615,7 +882,7 @@ impl Edge {
         let (fill, started) = self.fills.join_or_start(&fill_key);
         let mut subscriber = fill.subscribe();
         if started {
-            let (edge, upstream, key) = (Arc::clone(self), site.upstream.clone(), key.clone());
+            let (edge, upstream, key) = (Arc::clone(self), upstream.to_string(), key.clone());
             tokio::spawn(async move {
                 let head = edge.revalidate_upstream(&upstream, &key, &stale).await;
                 edge.fills.remove(&fill_key);
@@ -643,39 +910,66 @@ impl Edge {
         key: &CacheKey,
         stale: &ObjectMeta,
     ) -> Result<FillHead, FillError> {
+        let changed = |status| FillHead::NotStorable {
+            status,
+            detail: "changed",
+        };
         let mut headers = HeaderMap::new();
-        put(&mut headers, header::RANGE, "bytes=0-0");
+        if stale.status == 200 {
+            put(&mut headers, header::RANGE, "bytes=0-0");
+        }
+        for (name, value) in upstream_fields(&stale.variant) {
+            headers.insert(name, value);
+        }
         match (&stale.etag, &stale.last_modified) {
             (Some(etag), _) => put(&mut headers, header::IF_NONE_MATCH, etag),
             (None, Some(date)) => put(&mut headers, header::IF_MODIFIED_SINCE, date),
-            (None, None) => return Ok(FillHead::NotStorable { status: 0 }),
+            (None, None) => return Ok(changed(0)),
         }
         let request_time = SystemTime::now();
         let response = self.upstream_get(upstream, key, headers).await?;
         let status = response.status().as_u16();
         if status != 304 {
             self.storage.remove(key);
-            return Ok(FillHead::NotStorable { status });
+            return Ok(changed(status));
         }
         let now = SystemTime::now();
-        let h = response.headers();
+        // §3.2: the 304's fields replace the stored ones; the freshness is computed from the result.
+        let mut merged = stored_head(stale);
+        for (name, value) in response.headers() {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_RANGE {
+                merged.insert(name.clone(), value.clone());
+            }
+        }
+        let lifetime = match decide(
+            &self.policy,
+            stale.status,
+            &merged,
+            false,
+            request_time,
+            now,
+        ) {
+            Ok(lifetime) => lifetime,
+            Err(_) => {
+                // The 304 says the response may no longer be stored.
+                self.storage.remove(key);
+                return Ok(changed(status));
+            }
+        };
         let text = |name: HeaderName| {
-            h.get(name)
+            merged
+                .get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
-        let cache_control = text(header::CACHE_CONTROL).or_else(|| stale.cache_control.clone());
-        let Some(freshness) = self.freshness(h, cache_control.as_deref(), request_time, now) else {
-            // The 304 says the response may no longer be stored.
-            self.storage.remove(key);
-            return Ok(FillHead::NotStorable { status });
-        };
         let mut refreshed = ObjectMeta {
-            cache_control,
-            last_modified: text(header::LAST_MODIFIED).or_else(|| stale.last_modified.clone()),
+            cache_control: text(header::CACHE_CONTROL),
+            last_modified: text(header::LAST_MODIFIED),
+            headers: stored_fields(&merged, &lifetime.strip_fields),
+            tags: tags(&merged),
             ..stale.clone()
         };
-        refreshed.refresh(freshness);
+        refreshed.refresh(&lifetime, now);
         let refreshed = Arc::new(refreshed);
         self.storage.insert_meta(key, &refreshed);
         Ok(FillHead::Slice(refreshed))
@@ -688,10 +982,15 @@ impl Edge {
         key: &CacheKey,
         headers: HeaderMap,
     ) -> Result<Response<hyper::body::Incoming>, FillError> {
-        let path = key.as_str().split_once('|').map_or("/", |(_, path)| path);
         let (response, took) = self
             .upstream
-            .request(&Method::GET, upstream, path, headers)
+            .request(
+                &Method::GET,
+                upstream,
+                key.path_and_query(),
+                headers,
+                Bytes::new(),
+            )
             .await?;
         let class = shared::metrics::status_class(response.status().as_u16());
         self.metrics
@@ -700,38 +999,6 @@ impl Edge {
             .inc();
         self.metrics.upstream_latency.observe(took.as_secs_f64());
         Ok(response)
-    }
-
-    /// The freshness of an upstream response: its lifetime from the first targeted field present (RFC 9213),
-    /// else `cache_control` and `Expires`; its age when received (RFC 9111 §4.2.3); its RFC 5861 windows from
-    /// the same field, else the configured defaults. `None` when it must not be stored.
-    fn freshness(
-        &self,
-        headers: &HeaderMap,
-        cache_control: Option<&str>,
-        request_time: SystemTime,
-        now: SystemTime,
-    ) -> Option<Freshness> {
-        let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-        let targeted: Vec<Option<&str>> = self.targeted_fields.iter().map(text).collect();
-        let ttl = targeted_ttl(200, &targeted).unwrap_or_else(|| {
-            storable_ttl(
-                200,
-                cache_control,
-                text(&header::EXPIRES),
-                text(&header::DATE),
-                now,
-            )
-        })?;
-        let governing = targeted.iter().flatten().next().copied().or(cache_control);
-        let cc = crate::cache::freshness::CacheControl::parse(governing.unwrap_or(""));
-        Some(Freshness {
-            stored_at: unix_secs(now),
-            initial_age: initial_age(text(&header::AGE), text(&header::DATE), request_time, now),
-            ttl_secs: ttl.as_secs(),
-            stale_while_revalidate_secs: cc.stale_while_revalidate.unwrap_or(self.stale_defaults.0),
-            stale_if_error_secs: cc.stale_if_error.unwrap_or(self.stale_defaults.1),
-        })
     }
 
     /// Starts slice `index` in the background if it is neither cached nor being filled (read-ahead while a
@@ -754,11 +1021,7 @@ impl Edge {
                 .await
                 .is_none()
             {
-                let site = Site {
-                    name: String::new(),
-                    upstream,
-                };
-                let _ = edge.join_fill(&fill_key, &site, &key, index, Some(meta));
+                let _ = edge.join_fill(&fill_key, &upstream, &key, index, FillTarget::Known(meta));
             }
         });
     }
@@ -767,10 +1030,10 @@ impl Edge {
     fn join_fill(
         self: &Arc<Self>,
         fill_key: &str,
-        site: &Site,
+        upstream: &str,
         key: &CacheKey,
         index: u64,
-        known: Option<Arc<ObjectMeta>>,
+        target: FillTarget,
     ) -> (Arc<Fill>, bool) {
         let (fill, started) = self.fills.join_or_start(fill_key);
         if !started {
@@ -781,14 +1044,14 @@ impl Edge {
             Arc::clone(self),
             Arc::clone(&fill),
             fill_key.to_string(),
-            site.upstream.clone(),
+            upstream.to_string(),
             key.clone(),
         );
         tokio::spawn(async move {
             let _permit = edge.fill_permits.acquire().await;
             edge.metrics.fills_in_flight.inc();
             let result = edge
-                .fill_slice(&fill_for_task, &upstream, &key, index, known)
+                .fill_slice(&fill_for_task, &upstream, &key, index, target)
                 .await;
             // Insert (inside fill_slice) → unregister → wake: a request arriving in between finds the slice cached.
             edge.fills.remove(&fill_key);
@@ -815,23 +1078,30 @@ impl Edge {
     }
 
     /// Fetches slice `index` with a slice-aligned Range request, publishes the head, streams chunks to the fill's
-    /// subscribers, and inserts the slice (and, for a new object, its metadata) when it is complete.
+    /// subscribers, and inserts the slice (and, for a new object, its metadata) when it is complete. A storable
+    /// response of another status is read whole and stored as slice 0.
     async fn fill_slice(
         &self,
         fill: &Arc<Fill>,
         upstream: &str,
         key: &CacheKey,
         index: u64,
-        known: Option<Arc<ObjectMeta>>,
+        target: FillTarget,
     ) -> Result<(), FillError> {
-        if let Some(meta) = &known
-            && let Some((bytes, _)) = self.storage.read_slice(key, meta.generation, index).await
-        {
-            // Filled by a fill that ended between this request's lookup and its registration.
-            fill.publish_head(Ok(FillHead::Slice(Arc::clone(meta))));
-            fill.push(bytes);
-            return Ok(());
-        }
+        let (known, forward) = match target {
+            FillTarget::Known(meta) => {
+                if let Some((bytes, _)) = self.storage.read_slice(key, meta.generation, index).await
+                {
+                    // Filled by a fill that ended between this request's lookup and its registration.
+                    fill.publish_head(Ok(FillHead::Slice(Arc::clone(&meta))));
+                    fill.push(bytes);
+                    return Ok(());
+                }
+                let forward = upstream_fields(&meta.variant);
+                (Some(meta), forward)
+            }
+            FillTarget::New(forward) => (None, forward),
+        };
         let slice_bytes = known.as_ref().map_or(self.slice_bytes, |m| m.slice_bytes);
         let start = index * slice_bytes;
         let end = match &known {
@@ -840,15 +1110,20 @@ impl Edge {
         };
         let mut headers = HeaderMap::new();
         put(&mut headers, header::RANGE, &format!("bytes={start}-{end}"));
+        for (name, value) in &forward {
+            headers.insert(name.clone(), value.clone());
+        }
         let request_time = SystemTime::now();
         let response = self.upstream_get(upstream, key, headers).await?;
         let status = response.status().as_u16();
+        let now = SystemTime::now();
         let h = response.headers();
         let text = |name: HeaderName| {
             h.get(name)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         };
+        let lifetime = decide(&self.policy, status, h, false, request_time, now);
         let (total, body_start, body_end) = match status {
             206 => match text(header::CONTENT_RANGE)
                 .as_deref()
@@ -870,13 +1145,19 @@ impl Edge {
                 (total, 0, slice_bytes.min(total).max(1) - 1)
             }
             _ => {
-                fill.publish_head(Ok(FillHead::NotStorable { status }));
-                return Ok(());
+                return match (known, lifetime) {
+                    (None, Ok(lifetime)) if status != 200 && status != 206 => {
+                        self.fill_whole(fill, key, status, response, lifetime, &forward, now)
+                            .await
+                    }
+                    (_, lifetime) => {
+                        let detail = lifetime.err().map_or("status", NotStored::as_str);
+                        fill.publish_head(Ok(FillHead::NotStorable { status, detail }));
+                        Ok(())
+                    }
+                };
             }
         };
-        let now = SystemTime::now();
-        let freshness =
-            self.freshness(h, text(header::CACHE_CONTROL).as_deref(), request_time, now);
         let etag = text(header::ETAG);
         let mut alias_guard = None;
         let meta = match known {
@@ -887,9 +1168,13 @@ impl Edge {
                 meta
             }
             None => {
-                let Some(freshness) = freshness.filter(|_| total > 0) else {
-                    fill.publish_head(Ok(FillHead::NotStorable { status }));
-                    return Ok(());
+                let lifetime = match lifetime {
+                    Ok(lifetime) if total > 0 => lifetime,
+                    result => {
+                        let detail = result.err().map_or("empty", NotStored::as_str);
+                        fill.publish_head(Ok(FillHead::NotStorable { status, detail }));
+                        return Ok(());
+                    }
                 };
                 let generation = new_generation(now);
                 // Requests that find the new metadata before this slice is stored must join this fill, not
@@ -898,22 +1183,13 @@ impl Edge {
                 self.fills.alias(&alias, fill);
                 alias_guard = Some(on_drop(move || self.fills.remove(&alias)));
                 let mut meta = ObjectMeta {
-                    generation,
-                    total_len: total,
-                    slice_bytes,
                     content_type: text(header::CONTENT_TYPE),
                     etag,
-                    last_modified: text(header::LAST_MODIFIED),
-                    cache_control: text(header::CACHE_CONTROL),
-                    stored_at: 0,
-                    initial_age: 0,
-                    ttl_secs: 0,
-                    stale_while_revalidate_secs: 0,
-                    stale_if_error_secs: 0,
+                    ..ObjectMeta::new(generation, 200, total, slice_bytes)
                 };
-                meta.refresh(freshness);
+                self.describe(&mut meta, h, &lifetime, &forward, now);
                 let meta = Arc::new(meta);
-                self.storage.insert_meta(key, &meta);
+                self.store_meta(key, &meta).await;
                 meta
             }
         };
@@ -950,19 +1226,164 @@ impl Edge {
         Ok(())
     }
 
-    /// Forwards a request whose response is not storable and streams the answer back as it is.
-    async fn pass(self: &Arc<Self>, parts: &Parts, site: &Site) -> Answer {
+    /// Stores a small response of another status than 200 (404, 301, …) whole: its body becomes slice 0, stored
+    /// before the head is published so that every waiter can read it.
+    #[allow(clippy::too_many_arguments)]
+    async fn fill_whole(
+        &self,
+        fill: &Arc<Fill>,
+        key: &CacheKey,
+        status: u16,
+        response: Response<hyper::body::Incoming>,
+        lifetime: Lifetime,
+        forward: &[(HeaderName, HeaderValue)],
+        now: SystemTime,
+    ) -> Result<(), FillError> {
+        let (head, mut body) = response.into_parts();
+        let mut chunks = Vec::new();
+        let mut received = 0usize;
+        while let Some(chunk) = self.upstream.next_chunk(&mut body).await? {
+            received += chunk.len();
+            if received > MAX_WHOLE_BODY_BYTES {
+                fill.publish_head(Ok(FillHead::NotStorable {
+                    status,
+                    detail: "too-large",
+                }));
+                return Ok(());
+            }
+            chunks.push(chunk);
+        }
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|len| len != received) {
+            return Err(FillError::Body(format!(
+                "ended after {received} of {} bytes",
+                declared.unwrap_or_default()
+            )));
+        }
+        let text = |name: HeaderName| {
+            head.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut meta = ObjectMeta {
+            content_type: text(header::CONTENT_TYPE),
+            etag: text(header::ETAG),
+            ..ObjectMeta::new(
+                new_generation(now),
+                status,
+                received as u64,
+                self.slice_bytes,
+            )
+        };
+        self.describe(&mut meta, &head.headers, &lifetime, forward, now);
+        let meta = Arc::new(meta);
+        let body = concat(&chunks);
+        self.storage
+            .insert_slice(key, meta.generation, 0, body.clone());
+        self.store_meta(key, &meta).await;
+        fill.publish_head(Ok(FillHead::Slice(meta)));
+        fill.push(body);
+        Ok(())
+    }
+
+    /// Fills a new version's metadata from its response head: freshness, stored fields, tags, and the variant
+    /// it is (the values of its `Vary` fields as sent upstream).
+    fn describe(
+        &self,
+        meta: &mut ObjectMeta,
+        head: &HeaderMap,
+        lifetime: &Lifetime,
+        forward: &[(HeaderName, HeaderValue)],
+        now: SystemTime,
+    ) {
+        meta.last_modified = head
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        meta.cache_control = joined(head, &header::CACHE_CONTROL);
+        meta.headers = stored_fields(head, &lifetime.strip_fields);
+        meta.tags = tags(head);
+        meta.vary = vary_fields(head);
+        meta.variant = meta
+            .vary
+            .iter()
+            .map(|name| {
+                let sent = forward
+                    .iter()
+                    .find(|(n, _)| n.as_str() == name)
+                    .and_then(|(_, v)| v.to_str().ok())
+                    .unwrap_or("");
+                (name.clone(), sent.to_string())
+            })
+            .collect();
+        meta.refresh(lifetime, now);
+    }
+
+    /// Stores a new version's metadata: under the URL's primary key, or, for a variant other than the primary
+    /// record's, under the variant's key, listed on the primary record (the oldest beyond the cap dropped).
+    async fn store_meta(&self, key: &CacheKey, meta: &Arc<ObjectMeta>) {
+        let primary = key.primary();
+        if meta.vary.is_empty() {
+            self.storage.insert_meta(&primary, meta);
+            return;
+        }
+        let current = self.storage.lookup_meta(&primary).await.map(|(m, _)| m);
+        let Some(mut current) =
+            current.filter(|c| c.vary == meta.vary && c.variant != meta.variant)
+        else {
+            self.storage.insert_meta(&primary, meta);
+            return;
+        };
+        self.storage
+            .insert_meta(&primary.variant(&meta.variant), meta);
+        if !current.variants.contains(&meta.variant) {
+            current.variants.push(meta.variant.clone());
+            while current.variants.len() >= self.max_variants {
+                let oldest = current.variants.remove(0);
+                self.storage.remove(&primary.variant(&oldest));
+            }
+            self.storage.insert_meta(&primary, &current);
+        }
+    }
+
+    /// Forwards a request the cache does not answer and streams the upstream's answer back as it is; `body` is
+    /// sent with unsafe methods.
+    async fn pass(
+        self: &Arc<Self>,
+        parts: &Parts,
+        site: &Site,
+        body: Option<&Bytes>,
+        cache_status: CacheStatus,
+    ) -> Answer {
         let mut headers = HeaderMap::new();
-        for name in PASS_HEADERS {
-            if let Some(value) = parts.headers.get(&name) {
-                headers.insert(name, value.clone());
+        if body.is_some() {
+            for (name, value) in &parts.headers {
+                if !HOP_BY_HOP.contains(name) {
+                    headers.append(name.clone(), value.clone());
+                }
+            }
+        } else {
+            for name in PASS_HEADERS {
+                for value in parts.headers.get_all(&name) {
+                    headers.append(name.clone(), value.clone());
+                }
             }
         }
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let started = Instant::now();
         let result = self
             .upstream
-            .request(&parts.method, &site.upstream, path, headers)
+            .request(
+                &parts.method,
+                &site.upstream,
+                path,
+                headers,
+                body.cloned().unwrap_or_default(),
+            )
             .await;
         let upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let (response, _) = match result {
@@ -981,16 +1402,19 @@ impl Edge {
         let mut builder = Response::builder().status(status);
         let headers = builder.headers_mut().expect("fresh builder");
         for name in PASS_RESPONSE_HEADERS {
-            if let Some(value) = response.headers().get(&name) {
-                headers.insert(name, value.clone());
+            for value in response.headers().get_all(&name) {
+                headers.append(name.clone(), value.clone());
             }
         }
         put(
             headers,
             HeaderName::from_static("cache-status"),
-            &CacheStatus::Pass.header_value(&self.name),
+            &cache_status.header_value(&self.name),
         );
         self.cors_headers(parts, headers);
+        if is_unsafe(&parts.method) && (status.is_success() || status.is_redirection()) {
+            self.invalidate(parts, site, response.headers());
+        }
         let edge = Arc::clone(self);
         let body = futures::stream::unfold(Some(response.into_body()), move |body| {
             let edge = Arc::clone(&edge);
@@ -1013,10 +1437,126 @@ impl Edge {
             .unwrap_or_else(|_| Response::new(empty()));
         Answer {
             response,
-            cache_status: CacheStatus::Pass,
+            cache_status,
             error: None,
             upstream_ms,
         }
+    }
+
+    /// An unsafe request (POST, PUT, PATCH, DELETE): forwarded with its body, never answered from cache.
+    async fn forward_unsafe(
+        self: &Arc<Self>,
+        parts: &Parts,
+        site: &Site,
+        _key: &CacheKey,
+        body: &Bytes,
+    ) -> Answer {
+        let status = CacheStatus::Pass {
+            fwd: Fwd::Request,
+            detail: Some("method"),
+        };
+        self.pass(parts, site, Some(body), status).await
+    }
+
+    /// RFC 9111 §4.4: a non-error response to an unsafe request invalidates the target URI and the URIs in
+    /// `Location` and `Content-Location` when they are on the same site.
+    fn invalidate(&self, parts: &Parts, site: &Site, response: &HeaderMap) {
+        let mut targets = vec![CacheKey::new(
+            &site.name,
+            parts.uri.path(),
+            parts.uri.query(),
+        )];
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(uri) = response
+                .get(&name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<http::Uri>().ok())
+            else {
+                continue;
+            };
+            let same_site = match uri.host() {
+                None => true,
+                Some(host) => self
+                    .hosts
+                    .get(&host.to_ascii_lowercase())
+                    .is_some_and(|&i| self.sites[i].name == site.name),
+            };
+            if same_site && uri.path().starts_with('/') {
+                targets.push(CacheKey::new(&site.name, uri.path(), uri.query()));
+            }
+        }
+        for key in targets {
+            // A ban covers every variant of the URL; removing the primary record frees it at once.
+            self.storage.remove(&key);
+            if let Err(e) = self.record_ban(BanKind::Url, key.as_str().to_string(), false) {
+                tracing::warn!(key = %key, error = %e, "could not save the invalidation");
+            }
+            self.metrics.invalidations.inc();
+        }
+    }
+
+    /// A purge from the admin API: `target` is a URL (`url`, `prefix`) on one of this edge's sites, or a tag.
+    pub fn purge(&self, kind: BanKind, target: &str, soft: bool) -> Result<Ban, PurgeError> {
+        let invalid = |reason: String| PurgeError::Invalid(reason);
+        let pattern = match kind {
+            BanKind::Tag => {
+                let tag = target.trim();
+                if tag.is_empty() || tag.len() > 256 || tag.contains([' ', ',']) {
+                    return Err(invalid(format!(
+                        "`{target}` is not a tag (1 to 256 characters, no space or comma)"
+                    )));
+                }
+                tag.to_string()
+            }
+            BanKind::Url | BanKind::Prefix => {
+                let uri: http::Uri = target
+                    .parse()
+                    .map_err(|e| invalid(format!("`{target}` is not a URL: {e}")))?;
+                let host = uri.host().ok_or_else(|| {
+                    invalid(format!(
+                        "`{target}` must be absolute, such as https://host/path"
+                    ))
+                })?;
+                let site = self
+                    .hosts
+                    .get(&host.to_ascii_lowercase())
+                    .map(|&i| &self.sites[i])
+                    .ok_or_else(|| invalid(format!("no site for host `{host}` on this edge")))?;
+                let query = if kind == BanKind::Url {
+                    uri.query()
+                } else {
+                    None
+                };
+                let key = CacheKey::new(&site.name, uri.path(), query);
+                if kind == BanKind::Url && !soft {
+                    self.storage.remove(&key);
+                }
+                let mut pattern = key.as_str().to_string();
+                if kind == BanKind::Prefix
+                    && let Some(q) = uri.query()
+                {
+                    pattern.push('?');
+                    pattern.push_str(q);
+                }
+                pattern
+            }
+        };
+        self.record_ban(kind, pattern, soft).map_err(PurgeError::Io)
+    }
+
+    /// Records a ban issued now, saved for restarts.
+    pub fn record_ban(&self, kind: BanKind, pattern: String, soft: bool) -> io::Result<Ban> {
+        let now_ms = unix_millis(SystemTime::now());
+        // One millisecond ahead: a version stored in the same millisecond, before the ban, is covered too.
+        let ban = Ban {
+            kind,
+            pattern,
+            at_ms: now_ms + 1,
+            soft,
+        };
+        self.bans
+            .add(ban.clone(), now_ms.saturating_sub(self.retention_ms))?;
+        Ok(ban)
     }
 
     /// A CORS preflight for a configured site.
@@ -1028,7 +1568,7 @@ impl Edge {
         put(
             headers,
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            "GET, HEAD, OPTIONS",
+            ALLOWED_METHODS,
         );
         put(
             headers,
@@ -1036,10 +1576,10 @@ impl Edge {
             "Range, If-None-Match, If-Modified-Since, If-Range",
         );
         put(headers, header::ACCESS_CONTROL_MAX_AGE, "86400");
-        put(headers, header::ALLOW, "GET, HEAD, OPTIONS");
+        put(headers, header::ALLOW, ALLOWED_METHODS);
         Answer {
             response,
-            cache_status: CacheStatus::Pass,
+            cache_status: CacheStatus::Local,
             error: None,
             upstream_ms: None,
         }
@@ -1068,6 +1608,11 @@ impl Edge {
         }
     }
 
+    /// A request refused before the pipeline (a body too large, unreadable).
+    pub fn refuse_request(&self, parts: &Parts, refusal: Refusal) -> Answer {
+        self.refuse(parts, refusal, CacheStatus::Local)
+    }
+
     fn refuse(&self, parts: &Parts, refusal: Refusal, cache_status: CacheStatus) -> Answer {
         let mut response = Response::new(full(&format!("{}\n", refusal.reason)));
         *response.status_mut() = refusal.status;
@@ -1075,7 +1620,7 @@ impl Edge {
         put(headers, header::CONTENT_TYPE, "text/plain; charset=utf-8");
         put(headers, header::CACHE_CONTROL, "no-store");
         if refusal.status == StatusCode::METHOD_NOT_ALLOWED {
-            put(headers, header::ALLOW, "GET, HEAD, OPTIONS");
+            put(headers, header::ALLOW, ALLOWED_METHODS);
         }
         put(
             headers,
@@ -1105,8 +1650,8 @@ struct Attempt {
 #[derive(Debug, Clone, Copy)]
 enum Served {
     Fresh,
-    /// Stale, revalidated just now with a 304.
-    Revalidated,
+    /// Revalidated just now with a 304 (it was stale, or the request asked for it).
+    Revalidated(Fwd),
     /// Stale, served as RFC 5861 allows.
     Stale(StaleReason),
 }
@@ -1118,6 +1663,25 @@ enum Revalidation {
     /// The object changed (or can no longer be validated): the stored version was dropped.
     Changed,
     Failed(FillError),
+}
+
+/// What a lookup found.
+struct Found {
+    /// The URL's primary key, or the key of the variant the request selects.
+    key: CacheKey,
+    meta: Option<ObjectMeta>,
+    /// Why a miss is one: nothing for the URL, or not this variant.
+    miss_fwd: Fwd,
+    /// The variant's normalised `Vary` values, when the URL is known to vary.
+    variant: Option<Vec<(String, String)>>,
+}
+
+/// What a fill fetches.
+enum FillTarget {
+    /// A slice of a stored version.
+    Known(Arc<ObjectMeta>),
+    /// A new object (or variant), requested with these fields besides `Range`.
+    New(Vec<(HeaderName, HeaderValue)>),
 }
 
 /// The fill a missing request started or joined for its first slice.
@@ -1169,10 +1733,7 @@ impl SliceStream {
         } else {
             *touched.start()
         };
-        let site = Site {
-            name: site.name.clone(),
-            upstream: site.upstream.clone(),
-        };
+        let site = site.clone();
         SliceStream {
             edge,
             site,
@@ -1273,6 +1834,73 @@ fn host_without_port(authority: &str) -> &str {
                 authority
             }
         })
+}
+
+/// A stored version's head as the upstream sent it (the fields a 304 may update, RFC 9111 §3.2).
+fn stored_head(meta: &ObjectMeta) -> HeaderMap {
+    let mut head = HeaderMap::new();
+    for (name, value) in [
+        (header::CACHE_CONTROL, &meta.cache_control),
+        (header::LAST_MODIFIED, &meta.last_modified),
+        (header::ETAG, &meta.etag),
+        (header::CONTENT_TYPE, &meta.content_type),
+    ] {
+        if let Some(value) = value {
+            put(&mut head, name, value);
+        }
+    }
+    for (name, value) in &meta.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            head.append(name, value);
+        }
+    }
+    head
+}
+
+/// The fields of a response head kept with the stored version, without those `no-cache="…"` names.
+fn stored_fields(head: &HeaderMap, strip: &[String]) -> Vec<(String, String)> {
+    STORED_FIELDS
+        .iter()
+        .filter(|name| !strip.iter().any(|s| s == name.as_str()))
+        .flat_map(|name| {
+            head.get_all(name)
+                .iter()
+                .filter_map(|v| Some((name.as_str().to_string(), v.to_str().ok()?.to_string())))
+        })
+        .collect()
+}
+
+/// The purge tags of a response (`Surrogate-Key` space-separated, `Cache-Tag` comma-separated).
+fn tags(head: &HeaderMap) -> Vec<String> {
+    let mut tags = Vec::new();
+    for field in TAG_FIELDS {
+        for value in head.get_all(field).iter().filter_map(|v| v.to_str().ok()) {
+            for tag in value
+                .split([' ', ','])
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
+                if !tags.iter().any(|t| t == tag) {
+                    tags.push(tag.to_string());
+                }
+            }
+        }
+    }
+    tags
+}
+
+/// The normalised `Accept-Encoding` of a request, as sent upstream for a URL not yet known to vary.
+fn encoding_field(request: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let value = joined(request, &header::ACCEPT_ENCODING)
+        .map(|v| preferred_encoding(&v))
+        .unwrap_or("");
+    if value.is_empty() {
+        return Vec::new();
+    }
+    vec![(header::ACCEPT_ENCODING, HeaderValue::from_static(value))]
 }
 
 fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {

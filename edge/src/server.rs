@@ -22,10 +22,12 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::AdminService;
+use crate::cache::bans::Bans;
+use crate::cache::freshness::Policy;
 use crate::cache::storage::{FoyerStorage, StorageSizes};
 use crate::config::{EdgeConfig, slice_block_bytes};
 use crate::metrics::EdgeMetrics;
-use crate::pipeline::{Answer, Body, Cors, Edge, EdgeSetup, Site};
+use crate::pipeline::{Answer, Body, Cors, Edge, EdgeSetup, Refusal, Site};
 use crate::upstream::Upstream;
 
 /// A configured edge with its listeners bound and its cache open.
@@ -73,6 +75,9 @@ impl EdgeServer {
             None => None,
         };
         let c = &config.cache;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| anyhow::anyhow!("creating data_dir {}: {e}", config.data_dir.display()))?;
+        let bans = Bans::open(Some(config.data_dir.join("bans.json")))?;
         let metrics = Arc::new(EdgeMetrics::new());
         let storage = FoyerStorage::open(
             &config.disk_dir(),
@@ -103,6 +108,7 @@ impl EdgeServer {
                     Site {
                         name: s.name,
                         upstream: authority,
+                        bypass_paths: s.bypass_paths,
                     },
                     s.hosts,
                 )
@@ -122,12 +128,22 @@ impl EdgeServer {
             cors,
             metrics,
             alt_svc,
-            targeted_fields: c
-                .targeted_fields
-                .iter()
-                .filter_map(|f| http::HeaderName::from_bytes(f.as_bytes()).ok())
-                .collect(),
-            stale_defaults: (c.stale_while_revalidate_secs, c.stale_if_error_secs),
+            policy: Policy {
+                targeted_fields: c
+                    .targeted_fields
+                    .iter()
+                    .filter_map(|f| http::HeaderName::from_bytes(f.as_bytes()).ok())
+                    .collect(),
+                heuristic_percent: c.heuristic_percent,
+                heuristic_max_secs: c.heuristic_max_secs,
+                negative_ttl_secs: c.negative_ttl_secs,
+                stale_defaults: (c.stale_while_revalidate_secs, c.stale_if_error_secs),
+            },
+            client_directives: c.client_directives,
+            max_variants: c.max_variants,
+            retention_secs: c.max_retention_secs,
+            bans,
+            max_request_body_bytes: config.limits.max_request_body_bytes,
         }));
         Ok(EdgeServer {
             config,
@@ -231,7 +247,7 @@ impl EdgeServer {
                     async move {
                         let svc = service_fn(move |req: Request<Incoming>| {
                             let admin = Arc::clone(&admin);
-                            async move { Ok::<_, Infallible>(admin.respond(&req)) }
+                            async move { Ok::<_, Infallible>(admin.respond(req).await) }
                         });
                         let _ = serve_connection(&builder, stream, svc, stop, idle).await;
                     }
@@ -314,8 +330,20 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Metered<Body>> {
-    let (parts, _body) = req.into_parts();
-    let mut response = respond_logged(edge, parts, peer, Instant::now()).await;
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = if crate::pipeline::has_body(&parts.method) {
+        match read_body(body, edge.max_request_body_bytes).await {
+            Ok(body) => body,
+            Err(refusal) => {
+                let answer = edge.refuse_request(&parts, refusal);
+                return log_answer(edge, parts, answer, peer, started);
+            }
+        }
+    } else {
+        bytes::Bytes::new()
+    };
+    let mut response = respond_logged(edge, parts, body, peer, started).await;
     if let Some(alt_svc) = &edge.alt_svc {
         response
             .headers_mut()
@@ -328,6 +356,40 @@ pub async fn handle(
 pub async fn respond_logged(
     edge: &Arc<Edge>,
     parts: http::request::Parts,
+    body: bytes::Bytes,
+    peer: SocketAddr,
+    started: Instant,
+) -> Response<Metered<Body>> {
+    let answer = edge.handle(&parts, body).await;
+    log_answer(edge, parts, answer, peer, started)
+}
+
+/// A request body, read whole up to `limit` bytes (413 beyond, 400 when it breaks off).
+async fn read_body(body: Incoming, limit: usize) -> Result<bytes::Bytes, Refusal> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Refusal::new(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {limit} bytes"),
+            ))
+        }
+        Err(e) => Err(Refusal::new(
+            http::StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {e}"),
+        )),
+    }
+}
+
+/// The access log line and metrics of one answer, written when its body ends.
+pub fn log_answer(
+    edge: &Arc<Edge>,
+    parts: http::request::Parts,
+    answer: Answer,
     peer: SocketAddr,
     started: Instant,
 ) -> Response<Metered<Body>> {
@@ -336,7 +398,13 @@ pub async fn respond_logged(
         cache_status,
         error,
         upstream_ms,
-    } = edge.handle(&parts).await;
+    } = answer;
+    if let Some(fwd) = cache_status.fwd() {
+        edge.metrics
+            .forwarded
+            .with_label_values(&[fwd.as_str()])
+            .inc();
+    }
     let status = response.status().as_u16();
     let bodyless = parts.method == http::Method::HEAD || status == 304;
     let expected = if bodyless {
@@ -366,6 +434,10 @@ pub async fn respond_logged(
             http::Method::GET => "GET",
             http::Method::HEAD => "HEAD",
             http::Method::OPTIONS => "OPTIONS",
+            http::Method::POST => "POST",
+            http::Method::PUT => "PUT",
+            http::Method::PATCH => "PATCH",
+            http::Method::DELETE => "DELETE",
             _ => "other",
         };
         metrics

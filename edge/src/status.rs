@@ -6,43 +6,70 @@
 pub enum Fwd {
     /// The cache had nothing for the URI.
     UriMiss,
+    /// The cache had the URI, but not the variant the request's `Vary` fields select.
+    VaryMiss,
     /// The cache had the object, but it was stale.
     Stale,
+    /// The cache had a usable object, but the request's directives (or method) did not allow its use.
+    Request,
+    /// The cache was configured not to handle this request.
+    Bypass,
 }
 
 impl Fwd {
     pub fn as_str(self) -> &'static str {
         match self {
             Fwd::UriMiss => "uri-miss",
+            Fwd::VaryMiss => "vary-miss",
             Fwd::Stale => "stale",
+            Fwd::Request => "request",
+            Fwd::Bypass => "bypass",
         }
     }
+
+    /// Every value, for pre-registering metric series.
+    pub const ALL: [Fwd; 5] = [
+        Fwd::UriMiss,
+        Fwd::VaryMiss,
+        Fwd::Stale,
+        Fwd::Request,
+        Fwd::Bypass,
+    ];
 }
 
-/// Why a stale response was served (RFC 5861).
+/// Why a stale response was served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleReason {
     /// Within `stale-while-revalidate`: one background request revalidates it.
     WhileRevalidate,
     /// Within `stale-if-error`: the upstream failed.
     IfError,
+    /// The client's `max-stale` accepts it.
+    MaxStale,
 }
 
 /// How the edge answered a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
     /// Served from cache; `ttl` is the freshness left in seconds.
-    Hit { ttl: u64 },
+    Hit { ttl: i64 },
     /// Served stale from cache, `past` seconds past its freshness lifetime.
     Stale { past: u64, reason: StaleReason },
-    /// Stale in cache, revalidated upstream (304), served from cache.
-    Revalidated { ttl: u64 },
+    /// Revalidated upstream (304), served from cache.
+    Revalidated { fwd: Fwd, ttl: i64 },
     /// Not usable from cache: this request started the upstream fill and the response was stored.
-    Miss { fwd: Fwd },
+    Miss { fwd: Fwd, ttl: i64 },
     /// Not usable from cache: this request joined a fill another request had started (collapsed).
-    Coalesced { fwd: Fwd },
-    /// Forwarded and not stored (the response is not storable).
-    Pass,
+    Coalesced { fwd: Fwd, ttl: i64 },
+    /// Forwarded and not stored; `detail` says why when the response was not storable.
+    Pass {
+        fwd: Fwd,
+        detail: Option<&'static str>,
+    },
+    /// `only-if-cached` and nothing usable in cache: 504 without going upstream.
+    NotCached,
+    /// Answered by the edge itself, without the cache or the upstream (refusals, CORS preflights).
+    Local,
     /// The edge answered with an error without a usable upstream response.
     Error,
 }
@@ -56,37 +83,42 @@ impl CacheStatus {
             CacheStatus::Stale { .. } => "stale",
             CacheStatus::Miss { .. } => "miss",
             CacheStatus::Coalesced { .. } => "coalesced",
-            CacheStatus::Pass => "pass",
+            CacheStatus::Pass { .. } => "pass",
+            CacheStatus::NotCached => "not_cached",
+            CacheStatus::Local => "local",
             CacheStatus::Error => "error",
         }
     }
 
-    /// The `fwd=` reason, for the access log and metrics.
+    /// The `fwd=` reason, for the access log and metrics; `None` when the request was not forwarded.
     pub fn fwd(self) -> Option<Fwd> {
         match self {
-            CacheStatus::Miss { fwd } | CacheStatus::Coalesced { fwd } => Some(fwd),
-            CacheStatus::Revalidated { .. } => Some(Fwd::Stale),
+            CacheStatus::Miss { fwd, .. }
+            | CacheStatus::Coalesced { fwd, .. }
+            | CacheStatus::Revalidated { fwd, .. }
+            | CacheStatus::Pass { fwd, .. } => Some(fwd),
             CacheStatus::Stale {
                 reason: StaleReason::IfError,
                 ..
             } => Some(Fwd::Stale),
-            CacheStatus::Stale {
-                reason: StaleReason::WhileRevalidate,
-                ..
-            } => None,
-            CacheStatus::Pass | CacheStatus::Error => Some(Fwd::UriMiss),
-            CacheStatus::Hit { .. } => None,
+            CacheStatus::Error => Some(Fwd::UriMiss),
+            CacheStatus::Stale { .. }
+            | CacheStatus::Hit { .. }
+            | CacheStatus::NotCached
+            | CacheStatus::Local => None,
         }
     }
 
     /// Every label, for pre-registering metric series.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 9] = [
         "hit",
         "stale",
         "revalidated",
         "miss",
         "coalesced",
         "pass",
+        "not_cached",
+        "local",
         "error",
     ];
 
@@ -94,26 +126,31 @@ impl CacheStatus {
     pub fn header_value(self, name: &str) -> String {
         match self {
             CacheStatus::Hit { ttl } => format!("{name}; hit; ttl={ttl}"),
-            CacheStatus::Revalidated { ttl } => {
-                format!("{name}; fwd=stale; fwd-status=304; ttl={ttl}")
+            CacheStatus::Revalidated { fwd, ttl } => {
+                format!("{name}; fwd={}; fwd-status=304; ttl={ttl}", fwd.as_str())
             }
-            CacheStatus::Stale {
-                past,
-                reason: StaleReason::WhileRevalidate,
-            } => {
-                format!("{name}; hit; ttl=-{past}; detail=stale-while-revalidate")
+            CacheStatus::Stale { past, reason } => match reason {
+                StaleReason::WhileRevalidate => {
+                    format!("{name}; hit; ttl=-{past}; detail=stale-while-revalidate")
+                }
+                StaleReason::MaxStale => format!("{name}; hit; ttl=-{past}; detail=max-stale"),
+                StaleReason::IfError => {
+                    format!("{name}; fwd=stale; ttl=-{past}; detail=stale-if-error")
+                }
+            },
+            CacheStatus::Miss { fwd, ttl } => {
+                format!("{name}; fwd={}; stored; ttl={ttl}", fwd.as_str())
             }
-            CacheStatus::Stale {
-                past,
-                reason: StaleReason::IfError,
-            } => {
-                format!("{name}; fwd=stale; ttl=-{past}; detail=stale-if-error")
+            CacheStatus::Coalesced { fwd, ttl } => {
+                format!("{name}; fwd={}; collapsed; stored; ttl={ttl}", fwd.as_str())
             }
-            CacheStatus::Miss { fwd } => format!("{name}; fwd={}; stored", fwd.as_str()),
-            CacheStatus::Coalesced { fwd } => {
-                format!("{name}; fwd={}; collapsed; stored", fwd.as_str())
-            }
-            CacheStatus::Pass => format!("{name}; fwd=uri-miss"),
+            CacheStatus::Pass { fwd, detail: None } => format!("{name}; fwd={}", fwd.as_str()),
+            CacheStatus::Pass {
+                fwd,
+                detail: Some(detail),
+            } => format!("{name}; fwd={}; detail={detail}", fwd.as_str()),
+            CacheStatus::NotCached => format!("{name}; detail=only-if-cached"),
+            CacheStatus::Local => format!("{name}; detail=local"),
             CacheStatus::Error => format!("{name}; fwd=uri-miss; detail=upstream-error"),
         }
     }
@@ -125,23 +162,43 @@ mod tests {
 
     #[test]
     fn header_values_follow_rfc9211() {
+        let pass = |fwd, detail| CacheStatus::Pass { fwd, detail };
         let table = [
             (CacheStatus::Hit { ttl: 30 }, "edge-1; hit; ttl=30"),
             (
-                CacheStatus::Miss { fwd: Fwd::UriMiss },
-                "edge-1; fwd=uri-miss; stored",
+                CacheStatus::Miss {
+                    fwd: Fwd::UriMiss,
+                    ttl: 60,
+                },
+                "edge-1; fwd=uri-miss; stored; ttl=60",
             ),
             (
-                CacheStatus::Miss { fwd: Fwd::Stale },
-                "edge-1; fwd=stale; stored",
+                CacheStatus::Miss {
+                    fwd: Fwd::VaryMiss,
+                    ttl: 5,
+                },
+                "edge-1; fwd=vary-miss; stored; ttl=5",
             ),
             (
-                CacheStatus::Coalesced { fwd: Fwd::UriMiss },
-                "edge-1; fwd=uri-miss; collapsed; stored",
+                CacheStatus::Coalesced {
+                    fwd: Fwd::Stale,
+                    ttl: 0,
+                },
+                "edge-1; fwd=stale; collapsed; stored; ttl=0",
             ),
             (
-                CacheStatus::Revalidated { ttl: 9 },
+                CacheStatus::Revalidated {
+                    fwd: Fwd::Stale,
+                    ttl: 9,
+                },
                 "edge-1; fwd=stale; fwd-status=304; ttl=9",
+            ),
+            (
+                CacheStatus::Revalidated {
+                    fwd: Fwd::Request,
+                    ttl: 9,
+                },
+                "edge-1; fwd=request; fwd-status=304; ttl=9",
             ),
             (
                 CacheStatus::Stale {
@@ -157,7 +214,24 @@ mod tests {
                 },
                 "edge-1; fwd=stale; ttl=-3; detail=stale-if-error",
             ),
-            (CacheStatus::Pass, "edge-1; fwd=uri-miss"),
+            (
+                CacheStatus::Stale {
+                    past: 4,
+                    reason: StaleReason::MaxStale,
+                },
+                "edge-1; hit; ttl=-4; detail=max-stale",
+            ),
+            (
+                pass(Fwd::UriMiss, Some("no-store")),
+                "edge-1; fwd=uri-miss; detail=no-store",
+            ),
+            (pass(Fwd::Bypass, None), "edge-1; fwd=bypass"),
+            (
+                pass(Fwd::Request, Some("authorization")),
+                "edge-1; fwd=request; detail=authorization",
+            ),
+            (CacheStatus::NotCached, "edge-1; detail=only-if-cached"),
+            (CacheStatus::Local, "edge-1; detail=local"),
             (
                 CacheStatus::Error,
                 "edge-1; fwd=uri-miss; detail=upstream-error",
@@ -166,11 +240,14 @@ mod tests {
         for (status, header) in table {
             assert_eq!(status.header_value("edge-1"), header);
             assert!(CacheStatus::LABELS.contains(&status.label()));
+            // The header, the log's fwd field and the metric label agree.
+            match status.fwd() {
+                Some(fwd) => assert!(
+                    header.contains(&format!("fwd={}", fwd.as_str())),
+                    "{header}"
+                ),
+                None => assert!(!header.contains("fwd="), "{header}"),
+            }
         }
-        assert_eq!(CacheStatus::Hit { ttl: 1 }.fwd(), None);
-        assert_eq!(
-            CacheStatus::Coalesced { fwd: Fwd::Stale }.fwd(),
-            Some(Fwd::Stale)
-        );
     }
 }

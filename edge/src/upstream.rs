@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,7 +15,7 @@ use crate::cache::fill::FillError;
 
 /// The client shared by every fill and pass-through request.
 pub struct Upstream {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     header_timeout: Duration,
     body_idle_timeout: Duration,
     via: HeaderValue,
@@ -45,14 +45,16 @@ impl Upstream {
         }
     }
 
-    /// GET (or HEAD) `path_and_query` from `authority` with `headers`; returns the response head and how long it
-    /// took. Errors are classified for the client: unreachable (502) or timed out (504).
+    /// Sends `method` for `path_and_query` to `authority` with `headers` and `body` (empty for GET and HEAD);
+    /// returns the response head and how long it took. Errors are classified for the client: unreachable (502)
+    /// or timed out (504).
     pub async fn request(
         &self,
         method: &http::Method,
         authority: &str,
         path_and_query: &str,
         mut headers: HeaderMap,
+        body: Bytes,
     ) -> Result<(Response<Incoming>, Duration), FillError> {
         let started = Instant::now();
         let uri = format!("http://{authority}{path_and_query}");
@@ -65,7 +67,7 @@ impl Upstream {
             }
         }
         let request = request
-            .body(Empty::new())
+            .body(Full::new(body))
             .map_err(|e| FillError::Upstream {
                 timeout: false,
                 message: format!("bad upstream request: {e}"),

@@ -204,7 +204,7 @@ fn a_restarted_edge_serves_from_its_disk_cache_at_once() {
     };
     let first = curl(&[&url(&edge)]);
     assert_eq!(
-        first.header("cache-status"),
+        first.cache_status(),
         Some("edge-test; fwd=uri-miss; stored")
     );
     assert!(edge.stop(), "clean stop");

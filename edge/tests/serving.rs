@@ -75,7 +75,7 @@ fn miss_then_hit_with_identical_bytes_over_h1_and_h2() {
         let first = stack.get("--http1.1", &path, &[]);
         assert_eq!(first.status, 200, "{key}: {}", first.text());
         assert_eq!(
-            first.header("cache-status"),
+            first.cache_status(),
             Some("edge-test; fwd=uri-miss; stored"),
             "{key}"
         );

@@ -59,7 +59,7 @@ fn unstorable_responses_and_errors_pass_through() {
         assert_eq!(r.text(), "{\"private\": true}");
         assert_eq!(
             r.header("cache-status"),
-            Some("edge-test; fwd=uri-miss"),
+            Some("edge-test; fwd=uri-miss; detail=no-store"),
             "passed, not stored"
         );
         assert_eq!(r.header("cache-control"), Some("no-store"));
@@ -77,7 +77,7 @@ fn unstorable_responses_and_errors_pass_through() {
 
     let stored = curl(&[&format!("{base}/t/seg.ts")]);
     assert_eq!(
-        stored.header("cache-status"),
+        stored.cache_status(),
         Some("edge-test; fwd=uri-miss; stored")
     );
 
@@ -112,7 +112,7 @@ fn cdn_cache_control_age_and_stale_refetch() {
         "Cache-Control: no-store\r\nCDN-Cache-Control: max-age=600\r\n".into();
     let first = curl(&[&format!("{base}/cdn.ts")]);
     assert_eq!(
-        first.header("cache-status"),
+        first.cache_status(),
         Some("edge-test; fwd=uri-miss; stored")
     );
     assert_eq!(
@@ -152,15 +152,12 @@ fn cdn_cache_control_age_and_stale_refetch() {
     // A stale entry is fetched again and says why.
     *origin.cache_headers.lock().unwrap() = "Cache-Control: max-age=1\r\n".into();
     assert_eq!(
-        curl(&[&format!("{base}/short.ts")]).header("cache-status"),
+        curl(&[&format!("{base}/short.ts")]).cache_status(),
         Some("edge-test; fwd=uri-miss; stored")
     );
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let again = curl(&[&format!("{base}/short.ts")]);
-    assert_eq!(
-        again.header("cache-status"),
-        Some("edge-test; fwd=stale; stored")
-    );
+    assert_eq!(again.cache_status(), Some("edge-test; fwd=stale; stored"));
     let logged = edge.wait_for_event("access", |e| e["fwd"] == "stale");
     assert_eq!(logged["cache_status"], "miss");
 }
@@ -189,7 +186,7 @@ fn stale_objects_are_revalidated_and_keep_their_slices() {
     };
 
     assert_eq!(
-        curl(&[&url]).header("cache-status"),
+        curl(&[&url]).cache_status(),
         Some("edge-test; fwd=uri-miss; stored")
     );
     let wait = |n: usize| {
@@ -235,10 +232,7 @@ fn stale_objects_are_revalidated_and_keep_their_slices() {
     let v2: Vec<u8> = (0..3 * MIB).map(|i| (i % 197) as u8).collect();
     store.put("t/seg.ts", &v2);
     let changed = curl(&[&url]);
-    assert_eq!(
-        changed.header("cache-status"),
-        Some("edge-test; fwd=stale; stored")
-    );
+    assert_eq!(changed.cache_status(), Some("edge-test; fwd=stale; stored"));
     assert!(changed.body == v2);
     let metrics = curl(&[&format!("{}/metrics", edge.url("admin_addr"))]).text();
     assert!(
@@ -260,11 +254,11 @@ fn stale_while_revalidate_and_stale_if_error() {
     let base = format!("http://127.0.0.1:{}", edge.addr("http_addr").port());
     let get = |path: &str| curl(&[&format!("{base}{path}")]);
     assert_eq!(
-        get("/t/seg.ts").header("cache-status"),
+        get("/t/seg.ts").cache_status(),
         Some("edge-test; fwd=uri-miss; stored")
     );
     assert_eq!(
-        get("/t/meta.json").header("cache-status"),
+        get("/t/meta.json").cache_status(),
         Some("edge-test; fwd=uri-miss; stored")
     );
     std::thread::sleep(std::time::Duration::from_millis(2100));

@@ -362,6 +362,12 @@ impl CurlResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// `Cache-Status` without its `ttl=` parameter (which depends on timing).
+    pub fn cache_status(&self) -> Option<&str> {
+        self.header("cache-status")
+            .and_then(|s| s.split("; ttl=").next())
+    }
 }
 
 /// Runs curl with `args` (add `--http2-prior-knowledge`, `-r`, `-H`, `--cacert` … as needed) and returns the
@@ -811,6 +817,254 @@ fn trickle_connection(
             sent += n;
             offset += n;
             std::thread::sleep(Duration::from_secs_f64(n as f64 / rate as f64));
+        }
+    }
+}
+
+/// A request the scripted origin received.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SeenRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted response. By default it is answered like a static object: a `Range` gets a 206 with
+/// `Content-Range`, an `If-None-Match` matching its `ETag` (or an `If-Modified-Since` not older than its
+/// `Last-Modified`) gets a 304; [`Scripted::raw`] sends it exactly as given.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub raw: bool,
+}
+
+impl Scripted {
+    /// A 200 with `body`.
+    pub fn ok(body: impl Into<Vec<u8>>) -> Scripted {
+        Scripted::status(200, body)
+    }
+
+    pub fn status(status: u16, body: impl Into<Vec<u8>>) -> Scripted {
+        Scripted {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            raw: false,
+        }
+    }
+
+    /// Adds a response header line.
+    pub fn header(mut self, name: &str, value: &str) -> Scripted {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Sends the response as given: no range or conditional handling.
+    pub fn raw(mut self) -> Scripted {
+        self.raw = true;
+        self
+    }
+
+    fn field(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The response for `req`, with ranges and conditionals applied unless raw.
+    fn answer(mut self, req: &SeenRequest) -> Scripted {
+        if self.raw || self.status != 200 {
+            return self;
+        }
+        let not_modified = match (req.header("if-none-match"), self.field("etag")) {
+            (Some(inm), Some(etag)) => inm.split(',').any(|t| {
+                t.trim() == "*"
+                    || t.trim().trim_start_matches("W/") == etag.trim_start_matches("W/")
+            }),
+            (None, _) => match (req.header("if-modified-since"), self.field("last-modified")) {
+                (Some(since), Some(modified)) => {
+                    matches!((httpdate::parse_http_date(since), httpdate::parse_http_date(modified)),
+                        (Ok(s), Ok(m)) if m <= s)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if not_modified {
+            self.status = 304;
+            self.body.clear();
+            return self;
+        }
+        let len = self.body.len() as u64;
+        if let Some((a, b)) = req
+            .header("range")
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.split_once('-'))
+            && len > 0
+        {
+            let (start, end) = match (a.parse::<u64>(), b.parse::<u64>()) {
+                (Ok(a), Ok(b)) => (a, b.min(len - 1)),
+                (Ok(a), Err(_)) => (a, len - 1),
+                (Err(_), Ok(n)) => (len.saturating_sub(n), len - 1),
+                _ => return self,
+            };
+            if start > end {
+                self.status = 416;
+                self.headers
+                    .push(("Content-Range".into(), format!("bytes */{len}")));
+                self.body.clear();
+                return self;
+            }
+            self.status = 206;
+            self.headers
+                .push(("Content-Range".into(), format!("bytes {start}-{end}/{len}")));
+            self.body = self.body[start as usize..=end as usize].to_vec();
+        }
+        self
+    }
+}
+
+type Script = Box<dyn Fn(&SeenRequest) -> Scripted + Send + Sync>;
+
+/// An HTTP/1.1 origin whose every answer comes from a script (set per test, changeable at any time), and which
+/// records every request: for testing how the edge treats response headers, statuses and methods.
+pub struct ScriptedOrigin {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+    script: Arc<Mutex<Script>>,
+}
+
+impl ScriptedOrigin {
+    pub fn start(
+        script: impl Fn(&SeenRequest) -> Scripted + Send + Sync + 'static,
+    ) -> ScriptedOrigin {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script: Arc<Mutex<Script>> = Arc::new(Mutex::new(Box::new(script)));
+        let (seen_t, script_t) = (Arc::clone(&seen), Arc::clone(&script));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (seen, script) = (Arc::clone(&seen_t), Arc::clone(&script_t));
+                std::thread::spawn(move || scripted_connection(stream, &seen, &script));
+            }
+        });
+        ScriptedOrigin { addr, seen, script }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Replaces the script.
+    pub fn set(&self, script: impl Fn(&SeenRequest) -> Scripted + Send + Sync + 'static) {
+        *self.script.lock().unwrap() = Box::new(script);
+    }
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Requests so far for `path` (path and query).
+    pub fn requests_for(&self, path: &str) -> Vec<SeenRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path == path)
+            .collect()
+    }
+
+    pub fn count(&self, path: &str) -> usize {
+        self.requests_for(path).len()
+    }
+}
+
+fn scripted_connection(
+    stream: std::net::TcpStream,
+    seen: &Mutex<Vec<SeenRequest>>,
+    script: &Mutex<Script>,
+) {
+    use std::io::{Read, Write};
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("/").to_string(),
+        );
+        let mut headers = Vec::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+            }
+        }
+        let mut req = SeenRequest {
+            method,
+            path,
+            headers,
+            body: Vec::new(),
+        };
+        let length: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        req.body = vec![0; length];
+        if reader.read_exact(&mut req.body).is_err() {
+            return;
+        }
+        seen.lock().unwrap().push(req.clone());
+        let response = (script.lock().unwrap())(&req).answer(&req);
+        let reason = match response.status {
+            200 => "OK",
+            206 => "Partial Content",
+            304 => "Not Modified",
+            404 => "Not Found",
+            _ => "Status",
+        };
+        let mut head = format!("HTTP/1.1 {} {reason}\r\n", response.status);
+        for (name, value) in &response.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let bodyless =
+            req.method == "HEAD" || matches!(response.status, 204 | 304) || response.status < 200;
+        if !matches!(response.status, 204 | 304) {
+            head.push_str(&format!("Content-Length: {}\r\n", response.body.len()));
+        }
+        head.push_str("\r\n");
+        if writer.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if !bodyless && writer.write_all(&response.body).is_err() {
+            return;
         }
     }
 }

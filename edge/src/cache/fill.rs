@@ -44,8 +44,8 @@ impl std::error::Error for FillError {}
 pub enum FillHead {
     /// A storable slice of this object version; chunks follow.
     Slice(Arc<ObjectMeta>),
-    /// Not storable (status, `no-store`, …): subscribers forward their own request instead.
-    NotStorable { status: u16 },
+    /// Not storable (status, `no-store`, …): subscribers forward their own request instead. `detail` says why.
+    NotStorable { status: u16, detail: &'static str },
 }
 
 #[derive(Default)]
@@ -90,11 +90,10 @@ impl Fill {
     pub fn finish(&self, result: Result<(), FillError>) {
         self.update(|s| {
             if s.head.is_none() {
-                s.head = Some(
-                    result
-                        .clone()
-                        .map(|_| FillHead::NotStorable { status: 502 }),
-                );
+                s.head = Some(result.clone().map(|_| FillHead::NotStorable {
+                    status: 502,
+                    detail: "no-response",
+                }));
             }
             s.done.get_or_insert(result);
         });

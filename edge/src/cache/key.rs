@@ -1,12 +1,18 @@
 //! Cache keys: site name + path + normalised query (parameters sorted; empty query dropped), so the same object
 //! requested with parameters in another order is one entry. Each stored version of an object has a generation
-//! number, and its slices are keyed by (key, generation, index), so slices of two versions never mix.
+//! number, and its slices are keyed by (key, generation, index), so slices of two versions never mix. A response
+//! that varies (`Vary`) is stored once per variant: the variant's normalised request values are part of its
+//! metadata key; slices need no variant, as each version's generation is unique.
 
 use std::fmt::Write;
 
 /// The key of one object in one site.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey(String);
+pub struct CacheKey {
+    url: String,
+    /// Empty for a URL's primary record; the variant's `name=value` lines otherwise.
+    variant: String,
+}
 
 impl CacheKey {
     /// Builds the key from the site name, the request path (already validated) and the raw query, if any.
@@ -23,29 +29,63 @@ impl CacheKey {
                 key.push_str(&params.join("&"));
             }
         }
-        CacheKey(key)
+        CacheKey {
+            url: key,
+            variant: String::new(),
+        }
     }
 
+    /// The key of one variant of this URL, selected by the normalised values of the `Vary` fields.
+    pub fn variant(&self, values: &[(String, String)]) -> Self {
+        let mut variant = String::new();
+        for (name, value) in values {
+            let _ = write!(variant, "\n{name}={value}");
+        }
+        CacheKey {
+            url: self.url.clone(),
+            variant,
+        }
+    }
+
+    /// The URL's primary key (no variant).
+    pub fn primary(&self) -> Self {
+        CacheKey {
+            url: self.url.clone(),
+            variant: String::new(),
+        }
+    }
+
+    pub fn is_variant(&self) -> bool {
+        !self.variant.is_empty()
+    }
+
+    /// `site|path?query`: what bans match and fills are coalesced on.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.url
     }
 
-    /// The storage key of the object's metadata record.
+    /// The path and query sent upstream.
+    pub fn path_and_query(&self) -> &str {
+        self.url.split_once('|').map_or("/", |(_, path)| path)
+    }
+
+    /// The storage key of the object's (or variant's) metadata record.
     pub fn meta_key(&self) -> String {
-        format!("m|{}", self.0)
+        format!("m|{}{}", self.url, self.variant)
     }
 
     /// The storage key of slice `index` of version `generation`.
     pub fn slice_key(&self, generation: u64, index: u64) -> String {
-        let mut key = String::with_capacity(self.0.len() + 24);
-        let _ = write!(key, "s|{generation:x}|{index}|{}", self.0);
+        let mut key = String::with_capacity(self.url.len() + 24);
+        let _ = write!(key, "s|{generation:x}|{index}|{}", self.url);
         key
     }
 }
 
 impl std::fmt::Display for CacheKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.url)?;
+        f.write_str(&self.variant)
     }
 }
 
@@ -75,5 +115,18 @@ mod tests {
         assert_ne!(k.meta_key(), k.slice_key(1, 0));
         assert_ne!(k.slice_key(1, 0), k.slice_key(2, 0));
         assert_ne!(k.slice_key(1, 0), k.slice_key(1, 1));
+    }
+
+    #[test]
+    fn variants_have_their_own_metadata_but_share_the_url() {
+        let k = CacheKey::new("s", "/x", Some("a=1"));
+        let gzip = k.variant(&[("accept-encoding".into(), "gzip".into())]);
+        let none = k.variant(&[("accept-encoding".into(), String::new())]);
+        assert_ne!(gzip.meta_key(), k.meta_key());
+        assert_ne!(gzip.meta_key(), none.meta_key());
+        assert_eq!(gzip.as_str(), k.as_str());
+        assert_eq!(gzip.path_and_query(), "/x?a=1");
+        assert_eq!(gzip.primary(), k);
+        assert!(gzip.is_variant() && !k.is_variant());
     }
 }

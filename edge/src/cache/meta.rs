@@ -8,11 +8,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::freshness::Lifetime;
+
 /// One stored version of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectMeta {
     /// Identifies this version; slices are stored under it.
     pub generation: u64,
+    /// The response status: 200 for objects stored as slices; another stored status (404, 301, …) is a whole
+    /// small response whose body is slice 0.
+    #[serde(default = "ok_status")]
+    pub status: u16,
     pub total_len: u64,
     /// The slice size the object was stored with (a config change does not mix sizes).
     pub slice_bytes: u64,
@@ -22,8 +28,25 @@ pub struct ObjectMeta {
     pub last_modified: Option<String>,
     /// The upstream's Cache-Control, passed on to clients.
     pub cache_control: Option<String>,
+    /// Other response fields passed on to clients (`Location`, `Content-Encoding`, `Vary`, …), lower-case names.
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// Surrogate keys (`Surrogate-Key`, `Cache-Tag`) for purging by tag.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The request fields this response varies on (lower case), and this version's normalised values of them.
+    #[serde(default)]
+    pub vary: Vec<String>,
+    #[serde(default)]
+    pub variant: Vec<(String, String)>,
+    /// On a URL's primary record: the other variants stored under their own keys, oldest first (capped).
+    #[serde(default)]
+    pub variants: Vec<Vec<(String, String)>>,
     /// Unix seconds when the response was received.
     pub stored_at: u64,
+    /// Unix milliseconds when the upstream last confirmed this version (stored or revalidated); bans compare it.
+    #[serde(default)]
+    pub confirmed_ms: u64,
     /// The upstream's `Age` when received.
     pub initial_age: u64,
     /// Freshness lifetime in seconds.
@@ -34,27 +57,64 @@ pub struct ObjectMeta {
     /// Seconds past its lifetime it may be served when the upstream fails (RFC 5861).
     #[serde(default)]
     pub stale_if_error_secs: u64,
+    /// Never served stale (`must-revalidate`, `proxy-revalidate`, `no-cache`).
+    #[serde(default)]
+    pub no_stale: bool,
 }
 
-/// The freshness inputs of one upstream response (RFC 9111, RFC 5861), set on a new version or on a version
-/// that a 304 refreshed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Freshness {
-    pub stored_at: u64,
-    pub initial_age: u64,
-    pub ttl_secs: u64,
-    pub stale_while_revalidate_secs: u64,
-    pub stale_if_error_secs: u64,
+fn ok_status() -> u16 {
+    200
 }
 
 impl ObjectMeta {
-    /// Takes the freshness of a newer response for the same version.
-    pub fn refresh(&mut self, f: Freshness) {
-        self.stored_at = f.stored_at;
-        self.initial_age = f.initial_age;
-        self.ttl_secs = f.ttl_secs;
-        self.stale_while_revalidate_secs = f.stale_while_revalidate_secs;
-        self.stale_if_error_secs = f.stale_if_error_secs;
+    /// A new version received at `now` with lifetime `l`; the caller fills in the content fields.
+    pub fn new(generation: u64, status: u16, total_len: u64, slice_bytes: u64) -> Self {
+        ObjectMeta {
+            generation,
+            status,
+            total_len,
+            slice_bytes,
+            content_type: None,
+            etag: None,
+            last_modified: None,
+            cache_control: None,
+            headers: Vec::new(),
+            tags: Vec::new(),
+            vary: Vec::new(),
+            variant: Vec::new(),
+            variants: Vec::new(),
+            stored_at: 0,
+            confirmed_ms: 0,
+            initial_age: 0,
+            ttl_secs: 0,
+            stale_while_revalidate_secs: 0,
+            stale_if_error_secs: 0,
+            no_stale: false,
+        }
+    }
+
+    /// Takes the freshness of a newer response for the same version, received at `now`.
+    pub fn refresh(&mut self, l: &Lifetime, now: SystemTime) {
+        self.stored_at = unix_secs(now);
+        self.confirmed_ms = unix_millis(now);
+        self.initial_age = l.initial_age;
+        self.ttl_secs = l.ttl_secs;
+        self.stale_while_revalidate_secs = l.stale_while_revalidate_secs;
+        self.stale_if_error_secs = l.stale_if_error_secs;
+        self.no_stale = l.no_stale;
+    }
+
+    /// Marks the version stale from `now` on (a soft purge): its RFC 5861 windows count from here.
+    pub fn expire(&mut self, now: SystemTime) {
+        self.ttl_secs = self.ttl_secs.min(self.age(now));
+    }
+
+    /// A stored response field's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Current age in seconds (RFC 9111 §4.2.3, simplified: initial age plus resident time).
@@ -86,6 +146,13 @@ impl ObjectMeta {
     }
 }
 
+/// Unix milliseconds.
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Unix seconds.
 pub fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -110,18 +177,14 @@ mod tests {
 
     fn meta() -> ObjectMeta {
         ObjectMeta {
-            generation: 7,
-            total_len: 100,
-            slice_bytes: 64,
             content_type: Some("video/mp2t".into()),
             etag: Some("\"e\"".into()),
-            last_modified: None,
             cache_control: Some("max-age=60".into()),
             stored_at: 1000,
             initial_age: 5,
             ttl_secs: 60,
             stale_while_revalidate_secs: 10,
-            stale_if_error_secs: 0,
+            ..ObjectMeta::new(7, 200, 100, 64)
         }
     }
 
@@ -147,6 +210,31 @@ mod tests {
             m.age(at(900)),
             5,
             "a clock that went back does not make negative ages"
+        );
+    }
+
+    #[test]
+    fn records_of_an_older_version_still_decode() {
+        let old =
+            br#"{"generation":1,"total_len":3,"slice_bytes":64,"content_type":null,"etag":null,
+            "last_modified":null,"cache_control":null,"stored_at":1,"initial_age":0,"ttl_secs":9}"#;
+        let m = ObjectMeta::decode(old).expect("decodes");
+        assert_eq!((m.status, m.no_stale, m.tags.len()), (200, false, 0));
+    }
+
+    #[test]
+    fn soft_expiry_starts_staleness_now() {
+        let mut m = meta();
+        let at = |secs| UNIX_EPOCH + Duration::from_secs(secs);
+        m.expire(at(1010));
+        assert!(!m.is_fresh(at(1010)));
+        assert_eq!(m.staleness(at(1010)), 0);
+        assert_eq!(m.staleness(at(1013)), 3);
+        let mut expired = meta();
+        expired.expire(at(2000));
+        assert_eq!(
+            expired.ttl_secs, 60,
+            "an already stale version keeps its lifetime"
         );
     }
 

@@ -1,8 +1,11 @@
-//! The tiered cache: keys, slices, metadata, freshness, coalesced fills, and the storage engine.
+//! The tiered cache: keys and variants, slices, metadata, freshness, purge bans, coalesced fills, and the storage
+//! engine.
 
+pub mod bans;
 pub mod fill;
 pub mod freshness;
 pub mod key;
 pub mod meta;
 pub mod slices;
 pub mod storage;
+pub mod vary;
