@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -33,7 +33,7 @@ use crate::cache::key::CacheKey;
 use crate::cache::meta::{ObjectMeta, new_generation, unix_millis};
 use crate::cache::slices::{Slicing, first_slice_hint};
 use crate::cache::storage::CacheStorage;
-use crate::cache::vary::{preferred_encoding, upstream_fields, variant_values, vary_fields};
+use crate::cache::vary::{upstream_fields, variant_values, vary_fields};
 use crate::config::ClientDirectives;
 use crate::metrics::EdgeMetrics;
 use crate::status::{CacheStatus, Fwd, StaleReason};
@@ -80,6 +80,9 @@ pub struct Edge {
     pub bans: Bans,
     /// Request bodies (unsafe methods) larger than this are refused with 413.
     pub max_request_body_bytes: usize,
+    /// URLs whose last response was not storable, with when that expires (unix ms) and why: requests for them
+    /// go straight upstream for a while instead of through a fill first ("hit-for-pass").
+    pass_marks: Mutex<HashMap<String, (u64, &'static str)>>,
 }
 
 /// What an [`Edge`] is built from.
@@ -195,10 +198,19 @@ const STORED_FIELDS: [HeaderName; 8] = [
     header::X_CONTENT_TYPE_OPTIONS,
 ];
 
+/// Request fields sent upstream (normalised) when a URL is not yet known to vary: the ones responses most often
+/// vary on, so that the first response is already the variant its request selects.
+const NEGOTIATION_FIELDS: [&str; 4] = ["accept-encoding", "accept-language", "accept", "origin"];
+
 /// Response fields whose values are tags for purging (space- or comma-separated).
 const TAG_FIELDS: [&str; 2] = ["surrogate-key", "cache-tag"];
 
 const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS, POST, PUT, PATCH, DELETE";
+
+/// How long a URL whose response was not storable is passed straight upstream.
+const PASS_MARK_MS: u64 = 30_000;
+/// URLs remembered as not storable, at most.
+const MAX_PASS_MARKS: usize = 100_000;
 
 /// The largest body of a whole (non-200) response that is stored.
 const MAX_WHOLE_BODY_BYTES: usize = 64 * 1024;
@@ -261,6 +273,7 @@ impl Edge {
             retention_ms: retention_secs.saturating_mul(1000),
             bans,
             max_request_body_bytes,
+            pass_marks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -354,8 +367,9 @@ impl Edge {
                 }
                 let fwd = if fresh { Fwd::Request } else { Fwd::Stale };
                 let validator = meta.etag.is_some() || meta.last_modified.is_some();
-                let if_error = staleness <= meta.stale_if_error_secs;
-                if !fresh && !forced && validator && staleness <= meta.stale_while_revalidate_secs {
+                let within = |window: u64| window > 0 && staleness <= window;
+                let if_error = !meta.no_stale && within(meta.stale_if_error_secs);
+                if !fresh && !forced && validator && within(meta.stale_while_revalidate_secs) {
                     // RFC 5861: answer now from the stale copy; one background request revalidates it.
                     let (edge, upstream, key_bg, meta_bg) = (
                         Arc::clone(self),
@@ -395,6 +409,11 @@ impl Edge {
             None if request_cc.only_if_cached => return Some(self.not_cached(parts)),
             None => miss_fwd,
         };
+        if fwd == Fwd::UriMiss
+            && let Some(detail) = self.pass_mark(&key, now)
+        {
+            return Some(self.pass(parts, site, None, pass(fwd, Some(detail))).await);
+        }
         if honor && request_cc.no_store {
             let status = pass(Fwd::Request, Some("no-store"));
             return Some(self.pass(parts, site, None, status).await);
@@ -411,8 +430,11 @@ impl Edge {
         let index = first_slice_hint(range_spec, self.slice_bytes);
         let forward = match &variant {
             Some(values) => upstream_fields(values),
-            // For a URL not known to vary: the preferred coding (what responses most often vary on).
-            None => encoding_field(&parts.headers),
+            // For a URL not known to vary: the fields responses most often vary on, normalised.
+            None => upstream_fields(&variant_values(
+                &NEGOTIATION_FIELDS.map(String::from),
+                &parts.headers,
+            )),
         };
         let waited = Instant::now();
         let (fill, started) = self.join_fill(
@@ -425,8 +447,13 @@ impl Edge {
         let mut subscriber = fill.subscribe();
         let head = subscriber.head().await;
         let upstream_ms = Some(waited.elapsed().as_secs_f64() * 1000.0);
+        let upstream_failed = match &head {
+            Err(_) => true,
+            Ok(FillHead::NotStorable { status, .. }) => *status >= 500,
+            Ok(FillHead::Slice(_)) => false,
+        };
         match head {
-            Err(_) if stale_fallback.is_some() => {
+            _ if upstream_failed && stale_fallback.is_some() => {
                 let meta = stale_fallback.expect("checked above");
                 let served = attempt(Served::Stale(StaleReason::IfError));
                 self.respond(parts, site, key, meta, None, served).await
@@ -437,6 +464,7 @@ impl Edge {
                 Some(answer)
             }
             Ok(FillHead::NotStorable { detail, .. }) => {
+                self.mark_pass(&key, detail, now);
                 let status = pass(fwd, Some(detail));
                 Some(self.pass(parts, site, None, status).await)
             }
@@ -549,6 +577,34 @@ impl Edge {
                 None
             }
         }
+    }
+
+    /// Why requests for `key` go straight upstream, while its last response's "not storable" mark lasts.
+    fn pass_mark(&self, key: &CacheKey, now: SystemTime) -> Option<&'static str> {
+        let marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
+        if marks.is_empty() {
+            return None;
+        }
+        let key = key.to_string();
+        marks
+            .get(&key)
+            .filter(|(until, _)| *until > unix_millis(now))
+            .map(|(_, detail)| *detail)
+    }
+
+    /// Remembers for [`PASS_MARK_MS`] that `key`'s response was not storable (the set is bounded: when full, it
+    /// is cleared, which costs only a fill attempt per URL).
+    fn mark_pass(&self, key: &CacheKey, detail: &'static str, now: SystemTime) {
+        let mut marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
+        if marks.len() >= MAX_PASS_MARKS {
+            marks.clear();
+        }
+        marks.insert(key.to_string(), (unix_millis(now) + PASS_MARK_MS, detail));
+    }
+
+    fn forget_pass_mark(&self, key: &CacheKey) {
+        let mut marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.remove(&key.to_string());
     }
 
     /// `only-if-cached` without a usable stored response (RFC 9111 §5.2.1.7).
@@ -929,6 +985,13 @@ impl Edge {
         let request_time = SystemTime::now();
         let response = self.upstream_get(upstream, key, headers).await?;
         let status = response.status().as_u16();
+        if status >= 500 {
+            // An upstream error, not a new version: the stored one stays, stale-if-error may serve it.
+            return Err(FillError::Upstream {
+                timeout: false,
+                message: format!("{upstream} answered {status}"),
+            });
+        }
         if status != 304 {
             self.storage.remove(key);
             return Ok(changed(status));
@@ -1488,6 +1551,7 @@ impl Edge {
         for key in targets {
             // A ban covers every variant of the URL; removing the primary record frees it at once.
             self.storage.remove(&key);
+            self.forget_pass_mark(&key);
             if let Err(e) = self.record_ban(BanKind::Url, key.as_str().to_string(), false) {
                 tracing::warn!(key = %key, error = %e, "could not save the invalidation");
             }
@@ -1528,8 +1592,11 @@ impl Edge {
                     None
                 };
                 let key = CacheKey::new(&site.name, uri.path(), query);
-                if kind == BanKind::Url && !soft {
-                    self.storage.remove(&key);
+                if kind == BanKind::Url {
+                    self.forget_pass_mark(&key);
+                    if !soft {
+                        self.storage.remove(&key);
+                    }
                 }
                 let mut pattern = key.as_str().to_string();
                 if kind == BanKind::Prefix
@@ -1890,17 +1957,6 @@ fn tags(head: &HeaderMap) -> Vec<String> {
         }
     }
     tags
-}
-
-/// The normalised `Accept-Encoding` of a request, as sent upstream for a URL not yet known to vary.
-fn encoding_field(request: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
-    let value = joined(request, &header::ACCEPT_ENCODING)
-        .map(|v| preferred_encoding(&v))
-        .unwrap_or("");
-    if value.is_empty() {
-        return Vec::new();
-    }
-    vec![(header::ACCEPT_ENCODING, HeaderValue::from_static(value))]
 }
 
 fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {

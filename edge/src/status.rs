@@ -129,15 +129,18 @@ impl CacheStatus {
             CacheStatus::Revalidated { fwd, ttl } => {
                 format!("{name}; fwd={}; fwd-status=304; ttl={ttl}", fwd.as_str())
             }
-            CacheStatus::Stale { past, reason } => match reason {
-                StaleReason::WhileRevalidate => {
-                    format!("{name}; hit; ttl=-{past}; detail=stale-while-revalidate")
+            CacheStatus::Stale { past, reason } => {
+                let ttl = -(past.min(i64::MAX as u64) as i64);
+                match reason {
+                    StaleReason::WhileRevalidate => {
+                        format!("{name}; hit; ttl={ttl}; detail=stale-while-revalidate")
+                    }
+                    StaleReason::MaxStale => format!("{name}; hit; ttl={ttl}; detail=max-stale"),
+                    StaleReason::IfError => {
+                        format!("{name}; fwd=stale; ttl={ttl}; detail=stale-if-error")
+                    }
                 }
-                StaleReason::MaxStale => format!("{name}; hit; ttl=-{past}; detail=max-stale"),
-                StaleReason::IfError => {
-                    format!("{name}; fwd=stale; ttl=-{past}; detail=stale-if-error")
-                }
-            },
+            }
             CacheStatus::Miss { fwd, ttl } => {
                 format!("{name}; fwd={}; stored; ttl={ttl}", fwd.as_str())
             }

@@ -378,9 +378,11 @@ pub fn client_accepts_stale(request: &CacheControl, staleness: u64, no_stale: bo
     !no_stale && request.max_stale.is_some_and(|max| staleness <= max)
 }
 
-/// Whether a fresh response is fresh enough for a request's `max-age`/`min-fresh` (§5.2.1.1, §5.2.1.3).
+/// Whether a fresh response is fresh enough for a request's `max-age`/`min-fresh` (§5.2.1.1, §5.2.1.3). Ages are
+/// whole seconds rounded down, so a response of age `max` may be older than `max`: it is not fresh enough (and
+/// `max-age=0` always revalidates, as clients mean it to).
 pub fn fresh_enough(request: &CacheControl, age: u64, ttl_secs: u64) -> bool {
-    let max_age_ok = request.max_age.is_none_or(|max| age <= max);
+    let max_age_ok = request.max_age.is_none_or(|max| age < max);
     let min_fresh_ok = request
         .min_fresh
         .is_none_or(|min| ttl_secs.saturating_sub(age) >= min);
@@ -844,8 +846,9 @@ mod tests {
         assert!(!client_accepts_stale(&r(""), 0, false));
 
         assert!(fresh_enough(&r(""), 10, 60));
-        assert!(!fresh_enough(&r("max-age=0"), 1, 60));
-        assert!(fresh_enough(&r("max-age=10"), 10, 60));
+        assert!(!fresh_enough(&r("max-age=0"), 0, 60));
+        assert!(fresh_enough(&r("max-age=10"), 9, 60));
+        assert!(!fresh_enough(&r("max-age=10"), 10, 60));
         assert!(!fresh_enough(&r("min-fresh=51"), 10, 60));
         assert!(fresh_enough(&r("min-fresh=50"), 10, 60));
         assert!(!fresh_enough(&r("no-cache"), 0, 60));
