@@ -295,6 +295,13 @@ fn freshness_age_and_stale_serving_follow_section_4() {
                     ok().header("Cache-Control", "max-age=1, must-revalidate")
                 }
                 "/short-stale-if-error" => ok().header("Cache-Control", "max-age=1"),
+                // After the first phase the same version (ETag v1) has new fields: a 304 brings them (§3.2).
+                "/refresh" if failing_script.load(Ordering::SeqCst) == 0 => ok()
+                    .header("Cache-Control", "max-age=1")
+                    .header("Link", "</v1>"),
+                "/refresh" => ok()
+                    .header("Cache-Control", "max-age=600")
+                    .header("Link", "</v2>"),
                 _ => Scripted::status(400, "unknown route"),
             }
         },
@@ -346,6 +353,7 @@ fn freshness_age_and_stale_serving_follow_section_4() {
         assert_eq!(f.origin.count(&path("/no-cache")), 3);
         f.get(proto, &path("/short-must-revalidate"), &[]);
         f.get(proto, &path("/short-stale-if-error"), &[]);
+        f.get(proto, &path("/refresh"), &[]);
     }
     // Both versions go stale, and the upstream fails (503).
     std::thread::sleep(Duration::from_millis(2100));
@@ -363,6 +371,24 @@ fn freshness_age_and_stale_serving_follow_section_4() {
         let refused = f.get(proto, &path("/short-must-revalidate"), &[]);
         assert_eq!(refused.status, 502, "{}", refused.text());
         assert!(refused.text().contains("503"), "{}", refused.text());
+        // A 304 updates the stored fields and freshness, and keeps the body.
+        let refreshed = f.get(proto, &path("/refresh"), &[]);
+        assert!(
+            status(&refreshed).starts_with("edge-test; fwd=stale; fwd-status=304"),
+            "{}",
+            status(&refreshed)
+        );
+        let hit = f.get(proto, &path("/refresh"), &[]);
+        assert!(
+            status(&hit).contains("; hit;") && ttl(&hit) > 590,
+            "{}",
+            status(&hit)
+        );
+        assert_eq!(
+            (hit.header("link"), hit.header("cache-control")),
+            (Some("</v2>"), Some("max-age=600"))
+        );
+        assert_eq!(hit.body, refreshed.body);
         // …nor with a client's max-stale.
         let refused = f.get(
             proto,
