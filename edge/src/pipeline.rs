@@ -350,7 +350,6 @@ impl Edge {
         let mut stale_fallback = None;
         let fwd = match meta {
             Some(meta) => {
-                let meta = Arc::new(meta);
                 let fresh = meta.is_fresh(now);
                 let forced = honor && !fresh_enough(&request_cc, meta.age(now), meta.ttl_secs);
                 let staleness = meta.staleness(now);
@@ -548,7 +547,7 @@ impl Edge {
         }
     }
 
-    async fn lookup_record(&self, key: &CacheKey, now: SystemTime) -> Option<ObjectMeta> {
+    async fn lookup_record(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<ObjectMeta>> {
         let cached = self.storage.lookup_meta(key).await;
         let result = cached.as_ref().map_or("miss", |(_, tier)| tier.label());
         self.metrics
@@ -568,7 +567,7 @@ impl Edge {
             Verdict::Keep => Some(meta),
             Verdict::Stale(at_ms) => {
                 self.metrics.ban_matches.with_label_values(&["stale"]).inc();
-                meta.expire(UNIX_EPOCH + Duration::from_millis(at_ms));
+                Arc::make_mut(&mut meta).expire(UNIX_EPOCH + Duration::from_millis(at_ms));
                 Some(meta)
             }
             Verdict::Drop => {
@@ -1395,8 +1394,7 @@ impl Edge {
             return;
         }
         let current = self.storage.lookup_meta(&primary).await.map(|(m, _)| m);
-        let Some(mut current) =
-            current.filter(|c| c.vary == meta.vary && c.variant != meta.variant)
+        let Some(current) = current.filter(|c| c.vary == meta.vary && c.variant != meta.variant)
         else {
             self.storage.insert_meta(&primary, meta);
             return;
@@ -1404,12 +1402,13 @@ impl Edge {
         self.storage
             .insert_meta(&primary.variant(&meta.variant), meta);
         if !current.variants.contains(&meta.variant) {
+            let mut current = (*current).clone();
             current.variants.push(meta.variant.clone());
             while current.variants.len() >= self.max_variants {
                 let oldest = current.variants.remove(0);
                 self.storage.remove(&primary.variant(&oldest));
             }
-            self.storage.insert_meta(&primary, &current);
+            self.storage.insert_meta(&primary, &Arc::new(current));
         }
     }
 
@@ -1736,7 +1735,7 @@ enum Revalidation {
 struct Found {
     /// The URL's primary key, or the key of the variant the request selects.
     key: CacheKey,
-    meta: Option<ObjectMeta>,
+    meta: Option<Arc<ObjectMeta>>,
     /// Why a miss is one: nothing for the URL, or not this variant.
     miss_fwd: Fwd,
     /// The variant's normalised `Vary` values, when the URL is known to vary.

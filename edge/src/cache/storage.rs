@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use foyer::{
@@ -40,7 +41,10 @@ impl Tier {
 
 /// The storage the pipeline needs. Reads that fail (I/O errors) are misses: the object is fetched again.
 pub trait CacheStorage: Send + Sync + 'static {
-    fn lookup_meta<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Option<(ObjectMeta, Tier)>>;
+    fn lookup_meta<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> BoxFuture<'a, Option<(Arc<ObjectMeta>, Tier)>>;
     fn read_slice<'a>(
         &'a self,
         key: &'a CacheKey,
@@ -48,7 +52,7 @@ pub trait CacheStorage: Send + Sync + 'static {
         index: u64,
     ) -> BoxFuture<'a, Option<(Bytes, Tier)>>;
     /// Inserts or replaces (updates) the metadata record.
-    fn insert_meta(&self, key: &CacheKey, meta: &ObjectMeta);
+    fn insert_meta(&self, key: &CacheKey, meta: &Arc<ObjectMeta>);
     fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes);
     /// Removes the metadata record: its slices become unreachable and age out.
     fn remove(&self, key: &CacheKey);
@@ -58,10 +62,15 @@ pub trait CacheStorage: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()>;
 }
 
-/// The foyer hybrid cache.
+/// The foyer hybrid cache, with the metadata records most used also kept decoded: a hit then costs no parsing
+/// and no allocation for its metadata.
 pub struct FoyerStorage {
     cache: HybridCache<String, Bytes>,
+    decoded: foyer::Cache<String, Arc<ObjectMeta>>,
 }
+
+/// Decoded metadata records kept in memory (about 1 KiB each).
+const DECODED_METAS: usize = 65_536;
 
 /// Sizes of the tiers, and where foyer's own metrics (`foyer_memory_*`, `foyer_storage_*`: entries, usage,
 /// evictions, disk I/O) are registered.
@@ -108,7 +117,8 @@ impl FoyerStorage {
                 .build()
                 .await?
         };
-        Ok(FoyerStorage { cache })
+        let decoded = foyer::CacheBuilder::new(DECODED_METAS).build();
+        Ok(FoyerStorage { cache, decoded })
     }
 
     async fn get(&self, key: String) -> Option<(Bytes, Tier)> {
@@ -131,10 +141,24 @@ impl FoyerStorage {
 }
 
 impl CacheStorage for FoyerStorage {
-    fn lookup_meta<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Option<(ObjectMeta, Tier)>> {
+    fn lookup_meta<'a>(
+        &'a self,
+        key: &'a CacheKey,
+    ) -> BoxFuture<'a, Option<(Arc<ObjectMeta>, Tier)>> {
         Box::pin(async move {
-            let (bytes, tier) = self.get(key.meta_key()).await?;
-            ObjectMeta::decode(&bytes).map(|meta| (meta, tier))
+            let meta_key = key.meta_key();
+            if let Some(entry) = self.decoded.get(&meta_key) {
+                // Keep the hybrid cache's own recency and tier statistics in step.
+                if let Some((_, tier)) = self.get(meta_key).await {
+                    return Some((Arc::clone(entry.value()), tier));
+                }
+                self.decoded.remove(&key.meta_key());
+                return None;
+            }
+            let (bytes, tier) = self.get(meta_key.clone()).await?;
+            let meta = Arc::new(ObjectMeta::decode(&bytes)?);
+            self.decoded.insert(meta_key, Arc::clone(&meta));
+            Some((meta, tier))
         })
     }
 
@@ -147,8 +171,10 @@ impl CacheStorage for FoyerStorage {
         Box::pin(self.get(key.slice_key(generation, index)))
     }
 
-    fn insert_meta(&self, key: &CacheKey, meta: &ObjectMeta) {
-        self.cache.insert(key.meta_key(), meta.encode());
+    fn insert_meta(&self, key: &CacheKey, meta: &Arc<ObjectMeta>) {
+        let meta_key = key.meta_key();
+        self.decoded.insert(meta_key.clone(), Arc::clone(meta));
+        self.cache.insert(meta_key, meta.encode());
     }
 
     fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes) {
@@ -156,7 +182,9 @@ impl CacheStorage for FoyerStorage {
     }
 
     fn remove(&self, key: &CacheKey) {
-        self.cache.remove(&key.meta_key());
+        let meta_key = key.meta_key();
+        self.decoded.remove(&meta_key);
+        self.cache.remove(&meta_key);
     }
 
     fn memory_usage(&self) -> u64 {
