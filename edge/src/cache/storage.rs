@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode, Source,
+    HybridCachePolicy, PsyncIoEngineConfig, RecoverMode, S3FifoConfig, Source,
 };
 
 use super::key::CacheKey;
@@ -94,6 +94,9 @@ impl FoyerStorage {
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .with_flush_on_close(true)
             .memory(sizes.memory_bytes as usize)
+            // S3-FIFO: the best byte hit ratio of foyer's policies on a VOD trace (`cargo run -p benches
+            // --release --bin cachesim`: +4.6 to +10.5 points over LRU at 1-20 % of the unique bytes).
+            .with_eviction_config(S3FifoConfig::default())
             .with_weighter(|key: &String, value: &Bytes| key.len() + value.len() + 64);
         let cache = if sizes.disk_bytes == 0 {
             builder.storage().build().await?

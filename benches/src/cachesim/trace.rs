@@ -1,0 +1,423 @@
+//! A synthetic, deterministic VOD request trace: a catalogue of titles with Zipf popularity, each cut into 4 s
+//! segments in four video renditions and one audio rendition, watched by a fixed number of concurrent viewers
+//! whose sessions start at the beginning or at a resume point, switch rendition now and then (ABR), and are
+//! abandoned early more often than watched to the end. Every request is an object key and its size; the same key
+//! always has the same size.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+/// Seconds of media per segment.
+pub const SEGMENT_SECONDS: u64 = 4;
+/// Video renditions of every title, lowest first (bit/s).
+pub const VIDEO_BITRATES_BPS: [u64; 4] = [400_000, 1_200_000, 3_000_000, 6_000_000];
+/// The one audio rendition (bit/s).
+pub const AUDIO_BITRATE_BPS: u64 = 128_000;
+/// Size of a master playlist (bytes); each title's varies by up to ±25 % around it.
+const MASTER_PLAYLIST_BYTES: u64 = 2_048;
+/// Size of a media playlist (bytes); each one varies by up to ±25 % around it.
+const MEDIA_PLAYLIST_BYTES: u64 = 8_192;
+/// Title durations are uniform in this range (minutes).
+const TITLE_MINUTES: std::ops::RangeInclusive<u64> = 20..=150;
+/// Share of sessions that start at segment 0; the others resume somewhere in 5–90 % of the title.
+const START_AT_BEGINNING: f64 = 0.8;
+/// Players fill their buffer at start: this many segments are fetched 1 s apart, then one per 4 s.
+const STARTUP_SEGMENTS: u32 = 3;
+/// Mean pause between two sessions of one viewer (seconds).
+const MEAN_IDLE_SECONDS: f64 = 60.0;
+
+/// What to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceParams {
+    pub seed: u64,
+    /// Number of titles in the catalogue.
+    pub titles: u32,
+    /// Zipf exponent of title popularity (rank r is chosen with weight 1/r^alpha).
+    pub zipf_alpha: f64,
+    /// Length of the trace, in requests.
+    pub requests: usize,
+    /// Viewers watching at the same time (each plays sessions back to back with a pause between them).
+    pub viewers: u32,
+}
+
+/// One request: which object, and how many bytes it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub key: u64,
+    pub size: u32,
+}
+
+/// The generated trace and how it came about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trace {
+    pub requests: Vec<Request>,
+    /// Sessions started (the last ones are cut short by the end of the trace).
+    pub sessions: u64,
+    /// Simulated wall-clock time the trace covers (ms).
+    pub span_ms: u64,
+}
+
+/// The media tracks of a title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Track {
+    /// Index into [`VIDEO_BITRATES_BPS`].
+    Video(u8),
+    Audio,
+}
+
+/// The objects a player fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Object {
+    MasterPlaylist,
+    MediaPlaylist(Track),
+    Segment(Track, u32),
+}
+
+impl Track {
+    /// 0–3 for the video renditions, 4 for audio.
+    fn code(self) -> u64 {
+        match self {
+            Track::Video(rendition) => u64::from(rendition),
+            Track::Audio => 4,
+        }
+    }
+}
+
+/// The object's key: title in the high 32 bits, then an 8-bit kind, then a 24-bit segment index.
+fn object_key(title: u32, object: Object) -> u64 {
+    let (kind, index) = match object {
+        Object::Segment(track, index) => (track.code(), u64::from(index)),
+        Object::MediaPlaylist(track) => (5 + track.code(), 0),
+        Object::MasterPlaylist => (10, 0),
+    };
+    (u64::from(title) << 32) | (kind << 24) | index
+}
+
+/// The object's size: segments are bitrate × 4 s, video with ±25 % VBR variation (fixed per segment); playlists
+/// vary around their nominal size. Derived from the key, so a key always has one size.
+fn object_size(seed: u64, key: u64, object: Object) -> u32 {
+    let variation = 0.75 + 0.5 * unit_interval(mix64(seed ^ mix64(key)));
+    let bytes = match object {
+        Object::Segment(Track::Video(rendition), _) => {
+            let nominal = VIDEO_BITRATES_BPS[usize::from(rendition)] * SEGMENT_SECONDS / 8;
+            (nominal as f64 * variation) as u64
+        }
+        Object::Segment(Track::Audio, _) => AUDIO_BITRATE_BPS * SEGMENT_SECONDS / 8,
+        Object::MediaPlaylist(_) => (MEDIA_PLAYLIST_BYTES as f64 * variation) as u64,
+        Object::MasterPlaylist => (MASTER_PLAYLIST_BYTES as f64 * variation) as u64,
+    };
+    bytes as u32
+}
+
+/// The SplitMix64 finaliser: a strong 64-bit mix, used both by the PRNG and to derive per-object values.
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A value in [0, 1) from 64 random bits.
+fn unit_interval(bits: u64) -> f64 {
+    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// SplitMix64: small, fast, and good enough for workload generation; deterministic for a seed.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        mix64(self.0)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        unit_interval(self.next_u64())
+    }
+
+    /// Uniform in [0, n) (Lemire's multiply-shift; the bias is negligible for the small n used here).
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+
+    pub fn chance(&mut self, probability: f64) -> bool {
+        self.next_f64() < probability
+    }
+
+    /// Exponentially distributed with this mean.
+    pub fn exponential(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.next_f64()).ln()
+    }
+}
+
+/// Draws title ranks 0.. with probability proportional to 1/(rank+1)^alpha, by binary search of the CDF.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    pub fn new(n: u32, alpha: f64) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|rank| {
+                total += 1.0 / f64::from(rank).powf(alpha);
+                total
+            })
+            .collect();
+        Zipf { cumulative }
+    }
+
+    pub fn sample(&self, rng: &mut SplitMix64) -> u32 {
+        let total = self.cumulative.last().copied().unwrap_or(0.0);
+        let target = rng.next_f64() * total;
+        let rank = self.cumulative.partition_point(|&c| c <= target);
+        rank.min(self.cumulative.len() - 1) as u32
+    }
+}
+
+/// One viewer's playback of one title.
+#[derive(Debug, Clone)]
+struct Session {
+    title: u32,
+    next_segment: u32,
+    /// Exclusive.
+    end_segment: u32,
+    /// The video rendition being fetched.
+    rendition: u8,
+    /// The rendition the viewer's bandwidth sustains; ABR climbs towards it.
+    sustainable: u8,
+    startup_left: u32,
+}
+
+/// How many segments a session plays from its start point: many viewers leave within the first minutes, most of
+/// the rest after a while, and some watch to the end.
+fn watched_segments(rng: &mut SplitMix64, remaining: u32) -> u32 {
+    let seconds = match rng.next_f64() {
+        p if p < 0.35 => rng.exponential(90.0), // sampling: gone within the first minutes
+        p if p < 0.80 => rng.exponential(25.0 * 60.0), // watched a while
+        _ => f64::INFINITY,                     // to the end
+    };
+    let segments = (seconds / SEGMENT_SECONDS as f64).ceil().max(1.0);
+    if segments >= f64::from(remaining) {
+        remaining
+    } else {
+        segments as u32
+    }
+}
+
+/// The rendition a viewer's bandwidth sustains: mostly the top two.
+fn sustainable_rendition(rng: &mut SplitMix64) -> u8 {
+    match rng.next_f64() {
+        p if p < 0.10 => 0,
+        p if p < 0.30 => 1,
+        p if p < 0.70 => 2,
+        _ => 3,
+    }
+}
+
+/// Generates the trace: viewers interleaved in simulated time (a segment pair every 4 s per viewer).
+pub fn generate(params: &TraceParams) -> Trace {
+    let mut catalogue_rng = SplitMix64::new(params.seed ^ 0xc0ff_ee00_cafe_f00d);
+    let title_segments: Vec<u32> = (0..params.titles)
+        .map(|_| {
+            let span = TITLE_MINUTES.end() - TITLE_MINUTES.start() + 1;
+            let minutes = TITLE_MINUTES.start() + catalogue_rng.below(span);
+            (minutes * 60 / SEGMENT_SECONDS) as u32
+        })
+        .collect();
+    let popularity = Zipf::new(params.titles.max(1), params.zipf_alpha);
+    let mut rng = SplitMix64::new(params.seed);
+    let mut requests = Vec::with_capacity(params.requests);
+    let push = |requests: &mut Vec<Request>, title: u32, object: Object| {
+        let key = object_key(title, object);
+        requests.push(Request {
+            key,
+            size: object_size(params.seed, key, object),
+        });
+    };
+
+    // Next event time per viewer (ms); ties are broken by the viewer number, so the order is deterministic.
+    let mut events: BinaryHeap<Reverse<(u64, u32)>> = (0..params.viewers)
+        .map(|viewer| Reverse((rng.below(60_000), viewer)))
+        .collect();
+    let mut viewers: Vec<Option<Session>> = vec![None; params.viewers as usize];
+    let (mut sessions, mut now_ms) = (0u64, 0u64);
+    while requests.len() < params.requests {
+        let Some(Reverse((at_ms, viewer))) = events.pop() else {
+            break;
+        };
+        now_ms = at_ms;
+        let slot = &mut viewers[viewer as usize];
+        let next_ms = match slot.take() {
+            None => {
+                sessions += 1;
+                let title = popularity.sample(&mut rng);
+                let segments = title_segments[title as usize];
+                let start = if rng.chance(START_AT_BEGINNING) {
+                    0
+                } else {
+                    let from = segments / 20;
+                    from + rng.below(u64::from(segments * 9 / 10 - from).max(1)) as u32
+                };
+                let sustainable = sustainable_rendition(&mut rng);
+                // Players start low and climb: at most the second rendition first.
+                let rendition = sustainable.min(1);
+                push(&mut requests, title, Object::MasterPlaylist);
+                push(
+                    &mut requests,
+                    title,
+                    Object::MediaPlaylist(Track::Video(rendition)),
+                );
+                push(&mut requests, title, Object::MediaPlaylist(Track::Audio));
+                *slot = Some(Session {
+                    title,
+                    next_segment: start,
+                    end_segment: start + watched_segments(&mut rng, segments - start),
+                    rendition,
+                    sustainable,
+                    startup_left: STARTUP_SEGMENTS,
+                });
+                at_ms + 200
+            }
+            Some(mut session) => {
+                let before = session.rendition;
+                adapt_bitrate(&mut rng, &mut session);
+                if session.rendition != before {
+                    let track = Track::Video(session.rendition);
+                    push(&mut requests, session.title, Object::MediaPlaylist(track));
+                }
+                let index = session.next_segment;
+                let video = Object::Segment(Track::Video(session.rendition), index);
+                push(&mut requests, session.title, video);
+                push(
+                    &mut requests,
+                    session.title,
+                    Object::Segment(Track::Audio, index),
+                );
+                session.next_segment += 1;
+                if session.next_segment >= session.end_segment {
+                    at_ms + (rng.exponential(MEAN_IDLE_SECONDS) * 1000.0) as u64
+                } else {
+                    let pace_ms = if session.startup_left > 0 {
+                        session.startup_left -= 1;
+                        1_000
+                    } else {
+                        SEGMENT_SECONDS * 1000
+                    };
+                    *slot = Some(session);
+                    at_ms + pace_ms
+                }
+            }
+        };
+        events.push(Reverse((next_ms, viewer)));
+    }
+    requests.truncate(params.requests);
+    Trace {
+        requests,
+        sessions,
+        span_ms: now_ms,
+    }
+}
+
+/// ABR: climb one rendition per segment (half the time) towards what the bandwidth sustains; now and then drop
+/// one for a congestion dip, and rarely see the sustainable rendition itself change.
+fn adapt_bitrate(rng: &mut SplitMix64, session: &mut Session) {
+    let top = (VIDEO_BITRATES_BPS.len() - 1) as u8;
+    if rng.chance(0.005) {
+        session.sustainable = if rng.chance(0.5) {
+            session.sustainable.saturating_sub(1)
+        } else {
+            (session.sustainable + 1).min(top)
+        };
+    }
+    let above_sustainable = session.rendition > session.sustainable;
+    if above_sustainable || (session.rendition > 0 && rng.chance(0.01)) {
+        session.rendition -= 1;
+    } else if session.rendition < session.sustainable && rng.chance(0.5) {
+        session.rendition += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn params(seed: u64) -> TraceParams {
+        TraceParams {
+            seed,
+            titles: 200,
+            zipf_alpha: 0.9,
+            requests: 50_000,
+            viewers: 50,
+        }
+    }
+
+    #[test]
+    fn same_seed_same_trace_other_seed_other_trace() {
+        let a = generate(&params(7));
+        assert_eq!(a, generate(&params(7)));
+        assert_eq!(a.requests.len(), 50_000);
+        assert_ne!(a.requests, generate(&params(8)).requests);
+    }
+
+    #[test]
+    fn a_key_always_has_one_size() {
+        let trace = generate(&params(1));
+        let mut sizes = HashMap::new();
+        for r in &trace.requests {
+            assert_eq!(*sizes.entry(r.key).or_insert(r.size), r.size, "{:x}", r.key);
+        }
+    }
+
+    #[test]
+    fn sizes_follow_the_bitrates() {
+        let seg = |track| object_size(3, 42, Object::Segment(track, 0));
+        assert_eq!(seg(Track::Audio), 64_000);
+        let top = seg(Track::Video(3));
+        assert!((2_250_000..=3_750_000).contains(&top), "{top}");
+        let low = seg(Track::Video(0));
+        assert!((150_000..=250_000).contains(&low), "{low}");
+        let master = object_size(3, 42, Object::MasterPlaylist);
+        assert!((1_536..=2_560).contains(&master), "{master}");
+    }
+
+    #[test]
+    fn keys_of_different_objects_differ() {
+        let objects = [
+            Object::MasterPlaylist,
+            Object::MediaPlaylist(Track::Audio),
+            Object::MediaPlaylist(Track::Video(0)),
+            Object::Segment(Track::Audio, 0),
+            Object::Segment(Track::Video(0), 0),
+            Object::Segment(Track::Video(3), 0),
+            Object::Segment(Track::Video(0), 1),
+        ];
+        let mut keys: Vec<u64> = objects.iter().map(|&o| object_key(1, o)).collect();
+        keys.push(object_key(2, Object::MasterPlaylist));
+        let before = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), before);
+    }
+
+    #[test]
+    fn zipf_prefers_low_ranks() {
+        let zipf = Zipf::new(100, 0.9);
+        let mut rng = SplitMix64::new(5);
+        let mut counts = [0u32; 100];
+        for _ in 0..100_000 {
+            counts[zipf.sample(&mut rng) as usize] += 1;
+        }
+        assert!(counts[0] > counts[1] && counts[1] > counts[9] && counts[9] > counts[99]);
+        // Rank 1 vs rank 10: 10^0.9 ≈ 7.9 times as likely.
+        let ratio = f64::from(counts[0]) / f64::from(counts[9]);
+        assert!((6.0..10.0).contains(&ratio), "{ratio}");
+    }
+}
