@@ -1,12 +1,12 @@
 //! Criterion micro-benchmarks of the pure functions every edge request runs through: cache-key building, Range →
-//! slice mapping, Cache-Control parsing, the freshness decision, Vary normalisation and the ban lookup. Inputs
+//! slice mapping, Cache-Control parsing, the freshness decision, Vary normalisation, the ban lookup and signed-URL
+//! token verification. Inputs
 //! are what a VOD player and an origin really send. They answer "is this function cheap next to the I/O around
 //! it", and catch regressions.
 //!
 //! `cargo bench -p benches --bench hot_paths` (add `-- --quick` for a short run, or a name filter).
 //!
-//! To be added when those features land: signed-URL token verification, rendezvous hashing of keys to edge
-//! peers.
+//! To be added when that feature lands: rendezvous hashing of keys to edge peers.
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -209,8 +209,33 @@ fn ban_lookup(c: &mut Criterion) {
     group.finish();
 }
 
+fn token_verification(c: &mut Criterion) {
+    use shared::token::{Grant, SigningKey, sign, split_path, verify};
+    let keys = [
+        SigningKey::new("k2", b"the current signing key, 32 bytes"),
+        SigningKey::new("k1", b"the previous signing key, 32 byte"),
+    ];
+    let grant = Grant {
+        key_id: "k1".into(),
+        expires: 1_900_000_000,
+        prefix: "/titles/t004217/".into(),
+        client: String::new(),
+    };
+    let path = format!(
+        "/t/{}/titles/t004217/video/3000k/seg_000123.m4s",
+        sign(&keys[1], &grant)
+    );
+    c.bench_function("token/verify", |b| {
+        b.iter(|| {
+            let (token, rest) = split_path(black_box(&path)).expect("a token");
+            verify(&keys, token, rest, "", black_box(1_800_000_000))
+        })
+    });
+}
+
 criterion_group!(
     hot_paths,
+    token_verification,
     cache_key,
     range_to_slices,
     cache_control,

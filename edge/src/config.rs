@@ -61,6 +61,19 @@ pub struct EdgeConfig {
     pub limits: LimitsConfig,
     pub cors: CorsConfig,
     pub log: LogConfig,
+    /// Keys that sign URLs (`/t/<token>/…`), shared with the control plane; several allow rotation.
+    #[serde(rename = "signing_key")]
+    pub signing_keys: Vec<SigningKeyConfig>,
+}
+
+/// One URL-signing key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    /// The id tokens name the key by.
+    pub id: String,
+    /// The HMAC-SHA256 secret, at least 32 bytes.
+    pub secret: String,
 }
 
 /// The player-facing TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
@@ -131,6 +144,9 @@ pub struct SiteConfig {
     /// (`Cache-Status: …; fwd=bypass`). Default: none.
     #[serde(default)]
     pub bypass_paths: Vec<String>,
+    /// Path prefixes served only through a signed URL (`/t/<token>/…`); others get 403. Default: none.
+    #[serde(default)]
+    pub signed_paths: Vec<String>,
 }
 
 fn default_site_name() -> String {
@@ -253,6 +269,7 @@ impl Default for EdgeConfig {
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
+            signing_keys: Vec::new(),
         }
     }
 }
@@ -368,6 +385,7 @@ impl EdgeConfig {
             hosts: defaults::SITE_HOSTS.iter().map(|s| s.to_string()).collect(),
             upstream: defaults::UPSTREAM.into(),
             bypass_paths: Vec::new(),
+            signed_paths: Vec::new(),
         }]
     }
 
@@ -481,13 +499,23 @@ impl EdgeConfig {
                 &field("upstream"),
                 "must be http://HOST[:PORT] with no path",
             )?;
-            for prefix in &site.bypass_paths {
-                ensure(
-                    prefix.starts_with('/'),
-                    &field("bypass_paths"),
-                    format!("`{prefix}` must start with /"),
-                )?;
+            for (name, prefixes) in [
+                ("bypass_paths", &site.bypass_paths),
+                ("signed_paths", &site.signed_paths),
+            ] {
+                for prefix in prefixes {
+                    ensure(
+                        prefix.starts_with('/'),
+                        &field(name),
+                        format!("`{prefix}` must start with /"),
+                    )?;
+                }
             }
+            ensure(
+                site.signed_paths.is_empty() || !self.signing_keys.is_empty(),
+                &field("signed_paths"),
+                "needs at least one [[signing_key]]",
+            )?;
         }
         let c = &self.cache;
         ensure(
@@ -509,6 +537,19 @@ impl EdgeConfig {
             ),
         )?;
         ensure(c.max_fills > 0, "cache.max_fills", "must be at least 1")?;
+        let mut key_ids = std::collections::HashSet::new();
+        for (i, key) in self.signing_keys.iter().enumerate() {
+            ensure(
+                !key.id.is_empty() && key_ids.insert(key.id.as_str()),
+                &format!("signing_key[{i}].id"),
+                "must be set and unique",
+            )?;
+            ensure(
+                key.secret.len() >= 32,
+                &format!("signing_key[{i}].secret"),
+                "must be at least 32 bytes",
+            )?;
+        }
         ensure(
             c.heuristic_percent <= 100,
             "cache.heuristic_percent",

@@ -196,7 +196,8 @@ async fn serve_request(
     peer: SocketAddr,
 ) {
     let started = Instant::now();
-    let (parts, ()) = request.into_parts();
+    let (mut parts, ()) = request.into_parts();
+    parts.extensions.insert(crate::pipeline::ClientAddr(peer));
     let response = if crate::pipeline::has_body(&parts.method) {
         match read_body(&mut stream, edge.max_request_body_bytes).await {
             Ok(body) => crate::server::respond_logged(&edge, parts, body, peer, started).await,

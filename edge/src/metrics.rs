@@ -61,6 +61,8 @@ pub struct EdgeMetrics {
     pub ban_matches: IntCounterVec,
     /// `edge_cache_invalidations_total`: URLs invalidated by unsafe requests (RFC 9111 §4.4).
     pub invalidations: IntCounter,
+    /// `edge_signed_url_refusals_total{reason}`: requests refused for a missing or invalid URL token.
+    pub signed_url_refusals: IntCounterVec,
 }
 
 impl EdgeMetrics {
@@ -207,6 +209,11 @@ impl EdgeMetrics {
                 "edge_cache_invalidations_total",
                 "URLs invalidated by unsafe requests (RFC 9111 4.4).",
             ),
+            signed_url_refusals: counter_vec(
+                "edge_signed_url_refusals_total",
+                "Requests refused for a missing or invalid signed-URL token, by reason.",
+                &["reason"],
+            ),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -237,6 +244,7 @@ impl EdgeMetrics {
             Box::new(m.bans.clone()),
             Box::new(m.ban_matches.clone()),
             Box::new(m.invalidations.clone()),
+            Box::new(m.signed_url_refusals.clone()),
         ];
         for fwd in crate::status::Fwd::ALL {
             m.forwarded.with_label_values(&[fwd.as_str()]);

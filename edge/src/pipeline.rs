@@ -38,6 +38,7 @@ use crate::config::ClientDirectives;
 use crate::metrics::EdgeMetrics;
 use crate::status::{CacheStatus, Fwd, StaleReason};
 use crate::upstream::{Upstream, parse_content_range};
+use shared::token::SigningKey;
 
 /// Response bodies: cached slices and fill chunks as `Bytes`, never copied.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
@@ -50,7 +51,17 @@ pub struct Site {
     pub upstream: String,
     /// Path prefixes the cache does not handle (`fwd=bypass`).
     pub bypass_paths: Vec<String>,
+    /// Path prefixes served only through signed URLs.
+    pub signed_paths: Vec<String>,
 }
+
+/// The client's address, set by the listener in the request's extensions (signed URLs may be bound to it).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// Marks a request whose signed-URL token was verified (and stripped from its path).
+#[derive(Debug, Clone, Copy)]
+struct Signed;
 
 /// The CORS policy for browser players.
 pub struct Cors {
@@ -80,6 +91,8 @@ pub struct Edge {
     pub bans: Bans,
     /// Request bodies (unsafe methods) larger than this are refused with 413.
     pub max_request_body_bytes: usize,
+    /// Keys that verify signed URLs.
+    signing_keys: Vec<SigningKey>,
     /// URLs whose last response was not storable, with when that expires (unix ms) and why: requests for them
     /// go straight upstream for a while instead of through a fill first ("hit-for-pass").
     pass_marks: Mutex<HashMap<String, (u64, &'static str)>>,
@@ -104,6 +117,7 @@ pub struct EdgeSetup {
     pub retention_secs: u64,
     pub bans: Bans,
     pub max_request_body_bytes: usize,
+    pub signing_keys: Vec<SigningKey>,
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -246,6 +260,7 @@ impl Edge {
             retention_secs,
             bans,
             max_request_body_bytes,
+            signing_keys,
         } = setup;
         let mut hosts = HashMap::new();
         let mut site_list = Vec::new();
@@ -273,6 +288,7 @@ impl Edge {
             retention_ms: retention_secs.saturating_mul(1000),
             bans,
             max_request_body_bytes,
+            signing_keys,
             pass_marks: Mutex::new(HashMap::new()),
         }
     }
@@ -283,6 +299,15 @@ impl Edge {
 
     /// Answers one request; `body` is the request body of an unsafe method (empty otherwise).
     pub async fn handle(self: &Arc<Self>, parts: &Parts, body: Bytes) -> Answer {
+        let unsigned;
+        let parts = match self.check_token(parts) {
+            Ok(None) => parts,
+            Ok(Some(stripped)) => {
+                unsigned = stripped;
+                &unsigned
+            }
+            Err(refusal) => return self.refuse(parts, refusal, CacheStatus::Local),
+        };
         if let Some(answer) = self.handle_attempt(parts, &body, true).await {
             return answer;
         }
@@ -317,7 +342,23 @@ impl Edge {
         if parts.method == Method::OPTIONS {
             return Some(self.preflight(parts));
         }
-        // Key.
+        if parts.extensions.get::<Signed>().is_none()
+            && site
+                .signed_paths
+                .iter()
+                .any(|p| parts.uri.path().starts_with(p.as_str()))
+        {
+            self.metrics
+                .signed_url_refusals
+                .with_label_values(&["missing"])
+                .inc();
+            let refusal = Refusal::new(
+                StatusCode::FORBIDDEN,
+                "this path is served only through a signed URL (/t/<token>/...)",
+            );
+            return Some(self.refuse(parts, refusal, CacheStatus::Local));
+        }
+        // Key (a signed URL's token is not part of it: every viewer shares one copy).
         let primary = CacheKey::new(&site.name, parts.uri.path(), parts.uri.query());
         if is_unsafe(&parts.method) {
             return Some(self.forward_unsafe(parts, site, &primary, body).await);
@@ -616,6 +657,51 @@ impl Edge {
             ),
             CacheStatus::NotCached,
         )
+    }
+
+    /// Verifies a signed URL's token (`/t/<token>/path`) and returns the request with the token stripped from its
+    /// path; `None` for a path without a token; a 403 with the reason when the token does not grant the path.
+    fn check_token(&self, parts: &Parts) -> Result<Option<Parts>, Refusal> {
+        let Some((token, rest)) = shared::token::split_path(parts.uri.path()) else {
+            return Ok(None);
+        };
+        let client = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|a| a.0.ip().to_string())
+            .unwrap_or_default();
+        let now = unix_millis(SystemTime::now()) / 1000;
+        if let Err(e) = shared::token::verify(&self.signing_keys, token, rest, &client, now) {
+            self.metrics
+                .signed_url_refusals
+                .with_label_values(&[e.label()])
+                .inc();
+            return Err(Refusal::new(StatusCode::FORBIDDEN, e.reason()));
+        }
+        let path_and_query = match parts.uri.query() {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        let mut uri = http::uri::Builder::new().path_and_query(path_and_query);
+        if let Some(scheme) = parts.uri.scheme() {
+            uri = uri.scheme(scheme.clone());
+        }
+        if let Some(authority) = parts.uri.authority() {
+            uri = uri.authority(authority.clone());
+        }
+        let uri = uri
+            .build()
+            .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))?;
+        let mut request = http::Request::new(());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        request.extensions_mut().insert(Signed);
+        if let Some(addr) = parts.extensions.get::<ClientAddr>() {
+            request.extensions_mut().insert(*addr);
+        }
+        Ok(Some(request.into_parts().0))
     }
 
     /// Method, host and path checks: the edge serves only its configured sites (never an open proxy) and only

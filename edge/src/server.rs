@@ -109,6 +109,7 @@ impl EdgeServer {
                         name: s.name,
                         upstream: authority,
                         bypass_paths: s.bypass_paths,
+                        signed_paths: s.signed_paths,
                     },
                     s.hosts,
                 )
@@ -144,6 +145,11 @@ impl EdgeServer {
             retention_secs: c.max_retention_secs,
             bans,
             max_request_body_bytes: config.limits.max_request_body_bytes,
+            signing_keys: config
+                .signing_keys
+                .iter()
+                .map(|k| shared::token::SigningKey::new(&k.id, k.secret.as_bytes()))
+                .collect(),
         }));
         Ok(EdgeServer {
             config,
@@ -331,7 +337,8 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<Metered<Body>> {
     let started = Instant::now();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(crate::pipeline::ClientAddr(peer));
     let body = if crate::pipeline::has_body(&parts.method) {
         match read_body(body, edge.max_request_body_bytes).await {
             Ok(body) => body,

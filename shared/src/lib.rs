@@ -12,6 +12,7 @@ pub mod path;
 pub mod range;
 pub mod serve;
 pub mod tls;
+pub mod token;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
