@@ -661,7 +661,11 @@ impl Edge {
 
     /// Verifies a signed URL's token (`/t/<token>/path`) and returns the request with the token stripped from its
     /// path; `None` for a path without a token; a 403 with the reason when the token does not grant the path.
+    /// Without signing keys configured, `/t/` is an ordinary path.
     fn check_token(&self, parts: &Parts) -> Result<Option<Parts>, Refusal> {
+        if self.signing_keys.is_empty() {
+            return Ok(None);
+        }
         let Some((token, rest)) = shared::token::split_path(parts.uri.path()) else {
             return Ok(None);
         };
@@ -914,7 +918,7 @@ impl Edge {
                 put(headers, header::CONTENT_LENGTH, &range.len().to_string());
                 if sends_body {
                     let first = first.filter(|(index, _)| *index == 0);
-                    SliceStream::new(Arc::clone(self), site, key, meta, range, first).into_body()
+                    self.body(site, key, meta, range, first)
                 } else {
                     empty()
                 }
@@ -936,7 +940,7 @@ impl Edge {
                 if sends_body {
                     let first_index = slicing.index_of(range.start);
                     let first = first.filter(|(index, _)| *index == first_index);
-                    SliceStream::new(Arc::clone(self), site, key, meta, range, first).into_body()
+                    self.body(site, key, meta, range, first)
                 } else {
                     empty()
                 }
@@ -963,6 +967,33 @@ impl Edge {
             error,
             upstream_ms: None,
         })
+    }
+
+    /// The body for `range` of a version: one buffer when it lies in one cached slice (manifests, small
+    /// segments: the protocol can then end the stream with its data), else the slices streamed in turn.
+    fn body(
+        self: &Arc<Self>,
+        site: &Site,
+        key: CacheKey,
+        meta: Arc<ObjectMeta>,
+        range: ByteRange,
+        first: Option<(u64, SliceSource)>,
+    ) -> Body {
+        let slicing = Slicing {
+            slice_bytes: meta.slice_bytes,
+            total_len: meta.total_len,
+        };
+        if let Some((index, SliceSource::Cached(bytes))) = &first
+            && slicing.touched(range) == (*index..=*index)
+        {
+            let cut = slicing.cut(*index, range);
+            if bytes.len() >= cut.end {
+                return Full::new(bytes.slice(cut))
+                    .map_err(|never| match never {})
+                    .boxed_unsync();
+            }
+        }
+        SliceStream::new(Arc::clone(self), site, key, meta, range, first).into_body()
     }
 
     /// Where slice `index` of this version comes from: the cache, or a (possibly shared) fill. The status is
