@@ -1,5 +1,7 @@
 //! The edge's Prometheus metrics (`edge_*`), registered once and exposed on the admin listener.
 
+use std::sync::OnceLock;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
@@ -63,6 +65,29 @@ pub struct EdgeMetrics {
     pub invalidations: IntCounter,
     /// `edge_signed_url_refusals_total{reason}`: requests refused for a missing or invalid URL token.
     pub signed_url_refusals: IntCounterVec,
+    /// Children of the per-request metrics, resolved once per label combination (no label hashing per request).
+    request_series: Box<[OnceLock<RequestSeries>]>,
+}
+
+/// The metrics one request updates, for one (protocol, method, status class, cache status).
+pub struct RequestSeries {
+    pub requests: IntCounter,
+    pub response_bytes: IntCounter,
+    pub duration: Histogram,
+    pub ttfb: Histogram,
+}
+
+const PROTOCOLS: [&str; 6] = ["http/0.9", "http/1.0", "http/1.1", "h2", "h3", "unknown"];
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH", "DELETE", "other",
+];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn position(values: &[&str], value: &str) -> usize {
+    values
+        .iter()
+        .position(|v| *v == value)
+        .unwrap_or(values.len() - 1)
 }
 
 impl EdgeMetrics {
@@ -214,6 +239,12 @@ impl EdgeMetrics {
                 "Requests refused for a missing or invalid signed-URL token, by reason.",
                 &["reason"],
             ),
+            request_series: (0..PROTOCOLS.len()
+                * METHODS.len()
+                * STATUS_CLASSES.len()
+                * crate::status::CacheStatus::LABELS.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -258,6 +289,37 @@ impl EdgeMetrics {
                 .expect("metric names are unique");
         }
         m
+    }
+}
+
+impl EdgeMetrics {
+    /// The metrics of requests with these labels (each a value `edge_http_requests_total` documents).
+    pub fn request_series(
+        &self,
+        protocol: &str,
+        method: &str,
+        status_class: &str,
+        cache_status: &'static str,
+    ) -> &RequestSeries {
+        let labels = crate::status::CacheStatus::LABELS;
+        let index = ((position(&PROTOCOLS, protocol) * METHODS.len() + position(&METHODS, method))
+            * STATUS_CLASSES.len()
+            + position(&STATUS_CLASSES, status_class))
+            * labels.len()
+            + position(&labels, cache_status);
+        self.request_series[index].get_or_init(|| RequestSeries {
+            requests: self.requests.with_label_values(&[
+                protocol,
+                method,
+                status_class,
+                cache_status,
+            ]),
+            response_bytes: self
+                .response_bytes
+                .with_label_values(&[protocol, cache_status]),
+            duration: self.duration.with_label_values(&[cache_status]),
+            ttfb: self.ttfb.with_label_values(&[cache_status]),
+        })
     }
 }
 

@@ -447,25 +447,17 @@ pub fn log_answer(
             http::Method::DELETE => "DELETE",
             _ => "other",
         };
-        metrics
-            .requests
-            .with_label_values(&[
-                protocol,
-                method_label,
-                shared::metrics::status_class(status),
-                label,
-            ])
-            .inc();
-        metrics
-            .response_bytes
-            .with_label_values(&[protocol, label])
-            .inc_by(end.bytes);
-        metrics
-            .duration
-            .with_label_values(&[label])
-            .observe(elapsed);
+        let series = metrics.request_series(
+            protocol,
+            method_label,
+            shared::metrics::status_class(status),
+            label,
+        );
+        series.requests.inc();
+        series.response_bytes.inc_by(end.bytes);
+        series.duration.observe(elapsed);
         if let Some(ttfb) = ttfb {
-            metrics.ttfb.with_label_values(&[label]).observe(ttfb);
+            series.ttfb.observe(ttfb);
         }
         if !end.complete {
             metrics.incomplete.inc();
