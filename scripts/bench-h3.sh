@@ -27,6 +27,8 @@ data_dir = "$work"
 listen = "127.0.0.1:19280"
 [admin]
 listen = "127.0.0.1:19281"
+[api]
+listen = ""
 [store]
 url = "file://$work/objects"
 [log]

@@ -33,6 +33,8 @@ data_dir = "$work"
 listen = "127.0.0.1:$origin_port"
 [admin]
 listen = "127.0.0.1:$origin_admin"
+[api]
+listen = ""
 [store]
 url = "file://$work/objects"
 TOML

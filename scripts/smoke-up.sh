@@ -9,9 +9,10 @@ up_pid=""
 trap '[ -n "$up_pid" ] && kill -INT -- -$up_pid 2>/dev/null; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 edge_tls="127.0.0.1:$(port)"
+api="127.0.0.1:$(port)"
 
 : >"$work/up.log"
-CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$(port)" ORIGIN_ADMIN_LISTEN="127.0.0.1:$(port)" \
+CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$(port)" ORIGIN_ADMIN_LISTEN="127.0.0.1:$(port)" API_LISTEN="$api" \
   EDGE_TLS_LISTEN="$edge_tls" EDGE_ADMIN_LISTEN="127.0.0.1:$(port)" CDN_PROFILE=dev \
   setsid "$root/scripts/up.sh" >"$work/up.log" 2>&1 &
 up_pid=$!
@@ -32,9 +33,18 @@ for url in $urls; do
   done
 done
 
+# The control plane: the catalog lists the sample titles, and a signed playback URL plays through the edge.
+titles=$(curl -fsS "http://$api/v1/titles")
+echo "$titles" | grep -q '"slug":"test-pattern"' || { echo "smoke-up: catalog: $titles"; exit 1; }
+playback=$(curl -fsS -d '{"title": "test-pattern", "protocol": "hls"}' "http://$api/v1/playback")
+signed=$(echo "$playback" | grep -Eo 'https://localhost:[0-9]+/t/[^"]+/master.m3u8' | head -1)
+[ -n "$signed" ] || { echo "smoke-up: playback: $playback"; exit 1; }
+code=$(curl -sS --cacert "$ca" -o /dev/null -w '%{http_code}' "$signed")
+[ "$code" = 200 ] || { echo "smoke-up: signed URL $signed: $code"; exit 1; }
+
 kill -INT -- -$up_pid
 for _ in $(seq 1 150); do kill -0 $up_pid 2>/dev/null || break; sleep 0.1; done
 if kill -0 $up_pid 2>/dev/null; then echo "smoke-up: up.sh did not stop on Ctrl-C"; exit 1; fi
 [ "$(grep -c "stopped" "$work/up.log")" -ge 2 ] || { cat "$work/up.log"; echo "smoke-up: a server did not drain and stop"; exit 1; }
 up_pid=""
-echo "smoke-up: ok ($(echo "$urls" | wc -l) player URLs through the edge, miss then hit; clean stop on Ctrl-C)"
+echo "smoke-up: ok ($(echo "$urls" | wc -l) player URLs through the edge, miss then hit; the catalog and a signed playback URL; clean stop on Ctrl-C)"

@@ -2,12 +2,14 @@
 # Starts the whole stack in the foreground with embedded defaults and prints the URLs a player uses; Ctrl-C
 # stops it cleanly. The stack: the media origin over a local object-store folder holding the sample titles,
 # and one edge (HTTPS, HTTP/1.1 + HTTP/2) in front of it with its cache under the data folder and a local
-# certificate authority made on first run. Later issues add the control plane to this same command.
+# certificate authority made on first run; and the control plane's API (catalog in SQLite under the data folder,
+# playback URLs signed with a key the origin and the edge share, made on first run).
 #
 # Environment (all optional):
 #   CDN_DATA_DIR          data folder (default: ./data in the repository)
 #   ORIGIN_MEDIA_LISTEN   origin media listener (default 127.0.0.1:8080)
 #   ORIGIN_ADMIN_LISTEN   origin admin listener (default 127.0.0.1:9900)
+#   API_LISTEN            control-plane API (default 127.0.0.1:8000)
 #   EDGE_TLS_LISTEN       edge HTTPS listener (default 127.0.0.1:8443)
 #   EDGE_ADMIN_LISTEN     edge admin listener (default 127.0.0.1:9901)
 #   CDN_PROFILE           cargo profile to build and run: release (default) or dev
@@ -16,6 +18,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data=${CDN_DATA_DIR:-$root/data}
 media=${ORIGIN_MEDIA_LISTEN:-127.0.0.1:8080}
 origin_admin=${ORIGIN_ADMIN_LISTEN:-127.0.0.1:9900}
+api=${API_LISTEN:-127.0.0.1:8000}
 edge_tls=${EDGE_TLS_LISTEN:-127.0.0.1:8443}
 edge_admin=${EDGE_ADMIN_LISTEN:-127.0.0.1:9901}
 profile=${CDN_PROFILE:-release}
@@ -35,6 +38,11 @@ fi
 if [ -z "$(find "$data/edge/tls/cert.pem" -mtime -7 2>/dev/null)" ]; then
   "$bin_dir/edge" cert --out "$data/edge/tls" --force >/dev/null
 fi
+# The URL-signing key the control plane signs with and the edge verifies with, made on first run.
+if [ ! -s "$data/signing.secret" ]; then
+  (umask 077; head -c 36 /dev/urandom | base64 | tr -d '\n/+=' > "$data/signing.secret")
+fi
+secret=$(cat "$data/signing.secret")
 cat > "$data/origin.toml" <<TOML
 # Written by scripts/up.sh; see configs/origin.toml for every field.
 data_dir = "$data"
@@ -42,6 +50,13 @@ data_dir = "$data"
 listen = "$media"
 [admin]
 listen = "$origin_admin"
+[api]
+listen = "$api"
+[playback]
+edges = ["https://localhost:${edge_tls##*:}"]
+[[signing_key]]
+id = "local"
+secret = "$secret"
 [log]
 format = "text"
 TOML
@@ -56,6 +71,9 @@ listen = "$edge_admin"
 [[site]]
 hosts = ["localhost", "127.0.0.1", "[::1]"]
 upstream = "http://$media"
+[[signing_key]]
+id = "local"
+secret = "$secret"
 [log]
 format = "text"
 TOML
@@ -85,6 +103,7 @@ port=${edge_tls##*:}
 done
 echo "Try: ffplay https://localhost:$port/titles/test-pattern/hls/master.m3u8"
 echo "     curl --cacert $data/edge/tls/ca.pem -I https://localhost:$port/titles/test-pattern/hls/master.m3u8"
+echo "Catalog: curl http://$api/v1/titles    signed playback URLs: curl -d '{\"title\": \"test-pattern\"}' http://$api/v1/playback"
 echo "Origin (the edge's upstream): http://$media    metrics: http://$origin_admin/metrics  http://$edge_admin/metrics"
 echo "Press Ctrl-C to stop."
 wait

@@ -43,6 +43,49 @@ pub struct OriginConfig {
     pub store: StoreConfig,
     pub cache_control: CacheControlConfig,
     pub log: LogConfig,
+    /// The control plane's API listener (catalog, playback).
+    pub api: ApiConfig,
+    pub catalog: CatalogConfig,
+    pub playback: PlaybackConfig,
+    /// Keys that sign playback URLs; the edges verify with the same keys. The first signs; the others are
+    /// accepted by edges during a rotation.
+    #[serde(rename = "signing_key")]
+    pub signing_keys: Vec<SigningKeyConfig>,
+}
+
+/// The control plane's API listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Address to listen on; empty disables the API. Default: `127.0.0.1:8000`.
+    pub listen: String,
+}
+
+/// The catalog database.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// `sqlite:///abs/file.db` or `postgres://user:pass@host:port/db`. Default: `sqlite://<data_dir>/catalog.db`.
+    pub url: Option<String>,
+}
+
+/// What the playback API hands out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaybackConfig {
+    /// Base URLs of the edges players are sent to, best first. Default: `["https://localhost:8443"]`.
+    pub edges: Vec<String>,
+    /// Lifetime of a playback URL's token. Default: 14400 (4 hours).
+    pub token_ttl_secs: u64,
+}
+
+/// One URL-signing key (the same entries as the edges' `[[signing_key]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    pub id: String,
+    /// The HMAC-SHA256 secret, at least 32 bytes.
+    pub secret: String,
 }
 
 /// The media listener: HTTP/1.1 and HTTP/2 (cleartext with prior knowledge, or TLS with ALPN).
@@ -149,6 +192,27 @@ impl Default for OriginConfig {
             store: StoreConfig::default(),
             cache_control: CacheControlConfig::default(),
             log: LogConfig::default(),
+            api: ApiConfig::default(),
+            catalog: CatalogConfig::default(),
+            playback: PlaybackConfig::default(),
+            signing_keys: Vec::new(),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8000".into(),
+        }
+    }
+}
+
+impl Default for PlaybackConfig {
+    fn default() -> Self {
+        PlaybackConfig {
+            edges: vec!["https://localhost:8443".into()],
+            token_ttl_secs: 4 * 3600,
         }
     }
 }
@@ -229,6 +293,51 @@ impl OriginConfig {
             "admin.listen",
             "must differ from media.listen: the admin API has its own listener",
         )?;
+        if let Some(api) = self.api_addr()? {
+            ensure(
+                (api != media && api != admin) || api.port() == 0,
+                "api.listen",
+                "must differ from media.listen and admin.listen",
+            )?;
+        }
+        if let Some(url) = &self.catalog.url {
+            ensure(
+                url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"),
+                "catalog.url",
+                format!("`{url}` must be sqlite:///path or postgres://…"),
+            )?;
+        }
+        for (i, edge) in self.playback.edges.iter().enumerate() {
+            ensure(
+                url::Url::parse(edge).is_ok_and(|u| {
+                    matches!(u.scheme(), "https" | "http")
+                        && u.host_str().is_some()
+                        && u.path() == "/"
+                }),
+                &format!("playback.edges[{i}]"),
+                format!("`{edge}` must be a base URL such as https://edge.example:8443"),
+            )?;
+        }
+        ensure(
+            self.playback.token_ttl_secs >= 60,
+            "playback.token_ttl_secs",
+            "must be at least 60",
+        )?;
+        let mut ids = std::collections::HashSet::new();
+        for (i, key) in self.signing_keys.iter().enumerate() {
+            ensure(
+                !key.id.is_empty() && ids.insert(key.id.as_str()),
+                &format!("signing_key[{i}].id"),
+                "must be set and unique",
+            )?;
+            ensure(
+                key.secret.len() >= 32,
+                &format!("signing_key[{i}].secret"),
+                "must be at least 32 bytes",
+            )?;
+        }
         let m = &self.media;
         ensure(
             m.tls_cert.is_some() == m.tls_key.is_some(),
@@ -350,6 +459,22 @@ impl OriginConfig {
 
     pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
         check_socket_addr("admin.listen", &self.admin.listen)
+    }
+
+    /// The API's address; `None` when `api.listen` is empty (no API).
+    pub fn api_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.api.listen.is_empty() {
+            return Ok(None);
+        }
+        check_socket_addr("api.listen", &self.api.listen).map(Some)
+    }
+
+    /// The catalog database URL.
+    pub fn catalog_url(&self) -> String {
+        self.catalog
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/catalog.db", self.data_dir.display()))
     }
 }
 

@@ -23,6 +23,8 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access::AccessRecord;
 use crate::admin::AdminService;
+use crate::api::ApiService;
+use crate::catalog::{Catalog, TitleMeta};
 use crate::config::OriginConfig;
 use crate::handler::{Body, MediaService, error_response};
 use crate::metrics::OriginMetrics;
@@ -37,6 +39,8 @@ pub struct Origin {
     media: Arc<MediaService>,
     admin: Arc<AdminService>,
     metrics: Arc<OriginMetrics>,
+    /// The control plane's API, when `api.listen` is set.
+    api: Option<(TcpListener, Arc<ApiService>)>,
 }
 
 impl Origin {
@@ -70,6 +74,30 @@ impl Origin {
             metrics: Arc::clone(&metrics),
             bearer_token: config.admin.bearer_token.clone(),
         });
+        let api = match config.api_addr()? {
+            Some(addr) => {
+                let listener = bind(addr, "api.listen").await?;
+                let catalog = Catalog::open(&config.catalog_url()).await?;
+                let registered = register_titles(&catalog, &media.store).await;
+                tracing::info!(
+                    backend = catalog.backend,
+                    titles = registered,
+                    "catalog opened"
+                );
+                let service = ApiService {
+                    catalog: Arc::new(catalog),
+                    edges: config.playback.edges.clone(),
+                    token_ttl_secs: config.playback.token_ttl_secs,
+                    signing_keys: config
+                        .signing_keys
+                        .iter()
+                        .map(|k| shared::token::SigningKey::new(&k.id, k.secret.as_bytes()))
+                        .collect(),
+                };
+                Some((listener, Arc::new(service)))
+            }
+            None => None,
+        };
         Ok(Origin {
             config,
             media_listener,
@@ -78,6 +106,7 @@ impl Origin {
             media,
             admin,
             metrics,
+            api,
         })
     }
 
@@ -97,9 +126,15 @@ impl Origin {
     /// `media.shutdown_grace_secs` to finish.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (media_addr, admin_addr) = (self.media_addr(), self.admin_addr());
+        let api_addr = self
+            .api
+            .as_ref()
+            .and_then(|(l, _)| l.local_addr().ok())
+            .map(|a| a.to_string());
         tracing::info!(
             media_addr = %media_addr,
             admin_addr = %admin_addr,
+            api_addr,
             tls = self.tls.is_some(),
             "listening"
         );
@@ -163,7 +198,7 @@ impl Origin {
             accept_loop(
                 self.admin_listener,
                 Arc::new(Semaphore::new(64)),
-                stop_rx,
+                stop_rx.clone(),
                 move |stream, _peer, stop| {
                     let (service, builder) = (Arc::clone(&service), builder.clone());
                     async move {
@@ -176,6 +211,24 @@ impl Origin {
                 },
             )
         };
+        let api_task = self.api.map(|(listener, service)| {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            tokio::spawn(accept_loop(
+                listener,
+                Arc::new(Semaphore::new(self.config.media.max_connections)),
+                stop_rx.clone(),
+                move |stream, _peer, stop| {
+                    let (service, builder) = (Arc::clone(&service), builder.clone());
+                    async move {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            let service = Arc::clone(&service);
+                            async move { Ok::<_, Infallible>(service.respond(req).await) }
+                        });
+                        let _ = serve_connection(&builder, stream, svc, stop, idle).await;
+                    }
+                },
+            ))
+        });
         let media_task = tokio::spawn(media);
         let admin_task = tokio::spawn(admin);
         shutdown.await;
@@ -187,6 +240,9 @@ impl Origin {
         let drained = async {
             let _ = media_task.await;
             let _ = admin_task.await;
+            if let Some(task) = api_task {
+                let _ = task.await;
+            }
         };
         if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!("grace period over; closing the connections still open");
@@ -194,6 +250,40 @@ impl Origin {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Registers every packaged title the store holds (`titles/<slug>/meta.json`) in the catalog; returns how many.
+/// A title whose metadata cannot be read is skipped with a warning naming it.
+async fn register_titles(catalog: &Catalog, store: &Store) -> usize {
+    let prefix = object_store::path::Path::from("titles");
+    let listing = match store.inner().list_with_delimiter(Some(&prefix)).await {
+        Ok(listing) => listing,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list titles/ in the store");
+            return 0;
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut registered = 0;
+    for folder in listing.common_prefixes {
+        let key = format!("{folder}/meta.json");
+        let meta = match store.read_small(&key, 1 << 20).await {
+            Ok((_, Some(bytes))) => serde_json::from_slice::<TitleMeta>(&bytes)
+                .map_err(|e| format!("{key} is not valid title metadata: {e}")),
+            Ok((_, None)) => Err(format!("{key} is larger than 1 MiB")),
+            Err((_, e)) => Err(format!("{key}: {e}")),
+        };
+        match meta {
+            Ok(meta) => match catalog.upsert(&meta, now).await {
+                Ok(()) => registered += 1,
+                Err(e) => tracing::warn!(key, error = %e, "could not register a title"),
+            },
+            Err(reason) => tracing::warn!(%reason, "title skipped"),
+        }
+    }
+    registered
 }
 
 fn media_builder(config: &OriginConfig) -> auto::Builder<TokioExecutor> {

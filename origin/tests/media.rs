@@ -403,7 +403,7 @@ fn tls_with_alpn_h2_and_http11() {
     let certs = TestCerts::generate();
     let config = format!(
         "[media]\nlisten = \"127.0.0.1:0\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-         [store]\nurl = \"{}\"\n",
+         [api]\nlisten = \"\"\n[store]\nurl = \"{}\"\n",
         certs.cert().display(),
         certs.key().display(),
         store.url()

@@ -610,11 +610,13 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// An origin config for tests: media and admin on port 0, the given store URL, JSON logs, with `extra` TOML
+/// An origin config for tests: media, admin and API on port 0, the given store URL, the catalog in memory, JSON
+/// logs, with `extra` TOML
 /// merged over it (`"[cache_control]\nsegment = \"…\"\n"`, `"[admin]\nbearer_token = \"…\"\n"`).
 pub fn origin_config(store_url: &str, extra: &str) -> String {
     let base = format!(
-        "[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{store_url}\"\n\
+        "[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+         [catalog]\nurl = \"sqlite::memory:\"\n[store]\nurl = \"{store_url}\"\n\
          [log]\nformat = \"json\"\nlevel = \"info\"\n"
     );
     merge_toml(&base, extra)

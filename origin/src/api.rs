@@ -1,0 +1,296 @@
+//! The control plane's JSON API (`[api] listen`, default 127.0.0.1:8000):
+//! - `GET /v1/titles?genre=&year=&language=&limit=&cursor=`: a page of titles ordered by slug, with a stable
+//!   cursor (`next_cursor`) for the next page;
+//! - `GET /v1/titles/<slug>`: a title with its cast and renditions;
+//! - `POST /v1/playback` `{"title": "<slug>", "protocol": "hls"|"dash", "client": "<address>"}`: the title's
+//!   manifest URLs on each configured edge, each signed (`/t/<token>/titles/<slug>/…`) with the first
+//!   `[[signing_key]]`, and the expiry.
+//!
+//! Responses carry an `ETag` (304 for a matching `If-None-Match`); errors are JSON `{"error", "reason"}` with
+//! 400 for bad parameters, 404 for unknown titles and paths.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use shared::token::{Grant, SigningKey};
+
+use crate::catalog::{Catalog, ListQuery};
+use crate::handler::Body;
+
+/// Largest request body read (playback requests are tiny).
+const MAX_BODY_BYTES: usize = 16 * 1024;
+const DEFAULT_PAGE: i64 = 20;
+const MAX_PAGE: i64 = 100;
+
+pub struct ApiService {
+    pub catalog: Arc<Catalog>,
+    pub edges: Vec<String>,
+    pub token_ttl_secs: u64,
+    /// The first signs.
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// A refusal: status, machine-readable error, reason.
+struct ApiError(StatusCode, &'static str, String);
+
+impl ApiError {
+    fn bad(reason: impl Into<String>) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, "bad_request", reason.into())
+    }
+    fn not_found(reason: impl Into<String>) -> Self {
+        ApiError(StatusCode::NOT_FOUND, "not_found", reason.into())
+    }
+    fn internal(e: anyhow::Error) -> Self {
+        tracing::warn!(error = %e, "catalog request failed");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the catalog could not answer".into(),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlaybackRequest {
+    title: String,
+    #[serde(default)]
+    protocol: Option<String>,
+    #[serde(default)]
+    client: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PlaybackEdge {
+    edge: String,
+    /// Packaging name (`hls-ts`, `dash`, …) → signed manifest URL.
+    manifests: std::collections::BTreeMap<String, String>,
+}
+
+impl ApiService {
+    pub async fn respond<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let if_none_match = req
+            .headers()
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let result = self.route(req).await;
+        match result {
+            Ok(value) => json_response(StatusCode::OK, &value, if_none_match.as_deref()),
+            Err(ApiError(status, error, reason)) => {
+                json_response(status, &json!({ "error": error, "reason": reason }), None)
+            }
+        }
+    }
+
+    async fn route<B>(&self, req: Request<B>) -> Result<serde_json::Value, ApiError>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET | &Method::HEAD, "/v1/titles") => self.list(req.uri().query()).await,
+            (&Method::GET | &Method::HEAD, p) if p.starts_with("/v1/titles/") => {
+                let slug = &p["/v1/titles/".len()..];
+                let details = self
+                    .catalog
+                    .get(slug)
+                    .await
+                    .map_err(ApiError::internal)?
+                    .ok_or_else(|| ApiError::not_found(format!("no title `{slug}`")))?;
+                Ok(serde_json::to_value(details).expect("serializable"))
+            }
+            (&Method::POST, "/v1/playback") => {
+                let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+                    .collect()
+                    .await
+                    .map_err(|e| ApiError::bad(format!("the body could not be read: {e}")))?
+                    .to_bytes();
+                let request: PlaybackRequest = serde_json::from_slice(&body).map_err(|e| {
+                    ApiError::bad(format!(
+                        "the body must be JSON such as {{\"title\": \"test-pattern\"}}: {e}"
+                    ))
+                })?;
+                self.playback(request).await
+            }
+            (_, "/healthz") => Ok(json!({ "status": "ok" })),
+            _ => Err(ApiError::not_found(format!(
+                "no route for {} {path}",
+                req.method()
+            ))),
+        }
+    }
+
+    async fn list(&self, query: Option<&str>) -> Result<serde_json::Value, ApiError> {
+        let mut q = ListQuery {
+            limit: DEFAULT_PAGE,
+            ..ListQuery::default()
+        };
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match name.as_ref() {
+                "genre" => q.genre = Some(value.into_owned()),
+                "language" => q.language = Some(value.into_owned()),
+                "year" => {
+                    q.year = Some(value.parse().map_err(|_| {
+                        ApiError::bad(format!("year must be a number, not `{value}`"))
+                    })?)
+                }
+                "limit" => {
+                    q.limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad(format!("limit must be 1 to {MAX_PAGE}, not `{value}`"))
+                        })?
+                }
+                "cursor" => q.after = Some(decode_cursor(&value)?),
+                other => return Err(ApiError::bad(format!("unknown parameter `{other}`"))),
+            }
+        }
+        let page = self.catalog.list(&q).await.map_err(ApiError::internal)?;
+        Ok(json!({
+            "titles": page.titles,
+            "next_cursor": page.next_after.as_deref().map(encode_cursor),
+        }))
+    }
+
+    async fn playback(&self, request: PlaybackRequest) -> Result<serde_json::Value, ApiError> {
+        let protocol = request.protocol.as_deref();
+        if protocol.is_some_and(|p| p != "hls" && p != "dash") {
+            return Err(ApiError::bad("protocol must be `hls` or `dash`"));
+        }
+        let title = self
+            .catalog
+            .get(&request.title)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found(format!("no title `{}`", request.title)))?;
+        let expires = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + self.token_ttl_secs;
+        let prefix = format!("/titles/{}/", title.summary.slug);
+        let token = self.signing_keys.first().map(|key| {
+            shared::token::sign(
+                key,
+                &Grant {
+                    key_id: key.id.clone(),
+                    expires,
+                    prefix: prefix.clone(),
+                    client: request.client.clone().unwrap_or_default(),
+                },
+            )
+        });
+        let edges: Vec<PlaybackEdge> = self
+            .edges
+            .iter()
+            .map(|edge| PlaybackEdge {
+                edge: edge.clone(),
+                manifests: title
+                    .packagings
+                    .iter()
+                    .filter(|p| protocol.is_none_or(|want| p.protocol == want))
+                    .map(|p| {
+                        let base = edge.trim_end_matches('/');
+                        let url = match &token {
+                            Some(token) => format!("{base}/t/{token}/{}", p.manifest_key),
+                            None => format!("{base}/{}", p.manifest_key),
+                        };
+                        (p.name.clone(), url)
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(json!({
+            "title": title.summary.slug,
+            "signed": token.is_some(),
+            "expires": expires,
+            "edges": edges,
+        }))
+    }
+}
+
+fn encode_cursor(slug: &str) -> String {
+    slug.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::bad(format!("cursor `{cursor}` is not one this API issued"));
+    if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
+        return Err(bad());
+    }
+    let bytes = (0..cursor.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())?;
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
+fn json_response(
+    status: StatusCode,
+    value: &serde_json::Value,
+    if_none_match: Option<&str>,
+) -> Response<Body> {
+    let mut body = serde_json::to_vec(value).expect("serializable");
+    body.push(b'\n');
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut hasher);
+    let etag = format!("\"{:016x}\"", hasher.finish());
+    let not_modified = status == StatusCode::OK
+        && if_none_match.is_some_and(|inm| {
+            inm.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == etag)
+        });
+    let (status, body) = if not_modified {
+        (StatusCode::NOT_MODIFIED, Bytes::new())
+    } else {
+        (status, Bytes::from(body))
+    };
+    let mut response = Response::new(
+        Full::new(body)
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if (status == StatusCode::OK || status == StatusCode::NOT_MODIFIED)
+        && let Ok(value) = HeaderValue::from_str(&etag)
+    {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_forgeries() {
+        assert_eq!(
+            decode_cursor(&encode_cursor("test-pattern")).ok(),
+            Some("test-pattern".into())
+        );
+        assert!(decode_cursor("zz").is_err());
+        assert!(decode_cursor("abc").is_err());
+    }
+}

@@ -1,0 +1,355 @@
+//! The catalog in SQL: titles (with genres and cast) and the renditions of each packaging, in SQLite (a file in
+//! the data folder, the default) or PostgreSQL (a `postgres://` URL), through sqlx's `Any` driver with portable SQL
+//! and embedded migrations. Titles are registered from the `meta.json` a packaged title carries in the object
+//! store (`titles/<slug>/meta.json`), idempotently: registering again replaces the title's rows in one
+//! transaction.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+/// The migrations, embedded in the binary.
+fn migrator() -> Migrator {
+    use sqlx::SqlSafeStr;
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        Cow::Borrowed("catalog"),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_catalog.sql").into_sql_str(),
+        false,
+    )])
+}
+
+/// A packaged title's `meta.json` (the fields the catalog keeps).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TitleMeta {
+    pub slug: String,
+    pub title: String,
+    #[serde(default)]
+    pub original_title: Option<String>,
+    #[serde(default)]
+    pub year: Option<i64>,
+    #[serde(default)]
+    pub language: Option<String>,
+    #[serde(default)]
+    pub director: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub duration_secs: Option<i64>,
+    #[serde(default)]
+    pub poster: Option<String>,
+    #[serde(default)]
+    pub genres: Vec<String>,
+    #[serde(default)]
+    pub cast: Vec<String>,
+    #[serde(default)]
+    pub packagings: Vec<PackagingMeta>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PackagingMeta {
+    pub name: String,
+    pub protocol: String,
+    pub manifest: String,
+    #[serde(default)]
+    pub renditions: Vec<RenditionMeta>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RenditionMeta {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub bandwidth: Option<i64>,
+    #[serde(default)]
+    pub resolution: Option<String>,
+    #[serde(default)]
+    pub codecs: Option<String>,
+    #[serde(default)]
+    pub language: Option<String>,
+}
+
+/// A title as the API lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TitleSummary {
+    pub slug: String,
+    pub title: String,
+    pub year: Option<i64>,
+    pub language: Option<String>,
+    pub genres: Vec<String>,
+    pub artwork_key: Option<String>,
+}
+
+/// A title with everything the details page needs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TitleDetails {
+    #[serde(flatten)]
+    pub summary: TitleSummary,
+    pub original_title: Option<String>,
+    pub director: Option<String>,
+    pub description: Option<String>,
+    pub runtime_secs: Option<i64>,
+    pub cast: Vec<String>,
+    pub packagings: Vec<Packaging>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Packaging {
+    pub name: String,
+    pub protocol: String,
+    pub manifest_key: String,
+    pub renditions: Vec<Rendition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rendition {
+    pub kind: String,
+    pub bandwidth: Option<i64>,
+    pub resolution: Option<String>,
+    pub codecs: Option<String>,
+    pub language: Option<String>,
+}
+
+/// Filters and the page of a listing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub genre: Option<String>,
+    pub year: Option<i64>,
+    pub language: Option<String>,
+    /// Titles after this slug (the cursor of the previous page).
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// One page of titles, ordered by slug (a stable order: a cursor stays valid as titles are added).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Page {
+    pub titles: Vec<TitleSummary>,
+    /// The slug to pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<String>,
+}
+
+pub struct Catalog {
+    pool: AnyPool,
+    pub backend: &'static str,
+}
+
+impl Catalog {
+    /// Connects (creating a SQLite file if missing) and runs the migrations.
+    pub async fn open(url: &str) -> anyhow::Result<Catalog> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        };
+        let url = if backend == "sqlite" && !url.contains("mode=") && !url.contains(":memory:") {
+            format!("{url}{}mode=rwc", if url.contains('?') { "&" } else { "?" })
+        } else {
+            url.to_string()
+        };
+        if let Some(file) = url
+            .strip_prefix("sqlite://")
+            .map(|rest| rest.split('?').next().unwrap_or(rest))
+            .filter(|f| !f.is_empty() && !f.contains(":memory:"))
+            && let Some(parent) = std::path::Path::new(file).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                anyhow::anyhow!(
+                    "creating {} for the catalog (catalog.url): {e}",
+                    parent.display()
+                )
+            })?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == "sqlite" { 1 } else { 8 })
+            .connect(&url)
+            .await
+            .map_err(|e| anyhow::anyhow!("catalog database `{url}` (catalog.url): {e}"))?;
+        if backend == "sqlite" {
+            sqlx::query("PRAGMA foreign_keys = ON")
+                .execute(&pool)
+                .await?;
+        }
+        migrator()
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("catalog migrations: {e}"))?;
+        Ok(Catalog { pool, backend })
+    }
+
+    /// Registers (or replaces) a title and its renditions, in one transaction.
+    pub async fn upsert(&self, meta: &TitleMeta, now: i64) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM titles WHERE slug = $1")
+            .bind(&meta.slug)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO titles (slug, title, original_title, year, language, director, description, \
+             runtime_secs, artwork_key, popularity, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+        )
+        .bind(&meta.slug)
+        .bind(&meta.title)
+        .bind(&meta.original_title)
+        .bind(meta.year)
+        .bind(&meta.language)
+        .bind(&meta.director)
+        .bind(&meta.description)
+        .bind(meta.duration_secs)
+        .bind(&meta.poster)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut genres = meta.genres.clone();
+        genres.sort();
+        genres.dedup();
+        for genre in &genres {
+            sqlx::query("INSERT INTO title_genres (slug, genre) VALUES ($1, $2)")
+                .bind(&meta.slug)
+                .bind(genre)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for (position, name) in meta.cast.iter().enumerate() {
+            sqlx::query("INSERT INTO title_cast (slug, position, name) VALUES ($1, $2, $3)")
+                .bind(&meta.slug)
+                .bind(position as i64)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for packaging in &meta.packagings {
+            for (position, r) in packaging.renditions.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO renditions (slug, packaging, position, protocol, kind, manifest_key, \
+                     bandwidth, resolution, codecs, language) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(&meta.slug)
+                .bind(&packaging.name)
+                .bind(position as i64)
+                .bind(&packaging.protocol)
+                .bind(&r.kind)
+                .bind(&packaging.manifest)
+                .bind(r.bandwidth)
+                .bind(&r.resolution)
+                .bind(&r.codecs)
+                .bind(&r.language)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One page of titles matching the filters.
+    pub async fn list(&self, q: &ListQuery) -> anyhow::Result<Page> {
+        // Filters are bound parameters; an absent one is NULL and matches everything.
+        let rows = sqlx::query(
+            "SELECT t.slug, t.title, t.year, t.language, t.artwork_key FROM titles t \
+             WHERE ($1 IS NULL OR EXISTS (SELECT 1 FROM title_genres g WHERE g.slug = t.slug AND g.genre = $1)) \
+             AND ($2 IS NULL OR t.year = $2) AND ($3 IS NULL OR t.language = $3) AND ($4 IS NULL OR t.slug > $4) \
+             ORDER BY t.slug LIMIT $5",
+        )
+        .bind(&q.genre)
+        .bind(q.year)
+        .bind(&q.language)
+        .bind(&q.after)
+        .bind(q.limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() as i64 > q.limit;
+        let mut titles = Vec::new();
+        for row in rows.iter().take(q.limit as usize) {
+            titles.push(self.summary(row).await?);
+        }
+        let next_after = more
+            .then(|| titles.last().map(|t| t.slug.clone()))
+            .flatten();
+        Ok(Page { titles, next_after })
+    }
+
+    /// A title by slug.
+    pub async fn get(&self, slug: &str) -> anyhow::Result<Option<TitleDetails>> {
+        let Some(row) = sqlx::query(
+            "SELECT slug, title, year, language, artwork_key, original_title, director, description, runtime_secs \
+             FROM titles WHERE slug = $1",
+        )
+        .bind(slug)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let summary = self.summary(&row).await?;
+        let cast = sqlx::query("SELECT name FROM title_cast WHERE slug = $1 ORDER BY position")
+            .bind(slug)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(
+            "SELECT packaging, protocol, manifest_key, kind, bandwidth, resolution, codecs, language \
+             FROM renditions WHERE slug = $1 ORDER BY packaging, position",
+        )
+        .bind(slug)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut packagings: Vec<Packaging> = Vec::new();
+        for row in &rows {
+            let name: String = row.try_get(0)?;
+            if packagings.last().is_none_or(|p| p.name != name) {
+                packagings.push(Packaging {
+                    name,
+                    protocol: row.try_get(1)?,
+                    manifest_key: row.try_get(2)?,
+                    renditions: Vec::new(),
+                });
+            }
+            let packaging = packagings.last_mut().expect("pushed above");
+            packaging.renditions.push(Rendition {
+                kind: row.try_get(3)?,
+                bandwidth: row.try_get(4)?,
+                resolution: row.try_get(5)?,
+                codecs: row.try_get(6)?,
+                language: row.try_get(7)?,
+            });
+        }
+        Ok(Some(TitleDetails {
+            summary,
+            original_title: row.try_get(5)?,
+            director: row.try_get(6)?,
+            description: row.try_get(7)?,
+            runtime_secs: row.try_get(8)?,
+            cast,
+            packagings,
+        }))
+    }
+
+    /// The summary fields of a `titles` row (slug, title, year, language, artwork_key first), with its genres.
+    async fn summary(&self, row: &AnyRow) -> anyhow::Result<TitleSummary> {
+        let slug: String = row.try_get(0)?;
+        let genres = sqlx::query("SELECT genre FROM title_genres WHERE slug = $1 ORDER BY genre")
+            .bind(&slug)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TitleSummary {
+            slug,
+            title: row.try_get(1)?,
+            year: row.try_get(2)?,
+            language: row.try_get(3)?,
+            genres,
+            artwork_key: row.try_get(4)?,
+        })
+    }
+}

@@ -1,0 +1,206 @@
+//! The control plane's API on SQLite: the sample titles are registered from the store at start; listing with
+//! filters and stable cursors; details with ETag/304; JSON errors for bad parameters and unknown titles; and the
+//! playback API's signed URLs, played through a real edge by ffmpeg, while a tampered URL gets 403.
+
+use serde_json::Value;
+use shared::testkit::{TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin};
+
+const SECRET: &str = "catalog-test signing secret, 32+ bytes";
+
+fn json(r: &shared::testkit::CurlResponse) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+#[test]
+fn catalog_listing_details_and_errors() {
+    let store = TempStore::with_samples();
+    let origin = start_origin(&store.url(), "");
+    let api = origin.url("api_addr");
+    let get = |path: &str| curl(&[&format!("{api}{path}")]);
+
+    let all = get("/v1/titles");
+    assert_eq!(all.status, 200, "{}", all.text());
+    let page = json(&all);
+    let slugs: Vec<&str> = page["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["mandelbrot", "test-pattern"]);
+    assert!(page["next_cursor"].is_null());
+
+    // Pagination: one per page, the cursor leads to the next.
+    let first = json(&get("/v1/titles?limit=1"));
+    assert_eq!(first["titles"][0]["slug"], "mandelbrot");
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let second = json(&get(&format!("/v1/titles?limit=1&cursor={cursor}")));
+    assert_eq!(second["titles"][0]["slug"], "test-pattern");
+    assert!(second["next_cursor"].is_null());
+
+    // Filters.
+    let genre = json(&get("/v1/titles?genre=Test"));
+    assert_eq!(genre["titles"].as_array().unwrap().len(), 1);
+    assert_eq!(genre["titles"][0]["slug"], "test-pattern");
+    let year = json(&get("/v1/titles?year=1800"));
+    assert_eq!(year["titles"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        json(&get("/v1/titles?language=en"))["titles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // Details, with ETag and 304.
+    let details = get("/v1/titles/test-pattern");
+    assert_eq!(details.status, 200);
+    let d = json(&details);
+    assert_eq!(d["title"], "Test Pattern");
+    assert_eq!(d["genres"], serde_json::json!(["Technical", "Test"]));
+    let packagings: Vec<&str> = d["packagings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(packagings, ["dash", "hls-ts", "mp4-dash", "mp4-hls"]);
+    let hls = d["packagings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "hls-ts")
+        .unwrap();
+    assert_eq!(hls["manifest_key"], "titles/test-pattern/hls/master.m3u8");
+    assert_eq!(hls["renditions"][0]["resolution"], "640x360");
+    let etag = details.header("etag").unwrap().to_string();
+    let again = curl(&[
+        "-H",
+        &format!("If-None-Match: {etag}"),
+        &format!("{api}/v1/titles/test-pattern"),
+    ]);
+    assert_eq!(again.status, 304);
+
+    // Errors: JSON with a reason.
+    for (path, status, reason) in [
+        ("/v1/titles/no-such-title", 404, "no title `no-such-title`"),
+        ("/v1/titles?limit=0", 400, "limit must be 1 to 100"),
+        ("/v1/titles?limit=abc", 400, "limit must be 1 to 100"),
+        ("/v1/titles?year=x", 400, "year must be a number"),
+        ("/v1/titles?cursor=zz", 400, "is not one this API issued"),
+        ("/v1/titles?sort=asc", 400, "unknown parameter `sort`"),
+        ("/v2/other", 404, "no route"),
+    ] {
+        let r = get(path);
+        assert_eq!(r.status, status, "{path}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(
+            json(&r)["reason"].as_str().unwrap().contains(reason),
+            "{path}: {}",
+            r.text()
+        );
+    }
+    let bad = curl(&["-d", "{\"titel\": \"x\"}", &format!("{api}/v1/playback")]);
+    assert_eq!(bad.status, 400);
+    assert!(
+        json(&bad)["reason"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `titel`")
+    );
+    let unknown = curl(&["-d", "{\"title\": \"nope\"}", &format!("{api}/v1/playback")]);
+    assert_eq!(unknown.status, 404);
+}
+
+#[test]
+fn playback_urls_are_signed_and_play_through_the_edge() {
+    let store = TempStore::with_samples();
+    let certs = TestCerts::generate();
+    let cache = tempfile::tempdir().unwrap();
+    let keys = format!("[[signing_key]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n");
+    // The origin first (the edge's upstream), then the edge, then the origin's playback config names the edge:
+    // start a second origin process with the edge's address for the API.
+    let media = start_origin(&store.url(), "[api]\nlisten = \"\"\n");
+    let site = format!(
+        "[[site]]\nhosts = [\"localhost\", \"127.0.0.1\"]\nupstream = \"{}\"\nsigned_paths = [\"/titles/\"]\n",
+        media.url("media_addr")
+    );
+    let edge = start_edge(
+        &media.url("media_addr"),
+        cache.path(),
+        &certs,
+        &format!("{keys}{site}"),
+    );
+    let edge_base = format!("https://localhost:{}", edge.addr("tls_addr").port());
+    let control = start_origin(
+        &store.url(),
+        &format!("{keys}[playback]\nedges = [\"{edge_base}\"]\ntoken_ttl_secs = 600\n"),
+    );
+    let api = control.url("api_addr");
+
+    let r = curl(&[
+        "-d",
+        "{\"title\": \"test-pattern\", \"protocol\": \"hls\"}",
+        &format!("{api}/v1/playback"),
+    ]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let playback = json(&r);
+    assert_eq!(playback["signed"], true);
+    let manifests = playback["edges"][0]["manifests"].as_object().unwrap();
+    assert_eq!(
+        manifests.keys().collect::<Vec<_>>(),
+        ["hls-ts", "mp4-hls"],
+        "only HLS"
+    );
+    let url = manifests["hls-ts"].as_str().unwrap().to_string();
+    assert!(
+        url.starts_with(&format!("{edge_base}/t/"))
+            && url.ends_with("/titles/test-pattern/hls/master.m3u8"),
+        "{url}"
+    );
+
+    let report = ffmpeg_play(&url, Some(&certs.ca()));
+    assert!(report.is_clean(), "{:?}\n{}", report.problems, report.log);
+
+    // Every field of the token is covered: change one character and the edge refuses.
+    let token_start = url.find("/t/").unwrap() + 3;
+    let mut tampered = url.clone().into_bytes();
+    let i = token_start + 2;
+    tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    let refused = curl(&["--cacert", certs.ca().to_str().unwrap(), &tampered]);
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    // The token opens only its title.
+    let other = url.replace("/titles/test-pattern/", "/titles/mandelbrot/");
+    let refused = curl(&["--cacert", certs.ca().to_str().unwrap(), &other]);
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.text().contains("wrong prefix"),
+        "{}",
+        refused.text()
+    );
+
+    // Bound to a client: only that address may use it.
+    let bound = json(&curl(&[
+        "-d",
+        "{\"title\": \"mandelbrot\", \"client\": \"10.1.2.3\"}",
+        &format!("{api}/v1/playback"),
+    ]));
+    let url = bound["edges"][0]["manifests"]["cmaf-hls"]
+        .as_str()
+        .or_else(|| {
+            bound["edges"][0]["manifests"]
+                .as_object()
+                .unwrap()
+                .values()
+                .next()
+                .and_then(Value::as_str)
+        });
+    let refused = curl(&["--cacert", certs.ca().to_str().unwrap(), url.unwrap()]);
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.text().contains("another client"),
+        "{}",
+        refused.text()
+    );
+}
