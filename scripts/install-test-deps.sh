@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, idempotently: Debian packages (curl, ffmpeg, nginx,
-# nghttp2-client, wrk, python3-venv, chromium), a Python venv at .venv with moto (the S3-compatible test
-# server), aioquic and curl_cffi (two independent HTTP/3 clients), and the browser test's npm packages
+# nghttp2-client, wrk, python3-venv, chromium, and postgresql, whose binaries the tests use to start their own
+# servers), a Python venv at .venv with moto (the S3-compatible test server), aioquic and curl_cffi (two independent HTTP/3 clients), and the browser test's npm packages
 # (playwright-core, hls.js, dash.js; Debian's Chromium is the browser, none is downloaded).
 # Each step is skipped when what it installs is already there.
 set -euo pipefail
@@ -12,6 +12,7 @@ for pair in curl:curl ffmpeg:ffmpeg nginx:nginx h2load:nghttp2-client wrk:wrk ch
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need_apt+=("${pair#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,9 +1,11 @@
-//! The control plane's API on SQLite: the sample titles are registered from the store at start; listing with
+//! The control plane's API on SQLite and on PostgreSQL (a private server per test): the sample titles are registered from the store at start; listing with
 //! filters and stable cursors; details with ETag/304; JSON errors for bad parameters and unknown titles; and the
 //! playback API's signed URLs, played through a real edge by ffmpeg, while a tampered URL gets 403.
 
 use serde_json::Value;
-use shared::testkit::{TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin};
+use shared::testkit::{
+    PostgresServer, TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin,
+};
 
 const SECRET: &str = "catalog-test signing secret, 32+ bytes";
 
@@ -12,9 +14,21 @@ fn json(r: &shared::testkit::CurlResponse) -> Value {
 }
 
 #[test]
-fn catalog_listing_details_and_errors() {
+fn catalog_on_sqlite() {
+    catalog_listing_details_and_errors("");
+}
+
+#[test]
+fn catalog_on_postgresql() {
+    let postgres = PostgresServer::start();
+    catalog_listing_details_and_errors(&format!("[catalog]\nurl = \"{}\"\n", postgres.url()));
+    // Registering again at a restart is idempotent: the same titles, once each.
+    catalog_listing_details_and_errors(&format!("[catalog]\nurl = \"{}\"\n", postgres.url()));
+}
+
+fn catalog_listing_details_and_errors(catalog: &str) {
     let store = TempStore::with_samples();
-    let origin = start_origin(&store.url(), "");
+    let origin = start_origin(&store.url(), catalog);
     let api = origin.url("api_addr");
     let get = |path: &str| curl(&[&format!("{api}{path}")]);
 

@@ -1071,6 +1071,128 @@ fn scripted_connection(
     }
 }
 
+/// A private PostgreSQL server for a test (Debian's PostgreSQL, found under `/usr/lib/postgresql/<version>/bin`),
+/// in a temporary folder on a free loopback port, with trust authentication for the user `cdn`; stopped when
+/// dropped. Under root it runs as the `postgres` system user (PostgreSQL refuses to run as root).
+pub struct PostgresServer {
+    port: u16,
+    child: Child,
+    bin: PathBuf,
+    root: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl PostgresServer {
+    pub fn start() -> PostgresServer {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL is installed (scripts/install-test-deps.sh)")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("initdb").exists())
+            .max()
+            .expect("a PostgreSQL with initdb");
+        let dir = tempfile::tempdir().expect("temp dir");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+                .expect("chmod");
+        }
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let command = |program: &Path| run_as_postgres(root, program);
+        let data = dir.path().join("data");
+        let out = command(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "cdn", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .output()
+            .expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = command(&bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ])
+            .arg("-k")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "cdn"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ready {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        PostgresServer {
+            port,
+            child,
+            bin,
+            root,
+            _dir: dir,
+        }
+    }
+
+    fn command(&self, program: &Path) -> Command {
+        run_as_postgres(self.root, program)
+    }
+
+    /// `postgres://cdn@127.0.0.1:<port>/postgres`.
+    pub fn url(&self) -> String {
+        format!("postgres://cdn@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+/// `program` run as the `postgres` user when this process is root.
+fn run_as_postgres(root: bool, program: &Path) -> Command {
+    if root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        // A fast shutdown through pg_ctl, as the server's own user (runuser does not pass signals on).
+        let _ = self
+            .command(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self._dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// What an HTTP/3 client got.
 #[derive(Debug)]
 pub struct H3Response {
