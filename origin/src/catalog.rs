@@ -50,6 +50,24 @@ pub struct TitleMeta {
     pub packagings: Vec<PackagingMeta>,
 }
 
+impl TitleMeta {
+    /// The metadata for the title stored under `titles/<slug>/`: the slug and every store key follow the folder
+    /// (a title packaged as `x` and ingested as `y` has its keys under `titles/y/`).
+    pub fn relocate(&mut self, slug: &str) {
+        let from = format!("titles/{}/", self.slug);
+        let to = format!("titles/{slug}/");
+        for packaging in &mut self.packagings {
+            if let Some(rest) = packaging.manifest.strip_prefix(&from) {
+                packaging.manifest = format!("{to}{rest}");
+            }
+        }
+        if let Some(rest) = self.poster.as_deref().and_then(|p| p.strip_prefix(&from)) {
+            self.poster = Some(format!("{to}{rest}"));
+        }
+        self.slug = slug.to_string();
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct PackagingMeta {
     pub name: String,

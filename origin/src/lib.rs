@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod handler;
+pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -1,4 +1,5 @@
-//! The `origin` binary: `origin serve` runs the media origin, `origin check` validates a config.
+//! The `origin` binary: `origin serve` runs the media origin and the control plane's API, `origin check` validates
+//! a config, `origin ingest` uploads and registers a packaged title.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use origin::{Origin, OriginConfig};
 #[command(
     name = "origin",
     version,
-    about = "Media origin over object storage (and, later, the control plane)"
+    about = "Media origin over object storage, and the control plane (catalog, playback API)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -31,6 +32,24 @@ enum Command {
         /// TOML config file.
         config: PathBuf,
     },
+    /// Upload a packaged title (HLS/DASH folders, MP4 renditions) to the store and register it in the catalog.
+    /// Every file a manifest references is checked first; a broken folder is refused and nothing is written.
+    Ingest {
+        /// The packaged title's folder.
+        dir: PathBuf,
+        /// The slug the title is stored and listed under (`titles/<slug>/`).
+        #[arg(long)]
+        title: String,
+        /// Title metadata (JSON, as `meta.json`). Default: DIR/meta.json.
+        #[arg(long)]
+        meta: Option<PathBuf>,
+        /// TOML config file naming the store and the catalog.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +58,13 @@ fn main() -> ExitCode {
     let (config_path, check_only) = match cli.command {
         Command::Serve { config } => (config, false),
         Command::Check { config } => (Some(config), true),
+        Command::Ingest {
+            dir,
+            title,
+            meta,
+            config,
+            quiet,
+        } => return ingest(&dir, &title, meta.as_deref(), config.as_deref(), quiet),
     };
     let config = match &config_path {
         Some(path) => OriginConfig::load(path),
@@ -70,4 +96,53 @@ fn main() -> ExitCode {
             .run(shared::serve::shutdown_signal())
             .await
     })
+}
+
+fn ingest(
+    dir: &std::path::Path,
+    slug: &str,
+    meta: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+    quiet: bool,
+) -> ExitCode {
+    let config = match config
+        .map(OriginConfig::load)
+        .unwrap_or_else(|| Ok(OriginConfig::default()))
+    {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("origin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plan = match origin::ingest::plan(dir, slug, meta) {
+        Ok(plan) => plan,
+        Err(reason) => {
+            eprintln!("origin ingest: refused: {reason}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        let store = origin::store::Store::open(&config).map_err(|e| e.to_string())?;
+        let catalog = origin::catalog::Catalog::open(&config.catalog_url())
+            .await
+            .map_err(|e| e.to_string())?;
+        let (files, bytes, manifests) =
+            (plan.files.len(), plan.total_bytes(), plan.manifests.len());
+        origin::ingest::run(plan, dir, store.inner(), &catalog, !quiet).await?;
+        Ok::<_, String>((files, bytes, manifests))
+    });
+    match result {
+        Ok((files, bytes, manifests)) => {
+            println!(
+                "origin ingest: {slug}: {files} files ({bytes} bytes, {manifests} manifests checked) uploaded and registered"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("origin ingest: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }

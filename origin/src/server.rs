@@ -275,11 +275,16 @@ async fn register_titles(catalog: &Catalog, store: &Store) -> usize {
             Ok((_, None)) => Err(format!("{key} is larger than 1 MiB")),
             Err((_, e)) => Err(format!("{key}: {e}")),
         };
+        // The folder names the title: a title ingested under another slug keeps its packager's meta.json.
+        let slug = folder.filename().unwrap_or_default().to_string();
         match meta {
-            Ok(meta) => match catalog.upsert(&meta, now).await {
-                Ok(()) => registered += 1,
-                Err(e) => tracing::warn!(key, error = %e, "could not register a title"),
-            },
+            Ok(mut meta) => {
+                meta.relocate(&slug);
+                match catalog.upsert(&meta, now).await {
+                    Ok(()) => registered += 1,
+                    Err(e) => tracing::warn!(key, error = %e, "could not register a title"),
+                }
+            }
             Err(reason) => tracing::warn!(%reason, "title skipped"),
         }
     }
