@@ -2,6 +2,8 @@
 //! - `GET /v1/titles?genre=&year=&language=&limit=&cursor=`: a page of titles ordered by slug, with a stable
 //!   cursor (`next_cursor`) for the next page;
 //! - `GET /v1/titles/<slug>`: a title with its cast and renditions;
+//! - `GET /v1/search?q=&limit=`: titles ranked for a query typed so far (typos, prefixes, accents, CJK), with
+//!   the matched words highlighted;
 //! - `POST /v1/playback` `{"title": "<slug>", "protocol": "hls"|"dash", "client": "<address>"}`: the title's
 //!   manifest URLs on each configured edge, each signed (`/t/<token>/titles/<slug>/…`) with the first
 //!   `[[signing_key]]`, and the expiry.
@@ -35,6 +37,7 @@ pub struct ApiService {
     pub token_ttl_secs: u64,
     /// The first signs.
     pub signing_keys: Vec<SigningKey>,
+    pub search: crate::search::SharedIndex,
 }
 
 /// A refusal: status, machine-readable error, reason.
@@ -112,6 +115,7 @@ impl ApiService {
                     .ok_or_else(|| ApiError::not_found(format!("no title `{slug}`")))?;
                 Ok(serde_json::to_value(details).expect("serializable"))
             }
+            (&Method::GET | &Method::HEAD, "/v1/search") => self.search(req.uri().query()),
             (&Method::POST, "/v1/playback") => {
                 let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
                     .collect()
@@ -165,6 +169,33 @@ impl ApiService {
             "titles": page.titles,
             "next_cursor": page.next_after.as_deref().map(encode_cursor),
         }))
+    }
+
+    fn search(&self, query: Option<&str>) -> Result<serde_json::Value, ApiError> {
+        let (mut q, mut limit) = (None, 10usize);
+        for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+            match name.as_ref() {
+                "q" => q = Some(value.into_owned()),
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=50).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::bad(format!("limit must be 1 to 50, not `{value}`"))
+                        })?
+                }
+                other => return Err(ApiError::bad(format!("unknown parameter `{other}`"))),
+            }
+        }
+        let q = q
+            .filter(|q| !q.trim().is_empty() && q.len() <= 256)
+            .ok_or_else(|| ApiError::bad("q must be 1 to 256 bytes of text"))?;
+        let index = Arc::clone(&self.search.read().unwrap_or_else(|e| e.into_inner()));
+        let hits = index
+            .search(&q, limit)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("search: {e}")))?;
+        Ok(json!({ "query": q, "hits": hits }))
     }
 
     async fn playback(&self, request: PlaybackRequest) -> Result<serde_json::Value, ApiError> {

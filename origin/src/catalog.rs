@@ -46,6 +46,9 @@ pub struct TitleMeta {
     pub genres: Vec<String>,
     #[serde(default)]
     pub cast: Vec<String>,
+    /// A relative popularity (views, say); search ranks ties by it.
+    #[serde(default)]
+    pub popularity: Option<i64>,
     #[serde(default)]
     pub packagings: Vec<PackagingMeta>,
 }
@@ -210,7 +213,7 @@ impl Catalog {
             .await?;
         sqlx::query(
             "INSERT INTO titles (slug, title, original_title, year, language, director, description, \
-             runtime_secs, artwork_key, popularity, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10)",
+             runtime_secs, artwork_key, popularity, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&meta.slug)
         .bind(&meta.title)
@@ -221,6 +224,7 @@ impl Catalog {
         .bind(&meta.description)
         .bind(meta.duration_secs)
         .bind(&meta.poster)
+        .bind(meta.popularity.unwrap_or(0))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -349,6 +353,52 @@ impl Catalog {
             cast,
             packagings,
         }))
+    }
+
+    /// Every title as the search index takes it.
+    pub async fn search_docs(&self) -> anyhow::Result<Vec<crate::search::SearchDoc>> {
+        let rows = sqlx::query(
+            "SELECT slug, title, original_title, director, description, popularity FROM titles ORDER BY slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut docs = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let slug: String = row.try_get(0)?;
+            let mut people: Vec<String> =
+                sqlx::query("SELECT name FROM title_cast WHERE slug = $1")
+                    .bind(&slug)
+                    .fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>(0))
+                    .collect::<Result<_, _>>()?;
+            people.extend(row.try_get::<Option<String>, _>(3)?);
+            let genres = sqlx::query("SELECT genre FROM title_genres WHERE slug = $1")
+                .bind(&slug)
+                .fetch_all(&self.pool)
+                .await?;
+            for g in &genres {
+                people.push(g.try_get(0)?);
+            }
+            docs.push(crate::search::SearchDoc {
+                slug,
+                title: row.try_get(1)?,
+                original_title: row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                people_and_genres: people.join(" "),
+                description: row.try_get::<Option<String>, _>(4)?.unwrap_or_default(),
+                popularity: row.try_get(5)?,
+            });
+        }
+        Ok(docs)
+    }
+
+    /// Changes when titles are added, removed or registered again (for rebuilding derived data).
+    pub async fn version(&self) -> anyhow::Result<(i64, i64)> {
+        let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM titles")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
     /// The summary fields of a `titles` row (slug, title, year, language, artwork_key first), with its genres.

@@ -11,6 +11,7 @@ pub mod error;
 pub mod handler;
 pub mod ingest;
 pub mod metrics;
+pub mod search;
 pub mod server;
 pub mod store;
 

@@ -28,6 +28,7 @@ use crate::catalog::{Catalog, TitleMeta};
 use crate::config::OriginConfig;
 use crate::handler::{Body, MediaService, error_response};
 use crate::metrics::OriginMetrics;
+use crate::search::SearchIndex;
 use crate::store::Store;
 
 /// A configured origin with its listeners bound, ready to serve.
@@ -84,8 +85,15 @@ impl Origin {
                     titles = registered,
                     "catalog opened"
                 );
+                let catalog = Arc::new(catalog);
+                let search = Arc::new(std::sync::RwLock::new(Arc::new(
+                    SearchIndex::build(&catalog.search_docs().await?)
+                        .map_err(|e| anyhow::anyhow!("search index: {e}"))?,
+                )));
+                tokio::spawn(refresh_search(Arc::clone(&catalog), Arc::clone(&search)));
                 let service = ApiService {
-                    catalog: Arc::new(catalog),
+                    search,
+                    catalog,
                     edges: config.playback.edges.clone(),
                     token_ttl_secs: config.playback.token_ttl_secs,
                     signing_keys: config
@@ -249,6 +257,31 @@ impl Origin {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Rebuilds the search index whenever the catalog changes (`origin ingest` runs in another process), checked
+/// every 10 s.
+async fn refresh_search(catalog: Arc<Catalog>, search: crate::search::SharedIndex) {
+    let mut seen = catalog.version().await.ok();
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let now = catalog.version().await.ok();
+        if now.is_none() || now == seen {
+            continue;
+        }
+        let rebuilt = match catalog.search_docs().await {
+            Ok(docs) => SearchIndex::build(&docs).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match rebuilt {
+            Ok(index) => {
+                tracing::info!(titles = index.len(), "search index rebuilt");
+                *search.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+                seen = now;
+            }
+            Err(e) => tracing::warn!(error = %e, "rebuilding the search index failed"),
+        }
     }
 }
 

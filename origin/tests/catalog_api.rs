@@ -218,3 +218,79 @@ fn playback_urls_are_signed_and_play_through_the_edge() {
         refused.text()
     );
 }
+
+#[test]
+fn search_finds_titles_with_typos_prefixes_accents_and_korean() {
+    let store = TempStore::new();
+    let titles = [
+        (
+            "stranger-things",
+            "Stranger Things",
+            "en",
+            95,
+            "Winona Ryder",
+        ),
+        ("strange-days", "Strange Days", "en", 40, "Ralph Fiennes"),
+        (
+            "amelie",
+            "Le Fabuleux Destin d'Amélie Poulain",
+            "fr",
+            70,
+            "Audrey Tautou",
+        ),
+        ("parasite", "기생충", "ko", 90, "Song Kang-ho"),
+    ];
+    for (slug, title, language, popularity, actor) in titles {
+        let meta = serde_json::json!({
+            "slug": slug, "title": title, "language": language, "popularity": popularity,
+            "cast": [actor], "genres": ["Drama"],
+        });
+        store.put(
+            &format!("titles/{slug}/meta.json"),
+            meta.to_string().as_bytes(),
+        );
+    }
+    let origin = start_origin(&store.url(), "");
+    let api = origin.url("api_addr");
+    let search = |q: &str| {
+        let url = format!("{api}/v1/search?q={}", url_encode(q));
+        let r = curl(&[&url]);
+        assert_eq!(r.status, 200, "{q}: {}", r.text());
+        json(&r)["hits"].as_array().unwrap().clone()
+    };
+    let first = |q: &str| search(q)[0]["slug"].as_str().unwrap().to_string();
+    assert_eq!(first("strnger thngs"), "stranger-things");
+    assert_eq!(
+        search("strnger thngs")[0]["highlight"],
+        "<b>Stranger</b> <b>Things</b>"
+    );
+    assert_eq!(first("strange"), "strange-days", "exact before prefix");
+    assert_eq!(
+        first("stranger th"),
+        "stranger-things",
+        "the last word as a prefix"
+    );
+    assert_eq!(first("amelie"), "amelie");
+    assert_eq!(first("기생충"), "parasite");
+    assert_eq!(first("winona"), "stranger-things", "cast is searched");
+    assert!(search("qqqqqqqq").is_empty());
+    for (q, reason) in [("", "q must be"), ("x&limit=0", "limit must be 1 to 50")] {
+        let r = curl(&[&format!("{api}/v1/search?q={q}")]);
+        assert_eq!(r.status, 400);
+        assert!(
+            json(&r)["reason"].as_str().unwrap().contains(reason),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
