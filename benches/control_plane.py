@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test) of the control plane on a realistic catalogue: the 3,201 films of the npm package
+`vega-datasets` (movies.json) are written as title metadata into a store folder and registered by a release
+`origin`; then h2load drives, at a fixed rate, POST /v1/playback (goal: p99 <= 5 ms at 2,000 req/s) and
+GET /v1/search with queries typed with typos and prefixes (goal: p99 <= 10 ms). Latencies come from h2load's
+per-request log. Run it through `scripts/bench-control-plane.sh`, which builds the release binary first.
+"""
+
+import argparse
+import json
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.parse
+from pathlib import Path
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def slugify(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "untitled"
+
+
+def catalogue(work):
+    """The films of vega-datasets as title metadata in `work/objects/titles/<slug>/meta.json`; returns titles."""
+    movies = work / "movies.json"
+    if not movies.exists():
+        log("fetching vega-datasets (npm) for movies.json")
+        subprocess.run(["npm", "pack", "vega-datasets@3", "--silent"], cwd=work, check=True, capture_output=True)
+        tgz = next(work.glob("vega-datasets-*.tgz"))
+        with tarfile.open(tgz) as tar:
+            member = tar.getmember("package/data/movies.json")
+            movies.write_bytes(tar.extractfile(member).read())
+    films = json.loads(movies.read_text())
+    titles_dir = work / "objects" / "titles"
+    shutil.rmtree(titles_dir, ignore_errors=True)
+    seen, titles = set(), []
+    for film in films:
+        title = str(film.get("Title") or "").strip()
+        if not title:
+            continue
+        year = None
+        date = film.get("Release Date") or ""
+        m = re.search(r"(\d{4})", date)
+        if m:
+            year = int(m.group(1))
+        slug = slugify(f"{title} {year or ''}")
+        if slug in seen:
+            continue
+        seen.add(slug)
+        meta = {
+            "slug": slug, "title": title, "year": year, "language": "en",
+            "director": film.get("Director"),
+            "genres": [g for g in [film.get("Major Genre"), film.get("Creative Type")] if g],
+            "description": f"{film.get('Source') or 'An original'} film distributed by {film.get('Distributor') or 'unknown'}.",
+            "duration_secs": (film.get("Running Time min") or 0) * 60 or None,
+            "popularity": film.get("IMDB Votes") or 0,
+        }
+        folder = titles_dir / slug
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps(meta))
+        titles.append(title)
+    return titles
+
+
+def typo(word, rng):
+    """The word with one typo (a deleted, doubled or swapped letter) when it is long enough to allow one."""
+    if len(word) < 5:
+        return word
+    i = rng.randrange(1, len(word) - 1)
+    kind = rng.choice(["delete", "double", "swap"])
+    if kind == "delete":
+        return word[:i] + word[i + 1:]
+    if kind == "double":
+        return word[:i] + word[i] + word[i:]
+    return word[:i - 1] + word[i] + word[i - 1] + word[i + 1:]
+
+
+def queries(titles, rng, n):
+    """Queries as users type them: one or two words, a typo here and there, the last word sometimes cut short."""
+    out = []
+    for _ in range(n):
+        words = re.findall(r"[A-Za-z]+", rng.choice(titles))
+        if not words:
+            continue
+        words = words[: rng.choice([1, 2, 2, 3])]
+        words = [typo(w, rng) if rng.random() < 0.4 else w for w in words]
+        if rng.random() < 0.4 and len(words[-1]) > 3:
+            words[-1] = words[-1][: rng.randrange(3, len(words[-1]))]
+        out.append(" ".join(words).lower())
+    return out
+
+
+def h2load(args, log_file):
+    out = subprocess.run(["h2load", "--h1"] + args + [f"--log-file={log_file}"], capture_output=True, text=True,
+                         timeout=300).stdout
+    latencies, statuses = [], {}
+    for line in Path(log_file).read_text().splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 3:
+            statuses[fields[1]] = statuses.get(fields[1], 0) + 1
+            latencies.append(int(fields[2]) / 1000)
+    latencies.sort()
+    pct = lambda p: latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else None
+    m = re.search(r"finished in ([\d.]+)(\w+), ([\d.]+) req/s", out)
+    return {"requests": len(latencies), "req_per_s": float(m.group(3)) if m else None, "statuses": statuses,
+            "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": latencies[-1] if latencies else None}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bin-dir", type=Path, required=True)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/video-cdn-bench-cp"))
+    parser.add_argument("--port", type=int, default=19500)
+    parser.add_argument("--rate", type=int, default=2000, help="requests per second for playback")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    titles = catalogue(work)
+    log(f"catalogue: {len(titles)} titles")
+    (work / "catalog.db").unlink(missing_ok=True)
+    (work / "origin.toml").write_text(f"""data_dir = "{work}"
+[media]
+listen = "127.0.0.1:{args.port + 1}"
+[admin]
+listen = "127.0.0.1:{args.port + 2}"
+[api]
+listen = "127.0.0.1:{args.port}"
+[store]
+url = "file://{work}/objects"
+[catalog]
+url = "sqlite://{work}/catalog.db"
+[playback]
+edges = ["https://edge-1.example:8443", "https://edge-2.example:8443"]
+[[signing_key]]
+id = "bench"
+secret = "a benchmark signing secret of 32+ bytes"
+[log]
+level = "warn"
+""")
+    api = f"http://127.0.0.1:{args.port}"
+    started = time.time()
+    server = subprocess.Popen([str(args.bin_dir / "origin"), "serve", "--config", str(work / "origin.toml")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"{api}/v1/titles?limit=1"],
+                               capture_output=True, text=True)
+            if r.stdout == "200":
+                break
+            if server.poll() is not None:
+                raise SystemExit(f"origin exited: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.2)
+        log(f"origin up with the catalogue registered in {time.time() - started:.1f} s")
+        rng = random.Random(7)
+        slugs = [slugify(t) for t in titles]
+        listing = json.loads(subprocess.run(["curl", "-s", f"{api}/v1/titles?limit=100"], capture_output=True,
+                                            text=True).stdout)
+        slugs = [t["slug"] for t in listing["titles"]]
+        # Playback: POST a random title at a fixed rate (20 clients x rate/20 requests per second).
+        body = work / "playback.json"
+        results = {}
+        body.write_text(json.dumps({"title": rng.choice(slugs), "protocol": "hls"}))
+        clients = 20
+        total = args.rate * args.seconds
+        results["playback"] = h2load(["-c", str(clients), "--rps", str(args.rate // clients), "-n", str(total),
+                                      "-d", str(body), "-H", "Content-Type: application/json",
+                                      f"{api}/v1/playback"], work / "playback.log")
+        # Search: queries with typos and prefixes, as fast as 8 clients go, then at a fixed 500 req/s.
+        uris = work / "search.uris"
+        uris.write_text("".join(f"{api}/v1/search?q={urllib.parse.quote_plus(q)}\n"
+                                for q in queries(titles, rng, 4000)))
+        results["search_max_rate"] = h2load(["-c", "8", "-D", str(args.seconds), "-i", str(uris)],
+                                            work / "search.log")
+        results["search_500rps"] = h2load(["-c", "10", "--rps", "50", "-n", str(500 * args.seconds),
+                                           "-i", str(uris)], work / "search500.log")
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    print(f"\ncontrol plane on {len(titles)} titles (vega-datasets movies.json), h2load over HTTP/1.1:")
+    print(f"{'test':18} {'requests':>9} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}  statuses")
+    for name, r in results.items():
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"
+        print(f"{name:18} {r['requests']:>9} {fmt(r['req_per_s']):>8} {fmt(r['p50_ms']):>7} {fmt(r['p99_ms']):>7} "
+              f"{fmt(r['max_ms']):>7}  {r['statuses']}")
+    print("goals: playback p99 <= 5 ms at 2,000 req/s; search p99 <= 10 ms")
+    out = args.out or work / "result.json"
+    out.write_text(json.dumps({"titles": len(titles), "results": results}, indent=1))
+    print(f"JSON: {out}")
+
+
+if __name__ == "__main__":
+    main()
