@@ -59,33 +59,45 @@ impl Upstream {
         let started = Instant::now();
         let uri = format!("http://{authority}{path_and_query}");
         headers.insert(header::VIA, self.via.clone());
-        let mut request = Request::builder().method(method).uri(&uri);
-        if let Some(h) = request.headers_mut() {
-            *h = headers;
-            if let Ok(host) = HeaderValue::from_str(authority) {
-                h.insert(header::HOST, host);
+        let build = || {
+            let mut request = Request::builder().method(method).uri(&uri);
+            if let Some(h) = request.headers_mut() {
+                *h = headers.clone();
+                if let Ok(host) = HeaderValue::from_str(authority) {
+                    h.insert(header::HOST, host);
+                }
+            }
+            request
+                .body(Full::new(body.clone()))
+                .map_err(|e| FillError::Upstream {
+                    timeout: false,
+                    message: format!("bad upstream request: {e}"),
+                })
+        };
+        // A safe request that fails before any response (a pooled connection the upstream had just closed) is
+        // sent once more, on a new connection.
+        let attempts = if method.is_safe() { 2 } else { 1 };
+        let mut last_error = String::new();
+        for _ in 0..attempts {
+            let deadline = self.header_timeout.saturating_sub(started.elapsed());
+            match tokio::time::timeout(deadline, self.client.request(build()?)).await {
+                Ok(Ok(response)) => return Ok((response, started.elapsed())),
+                Ok(Err(e)) => last_error = error_chain(&e),
+                Err(_) => {
+                    return Err(FillError::Upstream {
+                        timeout: true,
+                        message: format!(
+                            "{authority} sent no response head within {:?}",
+                            self.header_timeout
+                        ),
+                    });
+                }
             }
         }
-        let request = request
-            .body(Full::new(body))
-            .map_err(|e| FillError::Upstream {
-                timeout: false,
-                message: format!("bad upstream request: {e}"),
-            })?;
-        match tokio::time::timeout(self.header_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok((response, started.elapsed())),
-            Ok(Err(e)) => Err(FillError::Upstream {
-                timeout: false,
-                message: format!("{authority} unreachable: {}", error_chain(&e)),
-            }),
-            Err(_) => Err(FillError::Upstream {
-                timeout: true,
-                message: format!(
-                    "{authority} sent no response head within {:?}",
-                    self.header_timeout
-                ),
-            }),
-        }
+        Err(FillError::Upstream {
+            timeout: false,
+            message: format!("{authority} unreachable: {last_error}"),
+        })
     }
 
     /// The next data chunk of an upstream body; `None` at its end. A stall longer than the idle timeout fails.

@@ -187,13 +187,32 @@ impl Catalog {
                 )
             })?;
         }
+        // SQLite: each in-memory connection is its own database, so one connection there; a file gets a few
+        // readers (WAL lets them read while one writes). Every connection enforces foreign keys.
+        let memory = url.contains(":memory:");
+        let connections = match backend {
+            "sqlite" if memory => 1,
+            "sqlite" => 4,
+            _ => 8,
+        };
+        let sqlite = backend == "sqlite";
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == "sqlite" { 1 } else { 8 })
+            .max_connections(connections)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&url)
             .await
             .map_err(|e| anyhow::anyhow!("catalog database `{url}` (catalog.url): {e}"))?;
-        if backend == "sqlite" {
-            sqlx::query("PRAGMA foreign_keys = ON")
+        if sqlite && !memory {
+            sqlx::query("PRAGMA journal_mode = WAL")
                 .execute(&pool)
                 .await?;
         }
