@@ -98,6 +98,7 @@ def queries(titles, rng, n):
 
 
 def h2load(args, log_file):
+    Path(log_file).unlink(missing_ok=True)  # h2load appends
     out = subprocess.run(["h2load", "--h1"] + args + [f"--log-file={log_file}"], capture_output=True, text=True,
                          timeout=300).stdout
     latencies, statuses = [], {}
