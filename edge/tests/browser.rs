@@ -1,6 +1,7 @@
 //! Real players end to end: headless Chromium with hls.js and dash.js plays every sample title through the edge
 //! over HTTP/1.1, HTTP/2 and HTTP/3, as Chromium's own network events prove, and finds HTTP/3 by itself through
-//! Alt-Svc. Screenshots of the playing video are saved under `target/tmp/screenshots/`.
+//! Alt-Svc; and plays a signed URL (`/t/<token>/…`, the relative URIs inside inheriting the token). Screenshots of
+//! the playing video are saved under `target/tmp/screenshots/`.
 
 use std::process::Command;
 
@@ -17,25 +18,55 @@ const RUNS: &[(&str, &str, &str)] = &[
     ("titles/test-pattern/mp4/manifest.mpd", "dash", "h3"),
     ("titles/mandelbrot/cmaf/manifest.mpd", "dash", "h3"),
     ("titles/mandelbrot/cmaf/master.m3u8", "hls", "alt-svc"),
+    // Signed: the key gets `t/<token>/` in front (see below).
+    ("signed:titles/test-pattern/dash/manifest.mpd", "dash", "h2"),
 ];
+
+const SECRET: &str = "browser-test signing secret, 32+ bytes";
 
 #[test]
 fn chromium_plays_every_title_over_http1_http2_and_http3() {
     let store = TempStore::with_samples();
     let origin = start_origin(&store.url(), "");
     let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
-    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
+    let keys = format!("[[signing_key]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n");
+    let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, &keys);
+    let key = shared::token::SigningKey::new("k1", SECRET.as_bytes());
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = shared::token::sign(
+        &key,
+        &shared::token::Grant {
+            key_id: "k1".into(),
+            expires,
+            prefix: "/titles/test-pattern/".into(),
+            client: String::new(),
+        },
+    );
     let port = edge.addr("tls_addr").port();
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let player = repo_root().join("edge/tests/browser/play.mjs");
     let mut failures = Vec::new();
     for (i, (key, kind, proto)) in RUNS.iter().enumerate() {
-        let url = format!("https://127.0.0.1:{port}/{key}");
+        let (signed, key) = match key.strip_prefix("signed:") {
+            Some(key) => (true, key),
+            None => (false, *key),
+        };
+        let path = if signed {
+            format!("t/{token}/{key}")
+        } else {
+            key.to_string()
+        };
+        let url = format!("https://127.0.0.1:{port}/{path}");
         let shot = shots.join(format!(
-            "{i}-{}-{kind}-{}.png",
+            "{i}-{}-{kind}-{}{}.png",
             key.split('/').nth(1).unwrap(),
-            proto.replace('/', "")
+            proto.replace('/', ""),
+            if signed { "-signed" } else { "" }
         ));
         let output = Command::new(tool("node"))
             .arg(&player)
