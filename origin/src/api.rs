@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::token::{Grant, SigningKey};
 
-use crate::catalog::{Catalog, ListQuery};
+use crate::catalog::{Catalog, ListQuery, TitleDetails};
 use crate::handler::Body;
 
 /// Largest request body read (playback requests are tiny).
@@ -38,7 +38,15 @@ pub struct ApiService {
     /// The first signs.
     pub signing_keys: Vec<SigningKey>,
     pub search: crate::search::SharedIndex,
+    /// Titles' details as last read from the catalog; cleared when the catalog changes.
+    pub details: TitleCache,
 }
+
+/// Titles' details by slug, shared with the task that clears it when the catalog changes.
+pub type TitleCache = Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<TitleDetails>>>>;
+
+/// Titles kept in the details cache at most (it is cleared when full).
+const MAX_CACHED_TITLES: usize = 100_000;
 
 /// A refusal: status, machine-readable error, reason.
 struct ApiError(StatusCode, &'static str, String);
@@ -107,13 +115,8 @@ impl ApiService {
             (&Method::GET | &Method::HEAD, "/v1/titles") => self.list(req.uri().query()).await,
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/v1/titles/") => {
                 let slug = &p["/v1/titles/".len()..];
-                let details = self
-                    .catalog
-                    .get(slug)
-                    .await
-                    .map_err(ApiError::internal)?
-                    .ok_or_else(|| ApiError::not_found(format!("no title `{slug}`")))?;
-                Ok(serde_json::to_value(details).expect("serializable"))
+                let details = self.title(slug).await?;
+                Ok(serde_json::to_value(&*details).expect("serializable"))
             }
             (&Method::GET | &Method::HEAD, "/v1/search") => self.search(req.uri().query()),
             (&Method::POST, "/v1/playback") => {
@@ -171,6 +174,31 @@ impl ApiService {
         }))
     }
 
+    /// A title's details, from the in-memory copy while the catalog has not changed.
+    async fn title(&self, slug: &str) -> Result<Arc<TitleDetails>, ApiError> {
+        if let Some(details) = self
+            .details
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(slug)
+        {
+            return Ok(Arc::clone(details));
+        }
+        let details = self
+            .catalog
+            .get(slug)
+            .await
+            .map_err(ApiError::internal)?
+            .map(Arc::new)
+            .ok_or_else(|| ApiError::not_found(format!("no title `{slug}`")))?;
+        let mut cache = self.details.write().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= MAX_CACHED_TITLES {
+            cache.clear();
+        }
+        cache.insert(slug.to_string(), Arc::clone(&details));
+        Ok(details)
+    }
+
     fn search(&self, query: Option<&str>) -> Result<serde_json::Value, ApiError> {
         let (mut q, mut limit) = (None, 10usize);
         for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
@@ -203,12 +231,7 @@ impl ApiService {
         if protocol.is_some_and(|p| p != "hls" && p != "dash") {
             return Err(ApiError::bad("protocol must be `hls` or `dash`"));
         }
-        let title = self
-            .catalog
-            .get(&request.title)
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found(format!("no title `{}`", request.title)))?;
+        let title = self.title(&request.title).await?;
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

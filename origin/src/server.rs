@@ -90,9 +90,15 @@ impl Origin {
                     SearchIndex::build(&catalog.search_docs().await?)
                         .map_err(|e| anyhow::anyhow!("search index: {e}"))?,
                 )));
-                tokio::spawn(refresh_search(Arc::clone(&catalog), Arc::clone(&search)));
+                let details = crate::api::TitleCache::default();
+                tokio::spawn(refresh_derived(
+                    Arc::clone(&catalog),
+                    Arc::clone(&search),
+                    Arc::clone(&details),
+                ));
                 let service = ApiService {
                     search,
+                    details,
                     catalog,
                     edges: config.playback.edges.clone(),
                     token_ttl_secs: config.playback.token_ttl_secs,
@@ -260,9 +266,13 @@ impl Origin {
     }
 }
 
-/// Rebuilds the search index whenever the catalog changes (`origin ingest` runs in another process), checked
-/// every 10 s.
-async fn refresh_search(catalog: Arc<Catalog>, search: crate::search::SharedIndex) {
+/// Rebuilds the search index and clears the cached title details whenever the catalog changes (`origin ingest`
+/// runs in another process), checked every 10 s.
+async fn refresh_derived(
+    catalog: Arc<Catalog>,
+    search: crate::search::SharedIndex,
+    details: crate::api::TitleCache,
+) {
     let mut seen = catalog.version().await.ok();
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -270,6 +280,7 @@ async fn refresh_search(catalog: Arc<Catalog>, search: crate::search::SharedInde
         if now.is_none() || now == seen {
             continue;
         }
+        details.write().unwrap_or_else(|e| e.into_inner()).clear();
         let rebuilt = match catalog.search_docs().await {
             Ok(docs) => SearchIndex::build(&docs).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
