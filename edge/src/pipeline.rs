@@ -361,7 +361,7 @@ impl Edge {
         // Key (a signed URL's token is not part of it: every viewer shares one copy).
         let primary = CacheKey::new(&site.name, parts.uri.path(), parts.uri.query());
         if is_unsafe(&parts.method) {
-            return Some(self.forward_unsafe(parts, site, &primary, body).await);
+            return Some(self.forward_unsafe(parts, site, body).await);
         }
         let pass = |fwd, detail| CacheStatus::Pass { fwd, detail };
         if site
@@ -1623,13 +1623,7 @@ impl Edge {
     }
 
     /// An unsafe request (POST, PUT, PATCH, DELETE): forwarded with its body, never answered from cache.
-    async fn forward_unsafe(
-        self: &Arc<Self>,
-        parts: &Parts,
-        site: &Site,
-        _key: &CacheKey,
-        body: &Bytes,
-    ) -> Answer {
+    async fn forward_unsafe(self: &Arc<Self>, parts: &Parts, site: &Site, body: &Bytes) -> Answer {
         let status = CacheStatus::Pass {
             fwd: Fwd::Request,
             detail: Some("method"),
