@@ -90,3 +90,73 @@ fn serves_objects_from_s3_with_ranges() {
     );
     assert_eq!(curl(&[&format!("{admin}/healthz")]).status, 200);
 }
+
+#[test]
+fn ingest_uploads_large_files_to_s3_in_parts() {
+    let s3 = S3Server::start("media");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("package");
+    std::fs::create_dir_all(dir.join("hls")).unwrap();
+    // A single-file rendition over the 16 MiB multipart threshold, addressed by byte ranges.
+    let big: Vec<u8> = (0..(20u32 << 20) + 12_345)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    std::fs::write(dir.join("hls/rendition.mp4"), &big).unwrap();
+    std::fs::write(
+        dir.join("hls/index.m3u8"),
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-MAP:URI=\"rendition.mp4\",BYTERANGE=\"700@0\"\n\
+         #EXTINF:4,\n#EXT-X-BYTERANGE:10000000@700\nrendition.mp4\n#EXT-X-ENDLIST\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("meta.json"),
+        r#"{"slug": "big", "title": "Big", "packagings": [{"name": "hls", "protocol": "hls",
+            "manifest": "titles/big/hls/index.m3u8", "renditions": [{"type": "video"}]}]}"#,
+    )
+    .unwrap();
+    let db = work.path().join("catalog.db");
+    let config = work.path().join("origin.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[store]\nurl = \"s3://media/vod\"\n{}[catalog]\nurl = \"sqlite://{}\"\n",
+            s3_extra(&s3).trim_start_matches("[store]\n"),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(shared::testkit::binary("origin"))
+        .args(["ingest", "--quiet", "--config"])
+        .arg(&config)
+        .arg(&dir)
+        .args(["--title", "big-title"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let origin = start_origin(
+        "s3://media/vod",
+        &format!(
+            "{}[catalog]\nurl = \"sqlite://{}\"\n",
+            s3_extra(&s3),
+            db.display()
+        ),
+    );
+    let object = curl(&[&format!(
+        "{}/titles/big-title/hls/rendition.mp4",
+        origin.url("media_addr")
+    )]);
+    assert_eq!(object.status, 200);
+    assert!(object.body == big, "the parts were joined in order");
+    let details = curl(&[&format!("{}/v1/titles/big-title", origin.url("api_addr"))]);
+    assert_eq!(details.status, 200, "{}", details.text());
+    assert!(
+        details.text().contains("titles/big-title/hls/index.m3u8"),
+        "{}",
+        details.text()
+    );
+}
