@@ -1,6 +1,7 @@
 //! Real players end to end: headless Chromium with hls.js and dash.js plays every sample title through the edge
 //! over HTTP/1.1, HTTP/2 and HTTP/3, as Chromium's own network events prove, and finds HTTP/3 by itself through
-//! Alt-Svc; and plays a signed URL (`/t/<token>/…`, the relative URIs inside inheriting the token). Screenshots of
+//! Alt-Svc; and plays the signed URL the playback API hands out (`/t/<token>/…`, the relative URIs inside inheriting
+//! the token). Screenshots of
 //! the playing video are saved under `target/tmp/screenshots/`.
 
 use std::process::Command;
@@ -18,7 +19,7 @@ const RUNS: &[(&str, &str, &str)] = &[
     ("titles/test-pattern/mp4/manifest.mpd", "dash", "h3"),
     ("titles/mandelbrot/cmaf/manifest.mpd", "dash", "h3"),
     ("titles/mandelbrot/cmaf/master.m3u8", "hls", "alt-svc"),
-    // Signed: the key gets `t/<token>/` in front (see below).
+    // Signed: the URL the control plane's playback API returns for it.
     ("signed:titles/test-pattern/dash/manifest.mpd", "dash", "h2"),
 ];
 
@@ -31,22 +32,22 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
     let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
     let keys = format!("[[signing_key]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n");
     let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, &keys);
-    let key = shared::token::SigningKey::new("k1", SECRET.as_bytes());
-    let expires = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    let token = shared::token::sign(
-        &key,
-        &shared::token::Grant {
-            key_id: "k1".into(),
-            expires,
-            prefix: "/titles/test-pattern/".into(),
-            client: String::new(),
-        },
-    );
     let port = edge.addr("tls_addr").port();
+    // The control plane (a second origin process, knowing the edge's address) hands out the signed URL.
+    let control = start_origin(
+        &store.url(),
+        &format!("{keys}[playback]\nedges = [\"https://127.0.0.1:{port}\"]\n"),
+    );
+    let playback = shared::testkit::curl(&[
+        "-d",
+        "{\"title\": \"test-pattern\", \"protocol\": \"dash\"}",
+        &format!("{}/v1/playback", control.url("api_addr")),
+    ]);
+    let playback: Value = serde_json::from_slice(&playback.body).expect("playback JSON");
+    let signed_url = playback["edges"][0]["manifests"]["dash"]
+        .as_str()
+        .expect("a signed DASH URL")
+        .to_string();
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
     let player = repo_root().join("edge/tests/browser/play.mjs");
@@ -56,12 +57,12 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
             Some(key) => (true, key),
             None => (false, *key),
         };
-        let path = if signed {
-            format!("t/{token}/{key}")
+        let url = if signed {
+            assert!(signed_url.ends_with(key), "{signed_url}");
+            signed_url.clone()
         } else {
-            key.to_string()
+            format!("https://127.0.0.1:{port}/{key}")
         };
-        let url = format!("https://127.0.0.1:{port}/{path}");
         let shot = shots.join(format!(
             "{i}-{}-{kind}-{}{}.png",
             key.split('/').nth(1).unwrap(),
