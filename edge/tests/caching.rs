@@ -255,10 +255,10 @@ fn what_is_stored_follows_rfc9111_section_3() {
             None,
             "no-cache=\"Link\": stored without it"
         );
-        // The heuristic: 10 % of the 1000 s since Last-Modified.
+        // The heuristic: 10 % of the time since Last-Modified (1000 s when the test began, a little more now).
         let heuristic = f.get(proto, &path("/heuristic"), &[]);
         assert!(
-            (95..=100).contains(&ttl(&heuristic)),
+            (95..=110).contains(&ttl(&heuristic)),
             "{}",
             status(&heuristic)
         );
