@@ -66,15 +66,7 @@ pub struct EdgeConfig {
     pub signing_keys: Vec<SigningKeyConfig>,
 }
 
-/// One URL-signing key.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningKeyConfig {
-    /// The id tokens name the key by.
-    pub id: String,
-    /// The HMAC-SHA256 secret, at least 32 bytes.
-    pub secret: String,
-}
+pub use shared::token::SigningKeyConfig;
 
 /// The player-facing TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
 #[derive(Debug, Clone, Deserialize)]
@@ -537,19 +529,7 @@ impl EdgeConfig {
             ),
         )?;
         ensure(c.max_fills > 0, "cache.max_fills", "must be at least 1")?;
-        let mut key_ids = std::collections::HashSet::new();
-        for (i, key) in self.signing_keys.iter().enumerate() {
-            ensure(
-                !key.id.is_empty() && key_ids.insert(key.id.as_str()),
-                &format!("signing_key[{i}].id"),
-                "must be set and unique",
-            )?;
-            ensure(
-                key.secret.len() >= 32,
-                &format!("signing_key[{i}].secret"),
-                "must be at least 32 bytes",
-            )?;
-        }
+        shared::token::validate_keys(&self.signing_keys)?;
         ensure(
             c.heuristic_percent <= 100,
             "cache.heuristic_percent",

@@ -145,11 +145,7 @@ impl EdgeServer {
             retention_secs: c.max_retention_secs,
             bans,
             max_request_body_bytes: config.limits.max_request_body_bytes,
-            signing_keys: config
-                .signing_keys
-                .iter()
-                .map(|k| shared::token::SigningKey::new(&k.id, k.secret.as_bytes()))
-                .collect(),
+            signing_keys: shared::token::keys(&config.signing_keys),
         }));
         Ok(EdgeServer {
             config,

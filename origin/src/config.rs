@@ -79,14 +79,7 @@ pub struct PlaybackConfig {
     pub token_ttl_secs: u64,
 }
 
-/// One URL-signing key (the same entries as the edges' `[[signing_key]]`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SigningKeyConfig {
-    pub id: String,
-    /// The HMAC-SHA256 secret, at least 32 bytes.
-    pub secret: String,
-}
+pub use shared::token::SigningKeyConfig;
 
 /// The media listener: HTTP/1.1 and HTTP/2 (cleartext with prior knowledge, or TLS with ALPN).
 #[derive(Debug, Clone, Deserialize)]
@@ -325,19 +318,7 @@ impl OriginConfig {
             "playback.token_ttl_secs",
             "must be at least 60",
         )?;
-        let mut ids = std::collections::HashSet::new();
-        for (i, key) in self.signing_keys.iter().enumerate() {
-            ensure(
-                !key.id.is_empty() && ids.insert(key.id.as_str()),
-                &format!("signing_key[{i}].id"),
-                "must be set and unique",
-            )?;
-            ensure(
-                key.secret.len() >= 32,
-                &format!("signing_key[{i}].secret"),
-                "must be at least 32 bytes",
-            )?;
-        }
+        shared::token::validate_keys(&self.signing_keys)?;
         let m = &self.media;
         ensure(
             m.tls_cert.is_some() == m.tls_key.is_some(),

@@ -102,11 +102,7 @@ impl Origin {
                     catalog,
                     edges: config.playback.edges.clone(),
                     token_ttl_secs: config.playback.token_ttl_secs,
-                    signing_keys: config
-                        .signing_keys
-                        .iter()
-                        .map(|k| shared::token::SigningKey::new(&k.id, k.secret.as_bytes()))
-                        .collect(),
+                    signing_keys: shared::token::keys(&config.signing_keys),
                 };
                 Some((listener, Arc::new(service)))
             }
@@ -208,38 +204,21 @@ impl Origin {
         };
         let admin = {
             let service = Arc::clone(&self.admin);
-            let builder = auto::Builder::new(TokioExecutor::new());
-            accept_loop(
-                self.admin_listener,
-                Arc::new(Semaphore::new(64)),
-                stop_rx.clone(),
-                move |stream, _peer, stop| {
-                    let (service, builder) = (Arc::clone(&service), builder.clone());
-                    async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            let service = Arc::clone(&service);
-                            async move { Ok::<_, Infallible>(service.respond(&req)) }
-                        });
-                        let _ = serve_connection(&builder, stream, svc, stop, idle).await;
-                    }
-                },
-            )
+            plain_listener(self.admin_listener, 64, stop_rx.clone(), idle, move |req| {
+                let service = Arc::clone(&service);
+                async move { service.respond(&req) }
+            })
         };
         let api_task = self.api.map(|(listener, service)| {
-            let builder = auto::Builder::new(TokioExecutor::new());
-            tokio::spawn(accept_loop(
+            let max_connections = self.config.media.max_connections;
+            tokio::spawn(plain_listener(
                 listener,
-                Arc::new(Semaphore::new(self.config.media.max_connections)),
+                max_connections,
                 stop_rx.clone(),
-                move |stream, _peer, stop| {
-                    let (service, builder) = (Arc::clone(&service), builder.clone());
-                    async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            let service = Arc::clone(&service);
-                            async move { Ok::<_, Infallible>(service.respond(req).await) }
-                        });
-                        let _ = serve_connection(&builder, stream, svc, stop, idle).await;
-                    }
+                idle,
+                move |req| {
+                    let service = Arc::clone(&service);
+                    async move { service.respond(req).await }
                 },
             ))
         });
@@ -264,6 +243,37 @@ impl Origin {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// A cleartext HTTP/1.1 and HTTP/2 listener (admin, API): each request answered by `respond`, at most
+/// `max_connections` at once, drained on stop.
+async fn plain_listener<F, Fut>(
+    listener: TcpListener,
+    max_connections: usize,
+    stop: watch::Receiver<bool>,
+    idle: Duration,
+    respond: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    accept_loop(
+        listener,
+        Arc::new(Semaphore::new(max_connections)),
+        stop,
+        move |stream, _peer, stop| {
+            let (respond, builder) = (respond.clone(), builder.clone());
+            async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    let respond = respond.clone();
+                    async move { Ok::<_, Infallible>(respond(req).await) }
+                });
+                let _ = serve_connection(&builder, stream, svc, stop, idle).await;
+            }
+        },
+    )
+    .await
 }
 
 /// Rebuilds the search index and clears the cached title details whenever the catalog changes (`origin ingest`

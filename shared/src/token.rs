@@ -9,6 +9,9 @@
 //! named by the id (several keys with ids allow rotation). Verification compares in constant time.
 
 use aws_lc_rs::hmac;
+use serde::Deserialize;
+
+use crate::config::{ConfigError, ensure};
 
 /// The path element that introduces a token.
 pub const TOKEN_PREFIX: &str = "/t/";
@@ -34,6 +37,42 @@ impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "SigningKey({})", self.id)
     }
+}
+
+/// One `[[signing_key]]` entry of a config: the edges and the control plane share the same entries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeyConfig {
+    /// The id tokens name the key by.
+    pub id: String,
+    /// The HMAC-SHA256 secret, at least 32 bytes.
+    pub secret: String,
+}
+
+/// Checks `[[signing_key]]` entries: ids set and unique, secrets at least 32 bytes.
+pub fn validate_keys(keys: &[SigningKeyConfig]) -> Result<(), ConfigError> {
+    let mut ids = std::collections::HashSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        ensure(
+            !key.id.is_empty() && ids.insert(key.id.as_str()),
+            &format!("signing_key[{i}].id"),
+            "must be set and unique",
+        )?;
+        ensure(
+            key.secret.len() >= 32,
+            &format!("signing_key[{i}].secret"),
+            "must be at least 32 bytes",
+        )?;
+    }
+    Ok(())
+}
+
+/// The keys of `[[signing_key]]` entries, in order.
+pub fn keys(configs: &[SigningKeyConfig]) -> Vec<SigningKey> {
+    configs
+        .iter()
+        .map(|k| SigningKey::new(&k.id, k.secret.as_bytes()))
+        .collect()
 }
 
 /// What a token grants.
