@@ -23,10 +23,13 @@ fn migrator() -> Migrator {
     )])
 }
 
-/// A packaged title's `meta.json` (the fields the catalog keeps).
-#[derive(Debug, Clone, Deserialize)]
+/// A packaged title's `meta.json`: the fields the catalog keeps, and any others a packager wrote (kept in `extra`
+/// so that ingest, which rewrites the file with the packagings it derived from the manifests, loses nothing).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct TitleMeta {
+    #[serde(default)]
     pub slug: String,
+    #[serde(default)]
     pub title: String,
     #[serde(default)]
     pub original_title: Option<String>,
@@ -51,27 +54,44 @@ pub struct TitleMeta {
     pub popularity: Option<i64>,
     #[serde(default)]
     pub packagings: Vec<PackagingMeta>,
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl TitleMeta {
     /// The metadata for the title stored under `titles/<slug>/`: the slug and every store key follow the folder
-    /// (a title packaged as `x` and ingested as `y` has its keys under `titles/y/`).
+    /// (a title packaged as `x` and ingested as `y` has its keys under `titles/y/`; a key written relative, like
+    /// `poster.jpg`, is taken inside the folder), and a title given no name is named after its slug.
     pub fn relocate(&mut self, slug: &str) {
         let from = format!("titles/{}/", self.slug);
         let to = format!("titles/{slug}/");
+        let moved = |key: &str| match key.strip_prefix(&from) {
+            Some(rest) => format!("{to}{rest}"),
+            None if !key.starts_with("titles/") => format!("{to}{key}"),
+            None => key.to_string(),
+        };
         for packaging in &mut self.packagings {
-            if let Some(rest) = packaging.manifest.strip_prefix(&from) {
-                packaging.manifest = format!("{to}{rest}");
-            }
+            packaging.manifest = moved(&packaging.manifest);
         }
-        if let Some(rest) = self.poster.as_deref().and_then(|p| p.strip_prefix(&from)) {
-            self.poster = Some(format!("{to}{rest}"));
-        }
+        self.poster = self.poster.as_deref().map(moved);
         self.slug = slug.to_string();
+        if self.title.trim().is_empty() {
+            self.title = slug
+                .split('-')
+                .filter(|w| !w.is_empty())
+                .map(|w| {
+                    let mut chars = w.chars();
+                    chars.next().map_or(String::new(), |c| {
+                        c.to_uppercase().chain(chars).collect::<String>()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+        }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct PackagingMeta {
     pub name: String,
     pub protocol: String,
@@ -80,7 +100,7 @@ pub struct PackagingMeta {
     pub renditions: Vec<RenditionMeta>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct RenditionMeta {
     #[serde(rename = "type")]
     pub kind: String,

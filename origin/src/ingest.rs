@@ -4,13 +4,16 @@
 //! Before anything is written, every manifest is read and every file it references is checked to exist in the
 //! folder (HLS: variant and media playlists, segments, `EXT-X-MAP` and rendition URIs; DASH: `BaseURL`s and
 //! `SegmentTemplate` initialization and media files, expanded over the `SegmentTimeline` or the duration), so a
-//! broken folder is refused with the missing file named and nothing half-registered. Uploads stream from disk
-//! (multipart for large files on S3), with a progress bar. Running it again replaces the title: idempotent.
+//! broken folder is refused with the missing file named and nothing half-registered. The packagings, renditions
+//! and duration are derived from the manifests (`manifests`); descriptive metadata is optional. Uploads stream
+//! from disk (multipart for large files on S3), with a progress bar, and the registered metadata is written
+//! beside the title as `meta.json`. Running it again replaces the title: idempotent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{Catalog, TitleMeta};
+use crate::catalog::{Catalog, PackagingMeta, TitleMeta};
+use crate::manifests::{self, ManifestKind};
 
 /// Files of at least this size are uploaded in parts.
 const MULTIPART_BYTES: u64 = 16 << 20;
@@ -33,7 +36,8 @@ impl Plan {
 }
 
 /// Reads the folder and its manifests; refuses (naming the problem) a folder whose manifests reference files
-/// that are not there, or that holds no manifest.
+/// that are not there, or that holds no manifest. The packagings, renditions and duration come from the
+/// manifests; the descriptive metadata from `meta_file`, else `meta.json` in the folder, else the slug alone.
 pub fn plan(dir: &Path, slug: &str, meta_file: Option<&Path>) -> Result<Plan, String> {
     if slug.is_empty()
         || !slug
@@ -46,66 +50,143 @@ pub fn plan(dir: &Path, slug: &str, meta_file: Option<&Path>) -> Result<Plan, St
     }
     let mut files = BTreeMap::new();
     walk(dir, dir, &mut files)?;
-    let manifests: Vec<String> = files
+    let mut read = BTreeMap::new();
+    for name in files
         .keys()
         .filter(|f| f.ends_with(".m3u8") || f.ends_with(".mpd"))
-        .cloned()
-        .collect();
-    if manifests.is_empty() {
-        return Err(format!("{} holds no .m3u8 or .mpd manifest", dir.display()));
-    }
-    for manifest in &manifests {
-        let text = std::fs::read_to_string(dir.join(manifest))
-            .map_err(|e| format!("reading {manifest}: {e}"))?;
-        let references = if manifest.ends_with(".m3u8") {
-            hls_references(&text)
-        } else {
-            dash_references(&text).map_err(|e| format!("{manifest}: {e}"))?
-        };
-        let base = manifest.rsplit_once('/').map_or("", |(folder, _)| folder);
-        for reference in references {
-            let resolved = resolve(base, &reference)
-                .ok_or_else(|| format!("{manifest} references `{reference}` outside the folder"))?;
+    {
+        let text = std::fs::read(dir.join(name)).map_err(|e| format!("reading {name}: {e}"))?;
+        let manifest = manifests::read(name, &text).map_err(|e| format!("{name}: {e}"))?;
+        let base = name.rsplit_once('/').map_or("", |(folder, _)| folder);
+        for reference in &manifest.references {
+            let resolved = resolve(base, reference)
+                .ok_or_else(|| format!("{name} references `{reference}` outside the folder"))?;
             if !files.contains_key(&resolved) {
                 return Err(format!(
-                    "{manifest} references {resolved}, which is not in {}",
+                    "{name} references {resolved}, which is not in {}",
                     dir.display()
                 ));
             }
         }
+        read.insert(name.clone(), manifest);
     }
-    let meta_path = meta_file
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| dir.join("meta.json"));
-    let text = std::fs::read(&meta_path).map_err(|e| {
-        format!(
-            "title metadata {}: {e} (give --meta FILE or put meta.json in the folder)",
-            meta_path.display()
-        )
-    })?;
-    let mut meta: TitleMeta = serde_json::from_slice(&text)
-        .map_err(|e| format!("{} is not valid title metadata: {e}", meta_path.display()))?;
-    // Every manifest the metadata names must be in the folder; the keys then follow the slug ingested under.
-    let prefix = format!("titles/{}/", meta.slug);
-    for packaging in &meta.packagings {
-        let rest = packaging
-            .manifest
-            .strip_prefix(&prefix)
-            .unwrap_or(&packaging.manifest);
-        if !files.contains_key(rest) {
+    if read.is_empty() {
+        return Err(format!("{} holds no .m3u8 or .mpd manifest", dir.display()));
+    }
+    let meta_path = meta_file.map(Path::to_path_buf).or_else(|| {
+        let default = dir.join("meta.json");
+        default.exists().then_some(default)
+    });
+    let mut meta = match &meta_path {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| format!("title metadata {}: {e}", path.display()))?;
+            serde_json::from_slice::<TitleMeta>(&text)
+                .map_err(|e| format!("{} is not valid title metadata: {e}", path.display()))?
+        }
+        None => TitleMeta::default(),
+    };
+    // The folder's own meta.json is replaced by the one written after the upload.
+    files.remove("meta.json");
+    meta.packagings = Vec::new();
+    meta.relocate(slug);
+    let prefix = format!("titles/{slug}/");
+    match meta.poster.as_deref().and_then(|p| p.strip_prefix(&prefix)) {
+        Some(poster) if !files.contains_key(poster) => {
             return Err(format!(
-                "the metadata names manifest {rest}, which is not in {}",
+                "the metadata names poster {poster}, which is not in {}",
                 dir.display()
             ));
         }
+        Some(_) => {}
+        None if meta.poster.is_none() => {
+            meta.poster = ["poster.jpg", "poster.jpeg", "poster.png", "poster.webp"]
+                .into_iter()
+                .find(|p| files.contains_key(*p))
+                .map(|p| format!("{prefix}{p}"));
+        }
+        None => {}
     }
-    meta.relocate(slug);
+    let (packagings, duration) = packagings(&read, &prefix);
+    meta.packagings = packagings;
+    meta.duration_secs = meta.duration_secs.or(duration.map(|d| d.round() as i64));
     Ok(Plan {
         slug: slug.to_string(),
         files,
-        manifests,
+        manifests: read.into_keys().collect(),
         meta,
     })
+}
+
+/// The packagings a player can start from (every HLS master playlist, every MPD, and any media playlist no
+/// master references), each named after its folder (with the protocol when a folder holds two), and the
+/// title's duration (the longest packaging's).
+fn packagings(
+    read: &BTreeMap<String, manifests::Manifest>,
+    prefix: &str,
+) -> (Vec<PackagingMeta>, Option<f64>) {
+    let folder = |name: &str| name.rsplit_once('/').map_or("", |(f, _)| f).to_string();
+    let references = |name: &str| -> Vec<String> {
+        read[name]
+            .references
+            .iter()
+            .filter_map(|r| resolve(&folder(name), r))
+            .collect()
+    };
+    let under_a_master: BTreeSet<String> = read
+        .iter()
+        .filter(|(_, m)| m.kind == ManifestKind::HlsMaster)
+        .flat_map(|(name, _)| references(name))
+        .collect();
+    let entry_points: Vec<&String> = read
+        .iter()
+        .filter(|(name, m)| m.kind != ManifestKind::HlsMedia || !under_a_master.contains(*name))
+        .map(|(name, _)| name)
+        .collect();
+    let mut longest: Option<f64> = None;
+    let mut out = Vec::new();
+    for name in &entry_points {
+        let manifest = &read[*name];
+        let duration = match manifest.kind {
+            ManifestKind::HlsMaster => references(name)
+                .iter()
+                .filter_map(|r| read.get(r).and_then(|m| m.duration_secs))
+                .reduce(f64::max),
+            _ => manifest.duration_secs,
+        };
+        longest = match (longest, duration) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let protocol = manifest.kind.protocol();
+        let here = folder(name);
+        let siblings = entry_points.iter().filter(|n| folder(n) == here).count();
+        let base = if here.is_empty() {
+            "main".to_string()
+        } else {
+            here.replace('/', "-")
+        };
+        let same_protocol = entry_points
+            .iter()
+            .filter(|n| folder(n) == here && read[**n].kind.protocol() == protocol)
+            .count();
+        let name_of = match (siblings, same_protocol) {
+            (1, _) => base,
+            (_, 1) => format!("{base}-{protocol}"),
+            _ => {
+                let stem = name.rsplit('/').next().unwrap_or(name);
+                let stem = stem.rsplit_once('.').map_or(stem, |(s, _)| s);
+                format!("{base}-{stem}")
+            }
+        };
+        out.push(PackagingMeta {
+            name: name_of,
+            protocol: protocol.to_string(),
+            manifest: format!("{prefix}{name}"),
+            renditions: manifest.renditions.clone(),
+        });
+    }
+    (out, longest)
 }
 
 fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, u64>) -> Result<(), String> {
@@ -147,281 +228,6 @@ fn resolve(base: &str, reference: &str) -> Option<String> {
         }
     }
     Some(parts.join("/"))
-}
-
-/// The URIs an HLS playlist references: URI lines, and `URI="…"` attributes of tags.
-pub fn hls_references(text: &str) -> Vec<String> {
-    let mut out = BTreeSet::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(tag) = line.strip_prefix('#') {
-            if let Some(start) = tag.find("URI=\"") {
-                let rest = &tag[start + 5..];
-                if let Some(end) = rest.find('"') {
-                    out.insert(rest[..end].to_string());
-                }
-            }
-        } else {
-            out.insert(line.to_string());
-        }
-    }
-    out.into_iter().collect()
-}
-
-/// One XML start tag: name and attributes.
-struct Tag<'a> {
-    name: &'a str,
-    attrs: BTreeMap<&'a str, String>,
-    closing: bool,
-    self_closing: bool,
-    /// Text after the tag up to the next `<`.
-    text: &'a str,
-}
-
-fn tags(xml: &str) -> Vec<Tag<'_>> {
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find('<') {
-        rest = &rest[start + 1..];
-        let Some(end) = rest.find('>') else { break };
-        let inner = &rest[..end];
-        rest = &rest[end + 1..];
-        if inner.starts_with('?') || inner.starts_with('!') {
-            continue;
-        }
-        let closing = inner.starts_with('/');
-        let self_closing = inner.ends_with('/');
-        let body = inner.trim_start_matches('/').trim_end_matches('/');
-        let name_end = body.find(char::is_whitespace).unwrap_or(body.len());
-        let name = &body[..name_end];
-        let mut attrs = BTreeMap::new();
-        let mut a = &body[name_end..];
-        while let Some(eq) = a.find('=') {
-            let key = a[..eq].trim();
-            let value_start = a[eq + 1..].trim_start();
-            let Some(quote) = value_start
-                .chars()
-                .next()
-                .filter(|c| *c == '"' || *c == '\'')
-            else {
-                break;
-            };
-            let value_rest = &value_start[1..];
-            let Some(close) = value_rest.find(quote) else {
-                break;
-            };
-            attrs.insert(key, value_rest[..close].replace("&amp;", "&"));
-            a = &value_rest[close + 1..];
-        }
-        let text = &rest[..rest.find('<').unwrap_or(rest.len())];
-        out.push(Tag {
-            name: name.rsplit(':').next().unwrap_or(name),
-            attrs,
-            closing,
-            self_closing,
-            text,
-        });
-    }
-    out
-}
-
-/// ISO 8601 duration (`PT1H2M3.5S`) in seconds.
-fn iso_duration(text: &str) -> Option<f64> {
-    let rest = text.strip_prefix('P')?;
-    let (days, time) = rest.split_once('T').unwrap_or((rest, ""));
-    let mut seconds = 0.0;
-    if let Some(d) = days.strip_suffix('D') {
-        seconds += d.parse::<f64>().ok()? * 86400.0;
-    }
-    let mut number = String::new();
-    for c in time.chars() {
-        match c {
-            'H' | 'M' | 'S' => {
-                let n: f64 = number.parse().ok()?;
-                seconds += n * match c {
-                    'H' => 3600.0,
-                    'M' => 60.0,
-                    _ => 1.0,
-                };
-                number.clear();
-            }
-            c => number.push(c),
-        }
-    }
-    Some(seconds)
-}
-
-/// The files a DASH MPD references: `BaseURL`s, and for `SegmentTemplate`s their initialization and every media
-/// segment (over the `SegmentTimeline`, or the presentation duration divided by `duration`).
-pub fn dash_references(mpd: &str) -> Result<Vec<String>, String> {
-    let tags = tags(mpd);
-    let total_secs = tags
-        .iter()
-        .find(|t| t.name == "MPD" && !t.closing)
-        .and_then(|t| t.attrs.get("mediaPresentationDuration"))
-        .and_then(|d| iso_duration(d));
-    let mut out = BTreeSet::new();
-    // The SegmentTemplate in force (adaptation-set level, or representation level) and the representation.
-    let mut set_template: Option<Template> = None;
-    let mut rep: Option<(String, String)> = None; // (id, bandwidth)
-    let mut rep_template: Option<Template> = None;
-    let mut in_rep = false;
-    let mut timeline: Vec<(u64, u64, i64)> = Vec::new();
-    let mut template_attrs: Option<BTreeMap<&str, String>> = None;
-    for tag in &tags {
-        match (tag.name, tag.closing) {
-            ("AdaptationSet", true) => set_template = None,
-            ("Representation", false) => {
-                in_rep = true;
-                rep = Some((
-                    tag.attrs.get("id").cloned().unwrap_or_default(),
-                    tag.attrs.get("bandwidth").cloned().unwrap_or_default(),
-                ));
-                rep_template = None;
-                if tag.self_closing {
-                    expand(&rep, set_template.as_ref(), total_secs, &mut out)?;
-                    in_rep = false;
-                }
-            }
-            ("Representation", true) => {
-                expand(
-                    &rep,
-                    rep_template.as_ref().or(set_template.as_ref()),
-                    total_secs,
-                    &mut out,
-                )?;
-                in_rep = false;
-            }
-            ("BaseURL", false) if in_rep => {
-                let url = tag.text.trim();
-                if !url.is_empty() && !url.ends_with('/') {
-                    out.insert(url.to_string());
-                }
-            }
-            ("SegmentTemplate", false) => {
-                timeline.clear();
-                let attrs = tag.attrs.clone();
-                if tag.self_closing {
-                    store_template(
-                        in_rep,
-                        (attrs, Vec::new()),
-                        &mut rep_template,
-                        &mut set_template,
-                    );
-                } else {
-                    template_attrs = Some(attrs);
-                }
-            }
-            ("S", false) => {
-                let number = |k: &str| tag.attrs.get(k).and_then(|v| v.parse::<i64>().ok());
-                let start = number("t").map(|t| t as u64).unwrap_or_else(|| {
-                    timeline
-                        .last()
-                        .map_or(0, |(t, d, r)| t + d * (*r as u64 + 1))
-                });
-                timeline.push((
-                    start,
-                    number("d").unwrap_or(0) as u64,
-                    number("r").unwrap_or(0),
-                ));
-            }
-            ("SegmentTemplate", true) => {
-                if let Some(attrs) = template_attrs.take() {
-                    let template = (attrs, std::mem::take(&mut timeline));
-                    store_template(in_rep, template, &mut rep_template, &mut set_template);
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(out.into_iter().collect())
-}
-
-type Template<'a> = (BTreeMap<&'a str, String>, Vec<(u64, u64, i64)>);
-
-fn store_template<'a>(
-    in_rep: bool,
-    template: Template<'a>,
-    rep_template: &mut Option<Template<'a>>,
-    set_template: &mut Option<Template<'a>>,
-) {
-    if in_rep {
-        *rep_template = Some(template);
-    } else {
-        *set_template = Some(template);
-    }
-}
-
-/// The files of one representation under a template.
-fn expand(
-    rep: &Option<(String, String)>,
-    template: Option<&Template>,
-    total_secs: Option<f64>,
-    out: &mut BTreeSet<String>,
-) -> Result<(), String> {
-    let (Some((id, bandwidth)), Some((attrs, timeline))) = (rep, template) else {
-        return Ok(());
-    };
-    let fill = |pattern: &str, number: u64, time: u64| -> String {
-        let mut s = pattern
-            .replace("$RepresentationID$", id)
-            .replace("$Bandwidth$", bandwidth);
-        for (name, value) in [("Number", number), ("Time", time)] {
-            while let Some(start) = s.find(&format!("${name}")) {
-                let after = &s[start + name.len() + 1..];
-                let Some(end) = after.find('$') else { break };
-                let format = &after[..end];
-                let width = format
-                    .strip_prefix("%0")
-                    .and_then(|f| f.strip_suffix('d'))
-                    .and_then(|w| w.parse::<usize>().ok())
-                    .unwrap_or(0);
-                let replaced = format!("{value:0width$}");
-                s.replace_range(start..start + name.len() + 2 + end, &replaced);
-            }
-        }
-        s
-    };
-    if let Some(init) = attrs.get("initialization") {
-        out.insert(fill(init, 0, 0));
-    }
-    let Some(media) = attrs.get("media") else {
-        return Ok(());
-    };
-    let start_number: u64 = attrs
-        .get("startNumber")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let mut times = Vec::new();
-    if !timeline.is_empty() {
-        for &(t, d, r) in timeline {
-            if r < 0 {
-                return Err("a SegmentTimeline repeat of -1 (open-ended) cannot be checked".into());
-            }
-            for i in 0..=r as u64 {
-                times.push(t + d * i);
-            }
-        }
-    } else {
-        let timescale: f64 = attrs
-            .get("timescale")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1.0);
-        let duration: f64 = attrs
-            .get("duration")
-            .and_then(|v| v.parse().ok())
-            .ok_or("a SegmentTemplate has neither a SegmentTimeline nor a duration")?;
-        let total =
-            total_secs.ok_or("a SegmentTemplate@duration needs MPD@mediaPresentationDuration")?;
-        let count = (total / (duration / timescale)).ceil() as u64;
-        times.extend((0..count).map(|i| (i as f64 * duration) as u64));
-    }
-    for (i, time) in times.into_iter().enumerate() {
-        out.insert(fill(media, start_number + i as u64, time));
-    }
-    Ok(())
 }
 
 /// Uploads the plan's files under `titles/<slug>/` (streamed; multipart from 16 MiB), with a progress bar.
@@ -498,6 +304,13 @@ pub async fn run(
     show_progress: bool,
 ) -> Result<(), String> {
     upload(&plan, dir, store, show_progress).await?;
+    // The title's metadata as registered, so a restart (which registers what the store holds) agrees.
+    let location = object_store::path::Path::parse(format!("titles/{}/meta.json", plan.slug))
+        .map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec_pretty(&plan.meta).map_err(|e| e.to_string())?;
+    object_store::ObjectStoreExt::put(store.as_ref(), &location, json.into())
+        .await
+        .map_err(|e| format!("meta.json: {e}"))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -510,6 +323,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::RenditionMeta;
 
     #[test]
     fn references_resolve_inside_the_folder_only() {
@@ -527,42 +341,103 @@ mod tests {
         assert_eq!(resolve("hls", "/abs.ts"), None);
     }
 
+    fn sample(slug: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("sample-content/titles/{slug}"))
+    }
+
+    /// What ingest derives from the manifests agrees with what the packaging script wrote from ffprobe's and
+    /// its own reading of them, for every packaging of both sample titles.
     #[test]
-    fn hls_references_include_tag_uris() {
-        let playlist = "#EXTM3U\n#EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"700@0\"\n#EXTINF:4,\nseg_0.ts\n\n\
-                        #EXT-X-MEDIA:TYPE=AUDIO,URI=\"audio/index.m3u8\"\n#EXTINF:4,\nseg_1.ts\n";
-        assert_eq!(
-            hls_references(playlist),
-            ["audio/index.m3u8", "init.mp4", "seg_0.ts", "seg_1.ts"]
-        );
+    fn packagings_are_derived_from_the_manifests() {
+        for slug in ["test-pattern", "mandelbrot"] {
+            let written: TitleMeta =
+                serde_json::from_slice(&std::fs::read(sample(slug).join("meta.json")).unwrap())
+                    .unwrap();
+            let bare = tempfile::tempdir().unwrap();
+            let empty = bare.path().join("empty.json");
+            std::fs::write(&empty, "{}").unwrap();
+            let derived = plan(&sample(slug), "copy", Some(&empty)).unwrap();
+            assert_eq!(derived.meta.duration_secs, Some(24), "{slug}");
+            assert_eq!(
+                derived.meta.poster.as_deref(),
+                Some("titles/copy/poster.jpg")
+            );
+            assert_eq!(derived.meta.title, "Copy");
+            assert!(!derived.files.contains_key("meta.json"));
+            let mut names: Vec<_> = derived.meta.packagings.iter().map(|p| &p.name).collect();
+            names.sort();
+            let mut expected_names: Vec<_> = written
+                .packagings
+                .iter()
+                .map(|p| {
+                    p.manifest
+                        .rsplit_once('/')
+                        .unwrap()
+                        .0
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                })
+                .collect();
+            expected_names.sort();
+            assert_eq!(names.len(), expected_names.len(), "{slug}");
+            for packaging in &written.packagings {
+                let rest = packaging
+                    .manifest
+                    .strip_prefix(&format!("titles/{slug}/"))
+                    .unwrap();
+                let ours = derived
+                    .meta
+                    .packagings
+                    .iter()
+                    .find(|p| p.manifest == format!("titles/copy/{rest}"))
+                    .unwrap_or_else(|| panic!("{slug}: no packaging for {rest}"));
+                assert_eq!(ours.protocol, packaging.protocol, "{rest}");
+                let kinds =
+                    |r: &[RenditionMeta]| r.iter().map(|r| r.kind.clone()).collect::<Vec<_>>();
+                assert_eq!(
+                    kinds(&ours.renditions),
+                    kinds(&packaging.renditions),
+                    "{rest}"
+                );
+                for (ours, theirs) in ours.renditions.iter().zip(&packaging.renditions) {
+                    assert_eq!(ours.resolution, theirs.resolution, "{rest}");
+                    assert_eq!(ours.language, theirs.language, "{rest}");
+                    if theirs.kind == "video" || packaging.protocol == "dash" {
+                        assert_eq!(ours.bandwidth, theirs.bandwidth, "{rest}");
+                    }
+                    if theirs.kind == "video" || theirs.kind == "audio" {
+                        assert_eq!(ours.codecs, theirs.codecs, "{rest}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
-    fn dash_templates_expand_over_timelines_and_durations() {
-        let mpd = r#"<?xml version="1.0"?><MPD mediaPresentationDuration="PT10S"><Period>
-            <AdaptationSet><SegmentTemplate timescale="10" duration="40" initialization="i-$RepresentationID$.mp4"
-              media="s-$RepresentationID$-$Number%03d$.m4s" startNumber="5"/>
-              <Representation id="a" bandwidth="1"/></AdaptationSet>
-            <AdaptationSet><Representation id="b" bandwidth="2"><SegmentTemplate media="t-$Time$.m4s"
-              initialization="b.init"><SegmentTimeline><S t="0" d="4" r="1"/><S d="2"/></SegmentTimeline>
-              </SegmentTemplate></Representation>
-              <Representation id="c"><BaseURL>c.mp4</BaseURL><SegmentBase indexRange="1-2"/></Representation>
-            </AdaptationSet></Period></MPD>"#;
+    fn descriptive_metadata_comes_from_the_folder_and_keys_follow_the_slug() {
+        let derived = plan(&sample("mandelbrot"), "fractal", None).unwrap();
+        assert_eq!(derived.meta.title, "Mandelbrot");
+        assert_eq!(derived.meta.slug, "fractal");
+        assert_eq!(derived.meta.year, Some(2025));
         assert_eq!(
-            dash_references(mpd).unwrap(),
-            [
-                "b.init",
-                "c.mp4",
-                "i-a.mp4",
-                "s-a-005.m4s",
-                "s-a-006.m4s",
-                "s-a-007.m4s",
-                "t-0.m4s",
-                "t-4.m4s",
-                "t-8.m4s"
-            ]
+            derived.meta.poster.as_deref(),
+            Some("titles/fractal/poster.jpg")
         );
-        assert_eq!(iso_duration("PT1H2M3.5S"), Some(3723.5));
-        assert_eq!(iso_duration("P1DT1S"), Some(86401.0));
+        assert!(derived.meta.extra.contains_key("subtitles"));
+        let names: BTreeSet<_> = derived
+            .meta
+            .packagings
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(names, BTreeSet::from(["cmaf-dash", "cmaf-hls"]));
+        assert!(
+            derived
+                .meta
+                .packagings
+                .iter()
+                .all(|p| p.manifest.starts_with("titles/fractal/cmaf/"))
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod handler;
 pub mod ingest;
+pub mod manifests;
 pub mod metrics;
 pub mod search;
 pub mod server;

@@ -40,7 +40,8 @@ enum Command {
         /// The slug the title is stored and listed under (`titles/<slug>/`).
         #[arg(long)]
         title: String,
-        /// Title metadata (JSON, as `meta.json`). Default: DIR/meta.json.
+        /// Descriptive title metadata (JSON, as `meta.json`: title, year, cast, …); packagings and renditions
+        /// always come from the manifests. Default: DIR/meta.json if present, else the slug alone.
         #[arg(long)]
         meta: Option<PathBuf>,
         /// TOML config file naming the store and the catalog.

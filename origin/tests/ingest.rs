@@ -76,6 +76,23 @@ fn sample_titles_ingest_and_a_broken_folder_is_refused() {
     );
     let (ok, _, stderr) = ingest(&config, &broken, "Not A Slug");
     assert!(!ok && stderr.contains("must be a slug"), "{stderr}");
+    // A manifest that is not one.
+    copy_dir(&samples.join("test-pattern"), &broken);
+    std::fs::write(broken.join("dash/manifest.mpd"), "<MPD><Period>").unwrap();
+    let (ok, _, stderr) = ingest(&config, &broken, "broken-title");
+    assert!(!ok);
+    assert!(
+        stderr.contains("dash/manifest.mpd: not a valid MPD"),
+        "{stderr}"
+    );
+    assert!(!store.path().join("titles/broken-title").exists());
+
+    // A folder with no metadata at all: everything but the name comes from the manifests.
+    let bare = work.path().join("bare");
+    copy_dir(&samples.join("test-pattern"), &bare);
+    std::fs::remove_file(bare.join("meta.json")).unwrap();
+    let (ok, _, stderr) = ingest(&config, &bare, "bare-pattern");
+    assert!(ok, "{stderr}");
 
     // Every sample title, twice (idempotent).
     for round in 0..2 {
@@ -109,7 +126,38 @@ fn sample_titles_ingest_and_a_broken_folder_is_refused() {
         .iter()
         .map(|t| t["slug"].as_str().unwrap())
         .collect();
-    assert_eq!(slugs, ["mandelbrot-copy", "test-pattern-copy"]);
+    assert_eq!(
+        slugs,
+        ["bare-pattern", "mandelbrot-copy", "test-pattern-copy"]
+    );
+    let bare: serde_json::Value =
+        serde_json::from_slice(&curl(&[&format!("{api}/v1/titles/bare-pattern")]).body).unwrap();
+    assert_eq!(bare["title"], "Bare Pattern");
+    assert_eq!(bare["runtime_secs"], 24);
+    assert_eq!(bare["artwork_key"], "titles/bare-pattern/poster.jpg");
+    let packagings = bare["packagings"].as_array().unwrap();
+    let names: Vec<&str> = packagings
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    for name in ["dash", "hls", "mp4-dash", "mp4-hls"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    let hls = packagings.iter().find(|p| p["name"] == "hls").unwrap();
+    assert_eq!(hls["manifest_key"], "titles/bare-pattern/hls/master.m3u8");
+    let video = &hls["renditions"][0];
+    assert_eq!(video["kind"], "video");
+    assert_eq!(video["bandwidth"], 361919);
+    assert_eq!(video["resolution"], "640x360");
+    assert_eq!(video["codecs"], "avc1.4d401e");
+    // The store holds the metadata as registered, so a restart registers the same.
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.path().join("titles/bare-pattern/meta.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored["packagings"].as_array().unwrap().len(), 4);
+    assert_eq!(stored["duration_secs"], 24);
     let details: serde_json::Value =
         serde_json::from_slice(&curl(&[&format!("{api}/v1/titles/test-pattern-copy")]).body)
             .unwrap();

@@ -1,0 +1,692 @@
+//! What a packaged title's manifests say: the files each one references (so ingest can refuse a folder with a
+//! missing file before writing anything) and the renditions a master playlist or MPD offers, with bandwidth,
+//! resolution, codecs, language and duration (so ingest registers them without hand-written metadata).
+//!
+//! HLS is parsed by `m3u8-rs`, DASH MPDs by `quick-xml`'s serde deserializer into the subset of the MPD schema
+//! that addresses files: `BaseURL` at every level (resolved down the hierarchy), `SegmentBase` single files, and
+//! `SegmentTemplate` (inherited from the adaptation set, attribute by attribute) expanded over its
+//! `SegmentTimeline` or over the presentation duration divided by `@duration`.
+
+use std::collections::BTreeSet;
+
+use m3u8_rs::{AlternativeMediaType, Playlist};
+use serde::Deserialize;
+
+use crate::catalog::RenditionMeta;
+
+/// One manifest, read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub kind: ManifestKind,
+    /// Referenced files as written, relative to the manifest's folder (`..` allowed), deduplicated and sorted.
+    pub references: Vec<String>,
+    /// Masters and MPDs: what a player can choose from. A media playlist: itself, its kind told by its
+    /// segments' file type (bandwidth and resolution are a master playlist's to say).
+    pub renditions: Vec<RenditionMeta>,
+    /// MPDs: the presentation duration; media playlists: the sum of the segment durations; masters: unknown
+    /// until a variant's media playlist is read.
+    pub duration_secs: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManifestKind {
+    HlsMaster,
+    HlsMedia,
+    Dash,
+}
+
+impl ManifestKind {
+    pub fn protocol(self) -> &'static str {
+        match self {
+            ManifestKind::HlsMaster | ManifestKind::HlsMedia => "hls",
+            ManifestKind::Dash => "dash",
+        }
+    }
+}
+
+/// Reads a manifest by its file name (`.m3u8` or `.mpd`); an error says what is wrong with it.
+pub fn read(name: &str, text: &[u8]) -> Result<Manifest, String> {
+    if name.ends_with(".mpd") {
+        read_mpd(text)
+    } else {
+        read_hls(text)
+    }
+}
+
+fn read_hls(text: &[u8]) -> Result<Manifest, String> {
+    let playlist = m3u8_rs::parse_playlist_res(text).map_err(|e| {
+        let mut detail = e.to_string();
+        detail.truncate(120);
+        format!("not a valid HLS playlist: {detail}")
+    })?;
+    let mut references = BTreeSet::new();
+    Ok(match playlist {
+        Playlist::MasterPlaylist(master) => {
+            // CODECS lists video and audio together; a rendition gets the codecs of its own kind.
+            let audio_codecs: BTreeSet<&str> = master
+                .variants
+                .iter()
+                .filter_map(|v| v.codecs.as_deref())
+                .flat_map(|c| c.split(','))
+                .map(str::trim)
+                .filter(|c| codec_kind(c) == "audio")
+                .collect();
+            let mut renditions = Vec::new();
+            for variant in &master.variants {
+                references.insert(variant.uri.clone());
+                if variant.is_i_frame {
+                    continue;
+                }
+                let codecs = variant.codecs.as_deref().map(|c| {
+                    c.split(',')
+                        .map(str::trim)
+                        .filter(|c| codec_kind(c) == "video")
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                renditions.push(RenditionMeta {
+                    kind: "video".into(),
+                    bandwidth: Some(variant.bandwidth as i64),
+                    resolution: variant
+                        .resolution
+                        .map(|r| format!("{}x{}", r.width, r.height)),
+                    codecs: codecs.filter(|c| !c.is_empty()),
+                    language: None,
+                });
+            }
+            for media in &master.alternatives {
+                references.extend(media.uri.iter().cloned());
+                let kind = match media.media_type {
+                    AlternativeMediaType::Audio => "audio",
+                    AlternativeMediaType::Subtitles => "subtitles",
+                    _ => continue,
+                };
+                renditions.push(RenditionMeta {
+                    kind: kind.into(),
+                    bandwidth: None,
+                    resolution: None,
+                    codecs: (kind == "audio" && audio_codecs.len() == 1)
+                        .then(|| audio_codecs.iter().next().map(|c| c.to_string()))
+                        .flatten(),
+                    language: media.language.clone(),
+                });
+            }
+            Manifest {
+                kind: ManifestKind::HlsMaster,
+                references: references.into_iter().collect(),
+                renditions: sorted(renditions),
+                duration_secs: None,
+            }
+        }
+        Playlist::MediaPlaylist(media) => {
+            for segment in &media.segments {
+                references.insert(segment.uri.clone());
+                references.extend(segment.map.iter().map(|m| m.uri.clone()));
+                references.extend(segment.key.iter().filter_map(|k| k.uri.clone()));
+            }
+            let duration: f64 = media.segments.iter().map(|s| s.duration as f64).sum();
+            let extension = media
+                .segments
+                .first()
+                .and_then(|s| s.uri.split(['?', '#']).next())
+                .and_then(|uri| uri.rsplit_once('.'))
+                .map(|(_, ext)| ext.to_ascii_lowercase());
+            let kind = match extension.as_deref() {
+                Some("vtt" | "webvtt" | "srt" | "ttml") => "subtitles",
+                Some("aac" | "m4a" | "mp3" | "ac3" | "ec3" | "opus" | "flac") => "audio",
+                _ => "video",
+            };
+            Manifest {
+                kind: ManifestKind::HlsMedia,
+                references: references.into_iter().collect(),
+                renditions: vec![RenditionMeta {
+                    kind: kind.into(),
+                    bandwidth: None,
+                    resolution: None,
+                    codecs: None,
+                    language: None,
+                }],
+                duration_secs: Some(duration),
+            }
+        }
+    })
+}
+
+/// `video`, `audio`, `subtitles` or `other` for an RFC 6381 codec string.
+fn codec_kind(codec: &str) -> &'static str {
+    let family = codec.split('.').next().unwrap_or(codec);
+    match family {
+        "avc1" | "avc3" | "hvc1" | "hev1" | "av01" | "vp09" | "vp8" | "vp9" | "dvh1" | "dvhe" => {
+            "video"
+        }
+        "mp4a" | "ac-3" | "ec-3" | "ac-4" | "opus" | "Opus" | "flac" | "fLaC" | "mp3" => "audio",
+        "wvtt" | "stpp" => "subtitles",
+        _ => "other",
+    }
+}
+
+fn sorted(mut renditions: Vec<RenditionMeta>) -> Vec<RenditionMeta> {
+    let order = |kind: &str| match kind {
+        "video" => 0,
+        "audio" => 1,
+        _ => 2,
+    };
+    // Stable: within a kind the manifest's own order (usually best first) is kept.
+    renditions.sort_by_key(|r| order(&r.kind));
+    renditions
+}
+
+#[derive(Debug, Deserialize)]
+struct Mpd {
+    #[serde(rename = "@mediaPresentationDuration")]
+    duration: Option<String>,
+    #[serde(rename = "@type")]
+    kind: Option<String>,
+    #[serde(rename = "BaseURL", default)]
+    base_urls: Vec<String>,
+    #[serde(rename = "Period", default)]
+    periods: Vec<Period>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Period {
+    #[serde(rename = "@duration")]
+    duration: Option<String>,
+    #[serde(rename = "BaseURL", default)]
+    base_urls: Vec<String>,
+    #[serde(rename = "AdaptationSet", default)]
+    sets: Vec<AdaptationSet>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AdaptationSet {
+    #[serde(rename = "@contentType")]
+    content_type: Option<String>,
+    #[serde(rename = "@mimeType")]
+    mime_type: Option<String>,
+    #[serde(rename = "@codecs")]
+    codecs: Option<String>,
+    #[serde(rename = "@lang")]
+    lang: Option<String>,
+    #[serde(rename = "@width")]
+    width: Option<u32>,
+    #[serde(rename = "@height")]
+    height: Option<u32>,
+    #[serde(rename = "BaseURL", default)]
+    base_urls: Vec<String>,
+    #[serde(rename = "SegmentTemplate")]
+    template: Option<SegmentTemplate>,
+    #[serde(rename = "Representation", default)]
+    representations: Vec<Representation>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Representation {
+    #[serde(rename = "@id", default)]
+    id: String,
+    #[serde(rename = "@bandwidth")]
+    bandwidth: Option<u64>,
+    #[serde(rename = "@width")]
+    width: Option<u32>,
+    #[serde(rename = "@height")]
+    height: Option<u32>,
+    #[serde(rename = "@codecs")]
+    codecs: Option<String>,
+    #[serde(rename = "@mimeType")]
+    mime_type: Option<String>,
+    #[serde(rename = "BaseURL", default)]
+    base_urls: Vec<String>,
+    #[serde(rename = "SegmentTemplate")]
+    template: Option<SegmentTemplate>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+struct SegmentTemplate {
+    #[serde(rename = "@media")]
+    media: Option<String>,
+    #[serde(rename = "@initialization")]
+    initialization: Option<String>,
+    #[serde(rename = "@startNumber")]
+    start_number: Option<u64>,
+    #[serde(rename = "@timescale")]
+    timescale: Option<u64>,
+    #[serde(rename = "@duration")]
+    duration: Option<u64>,
+    #[serde(rename = "SegmentTimeline")]
+    timeline: Option<SegmentTimeline>,
+}
+
+impl SegmentTemplate {
+    /// The representation's template with every attribute it leaves out taken from the adaptation set's.
+    fn inherit(own: Option<&Self>, set: Option<&Self>) -> Option<Self> {
+        let (own, set) = match (own, set) {
+            (None, None) => return None,
+            (Some(t), None) | (None, Some(t)) => return Some(t.clone()),
+            (Some(own), Some(set)) => (own, set),
+        };
+        Some(SegmentTemplate {
+            media: own.media.clone().or_else(|| set.media.clone()),
+            initialization: own
+                .initialization
+                .clone()
+                .or_else(|| set.initialization.clone()),
+            start_number: own.start_number.or(set.start_number),
+            timescale: own.timescale.or(set.timescale),
+            duration: own.duration.or(set.duration),
+            timeline: own.timeline.clone().or_else(|| set.timeline.clone()),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct SegmentTimeline {
+    #[serde(rename = "S", default)]
+    entries: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct TimelineEntry {
+    #[serde(rename = "@t")]
+    t: Option<u64>,
+    #[serde(rename = "@d")]
+    d: u64,
+    #[serde(rename = "@r", default)]
+    r: i64,
+}
+
+fn read_mpd(text: &[u8]) -> Result<Manifest, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "an MPD must be UTF-8".to_string())?;
+    let mpd: Mpd = quick_xml::de::from_str(text).map_err(|e| format!("not a valid MPD: {e}"))?;
+    if mpd.kind.as_deref() == Some("dynamic") {
+        return Err("a dynamic (live) MPD cannot be ingested as a title".into());
+    }
+    let presentation = mpd.duration.as_deref().map(iso_duration).transpose()?;
+    let period_sum: Option<f64> = mpd
+        .periods
+        .iter()
+        .map(|p| p.duration.as_deref().map(iso_duration).transpose())
+        .sum::<Result<Option<f64>, String>>()?;
+    let mut references = BTreeSet::new();
+    let mut renditions = Vec::new();
+    let mpd_base = base("", &mpd.base_urls);
+    for period in &mpd.periods {
+        let period_secs = period
+            .duration
+            .as_deref()
+            .map(iso_duration)
+            .transpose()?
+            .or(if mpd.periods.len() == 1 {
+                presentation
+            } else {
+                None
+            });
+        let period_base = base(&mpd_base, &period.base_urls);
+        for set in &period.sets {
+            let set_base = base(&period_base, &set.base_urls);
+            for rep in &set.representations {
+                let rep_base = base(&set_base, &rep.base_urls);
+                let template =
+                    SegmentTemplate::inherit(rep.template.as_ref(), set.template.as_ref());
+                match template {
+                    Some(template) => {
+                        for file in expand(&template, rep, period_secs)? {
+                            references.insert(join(&rep_base, &file));
+                        }
+                    }
+                    // SegmentBase or a plain file: the BaseURL itself is the media.
+                    None => {
+                        if !rep_base.is_empty() && !rep_base.ends_with('/') {
+                            references.insert(rep_base.clone());
+                        }
+                    }
+                }
+                let codecs = rep.codecs.clone().or_else(|| set.codecs.clone());
+                let mime = rep.mime_type.as_deref().or(set.mime_type.as_deref());
+                let kind = set
+                    .content_type
+                    .as_deref()
+                    .or_else(|| mime.and_then(|m| m.split('/').next()))
+                    .map(|kind| match kind {
+                        "text" => "subtitles",
+                        "application" => codecs.as_deref().map(codec_kind).unwrap_or("other"),
+                        "video" => "video",
+                        "audio" => "audio",
+                        _ => "other",
+                    })
+                    .unwrap_or("other");
+                let width = rep.width.or(set.width);
+                let height = rep.height.or(set.height);
+                renditions.push(RenditionMeta {
+                    kind: kind.into(),
+                    bandwidth: rep.bandwidth.map(|b| b as i64),
+                    resolution: width.zip(height).map(|(w, h)| format!("{w}x{h}")),
+                    codecs,
+                    language: set.lang.clone(),
+                });
+            }
+        }
+    }
+    Ok(Manifest {
+        kind: ManifestKind::Dash,
+        references: references.into_iter().collect(),
+        renditions: sorted(renditions),
+        duration_secs: presentation.or(period_sum),
+    })
+}
+
+/// A `BaseURL` level resolved against its parent: an absolute path or URL is kept whole (ingest then refuses
+/// it as outside the folder), a relative one is appended to the parent's folder.
+fn base(parent: &str, base_urls: &[String]) -> String {
+    match base_urls.first().map(|b| b.trim()) {
+        None | Some("") => parent.to_string(),
+        Some(url) => join(parent, url),
+    }
+}
+
+fn join(base: &str, reference: &str) -> String {
+    if reference.contains("://") || reference.starts_with('/') {
+        return reference.to_string();
+    }
+    match base.rsplit_once('/') {
+        Some((folder, _)) => format!("{folder}/{reference}"),
+        None => reference.to_string(),
+    }
+}
+
+/// The files of one representation under its template.
+fn expand(
+    template: &SegmentTemplate,
+    rep: &Representation,
+    period_secs: Option<f64>,
+) -> Result<Vec<String>, String> {
+    let bandwidth = rep.bandwidth.unwrap_or(0).to_string();
+    let fill = |pattern: &str, number: u64, time: u64| -> String {
+        let mut out = String::new();
+        let mut parts = pattern.split('$');
+        out.push_str(parts.next().unwrap_or(""));
+        let mut inside = true;
+        for part in parts {
+            if inside {
+                let (name, format) = part.split_once('%').unwrap_or((part, ""));
+                let width = format
+                    .strip_prefix('0')
+                    .and_then(|f| f.strip_suffix('d'))
+                    .and_then(|w| w.parse::<usize>().ok())
+                    .unwrap_or(0);
+                match name {
+                    "" => out.push('$'),
+                    "RepresentationID" => out.push_str(&rep.id),
+                    "Bandwidth" => out.push_str(&format!("{:0width$}", bandwidth)),
+                    "Number" => out.push_str(&format!("{number:0width$}")),
+                    "Time" => out.push_str(&format!("{time:0width$}")),
+                    other => {
+                        out.push('$');
+                        out.push_str(other);
+                        out.push('$');
+                    }
+                }
+            } else {
+                out.push_str(part);
+            }
+            inside = !inside;
+        }
+        out
+    };
+    let mut files = Vec::new();
+    if let Some(init) = &template.initialization {
+        files.push(fill(init, 0, 0));
+    }
+    let Some(media) = &template.media else {
+        return Ok(files);
+    };
+    let start_number = template.start_number.unwrap_or(1);
+    let mut times = Vec::new();
+    if let Some(timeline) = template.timeline.as_ref().filter(|t| !t.entries.is_empty()) {
+        let mut next = 0u64;
+        for entry in &timeline.entries {
+            if entry.r < 0 {
+                return Err("a SegmentTimeline repeat of -1 (open-ended) cannot be checked".into());
+            }
+            let start = entry.t.unwrap_or(next);
+            for i in 0..=entry.r as u64 {
+                times.push(start + entry.d * i);
+            }
+            next = start + entry.d * (entry.r as u64 + 1);
+        }
+    } else {
+        let timescale = template.timescale.unwrap_or(1).max(1) as f64;
+        let duration = template
+            .duration
+            .filter(|d| *d > 0)
+            .ok_or("a SegmentTemplate has neither a SegmentTimeline nor a duration")?;
+        let total = period_secs
+            .ok_or("a SegmentTemplate@duration needs the period's or the MPD's duration")?;
+        let count = (total / (duration as f64 / timescale)).ceil() as u64;
+        times.extend((0..count).map(|i| i * duration));
+    }
+    for (i, time) in times.into_iter().enumerate() {
+        files.push(fill(media, start_number + i as u64, time));
+    }
+    Ok(files)
+}
+
+/// ISO 8601 duration (`PT1H2M3.5S`) in seconds.
+fn iso_duration(text: &str) -> Result<f64, String> {
+    let bad = || format!("`{text}` is not an ISO 8601 duration");
+    let rest = text.trim().strip_prefix('P').ok_or_else(bad)?;
+    let (days, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut seconds = 0.0;
+    if let Some(d) = days.strip_suffix('D') {
+        seconds += d.parse::<f64>().map_err(|_| bad())? * 86400.0;
+    } else if !days.is_empty() {
+        return Err(bad());
+    }
+    let mut number = String::new();
+    for c in time.chars() {
+        match c {
+            'H' | 'M' | 'S' => {
+                let n: f64 = number.parse().map_err(|_| bad())?;
+                seconds += n * match c {
+                    'H' => 3600.0,
+                    'M' => 60.0,
+                    _ => 1.0,
+                };
+                number.clear();
+            }
+            c => number.push(c),
+        }
+    }
+    if !number.is_empty() {
+        return Err(bad());
+    }
+    Ok(seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendition(
+        kind: &str,
+        bandwidth: Option<i64>,
+        resolution: Option<&str>,
+        codecs: Option<&str>,
+        language: Option<&str>,
+    ) -> RenditionMeta {
+        RenditionMeta {
+            kind: kind.into(),
+            bandwidth,
+            resolution: resolution.map(Into::into),
+            codecs: codecs.map(Into::into),
+            language: language.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn hls_master_renditions_and_references() {
+        let master = b"#EXTM3U\n#EXT-X-VERSION:6\n\
+            #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"English\",LANGUAGE=\"en\",URI=\"audio/index.m3u8\"\n\
+            #EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"s\",NAME=\"Deutsch\",LANGUAGE=\"de\",URI=\"subs/de.m3u8\"\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=361919,CODECS=\"avc1.4d401e,mp4a.40.2\",RESOLUTION=640x360,AUDIO=\"a\"\n\
+            v0/index.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=189335,CODECS=\"avc1.4d400c,mp4a.40.2\",RESOLUTION=320x180,AUDIO=\"a\"\n\
+            v2/index.m3u8\n\
+            #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=9000,URI=\"v0/iframes.m3u8\"\n";
+        let manifest = read("hls/master.m3u8", master).unwrap();
+        assert_eq!(manifest.kind, ManifestKind::HlsMaster);
+        assert_eq!(
+            manifest.references,
+            [
+                "audio/index.m3u8",
+                "subs/de.m3u8",
+                "v0/iframes.m3u8",
+                "v0/index.m3u8",
+                "v2/index.m3u8"
+            ]
+        );
+        assert_eq!(
+            manifest.renditions,
+            [
+                rendition(
+                    "video",
+                    Some(361919),
+                    Some("640x360"),
+                    Some("avc1.4d401e"),
+                    None
+                ),
+                rendition(
+                    "video",
+                    Some(189335),
+                    Some("320x180"),
+                    Some("avc1.4d400c"),
+                    None
+                ),
+                rendition("audio", None, None, Some("mp4a.40.2"), Some("en")),
+                rendition("subtitles", None, None, None, Some("de")),
+            ]
+        );
+        assert_eq!(manifest.duration_secs, None);
+    }
+
+    #[test]
+    fn hls_media_playlist_references_segments_maps_and_keys() {
+        let media = b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MAP:URI=\"init.mp4\",BYTERANGE=\"700@0\"\n\
+            #EXT-X-KEY:METHOD=AES-128,URI=\"key.bin\"\n#EXTINF:4.0,\n#EXT-X-BYTERANGE:100@700\nall.mp4\n\
+            #EXTINF:3.5,\n#EXT-X-BYTERANGE:100@800\nall.mp4\n#EXTINF:2,\nseg_2.ts\n#EXT-X-ENDLIST\n";
+        let manifest = read("v0/index.m3u8", media).unwrap();
+        assert_eq!(manifest.kind, ManifestKind::HlsMedia);
+        assert_eq!(
+            manifest.references,
+            ["all.mp4", "init.mp4", "key.bin", "seg_2.ts"]
+        );
+        assert_eq!(manifest.duration_secs, Some(9.5));
+        assert_eq!(
+            manifest.renditions,
+            [rendition("video", None, None, None, None)]
+        );
+        let subtitles =
+            b"#EXTM3U\n#EXT-X-TARGETDURATION:24\n#EXTINF:24,\n../en.vtt\n#EXT-X-ENDLIST\n";
+        assert_eq!(
+            read("subs/en.m3u8", subtitles).unwrap().renditions[0].kind,
+            "subtitles"
+        );
+        assert!(read("x.m3u8", b"not a playlist").is_err());
+    }
+
+    #[test]
+    fn dash_templates_expand_over_timelines_and_durations() {
+        let mpd = br#"<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"
+            mediaPresentationDuration="PT10S"><Period>
+            <AdaptationSet contentType="video" codecs="avc1.64001f" width="1280" height="720">
+              <SegmentTemplate timescale="10" duration="40" initialization="i-$RepresentationID$.mp4"
+              media="s-$RepresentationID$-$Number%03d$.m4s" startNumber="5"/>
+              <Representation id="a" bandwidth="1000"/></AdaptationSet>
+            <AdaptationSet mimeType="audio/mp4" lang="fr"><BaseURL>audio/</BaseURL>
+              <Representation id="b" bandwidth="2" codecs="mp4a.40.2"><SegmentTemplate media="t-$Time$-$$.m4s"
+              initialization="b.init"><SegmentTimeline><S t="0" d="4" r="1"/><S d="2"/></SegmentTimeline>
+              </SegmentTemplate></Representation>
+              <Representation id="c" bandwidth="3"><BaseURL>c.mp4</BaseURL><SegmentBase indexRange="1-2"/>
+              </Representation></AdaptationSet>
+            <AdaptationSet contentType="text" lang="en"><Representation id="s"><BaseURL>../subs/en.vtt</BaseURL>
+              </Representation></AdaptationSet>
+            </Period></MPD>"#;
+        let manifest = read("dash/manifest.mpd", mpd).unwrap();
+        assert_eq!(manifest.kind, ManifestKind::Dash);
+        assert_eq!(
+            manifest.references,
+            [
+                "../subs/en.vtt",
+                "audio/b.init",
+                "audio/c.mp4",
+                "audio/t-0-$.m4s",
+                "audio/t-4-$.m4s",
+                "audio/t-8-$.m4s",
+                "i-a.mp4",
+                "s-a-005.m4s",
+                "s-a-006.m4s",
+                "s-a-007.m4s",
+            ]
+        );
+        assert_eq!(
+            manifest.renditions,
+            [
+                rendition(
+                    "video",
+                    Some(1000),
+                    Some("1280x720"),
+                    Some("avc1.64001f"),
+                    None
+                ),
+                rendition("audio", Some(2), None, Some("mp4a.40.2"), Some("fr")),
+                rendition("audio", Some(3), None, None, Some("fr")),
+                rendition("subtitles", None, None, None, Some("en")),
+            ]
+        );
+        assert_eq!(manifest.duration_secs, Some(10.0));
+    }
+
+    #[test]
+    fn unusable_mpds_are_refused_with_the_reason() {
+        let refused = |mpd: &str| read("m.mpd", mpd.as_bytes()).unwrap_err();
+        assert!(refused("<MPD type=\"dynamic\"><Period/></MPD>").contains("dynamic"));
+        assert!(refused("<MPD><Period><AdaptationSet>").contains("not a valid MPD"));
+        assert!(
+            refused("<MPD mediaPresentationDuration=\"10 seconds\"/>")
+                .contains("not an ISO 8601 duration")
+        );
+        assert!(
+            refused(
+                "<MPD><Period><AdaptationSet><SegmentTemplate media=\"$Number$.m4s\" duration=\"4\"/>\
+                 <Representation id=\"a\"/></AdaptationSet></Period></MPD>"
+            )
+            .contains("needs the period's or the MPD's duration")
+        );
+        assert!(
+            refused(
+                "<MPD mediaPresentationDuration=\"PT8S\"><Period><AdaptationSet><SegmentTemplate \
+                 media=\"$Time$.m4s\"><SegmentTimeline><S d=\"4\" r=\"-1\"/></SegmentTimeline>\
+                 </SegmentTemplate><Representation id=\"a\"/></AdaptationSet></Period></MPD>"
+            )
+            .contains("open-ended")
+        );
+    }
+
+    #[test]
+    fn iso_durations() {
+        assert_eq!(iso_duration("PT1H2M3.5S"), Ok(3723.5));
+        assert_eq!(iso_duration("P1DT1S"), Ok(86401.0));
+        assert_eq!(iso_duration("PT24.0S"), Ok(24.0));
+        assert!(iso_duration("PT5").is_err());
+        assert!(iso_duration("1H").is_err());
+    }
+
+    #[test]
+    fn codec_kinds() {
+        assert_eq!(codec_kind("avc1.4d401e"), "video");
+        assert_eq!(codec_kind("hvc1.2.4.L120.B0"), "video");
+        assert_eq!(codec_kind("mp4a.40.2"), "audio");
+        assert_eq!(codec_kind("ec-3"), "audio");
+        assert_eq!(codec_kind("wvtt"), "subtitles");
+        assert_eq!(codec_kind("xyz"), "other");
+    }
+}
