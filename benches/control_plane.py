@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmark (not a test) of the control plane on a realistic catalogue: the 3,201 films of the npm package
-`vega-datasets` (movies.json) are written as title metadata into a store folder and registered by a release
-`origin`; then h2load drives, at a fixed rate, POST /v1/playback (goal: p99 <= 5 ms at 2,000 req/s) and
-GET /v1/search with queries typed with typos and prefixes (goal: p99 <= 10 ms). Latencies come from h2load's
-per-request log. Run it through `scripts/bench-control-plane.sh`, which builds the release binary first.
+"""Benchmark (not a test) of the control plane on a realistic catalogue: the 3,200 films of the npm package
+`vega-datasets` (movies.json, written by scripts/movie_catalogue.py as metadata-only titles) beside the playable
+sample titles in a store folder, registered by a release `origin`; then h2load drives, at a fixed rate, POST
+/v1/playback of a sample title (goal: p99 <= 5 ms at 2,000 req/s) and GET /v1/search with queries typed with
+typos and prefixes (goal: p99 <= 10 ms). Latencies come from h2load's per-request log. Run it through
+`scripts/bench-control-plane.sh`, which builds the release binary first.
 """
 
 import argparse
@@ -13,60 +14,25 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.parse
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import movie_catalogue  # noqa: E402
 
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def slugify(text):
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "untitled"
-
-
 def catalogue(work):
-    """The films of vega-datasets as title metadata in `work/objects/titles/<slug>/meta.json`; returns titles."""
-    movies = work / "movies.json"
-    if not movies.exists():
-        log("fetching vega-datasets (npm) for movies.json")
-        subprocess.run(["npm", "pack", "vega-datasets@3", "--silent"], cwd=work, check=True, capture_output=True)
-        tgz = next(work.glob("vega-datasets-*.tgz"))
-        with tarfile.open(tgz) as tar:
-            member = tar.getmember("package/data/movies.json")
-            movies.write_bytes(tar.extractfile(member).read())
-    films = json.loads(movies.read_text())
-    titles_dir = work / "objects" / "titles"
-    shutil.rmtree(titles_dir, ignore_errors=True)
-    seen, titles = set(), []
-    for film in films:
-        title = str(film.get("Title") or "").strip()
-        if not title:
-            continue
-        year = None
-        date = film.get("Release Date") or ""
-        m = re.search(r"(\d{4})", date)
-        if m:
-            year = int(m.group(1))
-        slug = slugify(f"{title} {year or ''}")
-        if slug in seen:
-            continue
-        seen.add(slug)
-        meta = {
-            "slug": slug, "title": title, "year": year, "language": "en",
-            "director": film.get("Director"),
-            "genres": [g for g in [film.get("Major Genre"), film.get("Creative Type")] if g],
-            "description": f"{film.get('Source') or 'An original'} film distributed by {film.get('Distributor') or 'unknown'}.",
-            "duration_secs": (film.get("Running Time min") or 0) * 60 or None,
-            "popularity": film.get("IMDB Votes") or 0,
-        }
-        folder = titles_dir / slug
-        folder.mkdir(parents=True)
-        (folder / "meta.json").write_text(json.dumps(meta))
-        titles.append(title)
-    return titles
+    """The sample titles (playable) plus the films of vega-datasets as metadata-only titles in `work/objects`."""
+    objects = work / "objects"
+    shutil.rmtree(objects, ignore_errors=True)
+    shutil.copytree(ROOT / "origin" / "sample-content", objects)
+    return movie_catalogue.write_catalogue(objects, movie_catalogue.fetch_movies(work))
 
 
 def typo(word, rng):
@@ -163,14 +129,10 @@ level = "warn"
             time.sleep(0.2)
         log(f"origin up with the catalogue registered in {time.time() - started:.1f} s")
         rng = random.Random(7)
-        slugs = [slugify(t) for t in titles]
-        listing = json.loads(subprocess.run(["curl", "-s", f"{api}/v1/titles?limit=100"], capture_output=True,
-                                            text=True).stdout)
-        slugs = [t["slug"] for t in listing["titles"]]
-        # Playback: POST a random title at a fixed rate (20 clients x rate/20 requests per second).
+        # Playback: POST a playable title at a fixed rate (20 clients x rate/20 requests per second).
         body = work / "playback.json"
         results = {}
-        body.write_text(json.dumps({"title": rng.choice(slugs), "protocol": "hls"}))
+        body.write_text(json.dumps({"title": "test-pattern", "protocol": "hls"}))
         clients = 20
         total = args.rate * args.seconds
         results["playback"] = h2load(["-c", str(clients), "--rps", str(args.rate // clients), "-n", str(total),

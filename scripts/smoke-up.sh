@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# A smoke run of scripts/up.sh as a newcomer would use it: start it on spare loopback ports with a fresh data
-# folder, fetch every player URL it prints through the edge over HTTPS (twice: a miss, then a hit), then stop
-# it with Ctrl-C (SIGINT) and check that both servers exit cleanly.
+# A smoke run of scripts/up.sh as a newcomer would use it: start it (with the large demo catalogue) on spare
+# loopback ports with a fresh data folder, fetch every player URL it prints through the edge over HTTPS (twice: a
+# miss, then a hit), check the catalog and a signed playback URL, then stop it with Ctrl-C (SIGINT) and check
+# that both servers exit cleanly.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -14,7 +15,7 @@ api="127.0.0.1:$(port)"
 : >"$work/up.log"
 CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$(port)" ORIGIN_ADMIN_LISTEN="127.0.0.1:$(port)" API_LISTEN="$api" \
   EDGE_TLS_LISTEN="$edge_tls" EDGE_ADMIN_LISTEN="127.0.0.1:$(port)" CDN_PROFILE=dev \
-  setsid "$root/scripts/up.sh" >"$work/up.log" 2>&1 &
+  setsid "$root/scripts/up.sh" --large-catalog >"$work/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 1 600); do
   grep -q "Press Ctrl-C" "$work/up.log" && break
@@ -34,17 +35,35 @@ for url in $urls; do
 done
 
 # The control plane: the catalog lists the sample titles, and a signed playback URL plays through the edge.
-titles=$(curl -fsS "http://$api/v1/titles")
+titles=$(curl -fsS "http://$api/v1/titles?genre=Test")
 echo "$titles" | grep -q '"slug":"test-pattern"' || { echo "smoke-up: catalog: $titles"; exit 1; }
 playback=$(curl -fsS -d '{"title": "test-pattern", "protocol": "hls"}' "http://$api/v1/playback")
 signed=$(echo "$playback" | grep -Eo 'https://localhost:[0-9]+/t/[^"]+/master.m3u8' | head -1)
 [ -n "$signed" ] || { echo "smoke-up: playback: $playback"; exit 1; }
 code=$(curl -sS --cacert "$ca" -o /dev/null -w '%{http_code}' "$signed")
 [ "$code" = 200 ] || { echo "smoke-up: signed URL $signed: $code"; exit 1; }
+# The large catalogue: thousands of films to browse and search (with a typo), none of them playable.
+count=$(python3 - "http://$api" <<'PY'
+import json, sys, urllib.request
+api, cursor, n = sys.argv[1], "", 0
+while True:
+    page = json.load(urllib.request.urlopen(f"{api}/v1/titles?limit=100{cursor and '&cursor=' + cursor}"))
+    n += len(page["titles"])
+    if not page["next_cursor"]:
+        break
+    cursor = page["next_cursor"]
+print(n)
+PY
+)
+[ "$count" -ge 3000 ] || { echo "smoke-up: the large catalogue lists $count titles"; exit 1; }
+search=$(curl -fsS "http://$api/v1/search?q=godfathr+part")
+echo "$search" | grep -q '"slug":"the-godfather-part-ii-1974"' || { echo "smoke-up: search: $search"; exit 1; }
+code=$(curl -sS -o /dev/null -w '%{http_code}' -d '{"title": "the-godfather-1972"}' "http://$api/v1/playback")
+[ "$code" = 404 ] || { echo "smoke-up: playback of a metadata-only title: $code"; exit 1; }
 
 kill -INT -- -$up_pid
 for _ in $(seq 1 150); do kill -0 $up_pid 2>/dev/null || break; sleep 0.1; done
 if kill -0 $up_pid 2>/dev/null; then echo "smoke-up: up.sh did not stop on Ctrl-C"; exit 1; fi
 [ "$(grep -c "stopped" "$work/up.log")" -ge 2 ] || { cat "$work/up.log"; echo "smoke-up: a server did not drain and stop"; exit 1; }
 up_pid=""
-echo "smoke-up: ok ($(echo "$urls" | wc -l) player URLs through the edge, miss then hit; the catalog and a signed playback URL; clean stop on Ctrl-C)"
+echo "smoke-up: ok ($(echo "$urls" | wc -l) player URLs through the edge, miss then hit; the catalog ($count titles), search and a signed playback URL; clean stop on Ctrl-C)"

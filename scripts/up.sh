@@ -5,6 +5,10 @@
 # certificate authority made on first run; and the control plane's API (catalog in SQLite under the data folder,
 # playback URLs signed with a key the origin and the edge share, made on first run).
 #
+# Options:
+#   --large-catalog       also list the 3,200 films of the npm package vega-datasets as metadata-only titles
+#                         (browse and search them; the samples stay the playable ones). Needs npm the first time.
+#
 # Environment (all optional):
 #   CDN_DATA_DIR          data folder (default: ./data in the repository)
 #   ORIGIN_MEDIA_LISTEN   origin media listener (default 127.0.0.1:8080)
@@ -14,6 +18,14 @@
 #   EDGE_ADMIN_LISTEN     edge admin listener (default 127.0.0.1:9901)
 #   CDN_PROFILE           cargo profile to build and run: release (default) or dev
 set -euo pipefail
+large_catalog=no
+for arg in "$@"; do
+  case "$arg" in
+    --large-catalog) large_catalog=yes ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "up.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${CDN_DATA_DIR:-$root/data}
 media=${ORIGIN_MEDIA_LISTEN:-127.0.0.1:8080}
@@ -33,6 +45,11 @@ mkdir -p "$data/objects" "$data/edge"
 if [ ! -d "$data/objects/titles" ]; then
   echo "up.sh: copying the sample titles into $data/objects"
   cp -R "$root/origin/sample-content/." "$data/objects/"
+fi
+if [ "$large_catalog" = yes ]; then
+  command -v npm >/dev/null || [ -s "$data/movies/movies.json" ] \
+    || { echo "up.sh: --large-catalog fetches vega-datasets with npm, which is not installed" >&2; exit 1; }
+  python3 "$root/scripts/movie_catalogue.py" "$data/objects" --cache "$data/movies"
 fi
 # A local CA and certificate, remade when a week old (browsers accept pinned certificates up to 14 days).
 if [ -z "$(find "$data/edge/tls/cert.pem" -mtime -7 2>/dev/null)" ]; then

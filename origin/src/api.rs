@@ -232,6 +232,18 @@ impl ApiService {
             return Err(ApiError::bad("protocol must be `hls` or `dash`"));
         }
         let title = self.title(&request.title).await?;
+        if !title
+            .packagings
+            .iter()
+            .any(|p| protocol.is_none_or(|want| p.protocol == want))
+        {
+            // A catalogue entry with nothing (of this protocol) to play: not a list of zero URLs.
+            let kind = protocol.map_or(String::new(), |p| format!("{} ", p.to_uppercase()));
+            return Err(ApiError::not_found(format!(
+                "title `{}` has no {kind}packaging to play",
+                title.summary.slug
+            )));
+        }
         let expires = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())

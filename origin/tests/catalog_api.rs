@@ -129,6 +129,13 @@ fn catalog_listing_details_and_errors(catalog: &str) {
 #[test]
 fn playback_urls_are_signed_and_play_through_the_edge() {
     let store = TempStore::with_samples();
+    // A catalogue entry with metadata only (like the large demo catalogue's): nothing to play.
+    std::fs::create_dir_all(store.path().join("titles/words-only")).unwrap();
+    std::fs::write(
+        store.path().join("titles/words-only/meta.json"),
+        r#"{"title": "Words Only"}"#,
+    )
+    .unwrap();
     let certs = TestCerts::generate();
     let cache = tempfile::tempdir().unwrap();
     let keys = format!("[[signing_key]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n");
@@ -216,6 +223,17 @@ fn playback_urls_are_signed_and_play_through_the_edge() {
         refused.text().contains("another client"),
         "{}",
         refused.text()
+    );
+
+    let words = curl(&[
+        "-d",
+        "{\"title\": \"words-only\", \"protocol\": \"dash\"}",
+        &format!("{api}/v1/playback"),
+    ]);
+    assert_eq!(words.status, 404, "{}", words.text());
+    assert_eq!(
+        json(&words)["reason"],
+        "title `words-only` has no DASH packaging to play"
     );
 }
 
