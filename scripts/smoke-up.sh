@@ -37,6 +37,8 @@ done
 # The control plane: the catalog lists the sample titles, and a signed playback URL plays through the edge.
 titles=$(curl -fsS "http://$api/v1/titles?genre=Test")
 echo "$titles" | grep -q '"slug":"test-pattern"' || { echo "smoke-up: catalog: $titles"; exit 1; }
+assets=$(curl -fsS "http://$api/v1/titles/test-pattern/assets")
+echo "$assets" | grep -q '"key":"titles/test-pattern/hls/v0/seg_000.ts"' || { echo "smoke-up: assets: $assets"; exit 1; }
 playback=$(curl -fsS -d '{"title": "test-pattern", "protocol": "hls"}' "http://$api/v1/playback")
 signed=$(echo "$playback" | grep -Eo 'https://localhost:[0-9]+/t/[^"]+/master.m3u8' | head -1)
 [ -n "$signed" ] || { echo "smoke-up: playback: $playback"; exit 1; }

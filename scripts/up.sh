@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Starts the whole stack in the foreground with embedded defaults and prints the URLs a player uses; Ctrl-C
-# stops it cleanly. The stack: the media origin over a local object-store folder holding the sample titles,
-# and one edge (HTTPS, HTTP/1.1 + HTTP/2) in front of it with its cache under the data folder and a local
-# certificate authority made on first run; and the control plane's API (catalog in SQLite under the data folder,
-# playback URLs signed with a key the origin and the edge share, made on first run).
+# stops it cleanly. The stack: the media origin over a local object-store folder holding the sample titles
+# (ingested on first run), and one edge (HTTPS, HTTP/1.1 + HTTP/2) in front of it with its cache under the data
+# folder and a local certificate authority made on first run; and the control plane's API (catalog in SQLite
+# under the data folder, playback URLs signed with a key the origin and the edge share, made on first run).
 #
 # Options:
 #   --large-catalog       also list the 3,200 films of the npm package vega-datasets as metadata-only titles
@@ -42,15 +42,6 @@ echo "up.sh: building ($profile; the first build takes several minutes)..."
 (cd "$root" && cargo build --workspace --bins --profile "$profile" --locked --quiet)
 
 mkdir -p "$data/objects" "$data/edge"
-if [ ! -d "$data/objects/titles" ]; then
-  echo "up.sh: copying the sample titles into $data/objects"
-  cp -R "$root/origin/sample-content/." "$data/objects/"
-fi
-if [ "$large_catalog" = yes ]; then
-  command -v npm >/dev/null || [ -s "$data/movies/movies.json" ] \
-    || { echo "up.sh: --large-catalog fetches vega-datasets with npm, which is not installed" >&2; exit 1; }
-  python3 "$root/scripts/movie_catalogue.py" "$data/objects" --cache "$data/movies"
-fi
 # A local CA and certificate, remade when a week old (browsers accept pinned certificates up to 14 days).
 if [ -z "$(find "$data/edge/tls/cert.pem" -mtime -7 2>/dev/null)" ]; then
   "$bin_dir/edge" cert --out "$data/edge/tls" --force >/dev/null
@@ -96,6 +87,19 @@ format = "text"
 TOML
 "$bin_dir/origin" check "$data/origin.toml" >/dev/null
 "$bin_dir/edge" check "$data/edge.toml" >/dev/null
+# The sample titles go in the way an operator's would: `origin ingest` (checked, uploaded, registered).
+for dir in "$root"/origin/sample-content/titles/*/; do
+  slug=$(basename "$dir")
+  if [ ! -d "$data/objects/titles/$slug" ]; then
+    echo "up.sh: ingesting the sample title $slug"
+    "$bin_dir/origin" ingest "$dir" --title "$slug" --config "$data/origin.toml" --quiet
+  fi
+done
+if [ "$large_catalog" = yes ]; then
+  command -v npm >/dev/null || [ -s "$data/movies/movies.json" ] \
+    || { echo "up.sh: --large-catalog fetches vega-datasets with npm, which is not installed" >&2; exit 1; }
+  python3 "$root/scripts/movie_catalogue.py" "$data/objects" --cache "$data/movies"
+fi
 
 pids=()
 stop() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wait 2>/dev/null; exit 0; }

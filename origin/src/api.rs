@@ -1,7 +1,8 @@
 //! The control plane's JSON API (`[api] listen`, default 127.0.0.1:8000):
 //! - `GET /v1/titles?genre=&year=&language=&limit=&cursor=`: a page of titles ordered by slug, with a stable
 //!   cursor (`next_cursor`) for the next page;
-//! - `GET /v1/titles/<slug>`: a title with its cast and renditions;
+//! - `GET /v1/titles/<slug>`: a title with its cast, renditions and asset totals;
+//! - `GET /v1/titles/<slug>/assets`: the files of the title (store key, kind, bytes);
 //! - `GET /v1/search?q=&limit=`: titles ranked for a query typed so far (typos, prefixes, accents, CJK), with
 //!   the matched words highlighted;
 //! - `POST /v1/playback` `{"title": "<slug>", "protocol": "hls"|"dash", "client": "<address>"}`: the title's
@@ -115,6 +116,15 @@ impl ApiService {
             (&Method::GET | &Method::HEAD, "/v1/titles") => self.list(req.uri().query()).await,
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/v1/titles/") => {
                 let slug = &p["/v1/titles/".len()..];
+                if let Some(slug) = slug.strip_suffix("/assets") {
+                    let assets = self
+                        .catalog
+                        .assets(slug)
+                        .await
+                        .map_err(ApiError::internal)?
+                        .ok_or_else(|| ApiError::not_found(format!("no title `{slug}`")))?;
+                    return Ok(json!({ "title": slug, "assets": assets }));
+                }
                 let details = self.title(slug).await?;
                 Ok(serde_json::to_value(&*details).expect("serializable"))
             }

@@ -14,13 +14,22 @@ use sqlx::{AnyPool, Row};
 /// The migrations, embedded in the binary.
 fn migrator() -> Migrator {
     use sqlx::SqlSafeStr;
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("catalog"),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_catalog.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("catalog"),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_catalog.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("ids and assets"),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_ids_and_assets.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// A packaged title's `meta.json`: the fields the catalog keeps, and any others a packager wrote (kept in `extra`
@@ -54,6 +63,9 @@ pub struct TitleMeta {
     pub popularity: Option<i64>,
     #[serde(default)]
     pub packagings: Vec<PackagingMeta>,
+    /// The files of the title's folder (written by ingest).
+    #[serde(default)]
+    pub assets: Vec<AssetMeta>,
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
@@ -72,6 +84,9 @@ impl TitleMeta {
         };
         for packaging in &mut self.packagings {
             packaging.manifest = moved(&packaging.manifest);
+        }
+        for asset in &mut self.assets {
+            asset.key = moved(&asset.key);
         }
         self.poster = self.poster.as_deref().map(moved);
         self.slug = slug.to_string();
@@ -114,9 +129,37 @@ pub struct RenditionMeta {
     pub language: Option<String>,
 }
 
+/// One file of a title: its store key, what it is for, and its size.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct AssetMeta {
+    pub key: String,
+    pub kind: String,
+    pub bytes: i64,
+}
+
+impl AssetMeta {
+    /// `manifest`, `init`, `segment`, `subtitles`, `artwork` or `other`, by the file's name.
+    pub fn kind_of(key: &str) -> &'static str {
+        let name = key.rsplit('/').next().unwrap_or(key).to_ascii_lowercase();
+        let extension = name.rsplit_once('.').map_or("", |(_, e)| e);
+        match extension {
+            "m3u8" | "mpd" => "manifest",
+            "vtt" | "webvtt" | "ttml" | "srt" => "subtitles",
+            "jpg" | "jpeg" | "png" | "webp" | "avif" => "artwork",
+            _ if name.starts_with("init") => "init",
+            "ts" | "m4s" | "mp4" | "m4v" | "m4a" | "aac" | "cmfv" | "cmfa" | "webm" | "mp3" => {
+                "segment"
+            }
+            _ => "other",
+        }
+    }
+}
+
 /// A title as the API lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TitleSummary {
+    /// A stable number, kept when the title is registered again.
+    pub id: i64,
     pub slug: String,
     pub title: String,
     pub year: Option<i64>,
@@ -136,6 +179,14 @@ pub struct TitleDetails {
     pub runtime_secs: Option<i64>,
     pub cast: Vec<String>,
     pub packagings: Vec<Packaging>,
+    /// How many files the title's folder holds and their total size (the list: `assets()`).
+    pub assets: AssetTotals,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AssetTotals {
+    pub files: i64,
+    pub bytes: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -246,13 +297,27 @@ impl Catalog {
     /// Registers (or replaces) a title and its renditions, in one transaction.
     pub async fn upsert(&self, meta: &TitleMeta, now: i64) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
+        let existing: Option<i64> = sqlx::query("SELECT id FROM titles WHERE slug = $1")
+            .bind(&meta.slug)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+        let id: i64 = match existing {
+            Some(id) => id,
+            None => sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM titles")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?,
+        };
         sqlx::query("DELETE FROM titles WHERE slug = $1")
             .bind(&meta.slug)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
             "INSERT INTO titles (slug, title, original_title, year, language, director, description, \
-             runtime_secs, artwork_key, popularity, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             runtime_secs, artwork_key, popularity, updated_at, id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&meta.slug)
         .bind(&meta.title)
@@ -265,6 +330,7 @@ impl Catalog {
         .bind(&meta.poster)
         .bind(meta.popularity.unwrap_or(0))
         .bind(now)
+        .bind(id)
         .execute(&mut *tx)
         .await?;
         let mut genres = meta.genres.clone();
@@ -305,15 +371,55 @@ impl Catalog {
                 .await?;
             }
         }
+        for asset in &meta.assets {
+            sqlx::query(
+                "INSERT INTO assets (slug, object_key, kind, bytes) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&meta.slug)
+            .bind(&asset.key)
+            .bind(&asset.kind)
+            .bind(asset.bytes)
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The files of a title, by key; `None` for an unknown title.
+    pub async fn assets(&self, slug: &str) -> anyhow::Result<Option<Vec<AssetMeta>>> {
+        if sqlx::query("SELECT 1 FROM titles WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            "SELECT object_key, kind, bytes FROM assets WHERE slug = $1 ORDER BY object_key",
+        )
+        .bind(slug)
+        .fetch_all(&self.pool)
+        .await?;
+        let assets = rows
+            .iter()
+            .map(|row| {
+                Ok(AssetMeta {
+                    key: row.try_get(0)?,
+                    kind: row.try_get(1)?,
+                    bytes: row.try_get(2)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(assets))
     }
 
     /// One page of titles matching the filters.
     pub async fn list(&self, q: &ListQuery) -> anyhow::Result<Page> {
         // Filters are bound parameters; an absent one is NULL and matches everything.
         let rows = sqlx::query(
-            "SELECT t.slug, t.title, t.year, t.language, t.artwork_key FROM titles t \
+            "SELECT t.slug, t.title, t.year, t.language, t.artwork_key, t.id FROM titles t \
              WHERE ($1 IS NULL OR EXISTS (SELECT 1 FROM title_genres g WHERE g.slug = t.slug AND g.genre = $1)) \
              AND ($2 IS NULL OR t.year = $2) AND ($3 IS NULL OR t.language = $3) AND ($4 IS NULL OR t.slug > $4) \
              ORDER BY t.slug LIMIT $5",
@@ -339,8 +445,8 @@ impl Catalog {
     /// A title by slug.
     pub async fn get(&self, slug: &str) -> anyhow::Result<Option<TitleDetails>> {
         let Some(row) = sqlx::query(
-            "SELECT slug, title, year, language, artwork_key, original_title, director, description, runtime_secs \
-             FROM titles WHERE slug = $1",
+            "SELECT slug, title, year, language, artwork_key, original_title, director, description, runtime_secs, \
+             id FROM titles WHERE slug = $1",
         )
         .bind(slug)
         .fetch_optional(&self.pool)
@@ -363,6 +469,12 @@ impl Catalog {
         .bind(slug)
         .fetch_all(&self.pool)
         .await?;
+        // COUNT and SUM are BIGINT on SQLite; on PostgreSQL SUM(bigint) is numeric, hence the cast.
+        let totals =
+            sqlx::query("SELECT COUNT(*), CAST(SUM(bytes) AS BIGINT) FROM assets WHERE slug = $1")
+                .bind(slug)
+                .fetch_one(&self.pool)
+                .await?;
         let mut packagings: Vec<Packaging> = Vec::new();
         for row in &rows {
             let name: String = row.try_get(0)?;
@@ -391,6 +503,10 @@ impl Catalog {
             runtime_secs: row.try_get(8)?,
             cast,
             packagings,
+            assets: AssetTotals {
+                files: totals.try_get(0)?,
+                bytes: totals.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
+            },
         }))
     }
 
@@ -451,6 +567,7 @@ impl Catalog {
             .map(|r| r.try_get::<String, _>(0))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TitleSummary {
+            id: row.try_get::<Option<i64>, _>("id")?.unwrap_or(0),
             slug,
             title: row.try_get(1)?,
             year: row.try_get(2)?,
@@ -458,5 +575,86 @@ impl Catalog {
             genres,
             artwork_key: row.try_get(4)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A catalog made before ids existed gets them when the newer binary opens it, in slug order.
+    #[tokio::test]
+    async fn migrating_an_older_catalog_numbers_its_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/catalog.db?mode=rwc", dir.path().display());
+        sqlx::any::install_default_drivers();
+        {
+            let pool = AnyPoolOptions::new().connect(&url).await.unwrap();
+            let mut first_only = migrator();
+            first_only.migrations = Cow::Owned(vec![first_only.migrations[0].clone()]);
+            first_only.run(&pool).await.unwrap();
+            for slug in ["b", "a"] {
+                sqlx::query("INSERT INTO titles (slug, title, updated_at) VALUES ($1, $1, 0)")
+                    .bind(slug)
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            }
+            pool.close().await;
+        }
+        let catalog = Catalog::open(&url).await.unwrap();
+        let page = catalog
+            .list(&ListQuery {
+                limit: 10,
+                ..ListQuery::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<(String, i64)> = page.titles.iter().map(|t| (t.slug.clone(), t.id)).collect();
+        assert_eq!(ids, [("a".to_string(), 1), ("b".to_string(), 2)]);
+        let mut meta = TitleMeta::default();
+        meta.relocate("c");
+        catalog.upsert(&meta, 0).await.unwrap();
+        assert_eq!(catalog.get("c").await.unwrap().unwrap().summary.id, 3);
+    }
+
+    #[test]
+    fn asset_kinds_by_name() {
+        for (key, kind) in [
+            ("titles/x/hls/master.m3u8", "manifest"),
+            ("titles/x/dash/manifest.mpd", "manifest"),
+            ("titles/x/dash/init-0.m4s", "init"),
+            ("titles/x/dash/chunk-0-00001.m4s", "segment"),
+            ("titles/x/hls/v0/seg_000.ts", "segment"),
+            ("titles/x/mp4/v0.mp4", "segment"),
+            ("titles/x/subs/en.vtt", "subtitles"),
+            ("titles/x/poster.JPG", "artwork"),
+            ("titles/x/notes.txt", "other"),
+        ] {
+            assert_eq!(AssetMeta::kind_of(key), kind, "{key}");
+        }
+    }
+
+    #[test]
+    fn relocation_moves_every_key_and_names_the_untitled() {
+        let mut meta: TitleMeta = serde_json::from_str(
+            r#"{"slug": "a", "poster": "poster.jpg", "packagings": [{"name": "hls", "protocol": "hls",
+                "manifest": "titles/a/hls/master.m3u8"}], "assets": [{"key": "titles/a/x.ts", "kind": "segment",
+                "bytes": 1}], "frame_rate": 25}"#,
+        )
+        .unwrap();
+        meta.relocate("the-big-one");
+        assert_eq!(meta.slug, "the-big-one");
+        assert_eq!(meta.title, "The Big One");
+        assert_eq!(
+            meta.poster.as_deref(),
+            Some("titles/the-big-one/poster.jpg")
+        );
+        assert_eq!(
+            meta.packagings[0].manifest,
+            "titles/the-big-one/hls/master.m3u8"
+        );
+        assert_eq!(meta.assets[0].key, "titles/the-big-one/x.ts");
+        assert_eq!(meta.extra["frame_rate"], 25);
     }
 }

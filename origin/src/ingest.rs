@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{Catalog, PackagingMeta, TitleMeta};
+use crate::catalog::{AssetMeta, Catalog, PackagingMeta, TitleMeta};
 use crate::manifests::{self, ManifestKind};
 
 /// Files of at least this size are uploaded in parts.
@@ -107,6 +107,14 @@ pub fn plan(dir: &Path, slug: &str, meta_file: Option<&Path>) -> Result<Plan, St
         }
         None => {}
     }
+    meta.assets = files
+        .iter()
+        .map(|(file, bytes)| AssetMeta {
+            key: format!("{prefix}{file}"),
+            kind: AssetMeta::kind_of(file).to_string(),
+            bytes: *bytes as i64,
+        })
+        .collect();
     let (packagings, duration) = packagings(&read, &prefix);
     meta.packagings = packagings;
     meta.duration_secs = meta.duration_secs.or(duration.map(|d| d.round() as i64));

@@ -21,12 +21,16 @@ fn catalog_on_sqlite() {
 #[test]
 fn catalog_on_postgresql() {
     let postgres = PostgresServer::start();
-    catalog_listing_details_and_errors(&format!("[catalog]\nurl = \"{}\"\n", postgres.url()));
-    // Registering again at a restart is idempotent: the same titles, once each.
-    catalog_listing_details_and_errors(&format!("[catalog]\nurl = \"{}\"\n", postgres.url()));
+    let first =
+        catalog_listing_details_and_errors(&format!("[catalog]\nurl = \"{}\"\n", postgres.url()));
+    // Registering again at a restart is idempotent: the same titles, once each, with the same ids.
+    let again =
+        catalog_listing_details_and_errors(&format!("[catalog]\nurl = \"{}\"\n", postgres.url()));
+    assert_eq!(first, again);
 }
 
-fn catalog_listing_details_and_errors(catalog: &str) {
+/// Returns each listed title's (slug, id).
+fn catalog_listing_details_and_errors(catalog: &str) -> Vec<(String, i64)> {
     let store = TempStore::with_samples();
     let origin = start_origin(&store.url(), catalog);
     let api = origin.url("api_addr");
@@ -43,6 +47,21 @@ fn catalog_listing_details_and_errors(catalog: &str) {
         .collect();
     assert_eq!(slugs, ["mandelbrot", "test-pattern"]);
     assert!(page["next_cursor"].is_null());
+    let ids: Vec<(String, i64)> = page["titles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["slug"].as_str().unwrap().to_string(),
+                t["id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        ids[0].1 > 0 && ids[1].1 > 0 && ids[0].1 != ids[1].1,
+        "{ids:?}"
+    );
 
     // Pagination: one per page, the cursor leads to the next.
     let first = json(&get("/v1/titles?limit=1"));
@@ -124,6 +143,7 @@ fn catalog_listing_details_and_errors(catalog: &str) {
     );
     let unknown = curl(&["-d", "{\"title\": \"nope\"}", &format!("{api}/v1/playback")]);
     assert_eq!(unknown.status, 404);
+    ids
 }
 
 #[test]

@@ -91,6 +91,7 @@ fn sample_titles_ingest_and_a_broken_folder_is_refused() {
     let bare = work.path().join("bare");
     copy_dir(&samples.join("test-pattern"), &bare);
     std::fs::remove_file(bare.join("meta.json")).unwrap();
+    let bare_dir = bare.clone();
     let (ok, _, stderr) = ingest(&config, &bare, "bare-pattern");
     assert!(ok, "{stderr}");
 
@@ -158,6 +159,48 @@ fn sample_titles_ingest_and_a_broken_folder_is_refused() {
     .unwrap();
     assert_eq!(stored["packagings"].as_array().unwrap().len(), 4);
     assert_eq!(stored["duration_secs"], 24);
+
+    // Assets: every file of the folder, with its kind and size; totals in the details.
+    let mut sizes = Vec::new();
+    let mut stack = vec![bare_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                stack.push(entry.path());
+            } else {
+                sizes.push(entry.metadata().unwrap().len() as i64);
+            }
+        }
+    }
+    assert_eq!(bare["assets"]["files"], sizes.len() as i64);
+    assert_eq!(bare["assets"]["bytes"], sizes.iter().sum::<i64>());
+    let assets: serde_json::Value =
+        serde_json::from_slice(&curl(&[&format!("{api}/v1/titles/bare-pattern/assets")]).body)
+            .unwrap();
+    let assets = assets["assets"].as_array().unwrap();
+    assert_eq!(assets.len(), sizes.len());
+    let segment = assets
+        .iter()
+        .find(|a| a["key"] == "titles/bare-pattern/hls/v0/seg_000.ts")
+        .unwrap();
+    assert_eq!(segment["kind"], "segment");
+    assert_eq!(segment["bytes"], original.len() as i64);
+    let kinds: std::collections::BTreeSet<&str> =
+        assets.iter().map(|a| a["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["artwork", "init", "manifest", "segment", "subtitles"].into()
+    );
+    assert_eq!(curl(&[&format!("{api}/v1/titles/nope/assets")]).status, 404);
+    // Ids: one per title, kept when a title is ingested again.
+    let id_of = |slug: &str| {
+        let details: serde_json::Value =
+            serde_json::from_slice(&curl(&[&format!("{api}/v1/titles/{slug}")]).body).unwrap();
+        details["id"].as_i64().unwrap()
+    };
+    assert_eq!(id_of("bare-pattern"), 1, "ingested first");
+    assert_ne!(id_of("mandelbrot-copy"), id_of("test-pattern-copy"));
     let details: serde_json::Value =
         serde_json::from_slice(&curl(&[&format!("{api}/v1/titles/test-pattern-copy")]).body)
             .unwrap();
