@@ -394,9 +394,21 @@ def run_load(target, test, duration, run, args, lists, bin_dir):
 def measure(target, test, rep, run, args, lists, servers, bin_dir):
     duration = args.d_big if test == "1m" else args.d_small
     pgid = servers.pgid(target.server)
+    profiler = None
+    if args.perf and target.server == "edge":
+        # A call-graph profile of the edge during the load (perf's own cost lands in the edge's CPU figures).
+        profile = run / "perf" / f"{target.name}.{test}.r{rep}.data"
+        profile.parent.mkdir(exist_ok=True)
+        pids = ",".join(str(p) for p in group_pids(pgid))
+        profiler = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", pids,
+                                     "-o", str(profile), "--", "sleep", str(duration)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     o0, s0, c0, w0 = origin_requests(run), group_cpu_ticks(pgid), children_cpu_s(), time.time()
     requests, nbytes, seconds, p50, p99, errors = run_load(target, test, duration, run, args, lists, bin_dir)
     wall = time.time() - w0
+    if profiler:
+        profiler.wait(timeout=120)
+        log(f"  profile: perf report -i {profile} --no-children --percent-limit 0.5")
     srv = (group_cpu_ticks(pgid) - s0) / HZ
     sample = {
         "type": "hit", "target": target.name, "server": target.server, "proto": target.proto, "test": test,
@@ -600,6 +612,8 @@ def main():
     parser.add_argument("--herd-rate", default="8m", help="origin's rate for the herd object (nginx limit_rate)")
     parser.add_argument("--no-herd", action="store_true")
     parser.add_argument("--no-h3", action="store_true")
+    parser.add_argument("--perf", action="store_true",
+                        help="record a perf call-graph profile of the edge during each of its runs (RUN_DIR/perf)")
     args = parser.parse_args()
     args.peers = [p for p in args.peers.split(",") if p]
     tests = [t for t in args.tests.split(",") if t]

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use shared::body::{BodyEnd, Metered};
 use shared::serve::{
@@ -239,7 +238,7 @@ impl EdgeServer {
                 edge: Arc::clone(&self.edge),
                 bearer_token: self.config.admin.bearer_token.clone(),
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let builder = auto::Builder::new(shared::serve::InlineFirstExecutor);
             tasks.spawn(accept_loop(
                 self.admin_listener,
                 Arc::new(Semaphore::new(64)),
@@ -308,7 +307,7 @@ async fn reload_on_sighup(cert: Arc<ReloadableCert>, metrics: Arc<EdgeMetrics>) 
 }
 
 async fn serve_edge<I>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<shared::serve::InlineFirstExecutor>,
     io: I,
     peer: SocketAddr,
     edge: Arc<Edge>,

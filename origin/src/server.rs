@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use shared::body::Metered;
 use shared::serve::{
@@ -257,7 +256,7 @@ async fn plain_listener<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = auto::Builder::new(shared::serve::InlineFirstExecutor);
     accept_loop(
         listener,
         Arc::new(Semaphore::new(max_connections)),
@@ -345,7 +344,7 @@ async fn register_titles(catalog: &Catalog, store: &Store) -> usize {
     registered
 }
 
-fn media_builder(config: &OriginConfig) -> auto::Builder<TokioExecutor> {
+fn media_builder(config: &OriginConfig) -> auto::Builder<shared::serve::InlineFirstExecutor> {
     let m = &config.media;
     http_builder(&ConnLimits {
         header_read_timeout: Duration::from_secs(m.header_read_timeout_secs),
@@ -356,7 +355,7 @@ fn media_builder(config: &OriginConfig) -> auto::Builder<TokioExecutor> {
 }
 
 async fn serve_media<I>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<shared::serve::InlineFirstExecutor>,
     io: I,
     peer: SocketAddr,
     service: Arc<MediaService>,

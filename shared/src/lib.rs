@@ -5,6 +5,7 @@ pub mod auth;
 pub mod body;
 pub mod conditional;
 pub mod config;
+pub mod cork;
 pub mod logging;
 pub mod media;
 pub mod metrics;

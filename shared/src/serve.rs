@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -31,9 +31,32 @@ pub struct ConnLimits {
     pub h2_window_bytes: u32,
 }
 
+/// The executor hyper hands each HTTP/2 stream to. It polls the stream once where it is handed over, inside
+/// the connection's task, and spawns it only if it is not finished: a response ready at once (a cache hit) is
+/// then queued before the connection writes, so the responses to the requests that arrived together leave in
+/// one TLS record and one `writev`. Spawned at once instead, each stream task woke the connection task, which
+/// tokio's LIFO slot ran next, flushing one response per system call (a third of the CPU on small hits).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InlineFirstExecutor;
+
+impl<F> hyper::rt::Executor<F> for InlineFirstExecutor
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let mut future = Box::pin(future);
+        // Polled with a waker that does nothing: a future left pending is polled again by its task at once,
+        // and registers that task's waker then (wakers are re-registered on every poll).
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if future.as_mut().poll(&mut cx).is_pending() {
+            tokio::spawn(future);
+        }
+    }
+}
+
 /// A connection builder that speaks HTTP/1.1 and HTTP/2 (by ALPN or prior knowledge) within `limits`.
-pub fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+pub fn http_builder(limits: &ConnLimits) -> auto::Builder<InlineFirstExecutor> {
+    let mut builder = auto::Builder::new(InlineFirstExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -110,7 +133,7 @@ pub async fn accept_loop<F, Fut>(
 /// connection that has not finished one more `idle_timeout` later (an HTTP/2 client that never acknowledges
 /// the GOAWAY ping, say) is dropped.
 pub async fn serve_connection<I, S, B>(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &auto::Builder<InlineFirstExecutor>,
     io: I,
     service: S,
     mut stop: watch::Receiver<bool>,
@@ -126,11 +149,11 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked {
+    let (io, cork) = crate::cork::cork(Tracked {
         inner: io,
         activity: Arc::clone(&activity),
     });
-    let conn = builder.serve_connection(io, service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut finishing = *stop.borrow();
     if finishing {
@@ -142,7 +165,7 @@ where
         let hard_close =
             idle_close_at.unwrap_or_else(|| tokio::time::Instant::now() + idle_timeout);
         tokio::select! {
-            result = conn.as_mut() => return result,
+            result = std::future::poll_fn(|cx| cork.flush_after(&mut conn.as_mut(), cx)) => return result,
             _ = stop.changed(), if !finishing => {
                 conn.as_mut().graceful_shutdown();
                 finishing = true;
