@@ -57,9 +57,8 @@ pub fn plan(dir: &Path, slug: &str, meta_file: Option<&Path>) -> Result<Plan, St
     {
         let text = std::fs::read(dir.join(name)).map_err(|e| format!("reading {name}: {e}"))?;
         let manifest = manifests::read(name, &text).map_err(|e| format!("{name}: {e}"))?;
-        let base = name.rsplit_once('/').map_or("", |(folder, _)| folder);
         for reference in &manifest.references {
-            let resolved = resolve(base, reference)
+            let resolved = resolve(folder_of(name), reference)
                 .ok_or_else(|| format!("{name} references `{reference}` outside the folder"))?;
             if !files.contains_key(&resolved) {
                 return Err(format!(
@@ -133,12 +132,11 @@ fn packagings(
     read: &BTreeMap<String, manifests::Manifest>,
     prefix: &str,
 ) -> (Vec<PackagingMeta>, Option<f64>) {
-    let folder = |name: &str| name.rsplit_once('/').map_or("", |(f, _)| f).to_string();
     let references = |name: &str| -> Vec<String> {
         read[name]
             .references
             .iter()
-            .filter_map(|r| resolve(&folder(name), r))
+            .filter_map(|r| resolve(folder_of(name), r))
             .collect()
     };
     let under_a_master: BTreeSet<String> = read
@@ -167,8 +165,8 @@ fn packagings(
             (a, b) => a.or(b),
         };
         let protocol = manifest.kind.protocol();
-        let here = folder(name);
-        let siblings = entry_points.iter().filter(|n| folder(n) == here).count();
+        let here = folder_of(name);
+        let siblings = entry_points.iter().filter(|n| folder_of(n) == here).count();
         let base = if here.is_empty() {
             "main".to_string()
         } else {
@@ -176,7 +174,7 @@ fn packagings(
         };
         let same_protocol = entry_points
             .iter()
-            .filter(|n| folder(n) == here && read[**n].kind.protocol() == protocol)
+            .filter(|n| folder_of(n) == here && read[**n].kind.protocol() == protocol)
             .count();
         let name_of = match (siblings, same_protocol) {
             (1, _) => base,
@@ -195,6 +193,11 @@ fn packagings(
         });
     }
     (out, longest)
+}
+
+/// The folder part of a `/`-separated path inside the title's folder (`""` at its top).
+fn folder_of(path: &str) -> &str {
+    path.rsplit_once('/').map_or("", |(folder, _)| folder)
 }
 
 fn walk(root: &Path, dir: &Path, files: &mut BTreeMap<String, u64>) -> Result<(), String> {
