@@ -783,12 +783,10 @@ impl Edge {
                 reason,
             },
         };
+        let prepared = meta.prepared();
         let validators = Validators {
             etag: meta.etag.as_deref(),
-            last_modified: meta
-                .last_modified
-                .as_deref()
-                .and_then(conditional::parse_http_date),
+            last_modified: prepared.last_modified,
         };
         let text = |name: HeaderName| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let preconditions = Preconditions::from_headers(&parts.headers);
@@ -883,34 +881,15 @@ impl Edge {
 
         let mut response = Response::builder().status(http_status);
         let headers = response.headers_mut().expect("fresh builder");
-        let content_type = meta
-            .content_type
-            .as_deref()
-            .unwrap_or(shared::media::DEFAULT_CONTENT_TYPE);
-        put(headers, header::CONTENT_TYPE, content_type);
-        put(headers, header::ACCEPT_RANGES, "bytes");
-        put(headers, header::AGE, &meta.age(now).to_string());
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        headers.insert(header::AGE, HeaderValue::from(meta.age(now)));
         put(
             headers,
             HeaderName::from_static("cache-status"),
             &cache_status.header_value(&self.name),
         );
-        for (name, value) in [
-            (header::ETAG, &meta.etag),
-            (header::LAST_MODIFIED, &meta.last_modified),
-            (header::CACHE_CONTROL, &meta.cache_control),
-        ] {
-            if let Some(value) = value {
-                put(headers, name, value);
-            }
-        }
-        for (name, value) in &meta.headers {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
+        for (name, value) in &prepared.fields {
+            headers.append(name.clone(), value.clone());
         }
         self.cors_headers(parts, headers);
         let body = match (http_status, part) {
