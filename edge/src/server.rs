@@ -13,8 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::server::conn::auto;
 use shared::body::{BodyEnd, Metered};
 use shared::serve::{
-    ConnLimits, ConnectionThreads, accept_loop, accept_loop_on, bind, http_builder, on_drop,
-    protocol_name, serve_connection,
+    ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name, serve_connection,
 };
 use shared::tls::ReloadableCert;
 use tokio::net::TcpListener;
@@ -184,18 +183,12 @@ impl EdgeServer {
         let handshake_timeout = Duration::from_secs(l.tls_handshake_timeout_secs);
         let idle = Duration::from_secs(l.idle_timeout_secs);
         let mut tasks = tokio::task::JoinSet::new();
-        // Player connections live on threads of their own, one per core (see `ConnectionThreads`).
-        let threads = ConnectionThreads::start(
-            "edge-conn",
-            std::thread::available_parallelism().map_or(2, |n| n.get()),
-        )?;
 
         if let (Some(listener), Some(cert)) = (self.tls_listener, &self.cert) {
             let acceptor = TlsAcceptor::from(Arc::new(cert.server_config(shared::tls::ALPN_H2_H1)));
             let (edge, builder) = (Arc::clone(&self.edge), builder.clone());
             let limits = Arc::new(Semaphore::new(l.max_connections));
-            tasks.spawn(accept_loop_on(
-                Some(Arc::clone(&threads)),
+            tasks.spawn(accept_loop(
                 listener,
                 limits,
                 stop_rx.clone(),
@@ -225,8 +218,7 @@ impl EdgeServer {
         if let Some(listener) = self.http_listener {
             let (edge, builder) = (Arc::clone(&self.edge), builder.clone());
             let limits = Arc::new(Semaphore::new(l.max_connections));
-            tasks.spawn(accept_loop_on(
-                Some(Arc::clone(&threads)),
+            tasks.spawn(accept_loop(
                 listener,
                 limits,
                 stop_rx.clone(),

@@ -86,83 +86,19 @@ pub async fn bind(addr: SocketAddr, field: &str) -> std::io::Result<TcpListener>
     })
 }
 
-type Job = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Threads that each run a single-threaded runtime and keep every connection handed to them for its whole life,
-/// like nginx's worker processes. On the shared work-stealing runtime a connection's task, its socket's
-/// readiness and the tasks it wakes moved between worker threads; measured per server CPU-second on HTTP/1.1
-/// manifest hits, that runtime swung between two levels 30 % apart from run to run, while one thread held the
-/// higher one. Tasks a connection spawns (fills, revalidations) run on its thread.
-pub struct ConnectionThreads {
-    queues: Vec<tokio::sync::mpsc::UnboundedSender<Job>>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl ConnectionThreads {
-    /// Starts `count` threads named `<name>-<i>`.
-    pub fn start(name: &str, count: usize) -> std::io::Result<Arc<ConnectionThreads>> {
-        let mut queues = Vec::with_capacity(count);
-        for i in 0..count.max(1) {
-            // Unbounded, yet bounded in practice: a job is a connection, and connections hold permits.
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || {
-                    runtime.block_on(async move {
-                        while let Some(job) = rx.recv().await {
-                            tokio::spawn(job);
-                        }
-                    })
-                })?;
-            queues.push(tx);
-        }
-        Ok(Arc::new(ConnectionThreads {
-            queues,
-            next: std::sync::atomic::AtomicUsize::new(0),
-        }))
-    }
-
-    /// Runs `job` on the next thread in turn (on the caller's runtime if that thread is gone).
-    fn run(&self, job: Job) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
-        if let Err(returned) = self.queues[i].send(job) {
-            tokio::spawn(returned.0);
-        }
-    }
-}
-
 /// Accepts connections until `stop` turns true, at most as many at once as `limits` has permits, and runs
 /// `serve` for each with a receiver of the stop signal (so it can finish gracefully: HTTP/2 GOAWAY, HTTP/1.1
 /// close after the current response); returns when every connection has finished.
 pub async fn accept_loop<F, Fut>(
     listener: TcpListener,
     limits: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
-    serve: F,
-) where
-    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    accept_loop_on(None, listener, limits, stop, serve).await
-}
-
-/// `accept_loop`, with each connection served on one of `threads` (registered with that thread's runtime)
-/// when given.
-pub async fn accept_loop_on<F, Fut>(
-    threads: Option<Arc<ConnectionThreads>>,
-    listener: TcpListener,
-    limits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     serve: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut + Send + Sync + 'static,
+    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let serve = Arc::new(serve);
-    let tracker = tokio_util::task::TaskTracker::new();
+    let mut tasks = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
             permit = Arc::clone(&limits).acquire_owned() => permit.expect("semaphore never closed"),
@@ -181,38 +117,15 @@ pub async fn accept_loop_on<F, Fut>(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let stop = stop.clone();
-        match &threads {
-            None => {
-                let fut = serve(stream, peer, stop);
-                tokio::spawn(tracker.track_future(async move {
-                    fut.await;
-                    drop(permit);
-                }));
-            }
-            Some(threads) => {
-                // The socket moves to the serving thread's runtime: it is registered there, when first polled.
-                let socket = match stream.into_std() {
-                    Ok(socket) => socket,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not hand a connection over");
-                        continue;
-                    }
-                };
-                let serve = Arc::clone(&serve);
-                threads.run(Box::pin(tracker.track_future(async move {
-                    match TcpStream::from_std(socket) {
-                        Ok(stream) => serve(stream, peer, stop).await,
-                        Err(e) => tracing::warn!(error = %e, "could not register a connection"),
-                    }
-                    drop(permit);
-                })));
-            }
-        }
+        let fut = serve(stream, peer, stop.clone());
+        tasks.spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
     }
     drop(listener);
-    tracker.close();
-    tracker.wait().await;
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns true
