@@ -1995,23 +1995,8 @@ fn host_without_port(authority: &str) -> &str {
 /// A stored version's head as the upstream sent it (the fields a 304 may update, RFC 9111 §3.2).
 fn stored_head(meta: &ObjectMeta) -> HeaderMap {
     let mut head = HeaderMap::new();
-    for (name, value) in [
-        (header::CACHE_CONTROL, &meta.cache_control),
-        (header::LAST_MODIFIED, &meta.last_modified),
-        (header::ETAG, &meta.etag),
-        (header::CONTENT_TYPE, &meta.content_type),
-    ] {
-        if let Some(value) = value {
-            put(&mut head, name, value);
-        }
-    }
-    for (name, value) in &meta.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
-            head.append(name, value);
-        }
+    for (name, value) in &meta.prepared().fields {
+        head.append(name.clone(), value.clone());
     }
     head
 }
