@@ -1,12 +1,10 @@
 //! Criterion micro-benchmarks of the pure functions every edge request runs through: cache-key building, Range →
 //! slice mapping, Cache-Control parsing, the freshness decision, Vary normalisation, the ban lookup and signed-URL
-//! token verification. Inputs
+//! token verification; and the rendezvous hashing that orders a title's edges on every playback request. Inputs
 //! are what a VOD player and an origin really send. They answer "is this function cheap next to the I/O around
 //! it", and catch regressions.
 //!
 //! `cargo bench -p benches --bench hot_paths` (add `-- --quick` for a short run, or a name filter).
-//!
-//! To be added when that feature lands: rendezvous hashing of keys to edge peers.
 
 use std::hint::black_box;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -233,9 +231,29 @@ fn token_verification(c: &mut Criterion) {
     });
 }
 
+fn rendezvous_ranking(c: &mut Criterion) {
+    use shared::rendezvous::{node_seed, rank};
+    let mut group = c.benchmark_group("rendezvous_rank");
+    for count in [3usize, 16, 100] {
+        let nodes: Vec<(u64, f64)> = (0..count)
+            .map(|i| {
+                (
+                    node_seed(&format!("https://edge-{i}.cdn.example:8443")),
+                    1.0,
+                )
+            })
+            .collect();
+        group.bench_with_input(BenchmarkId::from_parameter(count), &nodes, |b, nodes| {
+            b.iter(|| rank(black_box("the-godfather-part-ii-1974"), nodes))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     hot_paths,
     token_verification,
+    rendezvous_ranking,
     cache_key,
     range_to_slices,
     cache_control,

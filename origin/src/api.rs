@@ -6,8 +6,8 @@
 //! - `GET /v1/search?q=&limit=`: titles ranked for a query typed so far (typos, prefixes, accents, CJK), with
 //!   the matched words highlighted;
 //! - `POST /v1/playback` `{"title": "<slug>", "protocol": "hls"|"dash", "client": "<address>"}`: the title's
-//!   manifest URLs on each configured edge, each signed (`/t/<token>/titles/<slug>/…`) with the first
-//!   `[[signing_key]]`, and the expiry.
+//!   manifest URLs on each configured edge, in the title's own order (rendezvous hashing), each signed
+//!   (`/t/<token>/titles/<slug>/…`) with the first `[[signing_key]]`, and the expiry.
 //!
 //! Responses carry an `ETag` (304 for a matching `If-None-Match`); errors are JSON `{"error", "reason"}` with
 //! 400 for bad parameters, 404 for unknown titles and paths.
@@ -270,9 +270,16 @@ impl ApiService {
                 },
             )
         });
-        let edges: Vec<PlaybackEdge> = self
+        // Each title prefers its own order of the edges (rendezvous hashing on the slug): its viewers meet in
+        // one edge's cache, and titles spread evenly over the edges.
+        let nodes: Vec<(u64, f64)> = self
             .edges
             .iter()
+            .map(|edge| (shared::rendezvous::node_seed(edge), 1.0))
+            .collect();
+        let edges: Vec<PlaybackEdge> = shared::rendezvous::rank(&title.summary.slug, &nodes)
+            .into_iter()
+            .map(|i| &self.edges[i])
             .map(|edge| PlaybackEdge {
                 edge: edge.clone(),
                 manifests: title

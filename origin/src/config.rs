@@ -73,7 +73,8 @@ pub struct CatalogConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PlaybackConfig {
-    /// Base URLs of the edges players are sent to, best first. Default: `["https://localhost:8443"]`.
+    /// Base URLs of the edges players are sent to; each title ranks them in its own order (rendezvous hashing).
+    /// Default: `["https://localhost:8443"]`.
     pub edges: Vec<String>,
     /// Lifetime of a playback URL's token. Default: 14400 (4 hours).
     pub token_ttl_secs: u64,

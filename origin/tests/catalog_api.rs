@@ -258,6 +258,44 @@ fn playback_urls_are_signed_and_play_through_the_edge() {
 }
 
 #[test]
+fn playback_ranks_the_edges_per_title_by_rendezvous_hashing() {
+    let store = TempStore::with_samples();
+    let edges = [
+        "https://edge-a.cdn.test",
+        "https://edge-b.cdn.test",
+        "https://edge-c.cdn.test",
+    ];
+    let origin = start_origin(&store.url(), &format!("[playback]\nedges = {edges:?}\n"));
+    let api = origin.url("api_addr");
+    let order = |title: &str| -> Vec<String> {
+        let r = curl(&[
+            "-d",
+            &format!("{{\"title\": \"{title}\"}}"),
+            &format!("{api}/v1/playback"),
+        ]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        json(&r)["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["edge"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let nodes: Vec<(u64, f64)> = edges
+        .iter()
+        .map(|e| (shared::rendezvous::node_seed(e), 1.0))
+        .collect();
+    for title in ["test-pattern", "mandelbrot"] {
+        let expected: Vec<String> = shared::rendezvous::rank(title, &nodes)
+            .into_iter()
+            .map(|i| edges[i].to_string())
+            .collect();
+        assert_eq!(order(title), expected, "{title}");
+        assert_eq!(order(title), expected, "{title}: stable");
+    }
+}
+
+#[test]
 fn search_finds_titles_with_typos_prefixes_accents_and_korean() {
     let store = TempStore::new();
     let titles = [

@@ -11,6 +11,7 @@ pub mod media;
 pub mod metrics;
 pub mod path;
 pub mod range;
+pub mod rendezvous;
 pub mod serve;
 pub mod tls;
 pub mod token;
