@@ -804,10 +804,7 @@ impl Edge {
                 range_header.is_some(),
             )
         };
-        let slicing = Slicing {
-            slice_bytes: meta.slice_bytes,
-            total_len: meta.total_len,
-        };
+        let slicing = meta.slicing();
         let (http_status, part) = match outcome {
             conditional::Outcome::NotModified => (StatusCode::NOT_MODIFIED, None),
             conditional::Outcome::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, None),
@@ -958,10 +955,7 @@ impl Edge {
         range: ByteRange,
         first: Option<(u64, SliceSource)>,
     ) -> Body {
-        let slicing = Slicing {
-            slice_bytes: meta.slice_bytes,
-            total_len: meta.total_len,
-        };
+        let slicing = meta.slicing();
         if let Some((index, SliceSource::Cached(bytes))) = &first
             && slicing.touched(range) == (*index..=*index)
         {
@@ -1879,10 +1873,7 @@ impl SliceStream {
         range: ByteRange,
         first: Option<(u64, SliceSource)>,
     ) -> Self {
-        let slicing = Slicing {
-            slice_bytes: meta.slice_bytes,
-            total_len: meta.total_len,
-        };
+        let slicing = meta.slicing();
         let touched = slicing.touched(range);
         let next = if first.is_some() {
             touched.start() + 1

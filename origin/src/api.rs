@@ -34,13 +34,36 @@ const MAX_PAGE: i64 = 100;
 
 pub struct ApiService {
     pub catalog: Arc<Catalog>,
-    pub edges: Vec<String>,
+    pub edges: PlaybackEdges,
     pub token_ttl_secs: u64,
     /// The first signs.
     pub signing_keys: Vec<SigningKey>,
     pub search: crate::search::SharedIndex,
     /// Titles' details as last read from the catalog; cleared when the catalog changes.
     pub details: TitleCache,
+}
+
+/// The edges playback URLs point to, with each one's rendezvous seed (weight 1) made once.
+pub struct PlaybackEdges {
+    urls: Vec<String>,
+    nodes: Vec<(u64, f64)>,
+}
+
+impl PlaybackEdges {
+    pub fn new(urls: Vec<String>) -> Self {
+        let nodes = urls
+            .iter()
+            .map(|url| (shared::rendezvous::node_seed(url), 1.0))
+            .collect();
+        PlaybackEdges { urls, nodes }
+    }
+
+    /// The edges in `key`'s own order.
+    fn ranked(&self, key: &str) -> impl Iterator<Item = &String> {
+        shared::rendezvous::rank(key, &self.nodes)
+            .into_iter()
+            .map(|i| &self.urls[i])
+    }
 }
 
 /// Titles' details by slug, shared with the task that clears it when the catalog changes.
@@ -242,11 +265,12 @@ impl ApiService {
             return Err(ApiError::bad("protocol must be `hls` or `dash`"));
         }
         let title = self.title(&request.title).await?;
-        if !title
+        let offered: Vec<_> = title
             .packagings
             .iter()
-            .any(|p| protocol.is_none_or(|want| p.protocol == want))
-        {
+            .filter(|p| protocol.is_none_or(|want| p.protocol == want))
+            .collect();
+        if offered.is_empty() {
             // A catalogue entry with nothing (of this protocol) to play: not a list of zero URLs.
             let kind = protocol.map_or(String::new(), |p| format!("{} ", p.to_uppercase()));
             return Err(ApiError::not_found(format!(
@@ -272,20 +296,13 @@ impl ApiService {
         });
         // Each title prefers its own order of the edges (rendezvous hashing on the slug): its viewers meet in
         // one edge's cache, and titles spread evenly over the edges.
-        let nodes: Vec<(u64, f64)> = self
+        let edges: Vec<PlaybackEdge> = self
             .edges
-            .iter()
-            .map(|edge| (shared::rendezvous::node_seed(edge), 1.0))
-            .collect();
-        let edges: Vec<PlaybackEdge> = shared::rendezvous::rank(&title.summary.slug, &nodes)
-            .into_iter()
-            .map(|i| &self.edges[i])
+            .ranked(&title.summary.slug)
             .map(|edge| PlaybackEdge {
                 edge: edge.clone(),
-                manifests: title
-                    .packagings
+                manifests: offered
                     .iter()
-                    .filter(|p| protocol.is_none_or(|want| p.protocol == want))
                     .map(|p| {
                         let base = edge.trim_end_matches('/');
                         let url = match &token {

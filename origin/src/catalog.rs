@@ -5,6 +5,7 @@
 //! transaction.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -432,10 +433,16 @@ impl Catalog {
         .fetch_all(&self.pool)
         .await?;
         let more = rows.len() as i64 > q.limit;
-        let mut titles = Vec::new();
-        for row in rows.iter().take(q.limit as usize) {
-            titles.push(self.summary(row).await?);
-        }
+        let rows = &rows[..rows.len().min(q.limit as usize)];
+        let slugs = rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<Vec<String>, _>>()?;
+        let mut genres = self.values_by_slug(Child::Genres, Some(&slugs)).await?;
+        let titles = rows
+            .iter()
+            .map(|row| summary(row, &mut genres))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let next_after = more
             .then(|| titles.last().map(|t| t.slug.clone()))
             .flatten();
@@ -454,14 +461,16 @@ impl Catalog {
         else {
             return Ok(None);
         };
-        let summary = self.summary(&row).await?;
-        let cast = sqlx::query("SELECT name FROM title_cast WHERE slug = $1 ORDER BY position")
-            .bind(slug)
-            .fetch_all(&self.pool)
+        let one = [slug.to_string()];
+        let summary = summary(
+            &row,
+            &mut self.values_by_slug(Child::Genres, Some(&one)).await?,
+        )?;
+        let cast = self
+            .values_by_slug(Child::Cast, Some(&one))
             .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
+            .remove(slug)
+            .unwrap_or_default();
         let rows = sqlx::query(
             "SELECT packaging, protocol, manifest_key, kind, bandwidth, resolution, codecs, language \
              FROM renditions WHERE slug = $1 ORDER BY packaging, position",
@@ -517,25 +526,14 @@ impl Catalog {
         )
         .fetch_all(&self.pool)
         .await?;
+        let mut cast = self.values_by_slug(Child::Cast, None).await?;
+        let mut genres = self.values_by_slug(Child::Genres, None).await?;
         let mut docs = Vec::with_capacity(rows.len());
         for row in &rows {
             let slug: String = row.try_get(0)?;
-            let mut people: Vec<String> =
-                sqlx::query("SELECT name FROM title_cast WHERE slug = $1")
-                    .bind(&slug)
-                    .fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get::<String, _>(0))
-                    .collect::<Result<_, _>>()?;
+            let mut people = cast.remove(&slug).unwrap_or_default();
             people.extend(row.try_get::<Option<String>, _>(3)?);
-            let genres = sqlx::query("SELECT genre FROM title_genres WHERE slug = $1")
-                .bind(&slug)
-                .fetch_all(&self.pool)
-                .await?;
-            for g in &genres {
-                people.push(g.try_get(0)?);
-            }
+            people.extend(genres.remove(&slug).unwrap_or_default());
             docs.push(crate::search::SearchDoc {
                 slug,
                 title: row.try_get(1)?,
@@ -556,26 +554,66 @@ impl Catalog {
         Ok((row.try_get(0)?, row.try_get(1)?))
     }
 
-    /// The summary fields of a `titles` row (slug, title, year, language, artwork_key first), with its genres.
-    async fn summary(&self, row: &AnyRow) -> anyhow::Result<TitleSummary> {
-        let slug: String = row.try_get(0)?;
-        let genres = sqlx::query("SELECT genre FROM title_genres WHERE slug = $1 ORDER BY genre")
-            .bind(&slug)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get::<String, _>(0))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(TitleSummary {
-            id: row.try_get::<Option<i64>, _>("id")?.unwrap_or(0),
-            slug,
-            title: row.try_get(1)?,
-            year: row.try_get(2)?,
-            language: row.try_get(3)?,
-            genres,
-            artwork_key: row.try_get(4)?,
-        })
+    /// A child table's values grouped by title, in their stored order, for the titles in `slugs` or for every
+    /// title: one query, not one per title.
+    async fn values_by_slug(
+        &self,
+        child: Child,
+        slugs: Option<&[String]>,
+    ) -> anyhow::Result<HashMap<String, Vec<String>>> {
+        let (table, column, order) = match child {
+            Child::Genres => ("title_genres", "genre", "genre"),
+            Child::Cast => ("title_cast", "name", "position"),
+        };
+        let filter = match slugs {
+            Some([]) => return Ok(HashMap::new()),
+            Some(slugs) => {
+                let placeholders: Vec<String> =
+                    (1..=slugs.len()).map(|i| format!("${i}")).collect();
+                format!(" WHERE slug IN ({})", placeholders.join(", "))
+            }
+            None => String::new(),
+        };
+        // Table and column names are the constants above; the slugs are bound parameters.
+        let sql = format!("SELECT slug, {column} FROM {table}{filter} ORDER BY slug, {order}");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for slug in slugs.unwrap_or_default() {
+            query = query.bind(slug);
+        }
+        let mut grouped: HashMap<String, Vec<String>> = HashMap::new();
+        for row in query.fetch_all(&self.pool).await? {
+            grouped
+                .entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+        Ok(grouped)
     }
+}
+
+/// The tables that hold several values per title.
+#[derive(Clone, Copy)]
+enum Child {
+    Genres,
+    Cast,
+}
+
+/// The summary fields of a `titles` row (slug, title, year, language, artwork_key first, and `id`), with its
+/// genres taken from `genres`.
+fn summary(
+    row: &AnyRow,
+    genres: &mut HashMap<String, Vec<String>>,
+) -> anyhow::Result<TitleSummary> {
+    let slug: String = row.try_get(0)?;
+    Ok(TitleSummary {
+        id: row.try_get::<Option<i64>, _>("id")?.unwrap_or(0),
+        genres: genres.remove(&slug).unwrap_or_default(),
+        slug,
+        title: row.try_get(1)?,
+        year: row.try_get(2)?,
+        language: row.try_get(3)?,
+        artwork_key: row.try_get(4)?,
+    })
 }
 
 #[cfg(test)]

@@ -99,7 +99,7 @@ impl Origin {
                     search,
                     details,
                     catalog,
-                    edges: config.playback.edges.clone(),
+                    edges: crate::api::PlaybackEdges::new(config.playback.edges.clone()),
                     token_ttl_secs: config.playback.token_ttl_secs,
                     signing_keys: shared::token::keys(&config.signing_keys),
                 };

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::freshness::Lifetime;
+use super::slices::Slicing;
 
 /// One stored version of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +131,14 @@ impl ObjectMeta {
             stale_if_error_secs: 0,
             no_stale: false,
             prepared: Prepared::default(),
+        }
+    }
+
+    /// How this version is cut into slices.
+    pub fn slicing(&self) -> Slicing {
+        Slicing {
+            slice_bytes: self.slice_bytes,
+            total_len: self.total_len,
         }
     }
 
