@@ -111,6 +111,20 @@ def group_cpu_ticks(pgid):
     return sum(ticks for _, pg, _, ticks in proc_stats() if pg == pgid)
 
 
+def group_context_switches(pgid):
+    """Voluntary and involuntary context switches of every thread in the process group so far."""
+    total = 0
+    for pid in group_pids(pgid):
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                for line in status.read_text().splitlines():
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
+
+
 def group_rss_mib(pgid):
     total = 0
     for pid in group_pids(pgid):
@@ -404,8 +418,10 @@ def measure(target, test, rep, run, args, lists, servers, bin_dir):
                                      "-o", str(profile), "--", "sleep", str(duration)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     o0, s0, c0, w0 = origin_requests(run), group_cpu_ticks(pgid), children_cpu_s(), time.time()
+    x0 = group_context_switches(pgid)
     requests, nbytes, seconds, p50, p99, errors = run_load(target, test, duration, run, args, lists, bin_dir)
     wall = time.time() - w0
+    switches = group_context_switches(pgid) - x0
     if profiler:
         profiler.wait(timeout=120)
         log(f"  profile: perf report -i {profile} --no-children --percent-limit 0.5")
@@ -418,10 +434,12 @@ def measure(target, test, rep, run, args, lists, servers, bin_dir):
         "server_cpu_s": srv, "server_cpu_pct": srv / wall * 100, "loadgen_cpu_s": children_cpu_s() - c0,
         "rps_per_core": requests / srv if srv > 0 else None,
         "cpu_s_per_gb": srv / (nbytes / 1e9) if nbytes else None,
+        "context_switches_per_request": switches / requests if requests else None,
     }
     log(f"  {target.name:11} {test:8} r{rep}: {sample['rps']:8.0f} req/s {sample['gbps']:6.2f} Gb/s "
         f"p99 {p99:6.1f} ms  server CPU {sample['server_cpu_pct']:4.0f}%  "
-        f"{(sample['rps_per_core'] or 0):8.0f} req/s per core  err {errors}  origin {sample['origin_requests']}")
+        f"{(sample['rps_per_core'] or 0):8.0f} req/s per core  {(sample['context_switches_per_request'] or 0):5.2f} cs/req  "
+        f"err {errors}  origin {sample['origin_requests']}")
     return sample
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need on a fresh Debian machine, idempotently: Debian packages (curl, ffmpeg, nginx,
+# Installs what the tests need on a fresh Debian machine, idempotently: Debian packages (make and gcc, which the
+# edge's allocator, jemalloc, is built with; curl, ffmpeg, nginx,
 # nghttp2-client, wrk, python3-venv, chromium, and postgresql, whose binaries the tests use to start their own
 # servers), a Python venv at .venv with moto (the S3-compatible test server), aioquic and curl_cffi (two independent HTTP/3 clients), and the browser test's npm packages
 # (playwright-core, hls.js, dash.js; Debian's Chromium is the browser, none is downloaded).
@@ -8,7 +9,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 
 need_apt=()
-for pair in curl:curl ffmpeg:ffmpeg nginx:nginx h2load:nghttp2-client wrk:wrk chromium:chromium node:nodejs npm:npm; do
+for pair in make:make cc:gcc curl:curl ffmpeg:ffmpeg nginx:nginx h2load:nghttp2-client wrk:wrk chromium:chromium node:nodejs npm:npm; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || need_apt+=("${pair#*:}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)

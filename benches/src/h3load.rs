@@ -96,8 +96,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(args.duration);
     let mut tasks = Vec::new();
+    let mut connections = Vec::new();
     for c in 0..args.connections {
         let conn = endpoint.connect(addr, &host)?.await?;
+        connections.push(conn.clone());
         let (mut driver, send_request) = h3::client::new(h3_quinn::Connection::new(conn)).await?;
         tokio::spawn(async move { futures::future::poll_fn(|cx| driver.poll_close(cx)).await });
         for s in 0..args.streams {
@@ -147,6 +149,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .copied()
             .unwrap_or(0.0)
     };
+    // What the server's packets looked like: datagrams received (a GSO/GRO batch counts once per datagram
+    // it carried) and the path MTU that discovery reached.
+    let (mut datagrams, mut datagram_bytes, mut mtu) = (0u64, 0u64, 0u16);
+    for conn in &connections {
+        let stats = conn.stats();
+        datagrams += stats.udp_rx.datagrams;
+        datagram_bytes += stats.udp_rx.bytes;
+        mtu = mtu.max(stats.path.current_mtu);
+    }
+    let mean_datagram = datagram_bytes.checked_div(datagrams).unwrap_or(0);
     let rps = total.requests as f64 / elapsed;
     let gbps = total.bytes as f64 * 8.0 / elapsed / 1e9;
     let per_core = server_cpu
@@ -154,7 +166,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(|c| total.requests as f64 / c);
     println!(
         "h3load: {} requests ({} errors) in {elapsed:.1}s: {rps:.0} req/s, {gbps:.2} Gb/s, ttfb p50 {:.2} ms p99 {:.2} ms, \
-         client CPU {client_cpu:.2}s, server CPU {}, {} req per server CPU-second",
+         client CPU {client_cpu:.2}s, server CPU {}, {} req per server CPU-second; {datagrams} datagrams \
+         received, mean {mean_datagram} bytes, path MTU {mtu}",
         total.requests,
         total.errors,
         pct(0.5),
@@ -168,6 +181,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "requests": total.requests, "errors": total.errors, "seconds": elapsed, "req_per_s": rps, "gbit_per_s": gbps,
             "ttfb_p50_ms": pct(0.5), "ttfb_p99_ms": pct(0.99), "client_cpu_s": client_cpu,
             "server_cpu_s": server_cpu, "req_per_server_cpu_s": per_core,
+            "datagrams_received": datagrams, "mean_datagram_bytes": mean_datagram, "path_mtu": mtu,
         })
     );
     endpoint.close(0u32.into(), b"done");

@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use edge::{EdgeConfig, EdgeServer};
 
+/// jemalloc instead of glibc's malloc: the hit path allocates and frees small buffers per request, and under
+/// manifest load glibc's malloc and free were 8 % of the edge's CPU.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "edge",
