@@ -7,8 +7,9 @@ JSON. Run it through `scripts/bench.sh [--quick|--full]`, which builds the relea
 Per repetition and target: hot hits of 1 MiB segments, 256 KiB segments and ~4 KB manifests over HTTP/1.1
 (wrk), TLS HTTP/2 (h2load) and, for the edge, HTTP/3 (benches' h3load); then a herd of 200 clients on one cold
 4 MiB object. Server CPU is read per process group from /proc, so requests per server CPU-second and CPU seconds
-per GB are comparable across servers whatever else the machine is doing. After the runs: RSS of each server and
-a raw loopback TCP ceiling.
+per GB are comparable across servers whatever else the machine is doing, and context switches per request come
+from /proc too. After the runs: RSS of each server, a raw loopback TCP ceiling, and the kernel's floor: the CPU
+per GB of one raw stream of 1 MiB sends, by write from memory and by sendfile.
 """
 
 import argparse
@@ -485,23 +486,32 @@ def origin_ttfb_ms():
     return float(out or 0) * 1000
 
 
-def raw_ceiling(data, seconds=2.0):
-    """Raw loopback TCP: sendfile of a 1 MiB file in a loop to one receiver; Gb/s."""
+def raw_ceiling(data, seconds=2.0, how="sendfile"):
+    """Raw loopback TCP, one stream, a 1 MiB file sent in a loop to one receiver, by sendfile from the page
+    cache or by write from memory (what a server sending from a memory cache does). Returns (Gb/s, the
+    sender's CPU seconds per GB): the kernel's floor under a 1 MiB hit over HTTP/1.1."""
     path = data / "seg" / "1m" / "s0000.ts"
     server = socket.socket()
     server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     server.bind(("127.0.0.1", PORTS["raw"]))
     server.listen(1)
     stop = time.time() + seconds
+    sender_cpu = []
 
     def send():
         conn, _ = server.accept()
+        cpu0 = time.thread_time()
         with open(path, "rb") as f, conn:
             size = os.fstat(f.fileno()).st_size
+            body = f.read()
             while time.time() < stop:
+                if how == "write":
+                    conn.sendall(body)
+                    continue
                 offset = 0
                 while offset < size:
                     offset += os.sendfile(conn.fileno(), f.fileno(), offset, size - offset)
+            sender_cpu.append(time.thread_time() - cpu0)
 
     sender = threading.Thread(target=send)
     sender.start()
@@ -517,7 +527,7 @@ def raw_ceiling(data, seconds=2.0):
     client.close()
     sender.join()
     server.close()
-    return total * 8 / elapsed / 1e9
+    return total * 8 / elapsed / 1e9, sender_cpu[0] / (total / 1e9)
 
 
 # ---------------------------------------------------------------- report
@@ -616,6 +626,11 @@ def print_report(summary, herds, memory, ceiling, meta):
     print("RSS after the runs (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in memory.items()))
     if ceiling:
         print(f"raw loopback TCP ceiling, 1 stream: {ceiling:.1f} Gb/s")
+    floor = meta.get("raw_loopback")
+    if floor:
+        print(f"the kernel's floor, one raw stream of 1 MiB sends (sender CPU s/GB): write from memory "
+              f"{floor['write_cpu_s_per_gb']:.3f} ({floor['write_gbps']:.1f} Gb/s), sendfile from the page cache "
+              f"{floor['sendfile_cpu_s_per_gb']:.3f} ({floor['sendfile_gbps']:.1f} Gb/s)")
 
 
 # ---------------------------------------------------------------- main
@@ -691,7 +706,7 @@ def main():
     started = time.time()
     samples, herds, warm_notes = [], [], {}
     try:
-        ceiling_start = raw_ceiling(data)
+        ceiling_start, _ = raw_ceiling(data)
         log(f"raw loopback TCP ceiling: {ceiling_start:.1f} Gb/s")
         targets = start_everything(args, run, servers, values, args.bin_dir)
         log("targets: " + " ".join(t.name for t in targets))
@@ -714,13 +729,16 @@ def main():
         memory = {name: group_rss_mib(servers.pgid(name)) for name in servers.groups if name != "origin"}
     finally:
         servers.stop_all()
-    ceiling_end = raw_ceiling(data)
+    ceiling_end, sendfile_cpu = raw_ceiling(data)
+    write_gbps, write_cpu = raw_ceiling(data, how="write")
+    floor = {"sendfile_gbps": ceiling_end, "sendfile_cpu_s_per_gb": sendfile_cpu,
+             "write_gbps": write_gbps, "write_cpu_s_per_gb": write_cpu}
     summary = summarise(samples)
     meta = {"mode": "quick" if quick else "full", "reps": args.reps, "d_big": args.d_big, "d_small": args.d_small,
             "conns": args.conns, "streams": args.streams, "ncpu": os.cpu_count(), "seconds": time.time() - started,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
             "loadavg": os.getloadavg(), "warm": warm_notes,
-            "raw_loopback_gbps": [ceiling_start, ceiling_end]}
+            "raw_loopback_gbps": [ceiling_start, ceiling_end], "raw_loopback": floor}
     print_report(summary, herds, memory, med([ceiling_start, ceiling_end]), meta)
     out = args.out or run / "result.json"
     out.write_text(json.dumps({"meta": meta, "summary": summary, "herd": herds, "memory_mib": memory,

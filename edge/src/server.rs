@@ -13,7 +13,8 @@ use hyper::service::service_fn;
 use hyper_util::server::conn::auto;
 use shared::body::{BodyEnd, Metered};
 use shared::serve::{
-    ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name, serve_connection,
+    Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, protocol_name,
+    serve_accepted, serve_connection,
 };
 use shared::tls::ReloadableCert;
 use tokio::net::TcpListener;
@@ -199,8 +200,8 @@ impl EdgeServer {
                         let gauge = edge.metrics.connections_open.with_label_values(&["tls"]);
                         gauge.inc();
                         let _open = on_drop(move || gauge.dec());
-                        match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                        {
+                        let handshake = accept_tls(&acceptor, stream);
+                        match tokio::time::timeout(handshake_timeout, handshake).await {
                             Ok(Ok(tls)) => serve_edge(&builder, tls, peer, edge, stop, idle).await,
                             Ok(Err(e)) => {
                                 edge.metrics.tls_failures.inc();
@@ -228,7 +229,7 @@ impl EdgeServer {
                         let gauge = edge.metrics.connections_open.with_label_values(&["http"]);
                         gauge.inc();
                         let _open = on_drop(move || gauge.dec());
-                        serve_edge(&builder, stream, peer, edge, stop, idle).await;
+                        serve_edge(&builder, Accepted::Plain(stream), peer, edge, stop, idle).await;
                     }
                 },
             ));
@@ -306,21 +307,19 @@ async fn reload_on_sighup(cert: Arc<ReloadableCert>, metrics: Arc<EdgeMetrics>) 
     }
 }
 
-async fn serve_edge<I>(
+async fn serve_edge(
     builder: &auto::Builder<shared::serve::InlineFirstExecutor>,
-    io: I,
+    accepted: Accepted,
     peer: SocketAddr,
     edge: Arc<Edge>,
     stop: watch::Receiver<bool>,
     idle: Duration,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let svc = service_fn(move |req: Request<Incoming>| {
         let edge = Arc::clone(&edge);
         async move { Ok::<_, Infallible>(handle(&edge, req, peer).await) }
     });
-    if let Err(e) = serve_connection(builder, io, svc, stop, idle).await {
+    if let Err(e) = serve_accepted(builder, accepted, svc, stop, idle).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -14,7 +14,8 @@ use hyper::service::service_fn;
 use hyper_util::server::conn::auto;
 use shared::body::Metered;
 use shared::serve::{
-    ConnLimits, accept_loop, bind, http_builder, on_drop, protocol_name, serve_connection,
+    Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, protocol_name,
+    serve_accepted, serve_connection,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -176,10 +177,13 @@ impl Origin {
                         metrics.connections_open.inc();
                         let _open = on_drop(move || metrics.connections_open.dec());
                         match tls {
-                            None => serve_media(&builder, stream, peer, service, stop, idle).await,
+                            None => {
+                                let plain = Accepted::Plain(stream);
+                                serve_media(&builder, plain, peer, service, stop, idle).await
+                            }
                             Some(acceptor) => match tokio::time::timeout(
                                 handshake_timeout,
-                                acceptor.accept(stream),
+                                accept_tls(&acceptor, stream),
                             )
                             .await
                             {
@@ -354,21 +358,19 @@ fn media_builder(config: &OriginConfig) -> auto::Builder<shared::serve::InlineFi
     })
 }
 
-async fn serve_media<I>(
+async fn serve_media(
     builder: &auto::Builder<shared::serve::InlineFirstExecutor>,
-    io: I,
+    accepted: Accepted,
     peer: SocketAddr,
     service: Arc<MediaService>,
     stop: watch::Receiver<bool>,
     idle: Duration,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let svc = service_fn(move |req: Request<Incoming>| {
         let service = Arc::clone(&service);
         async move { Ok::<_, Infallible>(handle_media(&service, req, peer).await) }
     });
-    if let Err(e) = serve_connection(builder, io, svc, stop, idle).await {
+    if let Err(e) = serve_accepted(builder, accepted, svc, stop, idle).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

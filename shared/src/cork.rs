@@ -6,9 +6,16 @@
 //! response; the system calls were a third of the edge's CPU on small hits. Corked, the batch leaves together.
 //! Writes of `CORK_BYTES` or more (large DATA frames, HTTP/1.1 bodies) pass straight through once the gathered
 //! bytes ahead of them are out, so big bodies are never copied.
+//!
+//! Under TLS the gathering needs no copy of its own: rustls already copies each write into its records, so the
+//! TLS stream runs over a `Held` socket that refuses to send while the connection is being polled
+//! (`cork_tls`). rustls keeps the records, and when the poll ends they leave in one `writev`. Before, 16 KiB
+//! HTTP/2 DATA frames were copied into the gather buffer and then again into rustls: 7.6 % of the edge's CPU
+//! on 256 KiB hits over HTTP/2.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -20,6 +27,9 @@ pub const CORK_BYTES: usize = 32 * 1024;
 
 struct State<I> {
     io: I,
+    /// Set for a TLS stream over a `Held` socket: writes go straight to the TLS stream, which keeps them
+    /// while the switch is on, and a drain is a flush of the TLS stream.
+    hold: Option<Arc<HoldSwitch>>,
     gathered: BytesMut,
     /// A flush was asked for and has not reached `io` yet.
     flush_wanted: bool,
@@ -30,6 +40,13 @@ struct State<I> {
 impl<I: AsyncWrite + Unpin> State<I> {
     /// Writes out everything gathered; Ready(Ok) once it is all out (and flushed, if a flush was asked for).
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(switch) = &self.hold {
+            // The TLS stream's flush sends every record it holds; with nothing held it makes no system call.
+            let _sending = switch.off_for_now();
+            std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.flush_wanted = false;
+            return Poll::Ready(Ok(()));
+        }
         while !self.gathered.is_empty() {
             match Pin::new(&mut self.io).poll_write(cx, &self.gathered) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -58,8 +75,18 @@ pub struct Cork<I> {
 
 /// Wraps `io`; give the `Corked` half to hyper and call `Cork::flush_after` around the connection's polls.
 pub fn cork<I>(io: I) -> (Corked<I>, Cork<I>) {
+    corked(io, None)
+}
+
+/// Like `cork`, for a TLS stream whose socket is the `Held` that `switch` controls.
+pub fn cork_tls<I>(tls: I, switch: Arc<HoldSwitch>) -> (Corked<I>, Cork<I>) {
+    corked(tls, Some(switch))
+}
+
+fn corked<I>(io: I, hold: Option<Arc<HoldSwitch>>) -> (Corked<I>, Cork<I>) {
     let state = Arc::new(Mutex::new(State {
         io,
+        hold,
         gathered: BytesMut::new(),
         flush_wanted: false,
         error: None,
@@ -84,7 +111,14 @@ impl<I: AsyncWrite + Unpin> Cork<I> {
         connection: &mut F,
         cx: &mut Context<'_>,
     ) -> Poll<F::Output> {
-        let polled = Pin::new(connection).poll(cx);
+        let hold = lock(&self.state).hold.clone();
+        let polled = match &hold {
+            Some(switch) => {
+                let _held = switch.on_for_now();
+                Pin::new(connection).poll(cx)
+            }
+            None => Pin::new(connection).poll(cx),
+        };
         let mut state = lock(&self.state);
         if let Poll::Ready(Err(e)) = state.poll_drain(cx) {
             // The connection learns of it at its next write, as it would have from the socket.
@@ -122,6 +156,16 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Corked<I> {
         if let Some(e) = state.error.take() {
             return Poll::Ready(Err(e));
         }
+        if state.hold.is_some() {
+            // TLS over a held socket: rustls takes the bytes (one copy, into its records) and holds them. It
+            // refuses more once its buffer is full; then what it holds is sent now and the write tried again.
+            let written = Pin::new(&mut state.io).poll_write_vectored(cx, bufs);
+            if written.is_ready() {
+                return written;
+            }
+            std::task::ready!(state.poll_drain(cx))?;
+            return Pin::new(&mut state.io).poll_write_vectored(cx, bufs);
+        }
         let len: usize = bufs.iter().map(|b| b.len()).sum();
         if state.gathered.len() + len <= CORK_BYTES {
             for buf in bufs {
@@ -155,7 +199,121 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Corked<I> {
         let mut state = lock(&self.state);
         state.flush_wanted = true;
         std::task::ready!(state.poll_drain(cx))?;
+        // A TLS shutdown sends close_notify through the socket: it must not be held.
+        let _sending = state.hold.as_ref().map(|switch| switch.off_for_now());
         Pin::new(&mut state.io).poll_shutdown(cx)
+    }
+}
+
+/// Turns a `Held` socket's holding on and off.
+#[derive(Debug, Default)]
+pub struct HoldSwitch {
+    on: AtomicBool,
+}
+
+impl HoldSwitch {
+    fn set(&self, on: bool) -> bool {
+        self.on.swap(on, Ordering::Relaxed)
+    }
+
+    /// Holds sends until the guard drops (then the previous state returns).
+    fn on_for_now(self: &Arc<Self>) -> SwitchGuard {
+        SwitchGuard {
+            previous: self.set(true),
+            switch: Arc::clone(self),
+        }
+    }
+
+    /// Lets sends through until the guard drops.
+    fn off_for_now(self: &Arc<Self>) -> SwitchGuard {
+        SwitchGuard {
+            previous: self.set(false),
+            switch: Arc::clone(self),
+        }
+    }
+}
+
+struct SwitchGuard {
+    switch: Arc<HoldSwitch>,
+    previous: bool,
+}
+
+impl Drop for SwitchGuard {
+    fn drop(&mut self) {
+        self.switch.set(self.previous);
+    }
+}
+
+/// A socket under TLS that refuses writes (as if full) while its switch is on, so that rustls keeps its
+/// records until the connection's poll ends. Reads, flushes and shutdowns always go through. Only the task that
+/// polls the connection touches the socket, and it drains after every poll, so a refused write never waits
+/// for a wake-up that does not come.
+pub struct Held<I> {
+    io: I,
+    switch: Arc<HoldSwitch>,
+}
+
+impl<I> Held<I> {
+    /// The socket, held only while a `Cork` made by `cork_tls` with the returned switch polls the connection.
+    pub fn new(io: I) -> (Self, Arc<HoldSwitch>) {
+        let switch = Arc::new(HoldSwitch::default());
+        (
+            Held {
+                io,
+                switch: Arc::clone(&switch),
+            },
+            switch,
+        )
+    }
+
+    pub fn get_ref(&self) -> &I {
+        &self.io
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Held<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Held<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.switch.on.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.switch.on.load(Ordering::Relaxed) {
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -251,5 +409,181 @@ mod tests {
         let state = lock(&cork.state);
         let written: usize = state.io.writes.iter().map(Vec::len).sum();
         assert_eq!(written, 2 * chunk.len(), "nothing lost, nothing doubled");
+    }
+
+    /// Real TLS over loopback (the test certificates come with the test kit).
+    #[cfg(feature = "testkit")]
+    mod over_tls {
+        use super::*;
+        use tokio::io::AsyncWriteExt;
+
+        /// A loopback TCP socket that counts the write calls that reach it.
+        struct CountedSocket {
+            tcp: tokio::net::TcpStream,
+            writes: Arc<std::sync::atomic::AtomicUsize>,
+        }
+
+        impl AsyncRead for CountedSocket {
+            fn poll_read(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.tcp).poll_read(cx, buf)
+            }
+        }
+
+        impl AsyncWrite for CountedSocket {
+            fn poll_write(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                data: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                Pin::new(&mut self.tcp).poll_write(cx, data)
+            }
+            fn poll_write_vectored(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs)
+            }
+            fn is_write_vectored(&self) -> bool {
+                true
+            }
+            fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.tcp).poll_flush(cx)
+            }
+            fn poll_shutdown(
+                mut self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                Pin::new(&mut self.tcp).poll_shutdown(cx)
+            }
+        }
+
+        type HeldTls = tokio_rustls::server::TlsStream<Held<CountedSocket>>;
+
+        /// A real TLS connection over loopback: the server side corked with `cork_tls` over a counted socket,
+        /// and a rustls client reading everything until close_notify.
+        async fn tls_pair() -> (
+            Corked<HeldTls>,
+            Cork<HeldTls>,
+            Arc<std::sync::atomic::AtomicUsize>,
+            tokio::task::JoinHandle<Vec<u8>>,
+        ) {
+            use tokio::io::AsyncReadExt;
+            crate::tls::install_crypto_provider();
+            let certs = crate::tls::generate_self_signed(&["localhost"], 1).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, &certs.chain_pem).unwrap();
+            std::fs::write(&key, &certs.key_pem).unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(
+                crate::tls::server_config(&cert, &key, &[b"http/1.1"]).unwrap(),
+            );
+            let mut roots = rustls::RootCertStore::empty();
+            use rustls_pki_types::pem::PemObject;
+            roots
+                .add(
+                    rustls_pki_types::CertificateDer::from_pem_slice(certs.ca_pem.as_bytes())
+                        .unwrap(),
+                )
+                .unwrap();
+            let client_config = rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let client = tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                let mut tls = connector.connect(name, tcp).await.unwrap();
+                let mut received = Vec::new();
+                tls.read_to_end(&mut received).await.unwrap(); // an error without close_notify
+                received
+            });
+            let (tcp, _) = listener.accept().await.unwrap();
+            let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let socket = CountedSocket {
+                tcp,
+                writes: Arc::clone(&writes),
+            };
+            let (held, switch) = Held::new(socket);
+            let tls = acceptor.accept(held).await.unwrap();
+            let (corked, cork) = cork_tls(tls, switch);
+            writes.store(0, Ordering::Relaxed); // count from the end of the handshake
+            (corked, cork, writes, client)
+        }
+
+        #[tokio::test]
+        async fn tls_writes_of_one_poll_leave_in_one_socket_write_without_a_copy() {
+            let (mut corked, cork, writes, client) = tls_pair().await;
+            let mut responses = Box::pin(async move {
+                for response in [&b"first"[..], b"second", b"third"] {
+                    corked.write_all(response).await.unwrap();
+                    corked.flush().await.unwrap();
+                }
+                corked
+            });
+            let mut corked = std::future::poll_fn(|cx| cork.flush_after(&mut responses, cx)).await;
+            assert_eq!(
+                writes.load(Ordering::Relaxed),
+                1,
+                "three responses, one send"
+            );
+            assert!(
+                lock(&cork.state).gathered.is_empty(),
+                "nothing copied aside"
+            );
+            corked.shutdown().await.unwrap();
+            drop(corked);
+            assert_eq!(client.await.unwrap(), b"firstsecondthird");
+        }
+
+        #[tokio::test]
+        async fn a_tls_body_larger_than_what_rustls_holds_arrives_whole() {
+            let (mut corked, cork, writes, client) = tls_pair().await;
+            let body: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+            let expected = body.clone();
+            let mut sending = Box::pin(async move {
+                for piece in body.chunks(16 * 1024 + 9) {
+                    corked.write_all(piece).await.unwrap();
+                }
+                corked.flush().await.unwrap();
+                corked.shutdown().await.unwrap();
+            });
+            std::future::poll_fn(|cx| cork.flush_after(&mut sending, cx)).await;
+            let sends = writes.load(Ordering::Relaxed);
+            assert!(
+                sends > 1 && sends < 4 * 1024,
+                "rustls's held records leave in batches: {sends} sends"
+            );
+            assert_eq!(
+                client.await.unwrap(),
+                expected,
+                "every byte, in order, then close_notify"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_socket_refuses_writes_only_while_its_switch_is_on() {
+        use tokio::io::AsyncWriteExt;
+        let (mut held, switch) = Held::new(Recorder::default());
+        {
+            let _on = switch.on_for_now();
+            let waker = std::task::Waker::noop();
+            let mut cx = Context::from_waker(waker);
+            assert!(Pin::new(&mut held).poll_write(&mut cx, b"x").is_pending());
+            assert!(Pin::new(&mut held).poll_flush(&mut cx).is_ready());
+            assert!(held.get_ref().writes.is_empty());
+        }
+        held.write_all(b"after").await.unwrap();
+        assert_eq!(held.get_ref().writes, [b"after".to_vec()]);
     }
 }

@@ -131,10 +131,89 @@ pub async fn accept_loop<F, Fut>(
 /// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns true
 /// or when no byte has moved either way for `idle_timeout` (hyper has no idle timeout for HTTP/2); an idle
 /// connection that has not finished one more `idle_timeout` later (an HTTP/2 client that never acknowledges
-/// the GOAWAY ping, say) is dropped.
+/// the GOAWAY ping, say) is dropped. Writes made during one poll of the connection leave together
+/// (`crate::cork`).
 pub async fn serve_connection<I, S, B>(
     builder: &auto::Builder<InlineFirstExecutor>,
     io: I,
+    service: S,
+    stop: watch::Receiver<bool>,
+    idle_timeout: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let activity = Arc::new(Activity::new());
+    let tracked = Tracked {
+        inner: io,
+        activity: Arc::clone(&activity),
+    };
+    let corked = crate::cork::cork(tracked);
+    serve_corked(builder, corked, activity, service, stop, idle_timeout).await
+}
+
+/// A client connection as accepted: plain TCP, or TLS over a `Held` socket (see `accept_tls`).
+pub enum Accepted {
+    Plain(TcpStream),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<crate::cork::Held<TcpStream>>>,
+        Arc<crate::cork::HoldSwitch>,
+    ),
+}
+
+/// The TLS handshake on a TCP connection, over a `Held` socket: rustls then holds the records written in
+/// one poll of the connection, and they leave together without another copy (`crate::cork::cork_tls`).
+pub async fn accept_tls(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+) -> std::io::Result<Accepted> {
+    let (held, switch) = crate::cork::Held::new(tcp);
+    Ok(Accepted::Tls(
+        Box::new(acceptor.accept(held).await?),
+        switch,
+    ))
+}
+
+/// `serve_connection` for a connection as accepted.
+pub async fn serve_accepted<S, B>(
+    builder: &auto::Builder<InlineFirstExecutor>,
+    accepted: Accepted,
+    service: S,
+    stop: watch::Receiver<bool>,
+    idle_timeout: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>> + Send,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match accepted {
+        Accepted::Plain(tcp) => serve_connection(builder, tcp, service, stop, idle_timeout).await,
+        Accepted::Tls(tls, switch) => {
+            let activity = Arc::new(Activity::new());
+            let tracked = Tracked {
+                inner: tls,
+                activity: Arc::clone(&activity),
+            };
+            let corked = crate::cork::cork_tls(tracked, switch);
+            serve_corked(builder, corked, activity, service, stop, idle_timeout).await
+        }
+    }
+}
+
+async fn serve_corked<I, S, B>(
+    builder: &auto::Builder<InlineFirstExecutor>,
+    (io, cork): (crate::cork::Corked<I>, crate::cork::Cork<I>),
+    activity: Arc<Activity>,
     service: S,
     mut stop: watch::Receiver<bool>,
     idle_timeout: Duration,
@@ -148,11 +227,6 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let activity = Arc::new(Activity::new());
-    let (io, cork) = crate::cork::cork(Tracked {
-        inner: io,
-        activity: Arc::clone(&activity),
-    });
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut finishing = *stop.borrow();
