@@ -149,13 +149,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let activity = Arc::new(Activity::new());
-    let tracked = Tracked {
-        inner: io,
-        activity: Arc::clone(&activity),
-    };
-    let corked = crate::cork::cork(tracked);
-    serve_corked(builder, corked, activity, service, stop, idle_timeout).await
+    serve_gathered(builder, io, None, service, stop, idle_timeout).await
 }
 
 /// A client connection as accepted: plain TCP, or TLS over a `Held` socket (see `accept_tls`).
@@ -197,23 +191,20 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     match accepted {
-        Accepted::Plain(tcp) => serve_connection(builder, tcp, service, stop, idle_timeout).await,
+        Accepted::Plain(tcp) => {
+            serve_gathered(builder, tcp, None, service, stop, idle_timeout).await
+        }
         Accepted::Tls(tls, switch) => {
-            let activity = Arc::new(Activity::new());
-            let tracked = Tracked {
-                inner: tls,
-                activity: Arc::clone(&activity),
-            };
-            let corked = crate::cork::cork_tls(tracked, switch);
-            serve_corked(builder, corked, activity, service, stop, idle_timeout).await
+            serve_gathered(builder, tls, Some(switch), service, stop, idle_timeout).await
         }
     }
 }
 
-async fn serve_corked<I, S, B>(
+/// `serve_connection`, with the writes of a TLS stream over a `Held` socket gathered by rustls (`hold`).
+async fn serve_gathered<I, S, B>(
     builder: &auto::Builder<InlineFirstExecutor>,
-    (io, cork): (crate::cork::Corked<I>, crate::cork::Cork<I>),
-    activity: Arc<Activity>,
+    io: I,
+    hold: Option<Arc<crate::cork::HoldSwitch>>,
     service: S,
     mut stop: watch::Receiver<bool>,
     idle_timeout: Duration,
@@ -227,6 +218,15 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let activity = Arc::new(Activity::new());
+    let tracked = Tracked {
+        inner: io,
+        activity: Arc::clone(&activity),
+    };
+    let (io, cork) = match hold {
+        None => crate::cork::cork(tracked),
+        Some(switch) => crate::cork::cork_tls(tracked, switch),
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut finishing = *stop.borrow();
