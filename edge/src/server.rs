@@ -14,7 +14,7 @@ use hyper_util::server::conn::auto;
 use shared::body::{BodyEnd, Metered};
 use shared::serve::{
     Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, protocol_name,
-    serve_accepted, serve_connection,
+    serve_connection,
 };
 use shared::tls::ReloadableCert;
 use tokio::net::TcpListener;
@@ -251,7 +251,9 @@ impl EdgeServer {
                             let admin = Arc::clone(&admin);
                             async move { Ok::<_, Infallible>(admin.respond(req).await) }
                         });
-                        let _ = serve_connection(&builder, stream, svc, stop, idle).await;
+                        let _ =
+                            serve_connection(&builder, Accepted::Plain(stream), svc, stop, idle)
+                                .await;
                     }
                 },
             ));
@@ -319,7 +321,7 @@ async fn serve_edge(
         let edge = Arc::clone(&edge);
         async move { Ok::<_, Infallible>(handle(&edge, req, peer).await) }
     });
-    if let Err(e) = serve_accepted(builder, accepted, svc, stop, idle).await {
+    if let Err(e) = serve_connection(builder, accepted, svc, stop, idle).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

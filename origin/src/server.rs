@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use shared::body::Metered;
 use shared::serve::{
     Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, protocol_name,
-    serve_accepted, serve_connection,
+    serve_connection,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -272,7 +272,7 @@ async fn plain_listener<F, Fut>(
                     let respond = respond.clone();
                     async move { Ok::<_, Infallible>(respond(req).await) }
                 });
-                let _ = serve_connection(&builder, stream, svc, stop, idle).await;
+                let _ = serve_connection(&builder, Accepted::Plain(stream), svc, stop, idle).await;
             }
         },
     )
@@ -370,7 +370,7 @@ async fn serve_media(
         let service = Arc::clone(&service);
         async move { Ok::<_, Infallible>(handle_media(&service, req, peer).await) }
     });
-    if let Err(e) = serve_accepted(builder, accepted, svc, stop, idle).await {
+    if let Err(e) = serve_connection(builder, accepted, svc, stop, idle).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }

@@ -128,30 +128,6 @@ pub async fn accept_loop<F, Fut>(
     while tasks.join_next().await.is_some() {}
 }
 
-/// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns true
-/// or when no byte has moved either way for `idle_timeout` (hyper has no idle timeout for HTTP/2); an idle
-/// connection that has not finished one more `idle_timeout` later (an HTTP/2 client that never acknowledges
-/// the GOAWAY ping, say) is dropped. Writes made during one poll of the connection leave together
-/// (`crate::cork`).
-pub async fn serve_connection<I, S, B>(
-    builder: &auto::Builder<InlineFirstExecutor>,
-    io: I,
-    service: S,
-    stop: watch::Receiver<bool>,
-    idle_timeout: Duration,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>> + Send,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: http_body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    serve_gathered(builder, io, None, service, stop, idle_timeout).await
-}
-
 /// A client connection as accepted: plain TCP, or TLS over a `Held` socket (see `accept_tls`).
 pub enum Accepted {
     Plain(TcpStream),
@@ -174,8 +150,12 @@ pub async fn accept_tls(
     ))
 }
 
-/// `serve_connection` for a connection as accepted.
-pub async fn serve_accepted<S, B>(
+/// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns true
+/// or when no byte has moved either way for `idle_timeout` (hyper has no idle timeout for HTTP/2); an idle
+/// connection that has not finished one more `idle_timeout` later (an HTTP/2 client that never acknowledges
+/// the GOAWAY ping, say) is dropped. Writes made during one poll of the connection leave together
+/// (`crate::cork`; under TLS, by rustls itself: `accept_tls`).
+pub async fn serve_connection<S, B>(
     builder: &auto::Builder<InlineFirstExecutor>,
     accepted: Accepted,
     service: S,
@@ -200,7 +180,8 @@ where
     }
 }
 
-/// `serve_connection`, with the writes of a TLS stream over a `Held` socket gathered by rustls (`hold`).
+/// `serve_connection` on a stream, with the writes of a TLS stream over a `Held` socket gathered by rustls
+/// (`hold`).
 async fn serve_gathered<I, S, B>(
     builder: &auto::Builder<InlineFirstExecutor>,
     io: I,
