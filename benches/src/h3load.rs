@@ -150,7 +150,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .unwrap_or(0.0)
     };
     // What the server's packets looked like: datagrams received (a GSO/GRO batch counts once per datagram
-    // it carried) and the path MTU that discovery reached.
+    // it carried) and their mean size; and the path MTU this client's own discovery reached for its sends.
     let (mut datagrams, mut datagram_bytes, mut mtu) = (0u64, 0u64, 0u16);
     for conn in &connections {
         let stats = conn.stats();
