@@ -71,6 +71,8 @@ pub struct Corked<I> {
 /// The handle the serving task keeps, to send what was gathered once the connection's poll returns.
 pub struct Cork<I> {
     state: Arc<Mutex<State<I>>>,
+    /// The held socket's switch, for a TLS stream (`cork_tls`): on while the connection is polled.
+    hold: Option<Arc<HoldSwitch>>,
 }
 
 /// Wraps `io`; give the `Corked` half to hyper and call `Cork::flush_after` around the connection's polls.
@@ -86,7 +88,7 @@ pub fn cork_tls<I>(tls: I, switch: Arc<HoldSwitch>) -> (Corked<I>, Cork<I>) {
 fn corked<I>(io: I, hold: Option<Arc<HoldSwitch>>) -> (Corked<I>, Cork<I>) {
     let state = Arc::new(Mutex::new(State {
         io,
-        hold,
+        hold: hold.clone(),
         gathered: BytesMut::new(),
         flush_wanted: false,
         error: None,
@@ -95,7 +97,7 @@ fn corked<I>(io: I, hold: Option<Arc<HoldSwitch>>) -> (Corked<I>, Cork<I>) {
         Corked {
             state: Arc::clone(&state),
         },
-        Cork { state },
+        Cork { state, hold },
     )
 }
 
@@ -111,8 +113,7 @@ impl<I: AsyncWrite + Unpin> Cork<I> {
         connection: &mut F,
         cx: &mut Context<'_>,
     ) -> Poll<F::Output> {
-        let hold = lock(&self.state).hold.clone();
-        let polled = match &hold {
+        let polled = match &self.hold {
             Some(switch) => {
                 let _held = switch.on_for_now();
                 Pin::new(connection).poll(cx)
@@ -200,7 +201,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Corked<I> {
         state.flush_wanted = true;
         std::task::ready!(state.poll_drain(cx))?;
         // A TLS shutdown sends close_notify through the socket: it must not be held.
-        let _sending = state.hold.as_ref().map(|switch| switch.off_for_now());
+        let hold = state.hold.clone();
+        let _sending = hold.as_deref().map(HoldSwitch::off_for_now);
         Pin::new(&mut state.io).poll_shutdown(cx)
     }
 }
@@ -217,28 +219,28 @@ impl HoldSwitch {
     }
 
     /// Holds sends until the guard drops (then the previous state returns).
-    fn on_for_now(self: &Arc<Self>) -> SwitchGuard {
+    fn on_for_now(&self) -> SwitchGuard<'_> {
         SwitchGuard {
             previous: self.set(true),
-            switch: Arc::clone(self),
+            switch: self,
         }
     }
 
     /// Lets sends through until the guard drops.
-    fn off_for_now(self: &Arc<Self>) -> SwitchGuard {
+    fn off_for_now(&self) -> SwitchGuard<'_> {
         SwitchGuard {
             previous: self.set(false),
-            switch: Arc::clone(self),
+            switch: self,
         }
     }
 }
 
-struct SwitchGuard {
-    switch: Arc<HoldSwitch>,
+struct SwitchGuard<'a> {
+    switch: &'a HoldSwitch,
     previous: bool,
 }
 
-impl Drop for SwitchGuard {
+impl Drop for SwitchGuard<'_> {
     fn drop(&mut self) {
         self.switch.set(self.previous);
     }
