@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, clippy, unit and integration tests (real servers on 127.0.0.1 with curl, ffmpeg,
-# an S3-compatible server), and a smoke run of scripts/up.sh. Needs scripts/install-test-deps.sh first
-# (.ci/run does both).
+# an S3-compatible server), and a smoke run of scripts/up.sh. When what the tests need is missing (a fresh
+# machine), it runs scripts/install-test-deps.sh first, which installs it idempotently.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export PATH="$root/.venv/bin:$PATH"
 
 step() { printf '\n== %s\n' "$*"; }
+
+# The installer checks each piece itself and skips what is there; it is only worth starting when one is missing.
+need_install=false
+for tool in curl ffmpeg nginx h2load chromium node make cc; do
+  command -v "$tool" >/dev/null 2>&1 || need_install=true
+done
+[ -x "$root/.venv/bin/moto_server" ] || need_install=true
+[ -d "$root/edge/tests/browser/node_modules/playwright-core" ] || need_install=true
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_install=true
+if $need_install; then
+  step "scripts/install-test-deps.sh (something the tests need is missing)"
+  "$root/scripts/install-test-deps.sh"
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -4,17 +4,19 @@
 //!   or `{"tag": "title-42"}`: a hard purge makes matching stored versions unusable, a soft one marks them stale
 //!   (the next request revalidates). Each is recorded as a ban (see `cache::bans`), so it costs O(1).
 //! - `GET /bans`: the bans in force, as JSON.
+//! - `POST /clock` with `{"advance_secs": N}`, only with `admin.test_clock = true` (tests): moves the edge's
+//!   clock forward (see `clock`).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use crate::cache::bans::BanKind;
-use crate::pipeline::{Body, Edge};
+use crate::pipeline::{Body, Edge, PurgeError};
 
 /// The largest purge request body read.
 const MAX_PURGE_BODY_BYTES: usize = 16 * 1024;
@@ -46,13 +48,15 @@ impl AdminService {
             (_, "/healthz") => plain(StatusCode::OK, "ok\n"),
             (_, "/metrics") if !self.authorized(&req) => unauthorized(),
             (_, "/metrics") => self.metrics(),
-            (_, "/purge" | "/bans") if self.bearer_token.is_none() => plain(
+            (_, "/purge" | "/bans" | "/clock") if self.bearer_token.is_none() => plain(
                 StatusCode::FORBIDDEN,
                 "purging needs admin.bearer_token to be configured\n",
             ),
-            (_, "/purge" | "/bans") if !self.authorized(&req) => unauthorized(),
+            (_, "/purge" | "/bans" | "/clock") if !self.authorized(&req) => unauthorized(),
             (&Method::POST, "/purge") => self.purge(req).await,
-            (&Method::GET, "/bans") => json(StatusCode::OK, &self.edge.bans.list()),
+            (&Method::POST, "/clock") => self.advance_clock(req).await,
+            (_, "/clock") => method_not_allowed("POST"),
+            (&Method::GET, "/bans") => json(StatusCode::OK, &self.edge.engine().bans.list()),
             (_, "/purge") => method_not_allowed("POST"),
             (_, "/bans") => method_not_allowed("GET"),
             _ => plain(
@@ -67,7 +71,7 @@ impl AdminService {
         metrics
             .memory_bytes
             .set(self.edge.storage().memory_usage() as i64);
-        for (kind, count) in self.edge.bans.counts() {
+        for (kind, count) in self.edge.engine().bans.counts() {
             metrics
                 .bans
                 .with_label_values(&[kind.as_str()])
@@ -79,6 +83,50 @@ impl AdminService {
             response.headers_mut().insert(header::CONTENT_TYPE, value);
         }
         response
+    }
+
+    async fn advance_clock<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Advance {
+            advance_secs: u64,
+        }
+        let body = match Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(e) => {
+                let reason = format!("the request body could not be read: {e}\n");
+                return plain(StatusCode::BAD_REQUEST, reason);
+            }
+        };
+        let advance: Advance = match serde_json::from_slice(&body) {
+            Ok(advance) => advance,
+            Err(e) => {
+                let reason =
+                    format!("the body must be JSON such as {{\"advance_secs\": 5}}: {e}\n");
+                return plain(StatusCode::BAD_REQUEST, reason);
+            }
+        };
+        let by = std::time::Duration::from_secs(advance.advance_secs);
+        match self.edge.engine().clock().advance(by) {
+            Ok(ahead) => {
+                tracing::warn!(
+                    ahead_secs = ahead.as_secs(),
+                    "the test clock was moved forward"
+                );
+                json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "ahead_secs": ahead.as_secs() }),
+                )
+            }
+            Err(reason) => plain(StatusCode::FORBIDDEN, format!("{reason}\n")),
+        }
     }
 
     async fn purge<B>(&self, req: Request<B>) -> Response<Body>
@@ -132,14 +180,6 @@ impl AdminService {
     }
 }
 
-/// Why a purge was not recorded.
-pub enum PurgeError {
-    /// The request names nothing this edge serves (400).
-    Invalid(String),
-    /// The ban could not be saved (500).
-    Io(std::io::Error),
-}
-
 fn unauthorized() -> Response<Body> {
     let mut response = plain(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
     response
@@ -171,11 +211,7 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 fn plain(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(shared::body::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -98,7 +98,10 @@ pub struct H3Config {
     pub stream_receive_window_bytes: u32,
     /// Seconds a QUIC connection may stay idle. Default: 30.
     pub idle_timeout_secs: u64,
-    /// Accept 0-RTT requests (replayable; only GET, HEAD and OPTIONS are served, all safe). Default: false.
+    /// Accept requests in 0-RTT early data, which an attacker can replay: requests read before the handshake
+    /// completes with an unsafe method (POST, PUT, PATCH, DELETE) get `425 Too Early` (RFC 8470) and the
+    /// client sends them again after the handshake; safe ones are served and carry `Early-Data: 1` upstream.
+    /// Default: false.
     pub zero_rtt: bool,
 }
 
@@ -119,6 +122,9 @@ pub struct AdminConfig {
     /// Bearer token for the admin API and `/metrics` (`/healthz` stays open); without it the admin API is off.
     /// Default: none.
     pub bearer_token: Option<String>,
+    /// For tests only: `POST /clock` (behind the bearer token) moves the edge's clock forward, so a test makes
+    /// stored responses stale without sleeping. Never set it in production. Default: false.
+    pub test_clock: bool,
 }
 
 /// One site: the hosts it answers for and the upstream it fills from.
@@ -137,8 +143,19 @@ pub struct SiteConfig {
     #[serde(default)]
     pub bypass_paths: Vec<String>,
     /// Path prefixes served only through a signed URL (`/t/<token>/…`); others get 403. Default: none.
+    /// Prefixes are compared with the request's canonical path, so every percent-encoded spelling of a path
+    /// under one is covered.
     #[serde(default)]
     pub signed_paths: Vec<String>,
+    /// Send `Authorization` and `Cookie` upstream on cacheable fills. Requests with `Authorization` are
+    /// passed, never cached, either way; set this only when the upstream's answers do not depend on the
+    /// cookies, since one fill's answer is shared by every viewer. Default: false.
+    #[serde(default)]
+    pub forward_credentials: bool,
+    /// Request fields never sent upstream (case-insensitive), on fills and passes alike. Hop-by-hop fields
+    /// never are. Default: none.
+    #[serde(default)]
+    pub strip_request_fields: Vec<String>,
 }
 
 fn default_site_name() -> String {
@@ -295,6 +312,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: defaults::ADMIN_LISTEN.into(),
             bearer_token: None,
+            test_clock: false,
         }
     }
 }
@@ -378,6 +396,8 @@ impl EdgeConfig {
             upstream: defaults::UPSTREAM.into(),
             bypass_paths: Vec::new(),
             signed_paths: Vec::new(),
+            forward_credentials: false,
+            strip_request_fields: Vec::new(),
         }]
     }
 
@@ -501,7 +521,20 @@ impl EdgeConfig {
                         &field(name),
                         format!("`{prefix}` must start with /"),
                     )?;
+                    if let Err(e) = shared::path::canonical_prefix(prefix) {
+                        return Err(ConfigError::new(
+                            field(name),
+                            format!("`{prefix}` is not a path prefix: {e}"),
+                        ));
+                    }
                 }
+            }
+            for name in &site.strip_request_fields {
+                ensure(
+                    http::HeaderName::from_bytes(name.as_bytes()).is_ok(),
+                    &field("strip_request_fields"),
+                    format!("`{name}` is not a header field name"),
+                )?;
             }
             ensure(
                 site.signed_paths.is_empty() || !self.signing_keys.is_empty(),

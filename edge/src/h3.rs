@@ -5,7 +5,9 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::Response;
@@ -16,7 +18,9 @@ use shared::tls::ReloadableCert;
 use tokio::sync::watch;
 
 use crate::config::EdgeConfig;
-use crate::pipeline::Edge;
+use crate::error::EdgeError;
+use crate::pipeline::{EarlyData, Edge};
+use crate::status::CacheStatus;
 
 type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
@@ -57,6 +61,7 @@ pub async fn serve(
     edge: Arc<Edge>,
     mut stop: watch::Receiver<bool>,
     max_header_bytes: u64,
+    zero_rtt: bool,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -68,7 +73,13 @@ pub async fn serve(
             _ = stop.changed() => break,
         };
         let (edge, stop) = (Arc::clone(&edge), stop.clone());
-        connections.spawn(serve_connection(incoming, edge, stop, max_header_bytes));
+        connections.spawn(serve_connection(
+            incoming,
+            edge,
+            stop,
+            max_header_bytes,
+            zero_rtt,
+        ));
         while connections.try_join_next().is_some() {}
     }
     endpoint.set_server_config(None);
@@ -76,15 +87,31 @@ pub async fn serve(
     endpoint.close(0u32.into(), b"shutting down");
 }
 
+/// Accepts a connection. With 0-RTT on, requests are read before the handshake completes; the returned future
+/// resolves when it has, and requests accepted before then are early data (replayable, RFC 8470).
+async fn accept(
+    incoming: quinn::Incoming,
+    zero_rtt: bool,
+) -> Result<(quinn::Connection, Option<quinn::ZeroRttAccepted>), quinn::ConnectionError> {
+    if !zero_rtt {
+        return Ok((incoming.await?, None));
+    }
+    match incoming.accept()?.into_0rtt() {
+        Ok((conn, handshake)) => Ok((conn, Some(handshake))),
+        Err(connecting) => Ok((connecting.await?, None)),
+    }
+}
+
 async fn serve_connection(
     incoming: quinn::Incoming,
     edge: Arc<Edge>,
     mut stop: watch::Receiver<bool>,
     max_header_bytes: u64,
+    zero_rtt: bool,
 ) {
     let metrics = Arc::clone(&edge.metrics);
-    let conn = match incoming.await {
-        Ok(conn) => conn,
+    let (conn, handshake) = match accept(incoming, zero_rtt).await {
+        Ok(accepted) => accepted,
         Err(e) => {
             metrics.quic_handshake_failures.inc();
             tracing::debug!(error = %e, "QUIC handshake failed");
@@ -120,15 +147,25 @@ async fn serve_connection(
     if goaway_sent {
         let _ = h3_conn.shutdown(0).await;
     }
+    let mut handshake_done = handshake.is_none();
+    let mut handshake = handshake.map(Box::pin);
     loop {
         let mut stopping = false;
         tokio::select! {
+            // Polled first: when the client's Finished and a request arrive together, the request is not early.
+            biased;
+            _ = async { handshake.as_mut().expect("while handshaking").await }, if !handshake_done => {
+                handshake_done = true;
+            }
             accepted = h3_conn.accept() => match accepted {
                 Ok(Some(resolver)) => {
                     let edge = Arc::clone(&edge);
+                    let early_data = !handshake_done;
                     requests.spawn(async move {
                         match resolver.resolve_request().await {
-                            Ok((request, stream)) => serve_request(edge, request, stream, peer).await,
+                            Ok((request, stream)) => {
+                                serve_request(edge, request, stream, peer, early_data).await
+                            }
                             Err(e) => tracing::debug!(peer = %peer, error = %e, "bad HTTP/3 request"),
                         }
                     });
@@ -154,17 +191,14 @@ async fn serve_connection(
 }
 
 /// The body of an HTTP/3 request, whole, up to `limit` bytes.
-async fn read_body(
-    stream: &mut RequestStream,
-    limit: usize,
-) -> Result<bytes::Bytes, crate::pipeline::Refusal> {
+async fn read_body(stream: &mut RequestStream, limit: usize) -> Result<bytes::Bytes, EdgeError> {
     use bytes::Buf;
     let mut body = bytes::BytesMut::new();
     loop {
         match stream.recv_data().await {
             Ok(Some(mut chunk)) => {
                 if body.len() + chunk.remaining() > limit {
-                    return Err(crate::pipeline::Refusal::new(
+                    return Err(EdgeError::client(
                         http::StatusCode::PAYLOAD_TOO_LARGE,
                         format!("the request body is larger than {limit} bytes"),
                     ));
@@ -178,7 +212,7 @@ async fn read_body(
             }
             Ok(None) => return Ok(body.freeze()),
             Err(e) => {
-                return Err(crate::pipeline::Refusal::new(
+                return Err(EdgeError::client(
                     http::StatusCode::BAD_REQUEST,
                     format!("the request body could not be read: {e}"),
                 ));
@@ -194,20 +228,24 @@ async fn serve_request(
     request: http::Request<()>,
     mut stream: RequestStream,
     peer: SocketAddr,
+    early_data: bool,
 ) {
     let started = Instant::now();
     let (mut parts, ()) = request.into_parts();
     parts.extensions.insert(crate::pipeline::ClientAddr(peer));
-    let response = if crate::pipeline::has_body(&parts.method) {
+    if early_data {
+        parts.extensions.insert(EarlyData);
+    }
+    let response = if crate::pipeline::is_unsafe(&parts.method) {
         match read_body(&mut stream, edge.max_request_body_bytes).await {
-            Ok(body) => crate::server::respond_logged(&edge, parts, body, peer, started).await,
+            Ok(body) => crate::access::respond_logged(&edge, parts, body, peer, started).await,
             Err(refusal) => {
-                let answer = edge.refuse_request(&parts, refusal);
-                crate::server::log_answer(&edge, parts, answer, peer, started)
+                let answer = edge.error_answer(&parts, refusal, CacheStatus::Local);
+                crate::access::log_answer(&edge, parts, answer, peer, started)
             }
         }
     } else {
-        crate::server::respond_logged(&edge, parts, bytes::Bytes::new(), peer, started).await
+        crate::access::respond_logged(&edge, parts, bytes::Bytes::new(), peer, started).await
     };
     let (head, mut body) = response.into_parts();
     if stream

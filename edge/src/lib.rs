@@ -2,9 +2,13 @@
 //! (`pipeline`) in front of a tiered memory + disk cache (`cache`) that stores objects as fixed-size slices and
 //! fills misses from the upstream with coalesced, streaming fills.
 
+pub mod access;
 pub mod admin;
 pub mod cache;
+pub mod clock;
 pub mod config;
+pub mod error;
+pub mod fields;
 pub mod h3;
 pub mod metrics;
 pub mod pipeline;

@@ -5,16 +5,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::server::conn::auto;
-use shared::body::{BodyEnd, Metered};
 use shared::serve::{
-    Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, protocol_name,
-    serve_connection,
+    Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, serve_connection,
 };
 use shared::tls::ReloadableCert;
 use tokio::net::TcpListener;
@@ -23,11 +21,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::AdminService;
 use crate::cache::bans::Bans;
+use crate::cache::engine::{Engine, EngineSetup};
 use crate::cache::freshness::Policy;
 use crate::cache::storage::{FoyerStorage, StorageSizes};
+use crate::clock::Clock;
 use crate::config::{EdgeConfig, slice_block_bytes};
 use crate::metrics::EdgeMetrics;
-use crate::pipeline::{Answer, Body, Cors, Edge, EdgeSetup, Refusal, Site};
+use crate::pipeline::{Cors, Edge, EdgeSetup, Forwarding, Site};
 use crate::upstream::Upstream;
 
 /// A configured edge with its listeners bound and its cache open.
@@ -108,8 +108,16 @@ impl EdgeServer {
                     Site {
                         name: s.name,
                         upstream: authority,
-                        bypass_paths: s.bypass_paths,
-                        signed_paths: s.signed_paths,
+                        bypass_paths: canonical_prefixes(&s.bypass_paths),
+                        signed_paths: canonical_prefixes(&s.signed_paths),
+                        forwarding: Forwarding {
+                            forward_credentials: s.forward_credentials,
+                            deny: s
+                                .strip_request_fields
+                                .iter()
+                                .filter_map(|f| http::HeaderName::from_bytes(f.as_bytes()).ok())
+                                .collect(),
+                        },
                     },
                     s.hosts,
                 )
@@ -119,16 +127,12 @@ impl EdgeServer {
             any: config.cors.allow_origins.iter().any(|o| o == "*"),
             origins: config.cors.allow_origins.clone(),
         };
-        let edge = Arc::new(Edge::new(EdgeSetup {
-            name: config.name.clone(),
-            sites,
+        let engine = Arc::new(Engine::new(EngineSetup {
             storage: Arc::new(storage),
             upstream,
             slice_bytes: c.slice_bytes,
             max_fills: c.max_fills,
-            cors,
-            metrics,
-            alt_svc,
+            metrics: Arc::clone(&metrics),
             policy: Policy {
                 targeted_fields: c
                     .targeted_fields
@@ -140,10 +144,19 @@ impl EdgeServer {
                 negative_ttl_secs: c.negative_ttl_secs,
                 stale_defaults: (c.stale_while_revalidate_secs, c.stale_if_error_secs),
             },
-            client_directives: c.client_directives,
             max_variants: c.max_variants,
             retention_secs: c.max_retention_secs,
             bans,
+            clock: Arc::new(Clock::new(config.admin.test_clock)),
+        }));
+        let edge = Arc::new(Edge::new(EdgeSetup {
+            name: config.name.clone(),
+            sites,
+            engine,
+            cors,
+            metrics,
+            alt_svc,
+            client_directives: c.client_directives,
             max_request_body_bytes: config.limits.max_request_body_bytes,
             signing_keys: shared::token::keys(&config.signing_keys),
         }));
@@ -264,6 +277,7 @@ impl EdgeServer {
                 Arc::clone(&self.edge),
                 stop_rx.clone(),
                 l.max_header_bytes as u64,
+                self.config.h3.zero_rtt,
             ));
         }
         if let Some(cert) = self.cert.clone() {
@@ -309,6 +323,14 @@ async fn reload_on_sighup(cert: Arc<ReloadableCert>, metrics: Arc<EdgeMetrics>) 
     }
 }
 
+/// Configured path prefixes in the canonical spelling requests are compared in (validated at load).
+fn canonical_prefixes(prefixes: &[String]) -> Vec<String> {
+    prefixes
+        .iter()
+        .map(|p| shared::path::canonical_prefix(p).unwrap_or_else(|_| p.clone()))
+        .collect()
+}
+
 async fn serve_edge(
     builder: &auto::Builder<shared::serve::InlineFirstExecutor>,
     accepted: Accepted,
@@ -319,163 +341,9 @@ async fn serve_edge(
 ) {
     let svc = service_fn(move |req: Request<Incoming>| {
         let edge = Arc::clone(&edge);
-        async move { Ok::<_, Infallible>(handle(&edge, req, peer).await) }
+        async move { Ok::<_, Infallible>(crate::access::handle(&edge, req, peer).await) }
     });
     if let Err(e) = serve_connection(builder, accepted, svc, stop, idle).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
-}
-
-/// One HTTP/1.1 or HTTP/2 request: the shared pipeline, plus the `Alt-Svc` advertisement of HTTP/3.
-pub async fn handle(
-    edge: &Arc<Edge>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Metered<Body>> {
-    let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
-    parts.extensions.insert(crate::pipeline::ClientAddr(peer));
-    let body = if crate::pipeline::has_body(&parts.method) {
-        match read_body(body, edge.max_request_body_bytes).await {
-            Ok(body) => body,
-            Err(refusal) => {
-                let answer = edge.refuse_request(&parts, refusal);
-                return log_answer(edge, parts, answer, peer, started);
-            }
-        }
-    } else {
-        bytes::Bytes::new()
-    };
-    let mut response = respond_logged(edge, parts, body, peer, started).await;
-    if let Some(alt_svc) = &edge.alt_svc {
-        response
-            .headers_mut()
-            .insert(http::header::ALT_SVC, alt_svc.clone());
-    }
-    response
-}
-
-/// One request of any protocol: the pipeline, then the body wrapped so that its end is logged and counted.
-pub async fn respond_logged(
-    edge: &Arc<Edge>,
-    parts: http::request::Parts,
-    body: bytes::Bytes,
-    peer: SocketAddr,
-    started: Instant,
-) -> Response<Metered<Body>> {
-    let answer = edge.handle(&parts, body).await;
-    log_answer(edge, parts, answer, peer, started)
-}
-
-/// A request body, read whole up to `limit` bytes (413 beyond, 400 when it breaks off).
-async fn read_body(body: Incoming, limit: usize) -> Result<bytes::Bytes, Refusal> {
-    use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(Refusal::new(
-                http::StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {limit} bytes"),
-            ))
-        }
-        Err(e) => Err(Refusal::new(
-            http::StatusCode::BAD_REQUEST,
-            format!("the request body could not be read: {e}"),
-        )),
-    }
-}
-
-/// The access log line and metrics of one answer, written when its body ends.
-pub fn log_answer(
-    edge: &Arc<Edge>,
-    parts: http::request::Parts,
-    answer: Answer,
-    peer: SocketAddr,
-    started: Instant,
-) -> Response<Metered<Body>> {
-    let Answer {
-        response,
-        cache_status,
-        error,
-        upstream_ms,
-    } = answer;
-    if let Some(fwd) = cache_status.fwd() {
-        edge.metrics
-            .forwarded
-            .with_label_values(&[fwd.as_str()])
-            .inc();
-    }
-    let status = response.status().as_u16();
-    let bodyless = parts.method == http::Method::HEAD || status == 304;
-    let expected = if bodyless {
-        Some(0)
-    } else {
-        response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-    };
-    let protocol = protocol_name(parts.version);
-    let range = parts
-        .headers
-        .get(http::header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let metrics = Arc::clone(&edge.metrics);
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_string();
-    let reporter = Box::new(move |end: BodyEnd| {
-        let elapsed = started.elapsed().as_secs_f64();
-        let ttfb = end
-            .first_byte_at
-            .map(|t| t.duration_since(started).as_secs_f64());
-        let label = cache_status.label();
-        let method_label = match method {
-            http::Method::GET => "GET",
-            http::Method::HEAD => "HEAD",
-            http::Method::OPTIONS => "OPTIONS",
-            http::Method::POST => "POST",
-            http::Method::PUT => "PUT",
-            http::Method::PATCH => "PATCH",
-            http::Method::DELETE => "DELETE",
-            _ => "other",
-        };
-        let series = metrics.request_series(
-            protocol,
-            method_label,
-            shared::metrics::status_class(status),
-            label,
-        );
-        series.requests.inc();
-        series.response_bytes.inc_by(end.bytes);
-        series.duration.observe(elapsed);
-        if let Some(ttfb) = ttfb {
-            series.ttfb.observe(ttfb);
-        }
-        if !end.complete {
-            metrics.incomplete.inc();
-        }
-        tracing::info!(
-            target: "access",
-            client = %peer,
-            protocol,
-            method = %method,
-            path = %path,
-            range = range.as_deref(),
-            status,
-            bytes = end.bytes,
-            complete = end.complete,
-            cache_status = label,
-            fwd = cache_status.fwd().map(|f| f.as_str()),
-            ttfb_ms = ttfb.map(|t| t * 1000.0),
-            duration_ms = elapsed * 1000.0,
-            upstream_ms,
-            error = error.as_deref().or(end.error.as_deref()),
-            "request"
-        );
-    });
-    response.map(|body| Metered::new(body, expected, reporter))
 }

@@ -14,6 +14,8 @@ pub enum Fwd {
     Request,
     /// The cache was configured not to handle this request.
     Bypass,
+    /// The cache had part of the response (some of its slices) and fetched the rest.
+    Partial,
 }
 
 impl Fwd {
@@ -24,16 +26,18 @@ impl Fwd {
             Fwd::Stale => "stale",
             Fwd::Request => "request",
             Fwd::Bypass => "bypass",
+            Fwd::Partial => "partial",
         }
     }
 
     /// Every value, for pre-registering metric series.
-    pub const ALL: [Fwd; 5] = [
+    pub const ALL: [Fwd; 6] = [
         Fwd::UriMiss,
         Fwd::VaryMiss,
         Fwd::Stale,
         Fwd::Request,
         Fwd::Bypass,
+        Fwd::Partial,
     ];
 }
 
@@ -181,6 +185,13 @@ mod tests {
                     ttl: 5,
                 },
                 "edge-1; fwd=vary-miss; stored; ttl=5",
+            ),
+            (
+                CacheStatus::Miss {
+                    fwd: Fwd::Partial,
+                    ttl: 50,
+                },
+                "edge-1; fwd=partial; stored; ttl=50",
             ),
             (
                 CacheStatus::Coalesced {

@@ -1,7 +1,9 @@
 //! The upstream client: pooled HTTP/1.1 connections to the origin (or a parent edge), with a connect timeout,
 //! a response-head timeout, and a body idle timeout per chunk.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, header};

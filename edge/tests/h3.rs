@@ -2,6 +2,9 @@
 //! libcurl's ngtcp2): misses and hits with bytes identical to the origin's, ranges, Alt-Svc on TCP, metrics
 //! and the access log's protocol.
 
+// Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 use shared::testkit::{H3Client, TempStore, TestCerts, curl, h3_get, start_edge, start_origin};
 
 #[test]

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::token::{Grant, SigningKey};
@@ -360,11 +360,7 @@ fn json_response(
     } else {
         (status, Bytes::from(body))
     };
-    let mut response = Response::new(
-        Full::new(body)
-            .map_err(|never| match never {})
-            .boxed_unsync(),
-    );
+    let mut response = Response::new(shared::body::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

@@ -1,7 +1,6 @@
 //! Answering one media request: method and path checks, metadata from the store, preconditions, ranges,
 //! Cache-Control by object class, and a streamed body. Errors become responses in [`error_response`] only.
 
-use std::io;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -9,8 +8,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use object_store::ObjectMeta;
 use shared::conditional::{self, Preconditions, Validators};
@@ -23,7 +21,7 @@ use crate::metrics::OriginMetrics;
 use crate::store::Store;
 
 /// Response bodies: streamed from the store, or small and in memory.
-pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+pub type Body = shared::body::BoxBody;
 
 /// Everything a media request needs, shared by all connections.
 pub struct MediaService {
@@ -189,9 +187,7 @@ impl MediaService {
                     Some(r) => bytes.slice(r.start as usize..=r.end as usize),
                     None => bytes,
                 };
-                Ok(Full::new(bytes)
-                    .map_err(|never| match never {})
-                    .boxed_unsync())
+                Ok(shared::body::full(bytes))
             }
             Source::Store => {
                 let stream = self
@@ -272,13 +268,11 @@ pub fn error_response(err: &OriginError) -> Response<Body> {
 }
 
 fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed_unsync()
+    shared::body::empty()
 }
 
 pub fn text_body(text: &str) -> Body {
-    Full::new(Bytes::copy_from_slice(text.as_bytes()))
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    shared::body::text(text)
 }
 
 fn internal(e: http::Error) -> OriginError {

@@ -113,15 +113,4 @@ impl Default for OriginMetrics {
     }
 }
 
-/// The method label: known methods by name, anything else as `other`, so clients cannot grow the label set.
-pub fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        _ => "other",
-    }
-}
+pub use shared::metrics::method_label;

@@ -7,6 +7,28 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+/// A response body of either server: `Bytes` chunks, an I/O error when it breaks off.
+pub type BoxBody = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// An empty body.
+pub fn empty() -> BoxBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body of one buffer.
+pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A body of one text.
+pub fn text(text: &str) -> BoxBody {
+    full(Bytes::copy_from_slice(text.as_bytes()))
+}
 
 /// Called once at the end of a body: bytes sent, whether the body was complete, and the body error if any.
 pub type Reporter = Box<dyn FnOnce(BodyEnd) + Send>;

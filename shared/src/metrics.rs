@@ -13,6 +13,20 @@ pub fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// The method label: known methods by name, anything else as `other`, so clients cannot grow the label set.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        _ => "other",
+    }
+}
+
 /// The Prometheus text exposition of a registry, with its content type.
 pub fn encode(registry: &Registry) -> (String, Vec<u8>) {
     let encoder = TextEncoder::new();

@@ -90,6 +90,75 @@ pub fn object_key(path: &str) -> Result<String, PathError> {
     Ok(key)
 }
 
+/// The canonical spelling of a request path (without the query), after the same checks as [`object_key`]:
+/// percent-encoded unreserved characters (RFC 3986 §2.3: letters, digits, `-`, `.`, `_`, `~`) are decoded, and
+/// every other percent-encoding is written with upper-case hex (§6.2.2.1, §6.2.2.2). Two spellings of one
+/// path have one canonical form, so prefix checks, cache keys, purges and the upstream request agree whatever
+/// the client sent; what the origin decodes is unchanged.
+pub fn canonical_path(path: &str) -> Result<String, PathError> {
+    object_key(path)?;
+    Ok(canonical_encoding(path))
+}
+
+/// The canonical spelling of a path prefix (for purges and bans): as [`canonical_path`], but it may end in
+/// `/` or be `/` alone.
+pub fn canonical_prefix(prefix: &str) -> Result<String, PathError> {
+    if prefix == "/" {
+        return Ok(prefix.to_string());
+    }
+    match prefix.strip_suffix('/') {
+        // Checked as the path of an object inside the folder, which has the same segments.
+        Some(folder) => canonical_path(&format!("{folder}/x"))
+            .map(|p| format!("{folder}/", folder = &p[..p.len() - 2])),
+        None => canonical_path(prefix),
+    }
+}
+
+/// A query string with the same percent-encoding normalisation as [`canonical_path`]; a `%` not followed by
+/// two hex digits is kept as it is (the query names no object, and the upstream decides what it means).
+pub fn canonical_query(query: &str) -> String {
+    canonical_encoding(query)
+}
+
+fn canonical_encoding(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| bytes[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
+        let Some(hex) = hex else {
+            // Not a percent-encoding: the byte as it is (the input is a &str, so multi-byte text stays whole).
+            let ch = text[i..].chars().next().expect("in bounds");
+            out.push(ch);
+            i += ch.len_utf8();
+            continue;
+        };
+        let value = (hex_value(hex[0]) << 4) | hex_value(hex[1]);
+        if value.is_ascii_alphanumeric() || matches!(value, b'-' | b'.' | b'_' | b'~') {
+            out.push(value as char);
+        } else {
+            out.push('%');
+            out.push(hex[0].to_ascii_uppercase() as char);
+            out.push(hex[1].to_ascii_uppercase() as char);
+        }
+        i += 3;
+    }
+    out
+}
+
+fn hex_value(digit: u8) -> u8 {
+    match digit {
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => digit - b'A' + 10,
+    }
+}
+
 fn decode_segment(segment: &str) -> Result<Cow<'_, str>, PathError> {
     for b in segment.bytes() {
         match b {
@@ -190,5 +259,44 @@ mod tests {
         assert!(!PathError::Directory.is_bad_request());
         assert!(PathError::DotSegment.is_bad_request());
         assert!(PathError::EncodedSeparator.reason().contains("traversal"));
+    }
+
+    #[test]
+    fn every_spelling_of_a_path_has_one_canonical_form() {
+        let table = [
+            ("/titles/a/master.m3u8", "/titles/a/master.m3u8"),
+            ("/%74itles/a/master.m3u8", "/titles/a/master.m3u8"),
+            ("/%74%69%74%6c%65%73/a/seg_00%31.ts", "/titles/a/seg_001.ts"),
+            ("/%74%69%74%6C%65%73/a/seg_00%31.ts", "/titles/a/seg_001.ts"),
+            ("/titles/%7e%2d%2E%5f", "/titles/~-._"),
+            // Reserved and non-ASCII stay encoded, with upper-case hex.
+            ("/titles/a%20b.ts", "/titles/a%20b.ts"),
+            ("/titles/a%2a", "/titles/a%2A"),
+            ("/titles/a%3fb", "/titles/a%3Fb"),
+            ("/titles/%c3%a9t%c3%a9.mp4", "/titles/%C3%A9t%C3%A9.mp4"),
+            ("/titles/a+b;c=d", "/titles/a+b;c=d"),
+        ];
+        for (path, want) in table {
+            assert_eq!(canonical_path(path).as_deref(), Ok(want), "{path}");
+        }
+        // The refusals of object_key hold for the canonical form too.
+        for bad in [
+            "/%2e%2e/x",
+            "/titles%2f..%2fx",
+            "/titles/a%00",
+            "/titles//x",
+            "/titles/%zz",
+        ] {
+            assert!(canonical_path(bad).is_err(), "{bad}");
+        }
+        assert_eq!(canonical_query("a=%31&b=%2f&c=%zz"), "a=1&b=%2F&c=%zz");
+        assert_eq!(canonical_prefix("/%74itles/").as_deref(), Ok("/titles/"));
+        assert_eq!(canonical_prefix("/").as_deref(), Ok("/"));
+        assert_eq!(
+            canonical_prefix("/titles/seg_00%31").as_deref(),
+            Ok("/titles/seg_001")
+        );
+        assert!(canonical_prefix("/titles/../").is_err());
+        assert_eq!(canonical_query("q=caf%c3%a9"), "q=caf%C3%A9");
     }
 }

@@ -661,6 +661,23 @@ pub fn edge_config(upstream: &str, cache_dir: &Path, certs: &TestCerts, extra: &
     merge_toml(&base, extra)
 }
 
+/// The admin token of [`TEST_CLOCK`].
+pub const TEST_CLOCK_TOKEN: &str = "test-clock-token-0123";
+
+/// Config for an edge whose clock a test moves with [`advance_clock`] instead of sleeping.
+pub const TEST_CLOCK: &str =
+    "[admin]\nbearer_token = \"test-clock-token-0123\"\ntest_clock = true\n";
+
+/// Moves the clock of an edge started with [`TEST_CLOCK`] (or `admin.test_clock` and `token`) forward by
+/// `secs`: what it stored ages as if that time had passed.
+pub fn advance_clock(edge: &ServerProcess, token: &str, secs: u64) {
+    let url = format!("{}/clock", edge.url("admin_addr"));
+    let auth = format!("Authorization: Bearer {token}");
+    let body = format!("{{\"advance_secs\": {secs}}}");
+    let moved = curl(&["-X", "POST", "-H", &auth, "-d", &body, &url]);
+    assert_eq!(moved.status, 200, "the clock moves: {}", moved.text());
+}
+
 /// Starts the `edge` binary.
 pub fn start_edge(
     upstream: &str,
@@ -1220,6 +1237,20 @@ pub fn h3_get(
     ca: &Path,
     range: Option<&str>,
 ) -> Result<H3Response, String> {
+    match range {
+        Some(range) => h3_request(client, url, ca, &["--range", range]),
+        None => h3_request(client, url, ca, &[]),
+    }
+}
+
+/// A request over HTTP/3 with `h3client.py`'s further `args` (`--method POST`, `-H 'name: value'`,
+/// `--zero-rtt`, …).
+pub fn h3_request(
+    client: H3Client,
+    url: &str,
+    ca: &Path,
+    args: &[&str],
+) -> Result<H3Response, String> {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("body");
     let script = repo_root().join("edge/tests/clients/h3client.py");
@@ -1235,10 +1266,8 @@ pub fn h3_get(
         .arg("--ca")
         .arg(ca)
         .arg("--out")
-        .arg(&out);
-    if let Some(range) = range {
-        cmd.args(["--range", range]);
-    }
+        .arg(&out)
+        .args(args);
     let output = cmd.arg(url).output().expect("run h3client.py");
     let line = String::from_utf8_lossy(&output.stdout)
         .lines()

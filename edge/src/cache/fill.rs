@@ -44,8 +44,36 @@ impl std::error::Error for FillError {}
 pub enum FillHead {
     /// A storable slice of this object version; chunks follow.
     Slice(Arc<ObjectMeta>),
-    /// Not storable (status, `no-store`, …): subscribers forward their own request instead. `detail` says why.
-    NotStorable { status: u16, detail: &'static str },
+    /// A revalidation's 304: the stored version, refreshed; no chunks follow.
+    Refreshed(Arc<ObjectMeta>),
+    /// Not storable (status, `no-store`, …); `detail` says why. The upstream's answer, unread, waits in
+    /// `response` for the request that started the fill; the others forward their own request.
+    NotStorable {
+        status: u16,
+        detail: &'static str,
+        response: Option<Handoff>,
+    },
+}
+
+/// An upstream response handed, once, from a fill to the request that caused it.
+#[derive(Clone)]
+pub struct Handoff(Arc<Mutex<Option<http::Response<hyper::body::Incoming>>>>);
+
+impl Handoff {
+    pub fn new(response: http::Response<hyper::body::Incoming>) -> Self {
+        Handoff(Arc::new(Mutex::new(Some(response))))
+    }
+
+    /// The response, to the first caller only.
+    pub fn take(&self) -> Option<http::Response<hyper::body::Incoming>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handoff")
+    }
 }
 
 #[derive(Default)]
@@ -93,6 +121,7 @@ impl Fill {
                 s.head = Some(result.clone().map(|_| FillHead::NotStorable {
                     status: 502,
                     detail: "no-response",
+                    response: None,
                 }));
             }
             s.done.get_or_insert(result);

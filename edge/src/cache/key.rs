@@ -55,10 +55,6 @@ impl CacheKey {
         }
     }
 
-    pub fn is_variant(&self) -> bool {
-        !self.variant.is_empty()
-    }
-
     /// `site|path?query`: what bans match and fills are coalesced on.
     pub fn as_str(&self) -> &str {
         &self.url
@@ -67,6 +63,21 @@ impl CacheKey {
     /// The path and query sent upstream.
     pub fn path_and_query(&self) -> &str {
         self.url.split_once('|').map_or("/", |(_, path)| path)
+    }
+
+    /// The fill that fetches slice `index` of a new object (or variant) under this key.
+    pub fn new_fill(&self, index: u64) -> FillKey {
+        FillKey(format!("{self}|new|{index}"))
+    }
+
+    /// The fill that fetches slice `index` of stored version `generation`.
+    pub fn slice_fill(&self, generation: u64, index: u64) -> FillKey {
+        FillKey(format!("{self}|{generation:x}|{index}"))
+    }
+
+    /// The fill that revalidates stored version `generation`.
+    pub fn revalidation_fill(&self, generation: u64) -> FillKey {
+        FillKey(format!("{self}|reval|{generation:x}"))
     }
 
     /// The storage key of the object's (or variant's) metadata record.
@@ -79,6 +90,17 @@ impl CacheKey {
         let mut key = String::with_capacity(self.url.len() + 24);
         let _ = write!(key, "s|{generation:x}|{index}|{}", self.url);
         key
+    }
+}
+
+/// What concurrent requests for the same bytes meet on: one in-flight fill per key. Made only by the methods of
+/// [`CacheKey`], so two requests for the same thing always spell it the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FillKey(String);
+
+impl FillKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
@@ -118,6 +140,29 @@ mod tests {
     }
 
     #[test]
+    fn fill_keys_differ_by_kind_version_and_slice() {
+        let k = CacheKey::new("s", "/x", None);
+        let keys = [
+            k.new_fill(0),
+            k.new_fill(1),
+            k.slice_fill(1, 0),
+            k.slice_fill(2, 0),
+            k.slice_fill(1, 1),
+            k.revalidation_fill(1),
+            k.revalidation_fill(2),
+        ];
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(
+            k.slice_fill(7, 3),
+            CacheKey::new("s", "/x", None).slice_fill(7, 3)
+        );
+    }
+
+    #[test]
     fn variants_have_their_own_metadata_but_share_the_url() {
         let k = CacheKey::new("s", "/x", Some("a=1"));
         let gzip = k.variant(&[("accept-encoding".into(), "gzip".into())]);
@@ -127,6 +172,6 @@ mod tests {
         assert_eq!(gzip.as_str(), k.as_str());
         assert_eq!(gzip.path_and_query(), "/x?a=1");
         assert_eq!(gzip.primary(), k);
-        assert!(gzip.is_variant() && !k.is_variant());
+        assert_ne!(gzip.new_fill(0), k.new_fill(0), "each variant fills apart");
     }
 }

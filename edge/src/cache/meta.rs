@@ -211,6 +211,18 @@ impl ObjectMeta {
         self.age(now) < self.ttl_secs
     }
 
+    /// Its freshness at `now`, as the plan reads it.
+    pub fn state(&self, now: SystemTime) -> super::plan::StoredState {
+        super::plan::StoredState {
+            age: self.age(now),
+            ttl_secs: self.ttl_secs,
+            has_validator: self.etag.is_some() || self.last_modified.is_some(),
+            no_stale: self.no_stale,
+            stale_while_revalidate_secs: self.stale_while_revalidate_secs,
+            stale_if_error_secs: self.stale_if_error_secs,
+        }
+    }
+
     /// Seconds past the freshness lifetime (0 while fresh).
     pub fn staleness(&self, now: SystemTime) -> u64 {
         self.age(now).saturating_sub(self.ttl_secs)
@@ -367,7 +379,7 @@ mod tests {
 
     #[test]
     fn generations_differ() {
-        let now = SystemTime::now();
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         assert_ne!(new_generation(now), new_generation(now));
     }
 }

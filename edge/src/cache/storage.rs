@@ -54,6 +54,9 @@ pub trait CacheStorage: Send + Sync + 'static {
     /// Inserts or replaces (updates) the metadata record.
     fn insert_meta(&self, key: &CacheKey, meta: &Arc<ObjectMeta>);
     fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes);
+    /// Whether slice `index` of version `generation` is held, without reading it (may rarely say yes for a slice
+    /// that a read then misses).
+    fn contains_slice(&self, key: &CacheKey, generation: u64, index: u64) -> bool;
     /// Removes the metadata record: its slices become unreachable and age out.
     fn remove(&self, key: &CacheKey);
     /// Bytes held by the memory tier.
@@ -182,6 +185,10 @@ impl CacheStorage for FoyerStorage {
 
     fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes) {
         self.cache.insert(key.slice_key(generation, index), data);
+    }
+
+    fn contains_slice(&self, key: &CacheKey, generation: u64, index: u64) -> bool {
+        self.cache.contains(&key.slice_key(generation, index))
     }
 
     fn remove(&self, key: &CacheKey) {

@@ -36,18 +36,18 @@ pub fn variant_values(fields: &[String], request: &HeaderMap) -> Vec<(String, St
         .collect()
 }
 
-/// The request fields to send upstream for a variant (absent values are not sent).
-pub fn upstream_fields(values: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
-    values
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .filter_map(|(n, v)| {
-            Some((
-                HeaderName::from_bytes(n.as_bytes()).ok()?,
-                HeaderValue::from_str(v).ok()?,
-            ))
-        })
-        .collect()
+/// Sets the request fields that select a variant to its normalised values (absent values are not sent: a
+/// client's own spelling of them is removed).
+pub fn apply_variant(fields: &mut HeaderMap, values: &[(String, String)]) {
+    for (name, value) in values {
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        fields.remove(&name);
+        if let (false, Ok(value)) = (value.is_empty(), HeaderValue::from_str(value)) {
+            fields.insert(name, value);
+        }
+    }
 }
 
 fn normalise(name: &str, value: &str) -> String {
@@ -162,10 +162,13 @@ mod tests {
         let c = variant_values(&fields, &head(&[("accept-encoding", "br")]));
         assert_ne!(a, c);
         assert_eq!(c[1].1, "", "an absent field is its own value");
+        let mut sent = head(&[("accept-language", "de"), ("accept-encoding", "br, gzip")]);
+        apply_variant(&mut sent, &c);
         assert_eq!(
-            upstream_fields(&c).len(),
+            sent.len(),
             1,
-            "absent values are not sent upstream"
+            "absent values are not sent upstream: {sent:?}"
         );
+        assert_eq!(sent.get("accept-encoding").unwrap(), "br");
     }
 }

@@ -1,0 +1,846 @@
+//! The cache engine: one type that owns the storage, the in-flight fills and their coalescing, variants, bans,
+//! hit-for-pass marks and retention. The pipeline asks it to look a request up, to fill or revalidate a version,
+//! and to purge; it never touches the storage itself.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response};
+use shared::serve::on_drop;
+
+use super::fill::Handoff;
+use tokio::sync::Semaphore;
+
+use super::bans::{Ban, BanKind, Bans, Verdict};
+use super::fill::{Fill, FillError, FillHead, Fills, Subscriber, concat};
+use super::freshness::{Lifetime, NotStored, Policy, decide, joined, ttl_param};
+use super::key::CacheKey;
+use super::meta::{ObjectMeta, new_generation, unix_millis};
+use super::storage::CacheStorage;
+use super::vary::{apply_variant, variant_values, vary_fields};
+use crate::clock::Clock;
+use crate::error::EdgeError;
+use crate::fields::{field_text, stored_response};
+use crate::metrics::EdgeMetrics;
+use crate::status::{CacheStatus, Fwd};
+use crate::upstream::{Upstream, parse_content_range};
+
+/// The cache: storage, fills, bans and marks, shared by every request.
+pub struct Engine {
+    storage: Arc<dyn CacheStorage>,
+    fills: Fills,
+    fill_permits: Semaphore,
+    upstream: Upstream,
+    slice_bytes: u64,
+    metrics: Arc<EdgeMetrics>,
+    /// How lifetimes are computed (targeted fields, heuristics, negative caching, stale defaults).
+    policy: Policy,
+    max_variants: usize,
+    retention_ms: u64,
+    pub bans: Bans,
+    /// URLs whose last response was not storable, with when that expires (unix ms) and why: requests for them
+    /// go straight upstream for a while instead of through a fill first ("hit-for-pass").
+    pass_marks: Mutex<HashMap<String, (u64, &'static str)>>,
+    clock: Arc<Clock>,
+}
+
+/// What an [`Engine`] is built from.
+pub struct EngineSetup {
+    pub storage: Arc<dyn CacheStorage>,
+    pub upstream: Upstream,
+    pub slice_bytes: u64,
+    pub max_fills: usize,
+    pub metrics: Arc<EdgeMetrics>,
+    pub policy: Policy,
+    pub max_variants: usize,
+    pub retention_secs: u64,
+    pub bans: Bans,
+    pub clock: Arc<Clock>,
+}
+
+/// Response fields whose values are tags for purging (space- or comma-separated).
+const TAG_FIELDS: [&str; 2] = ["surrogate-key", "cache-tag"];
+
+/// How long a URL whose response was not storable is passed straight upstream.
+const PASS_MARK_MS: u64 = 30_000;
+/// URLs remembered as not storable, at most.
+const MAX_PASS_MARKS: usize = 100_000;
+
+/// The largest body of a whole (non-200) response that is stored.
+const MAX_WHOLE_BODY_BYTES: usize = 64 * 1024;
+
+impl Engine {
+    pub fn new(setup: EngineSetup) -> Self {
+        Engine {
+            storage: setup.storage,
+            fills: Fills::new(),
+            fill_permits: Semaphore::new(setup.max_fills),
+            upstream: setup.upstream,
+            slice_bytes: setup.slice_bytes,
+            metrics: setup.metrics,
+            policy: setup.policy,
+            max_variants: setup.max_variants,
+            retention_ms: setup.retention_secs.saturating_mul(1000),
+            bans: setup.bans,
+            pass_marks: Mutex::new(HashMap::new()),
+            clock: setup.clock,
+        }
+    }
+
+    /// The clock every decision reads.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    pub fn storage(&self) -> &Arc<dyn CacheStorage> {
+        &self.storage
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The targeted cache-control fields (RFC 9213) this cache obeys: they are for it, not for clients.
+    pub fn targeted_fields(&self) -> &[HeaderName] {
+        &self.policy.targeted_fields
+    }
+
+    pub fn slice_bytes(&self) -> u64 {
+        self.slice_bytes
+    }
+
+    pub(crate) async fn lookup(
+        &self,
+        primary: &CacheKey,
+        request: &HeaderMap,
+        now: SystemTime,
+    ) -> Found {
+        let Some(meta) = self.lookup_record(primary, now).await else {
+            return Found {
+                key: primary.clone(),
+                meta: None,
+                miss_fwd: Fwd::UriMiss,
+                variant: None,
+            };
+        };
+        if meta.vary.is_empty() {
+            return Found {
+                key: primary.clone(),
+                meta: Some(meta),
+                miss_fwd: Fwd::UriMiss,
+                variant: None,
+            };
+        }
+        let values = variant_values(&meta.vary, request);
+        if values == meta.variant {
+            return Found {
+                key: primary.clone(),
+                meta: Some(meta),
+                miss_fwd: Fwd::UriMiss,
+                variant: Some(values),
+            };
+        }
+        let key = primary.variant(&values);
+        let variant = self
+            .lookup_record(&key, now)
+            .await
+            .filter(|v| v.variant == values && v.vary == meta.vary);
+        Found {
+            key,
+            meta: variant,
+            miss_fwd: Fwd::VaryMiss,
+            variant: Some(values),
+        }
+    }
+
+    async fn lookup_record(&self, key: &CacheKey, now: SystemTime) -> Option<Arc<ObjectMeta>> {
+        let cached = self.storage.lookup_meta(key).await;
+        let result = cached.as_ref().map_or("miss", |(_, tier)| tier.label());
+        self.metrics
+            .lookups
+            .with_label_values(&["meta", result])
+            .inc();
+        let (mut meta, _) = cached?;
+        let now_ms = unix_millis(now);
+        if meta.confirmed_ms.saturating_add(self.retention_ms) < now_ms {
+            self.storage.remove(key);
+            return None;
+        }
+        match self
+            .bans
+            .verdict(key.as_str(), &meta.tags, meta.confirmed_ms)
+        {
+            Verdict::Keep => Some(meta),
+            Verdict::Stale(at_ms) => {
+                self.metrics.ban_matches.with_label_values(&["stale"]).inc();
+                Arc::make_mut(&mut meta).expire(UNIX_EPOCH + Duration::from_millis(at_ms));
+                Some(meta)
+            }
+            Verdict::Drop => {
+                self.metrics.ban_matches.with_label_values(&["drop"]).inc();
+                self.storage.remove(key);
+                None
+            }
+        }
+    }
+
+    /// Why requests for `key` go straight upstream, while its last response's "not storable" mark lasts.
+    pub(crate) fn pass_mark(&self, key: &CacheKey, now: SystemTime) -> Option<&'static str> {
+        let marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
+        if marks.is_empty() {
+            return None;
+        }
+        let key = key.to_string();
+        marks
+            .get(&key)
+            .filter(|(until, _)| *until > unix_millis(now))
+            .map(|(_, detail)| *detail)
+    }
+
+    /// Remembers for [`PASS_MARK_MS`] that `key`'s response was not storable (the set is bounded: when full, it
+    /// is cleared, which costs only a fill attempt per URL).
+    pub(crate) fn mark_pass(&self, key: &CacheKey, detail: &'static str, now: SystemTime) {
+        let mut marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
+        if marks.len() >= MAX_PASS_MARKS {
+            marks.clear();
+        }
+        marks.insert(key.to_string(), (unix_millis(now) + PASS_MARK_MS, detail));
+    }
+
+    pub(crate) fn forget_pass_mark(&self, key: &CacheKey) {
+        let mut marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
+        marks.remove(&key.to_string());
+    }
+
+    /// Where slice `index` of a stored version comes from: the cache, or a (possibly shared) fill. The status is
+    /// `None` for a cache hit, `Miss`/`Coalesced` for a fill.
+    pub(crate) async fn slice_source(
+        self: &Arc<Self>,
+        upstream: &str,
+        key: &CacheKey,
+        meta: &Arc<ObjectMeta>,
+        index: u64,
+    ) -> Result<(SliceSource, Option<CacheStatus>), FillError> {
+        if let Some((bytes, tier)) = self.storage.read_slice(key, meta.generation, index).await {
+            self.metrics
+                .lookups
+                .with_label_values(&["slice", tier.label()])
+                .inc();
+            return Ok((SliceSource::Cached(bytes), None));
+        }
+        self.metrics
+            .lookups
+            .with_label_values(&["slice", "miss"])
+            .inc();
+        let target = FillTarget::Known(Arc::clone(meta));
+        let fields = variant_fields(&meta.variant);
+        let (fill, started) = self.join_fill(upstream, key, index, target, fields);
+        let mut subscriber = fill.subscribe();
+        match subscriber.head().await? {
+            FillHead::Slice(_) | FillHead::Refreshed(_) => {
+                let (fwd, ttl) = (
+                    Fwd::UriMiss,
+                    ttl_param(meta.ttl_secs, meta.age(self.clock.now())),
+                );
+                let status = if started {
+                    CacheStatus::Miss { fwd, ttl }
+                } else {
+                    CacheStatus::Coalesced { fwd, ttl }
+                };
+                Ok((SliceSource::Filling(subscriber), Some(status)))
+            }
+            FillHead::NotStorable { status, .. } => Err(FillError::Upstream {
+                timeout: false,
+                message: format!("the upstream answered {status} for a slice of a cached object"),
+            }),
+        }
+    }
+
+    /// Whether every slice in `indexes` of a stored version is held.
+    pub(crate) fn holds_all(
+        &self,
+        key: &CacheKey,
+        meta: &ObjectMeta,
+        mut indexes: std::ops::RangeInclusive<u64>,
+    ) -> bool {
+        indexes.all(|index| self.storage.contains_slice(key, meta.generation, index))
+    }
+
+    /// Starts the revalidation of a stale version in the background (RFC 5861 `stale-while-revalidate`),
+    /// unless one is already running.
+    pub(crate) fn revalidate_in_background(
+        self: &Arc<Self>,
+        upstream: &str,
+        key: &CacheKey,
+        stale: &Arc<ObjectMeta>,
+        fields: HeaderMap,
+    ) {
+        let target = FillTarget::Revalidate(Arc::clone(stale));
+        let _ = self.join_fill(upstream, key, 0, target, fields);
+    }
+
+    /// GET `key`'s path from `upstream` with `headers`, counted in the upstream metrics.
+    async fn upstream_get(
+        &self,
+        upstream: &str,
+        key: &CacheKey,
+        headers: HeaderMap,
+    ) -> Result<Response<hyper::body::Incoming>, FillError> {
+        let (response, took) = self
+            .upstream
+            .request(
+                &Method::GET,
+                upstream,
+                key.path_and_query(),
+                headers,
+                Bytes::new(),
+            )
+            .await?;
+        let class = shared::metrics::status_class(response.status().as_u16());
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[class])
+            .inc();
+        self.metrics.upstream_latency.observe(took.as_secs_f64());
+        Ok(response)
+    }
+
+    /// Starts slice `index` in the background if it is neither cached nor being filled (read-ahead while a
+    /// client streams the slice before it).
+    pub(crate) fn read_ahead(
+        self: &Arc<Self>,
+        upstream: &str,
+        key: &CacheKey,
+        meta: &Arc<ObjectMeta>,
+        index: u64,
+    ) {
+        if self
+            .fills
+            .get(key.slice_fill(meta.generation, index).as_str())
+            .is_some()
+        {
+            return;
+        }
+        let (engine, upstream, key, meta) = (
+            Arc::clone(self),
+            upstream.to_string(),
+            key.clone(),
+            Arc::clone(meta),
+        );
+        tokio::spawn(async move {
+            if !engine.storage.contains_slice(&key, meta.generation, index) {
+                let fields = variant_fields(&meta.variant);
+                let target = FillTarget::Known(meta);
+                let _ = engine.join_fill(&upstream, &key, index, target, fields);
+            }
+        });
+    }
+
+    /// Joins the fill of `target`'s slice `index` or starts it with these request `fields`; `true` when this
+    /// call started it. Every request for the same thing meets in one fill (the fill's key is the cache key's).
+    pub(crate) fn join_fill(
+        self: &Arc<Self>,
+        upstream: &str,
+        key: &CacheKey,
+        index: u64,
+        target: FillTarget,
+        fields: HeaderMap,
+    ) -> (Arc<Fill>, bool) {
+        let fill_key = match &target {
+            FillTarget::Known(meta) => key.slice_fill(meta.generation, index),
+            FillTarget::New => key.new_fill(index),
+            FillTarget::Revalidate(stale) => key.revalidation_fill(stale.generation),
+        };
+        let (fill, started) = self.fills.join_or_start(fill_key.as_str());
+        if !started {
+            self.metrics.fill_waiters.inc();
+            return (fill, false);
+        }
+        let (engine, fill_for_task, upstream, key) = (
+            Arc::clone(self),
+            Arc::clone(&fill),
+            upstream.to_string(),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            let _permit = engine.fill_permits.acquire().await;
+            engine.metrics.fills_in_flight.inc();
+            let result = engine
+                .fill_slice(&fill_for_task, &upstream, &key, index, target, fields)
+                .await;
+            // Insert (inside fill_slice) → unregister → wake: a request arriving in between finds the slice cached.
+            engine.fills.remove(fill_key.as_str());
+            engine.metrics.fills_in_flight.dec();
+            if let Err(e) = &result {
+                let kind = EdgeError::from(e).upstream_label().unwrap_or("internal");
+                engine
+                    .metrics
+                    .upstream_errors
+                    .with_label_values(&[kind])
+                    .inc();
+                tracing::warn!(key = %key, slice = index, error = %e, "fill failed");
+                if *e == FillError::ValidatorChanged {
+                    engine.storage.remove(&key);
+                }
+            }
+            fill_for_task.finish(result);
+        });
+        (fill, true)
+    }
+
+    /// Fetches slice `index` with a slice-aligned Range request (conditional when revalidating), publishes the
+    /// head, streams chunks to the fill's subscribers, and inserts the slice (and, for a new version, its
+    /// metadata) when it is complete. A 304 refreshes the stored version. A storable response of another
+    /// status is read whole and stored as slice 0. An answer that may not be stored is handed, unread, to the
+    /// request that started the fill.
+    async fn fill_slice(
+        &self,
+        fill: &Arc<Fill>,
+        upstream: &str,
+        key: &CacheKey,
+        index: u64,
+        target: FillTarget,
+        mut fields: HeaderMap,
+    ) -> Result<(), FillError> {
+        let known = match &target {
+            FillTarget::Known(meta) => {
+                if let Some((bytes, _)) = self.storage.read_slice(key, meta.generation, index).await
+                {
+                    // Filled by a fill that ended between this request's lookup and its registration.
+                    fill.publish_head(Ok(FillHead::Slice(Arc::clone(meta))));
+                    fill.push(bytes);
+                    return Ok(());
+                }
+                Some(Arc::clone(meta))
+            }
+            FillTarget::New => None,
+            FillTarget::Revalidate(stale) => {
+                match (&stale.etag, &stale.last_modified) {
+                    (Some(etag), _) => put(&mut fields, header::IF_NONE_MATCH, etag),
+                    (None, Some(date)) => put(&mut fields, header::IF_MODIFIED_SINCE, date),
+                    (None, None) => {}
+                }
+                None
+            }
+        };
+        let slice_bytes = known.as_ref().map_or(self.slice_bytes, |m| m.slice_bytes);
+        let start = index * slice_bytes;
+        let end = match &known {
+            Some(meta) => (start + slice_bytes).min(meta.total_len) - 1,
+            None => start + slice_bytes - 1,
+        };
+        let whole_stored = matches!(&target, FillTarget::Revalidate(stale) if stale.status != 200);
+        if !whole_stored {
+            put(&mut fields, header::RANGE, &format!("bytes={start}-{end}"));
+        }
+        // The exchange is timed by the wall clock (the upstream's Date is compared with it); what is stored
+        // is dated by the edge's clock.
+        let request_time = self.clock.wall();
+        let response = self.upstream_get(upstream, key, fields.clone()).await?;
+        let status = response.status().as_u16();
+        let response_time = self.clock.wall();
+        let now = self.clock.now();
+        if let FillTarget::Revalidate(stale) = &target {
+            if status == 304 {
+                let times = (request_time, response_time);
+                return self.refresh(fill, key, stale, response.headers(), times, now);
+            }
+            if status >= 500 {
+                // An upstream error, not a new version: the stored one stays, and stale-if-error may serve it
+                // (RFC 9111 §4.3.3 lets a cache act as if the server had not answered).
+                return Err(FillError::Upstream {
+                    timeout: false,
+                    message: format!("{upstream} answered {status}"),
+                });
+            }
+            // A new answer: the stored version is replaced by it (or dropped, if it may not be stored).
+            self.storage.remove(key);
+        }
+        let h = response.headers();
+        let text = |name: HeaderName| field_text(h, &name);
+        let lifetime = decide(&self.policy, status, h, false, request_time, response_time);
+        let (total, body_start, body_end) = match status {
+            206 => match text(header::CONTENT_RANGE)
+                .as_deref()
+                .and_then(parse_content_range)
+            {
+                Some((s, e, total)) if s == start => (total, s, e),
+                _ => {
+                    return Err(FillError::Body(
+                        "a 206 without a usable Content-Range".into(),
+                    ));
+                }
+            },
+            200 if index == 0 => {
+                let total: u64 = text(header::CONTENT_LENGTH)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        FillError::Body("a 200 without Content-Length cannot be sliced".into())
+                    })?;
+                (total, 0, slice_bytes.min(total).max(1) - 1)
+            }
+            _ => {
+                return match (known, lifetime) {
+                    (None, Ok(lifetime)) if status != 200 && status != 206 => {
+                        self.fill_whole(fill, key, status, response, lifetime, &fields, now)
+                            .await
+                    }
+                    (known, lifetime) => {
+                        let detail = lifetime.err().map_or("status", NotStored::as_str);
+                        // Only a new object's answer is handed on: a slice of a stored one is not an answer.
+                        let handoff = known.is_none().then(|| Handoff::new(response));
+                        fill.publish_head(Ok(FillHead::NotStorable {
+                            status,
+                            detail,
+                            response: handoff,
+                        }));
+                        Ok(())
+                    }
+                };
+            }
+        };
+        let etag = text(header::ETAG);
+        let mut alias_guard = None;
+        let meta = match known {
+            Some(meta) => {
+                if meta.etag != etag || meta.total_len != total {
+                    return Err(FillError::ValidatorChanged);
+                }
+                meta
+            }
+            None => {
+                let lifetime = match lifetime {
+                    Ok(lifetime) if total > 0 => lifetime,
+                    result => {
+                        let detail = result.err().map_or("empty", NotStored::as_str);
+                        fill.publish_head(Ok(FillHead::NotStorable {
+                            status,
+                            detail,
+                            response: Some(Handoff::new(response)),
+                        }));
+                        return Ok(());
+                    }
+                };
+                let generation = new_generation(now);
+                // Requests that find the new metadata before this slice is stored must join this fill, not
+                // start a second one: register it under the version's fill key first.
+                let alias = key.slice_fill(generation, index);
+                self.fills.alias(alias.as_str(), fill);
+                alias_guard = Some(on_drop(move || self.fills.remove(alias.as_str())));
+                let mut meta = ObjectMeta {
+                    content_type: text(header::CONTENT_TYPE),
+                    etag,
+                    ..ObjectMeta::new(generation, 200, total, slice_bytes)
+                };
+                self.describe(&mut meta, h, &lifetime, &fields, now);
+                let meta = Arc::new(meta);
+                self.store_meta(key, &meta).await;
+                meta
+            }
+        };
+        fill.publish_head(Ok(FillHead::Slice(Arc::clone(&meta))));
+        let expected = body_end - body_start + 1;
+        let mut received = 0u64;
+        let mut body = response.into_body();
+        while received < expected {
+            let Some(mut chunk) = self.upstream.next_chunk(&mut body).await? else {
+                break;
+            };
+            let room = expected - received;
+            if chunk.len() as u64 > room {
+                if status == 206 {
+                    return Err(FillError::Body(format!(
+                        "more than the {expected} bytes announced"
+                    )));
+                }
+                chunk.truncate(room as usize); // a 200 for a large object: keep the first slice only
+            }
+            received += chunk.len() as u64;
+            fill.push(chunk);
+        }
+        if received < expected {
+            return Err(FillError::Body(format!(
+                "ended after {received} of {expected} bytes"
+            )));
+        }
+        self.storage
+            .insert_slice(key, meta.generation, index, concat(&fill.chunks()));
+        self.metrics.slices_stored.inc();
+        // Unregister the alias only now that the slice is in the cache.
+        drop(alias_guard);
+        Ok(())
+    }
+
+    /// A 304 for a stored version: its fields replace the stored ones and the freshness is computed from the
+    /// result (RFC 9111 §3.2, §4.3.4); the slices stay. A 304 saying the response may no longer be stored drops
+    /// the version (the requests waiting go upstream by themselves: a 304 has no body to give them).
+    fn refresh(
+        &self,
+        fill: &Arc<Fill>,
+        key: &CacheKey,
+        stale: &ObjectMeta,
+        head: &HeaderMap,
+        (request_time, response_time): (SystemTime, SystemTime),
+        now: SystemTime,
+    ) -> Result<(), FillError> {
+        // Each field the 304 carries replaces every stored line of it (§3.2).
+        let mut merged = stored_head(stale);
+        for name in head.keys() {
+            merged.remove(name);
+        }
+        for (name, value) in head {
+            if name != header::CONTENT_LENGTH && name != header::CONTENT_RANGE {
+                merged.append(name.clone(), value.clone());
+            }
+        }
+        let lifetime = match decide(
+            &self.policy,
+            stale.status,
+            &merged,
+            false,
+            request_time,
+            response_time,
+        ) {
+            Ok(lifetime) => lifetime,
+            Err(reason) => {
+                self.storage.remove(key);
+                fill.publish_head(Ok(FillHead::NotStorable {
+                    status: 304,
+                    detail: reason.as_str(),
+                    response: None,
+                }));
+                return Ok(());
+            }
+        };
+        let text = |name: HeaderName| field_text(&merged, &name);
+        let mut refreshed = ObjectMeta {
+            cache_control: text(header::CACHE_CONTROL),
+            last_modified: text(header::LAST_MODIFIED),
+            headers: self.stored_fields(&merged, &lifetime),
+            tags: tags(&merged),
+            ..stale.clone()
+        };
+        refreshed.refresh(&lifetime, now);
+        let refreshed = Arc::new(refreshed);
+        self.storage.insert_meta(key, &refreshed);
+        fill.publish_head(Ok(FillHead::Refreshed(refreshed)));
+        Ok(())
+    }
+
+    /// Stores a small response of another status than 200 (404, 301, …) whole: its body becomes slice 0, stored
+    /// before the head is published so that every waiter can read it.
+    #[allow(clippy::too_many_arguments)]
+    async fn fill_whole(
+        &self,
+        fill: &Arc<Fill>,
+        key: &CacheKey,
+        status: u16,
+        response: Response<hyper::body::Incoming>,
+        lifetime: Lifetime,
+        fields: &HeaderMap,
+        now: SystemTime,
+    ) -> Result<(), FillError> {
+        let (head, mut body) = response.into_parts();
+        let mut chunks = Vec::new();
+        let mut received = 0usize;
+        while let Some(chunk) = self.upstream.next_chunk(&mut body).await? {
+            received += chunk.len();
+            if received > MAX_WHOLE_BODY_BYTES {
+                // Too large to keep whole: the part read so far is lost, so waiters go upstream by themselves.
+                fill.publish_head(Ok(FillHead::NotStorable {
+                    status,
+                    detail: "too-large",
+                    response: None,
+                }));
+                return Ok(());
+            }
+            chunks.push(chunk);
+        }
+        let declared = head
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|len| len != received) {
+            return Err(FillError::Body(format!(
+                "ended after {received} of {} bytes",
+                declared.unwrap_or_default()
+            )));
+        }
+        let text = |name: HeaderName| field_text(&head.headers, &name);
+        let mut meta = ObjectMeta {
+            content_type: text(header::CONTENT_TYPE),
+            etag: text(header::ETAG),
+            ..ObjectMeta::new(
+                new_generation(now),
+                status,
+                received as u64,
+                self.slice_bytes,
+            )
+        };
+        self.describe(&mut meta, &head.headers, &lifetime, fields, now);
+        let meta = Arc::new(meta);
+        let body = concat(&chunks);
+        self.storage
+            .insert_slice(key, meta.generation, 0, body.clone());
+        self.store_meta(key, &meta).await;
+        fill.publish_head(Ok(FillHead::Slice(meta)));
+        fill.push(body);
+        Ok(())
+    }
+
+    /// Fills a new version's metadata from its response head: freshness, stored fields, tags, and the variant
+    /// it is (the normalised values of its `Vary` fields as sent upstream in `sent`).
+    fn describe(
+        &self,
+        meta: &mut ObjectMeta,
+        head: &HeaderMap,
+        lifetime: &Lifetime,
+        sent: &HeaderMap,
+        now: SystemTime,
+    ) {
+        meta.last_modified = head
+            .get(header::LAST_MODIFIED)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        meta.cache_control = joined(head, &header::CACHE_CONTROL);
+        meta.headers = self.stored_fields(head, lifetime);
+        meta.tags = tags(head);
+        meta.vary = vary_fields(head);
+        meta.variant = variant_values(&meta.vary, sent);
+        meta.refresh(lifetime, now);
+    }
+
+    /// The fields of a response head kept with its stored version: less those `no-cache="…"` names and the
+    /// targeted fields, which speak to this cache and are not passed on (RFC 9213 §2.1).
+    fn stored_fields(&self, head: &HeaderMap, lifetime: &Lifetime) -> Vec<(String, String)> {
+        let mut strip = lifetime.strip_fields.clone();
+        strip.extend(
+            self.policy
+                .targeted_fields
+                .iter()
+                .map(|f| f.as_str().to_string()),
+        );
+        stored_response(head, &strip)
+    }
+
+    /// Stores a new version's metadata: under the URL's primary key, or, for a variant other than the primary
+    /// record's, under the variant's key, listed on the primary record (the oldest beyond the cap dropped).
+    pub(crate) async fn store_meta(&self, key: &CacheKey, meta: &Arc<ObjectMeta>) {
+        let primary = key.primary();
+        if meta.vary.is_empty() {
+            self.storage.insert_meta(&primary, meta);
+            return;
+        }
+        let current = self.storage.lookup_meta(&primary).await.map(|(m, _)| m);
+        let Some(current) = current.filter(|c| c.vary == meta.vary && c.variant != meta.variant)
+        else {
+            self.storage.insert_meta(&primary, meta);
+            return;
+        };
+        self.storage
+            .insert_meta(&primary.variant(&meta.variant), meta);
+        if !current.variants.contains(&meta.variant) {
+            let mut current = (*current).clone();
+            current.variants.push(meta.variant.clone());
+            while current.variants.len() >= self.max_variants {
+                let oldest = current.variants.remove(0);
+                self.storage.remove(&primary.variant(&oldest));
+            }
+            self.storage.insert_meta(&primary, &Arc::new(current));
+        }
+    }
+
+    /// Invalidates a URL (RFC 9111 §4.4): its stored versions and variants go, now and after a restart.
+    pub(crate) fn invalidate(&self, key: &CacheKey) -> io::Result<Ban> {
+        // A ban covers every variant of the URL; removing the primary record frees it at once.
+        self.storage.remove(key);
+        self.forget_pass_mark(key);
+        self.record_ban(BanKind::Url, key.as_str().to_string(), false)
+    }
+
+    /// Records a ban issued now, saved for restarts.
+    pub fn record_ban(&self, kind: BanKind, pattern: String, soft: bool) -> io::Result<Ban> {
+        let now_ms = unix_millis(self.clock.now());
+        // One millisecond ahead: a version stored in the same millisecond, before the ban, is covered too.
+        let ban = Ban {
+            kind,
+            pattern,
+            at_ms: now_ms + 1,
+            soft,
+        };
+        self.bans
+            .add(ban.clone(), now_ms.saturating_sub(self.retention_ms))?;
+        Ok(ban)
+    }
+}
+
+/// What a lookup found.
+pub(crate) struct Found {
+    /// The URL's primary key, or the key of the variant the request selects.
+    pub(crate) key: CacheKey,
+    pub(crate) meta: Option<Arc<ObjectMeta>>,
+    /// Why a miss is one: nothing for the URL, or not this variant.
+    pub(crate) miss_fwd: Fwd,
+    /// The variant's normalised `Vary` values, when the URL is known to vary.
+    pub(crate) variant: Option<Vec<(String, String)>>,
+}
+
+/// What a fill fetches.
+pub(crate) enum FillTarget {
+    /// A slice of a stored version.
+    Known(Arc<ObjectMeta>),
+    /// A new object (or variant).
+    New,
+    /// The first slice of a stored version, asked for conditionally: a 304 keeps it, a 200 or 206 replaces it.
+    Revalidate(Arc<ObjectMeta>),
+}
+
+/// Where a slice's bytes come from.
+pub(crate) enum SliceSource {
+    Cached(Bytes),
+    Filling(Subscriber),
+}
+/// A stored version's head as the upstream sent it (the fields a 304 may update, RFC 9111 §3.2).
+fn stored_head(meta: &ObjectMeta) -> HeaderMap {
+    let mut head = HeaderMap::new();
+    for (name, value) in &meta.prepared().fields {
+        head.append(name.clone(), value.clone());
+    }
+    head
+}
+
+/// The purge tags of a response (`Surrogate-Key` space-separated, `Cache-Tag` comma-separated).
+fn tags(head: &HeaderMap) -> Vec<String> {
+    let mut tags = Vec::new();
+    for field in TAG_FIELDS {
+        for value in head.get_all(field).iter().filter_map(|v| v.to_str().ok()) {
+            for tag in value
+                .split([' ', ','])
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+            {
+                if !tags.iter().any(|t| t == tag) {
+                    tags.push(tag.to_string());
+                }
+            }
+        }
+    }
+    tags
+}
+
+/// The request fields that select a stored variant, as sent upstream for its later slices.
+fn variant_fields(values: &[(String, String)]) -> HeaderMap {
+    let mut fields = HeaderMap::new();
+    apply_variant(&mut fields, values);
+    fields
+}
+
+fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}

@@ -1,0 +1,225 @@
+//! Admission: the request made canonical once, before anything else looks at it. Method, host → site (the
+//! edge is never an open proxy), the path checked as a safe object key and rewritten in its one canonical
+//! spelling (percent-encoded unreserved characters decoded, `%2F`, NUL, dot segments and backslashes refused),
+//! the signed-URL token verified and taken off, early data (0-RTT) judged. Every later step — the signed and
+//! bypass prefixes, the cache key, purges and bans, the upstream request — uses [`Canonical`], never the raw
+//! bytes, so no spelling of a path reaches what another spelling is refused.
+
+use http::request::Parts;
+use http::{Method, StatusCode, header};
+
+use super::{Edge, is_unsafe};
+use crate::cache::key::CacheKey;
+use crate::cache::meta::unix_millis;
+use crate::error::EdgeError;
+
+/// One configured site.
+#[derive(Debug, Clone)]
+pub struct Site {
+    pub name: String,
+    /// `host:port` of the upstream.
+    pub upstream: String,
+    /// Path prefixes the cache does not handle (`fwd=bypass`), compared with the canonical path.
+    pub bypass_paths: Vec<String>,
+    /// Path prefixes served only through signed URLs, compared with the canonical path.
+    pub signed_paths: Vec<String>,
+    /// Which request fields go upstream.
+    pub forwarding: super::Forwarding,
+}
+
+/// The client's address, set by the listener in the request's extensions (signed URLs may be bound to it).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// Set by the HTTP/3 listener on a request that arrived in 0-RTT early data (before the handshake completed),
+/// which an attacker can replay (RFC 8470).
+#[derive(Debug, Clone, Copy)]
+pub struct EarlyData;
+
+/// A request as the pipeline sees it after admission.
+#[derive(Debug)]
+pub struct Canonical<'a> {
+    pub site: &'a Site,
+    /// The canonical path, without a signed URL's token.
+    pub path: String,
+    /// The canonical query, if any.
+    pub query: Option<String>,
+    /// The cache key: site, canonical path and sorted query.
+    pub key: CacheKey,
+    /// It arrived in 0-RTT early data (only safe methods get this far).
+    pub early_data: bool,
+}
+
+impl Canonical<'_> {
+    /// The path and query sent upstream.
+    pub fn path_and_query(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{query}", self.path),
+            None => self.path.clone(),
+        }
+    }
+}
+
+impl Edge {
+    /// Admits a request: its canonical form, or the reason it is refused.
+    pub(super) fn admit(&self, parts: &Parts) -> Result<Canonical<'_>, EdgeError> {
+        let refuse = |status, reason: String| Err(EdgeError::client(status, reason));
+        if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            && !is_unsafe(&parts.method)
+        {
+            return refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {} is not served", parts.method),
+            );
+        }
+        let early_data = parts.extensions.get::<super::EarlyData>().is_some();
+        if early_data && is_unsafe(&parts.method) {
+            // RFC 8470 §5.2: a replayable request with side effects waits for the handshake; the client retries.
+            return refuse(
+                StatusCode::TOO_EARLY,
+                format!(
+                    "{} in TLS early data (0-RTT) could be replayed; send it again after the handshake",
+                    parts.method
+                ),
+            );
+        }
+        let site = self.site_for(parts)?;
+        let mut path = canonical_path(parts.uri.path())?;
+        let signed = self.take_token(parts, &mut path)?;
+        if !signed
+            && site
+                .signed_paths
+                .iter()
+                .any(|prefix| path.starts_with(prefix.as_str()))
+        {
+            self.metrics
+                .signed_url_refusals
+                .with_label_values(&["missing"])
+                .inc();
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "this path is served only through a signed URL (/t/<token>/...)".into(),
+            );
+        }
+        let query = parts
+            .uri
+            .query()
+            .filter(|q| !q.is_empty())
+            .map(shared::path::canonical_query);
+        let key = CacheKey::new(&site.name, &path, query.as_deref());
+        Ok(Canonical {
+            site,
+            path,
+            query,
+            key,
+            early_data,
+        })
+    }
+
+    /// The site for the request's host (the URI's authority, else `Host`): only configured sites are served.
+    fn site_for(&self, parts: &Parts) -> Result<&super::Site, EdgeError> {
+        let authority = match parts.uri.authority() {
+            Some(authority) => authority.as_str(),
+            None => parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    EdgeError::client(StatusCode::BAD_REQUEST, "a Host header is required")
+                })?,
+        };
+        if let Some(scheme) = parts.uri.scheme_str()
+            && scheme != "https"
+            && scheme != "http"
+        {
+            return Err(EdgeError::client(
+                StatusCode::BAD_REQUEST,
+                format!("scheme `{scheme}` is not served"),
+            ));
+        }
+        self.site_for_host(host_without_port(authority))
+            .ok_or_else(|| {
+                EdgeError::client(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "no site for host `{}` on this edge; it is not an open proxy",
+                        host_without_port(authority).to_ascii_lowercase()
+                    ),
+                )
+            })
+    }
+
+    /// The site answering for `host` (any case, no port).
+    pub(super) fn site_for_host(&self, host: &str) -> Option<&super::Site> {
+        self.hosts
+            .get(&host.to_ascii_lowercase())
+            .map(|&i| &self.sites[i])
+    }
+
+    /// Verifies a signed URL's token (`/t/<token>/path`, in the canonical path) and takes it off `path`;
+    /// `false` for a path without a token. Without signing keys configured, `/t/` is an ordinary path.
+    fn take_token(&self, parts: &Parts, path: &mut String) -> Result<bool, EdgeError> {
+        if self.signing_keys.is_empty() {
+            return Ok(false);
+        }
+        let Some((token, rest)) = shared::token::split_path(path) else {
+            return Ok(false);
+        };
+        let client = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|a| a.0.ip().to_string())
+            .unwrap_or_default();
+        let now = unix_millis(self.engine.clock().now()) / 1000;
+        if let Err(e) = shared::token::verify(&self.signing_keys, token, rest, &client, now) {
+            self.metrics
+                .signed_url_refusals
+                .with_label_values(&[e.label()])
+                .inc();
+            return Err(EdgeError::client(StatusCode::FORBIDDEN, e.reason()));
+        }
+        *path = canonical_path(rest)?;
+        Ok(true)
+    }
+}
+
+/// The canonical spelling of a request path, or a 400 (404 for a directory) with the reason.
+fn canonical_path(path: &str) -> Result<String, EdgeError> {
+    shared::path::canonical_path(path).map_err(|e| {
+        let status = if e.is_bad_request() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        EdgeError::client(status, e.reason())
+    })
+}
+
+pub(super) fn host_without_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                host
+            } else {
+                authority
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_without_port;
+
+    #[test]
+    fn hosts_without_ports() {
+        assert_eq!(host_without_port("localhost:8443"), "localhost");
+        assert_eq!(host_without_port("localhost"), "localhost");
+        assert_eq!(host_without_port("[::1]:8443"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(host_without_port("127.0.0.1:1"), "127.0.0.1");
+    }
+}
