@@ -717,6 +717,14 @@ mod tests {
                 "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site]]\nhosts = [\"A\"]\nupstream = \"http://p\"",
                 "site[1].hosts",
             ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nbypass_paths = [\"/a/%2e%2e/\"]",
+                "site[0].bypass_paths",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nstrip_request_fields = [\"bad name\"]",
+                "site[0].strip_request_fields",
+            ),
             ("[cache]\nslice_bytes = 10", "cache.slice_bytes"),
             ("[cache]\nmemory_bytes = 10", "cache.memory_bytes"),
             ("[cache]\ndisk_bytes = 1000", "cache.disk_bytes"),

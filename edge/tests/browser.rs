@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use serde_json::Value;
-use shared::testkit::{TempStore, TestCerts, repo_root, start_edge, start_origin, tool};
+use testkit::{TempStore, TestCerts, repo_root, start_edge, start_origin, tool};
 
 /// (manifest, player, protocol the browser is limited to)
 const RUNS: &[(&str, &str, &str)] = &[
@@ -38,7 +38,7 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
         &store.url(),
         &format!("{keys}[playback]\nedges = [\"https://127.0.0.1:{port}\"]\n"),
     );
-    let playback = shared::testkit::curl(&[
+    let playback = testkit::curl(&[
         "-d",
         "{\"title\": \"test-pattern\", \"protocol\": \"dash\"}",
         &format!("{}/v1/playback", control.url("api_addr")),

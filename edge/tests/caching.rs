@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use shared::testkit::{
+use testkit::{
     CurlResponse, Scripted, ScriptedOrigin, SeenRequest, ServerProcess, TestCerts, curl, start_edge,
 };
 
@@ -86,7 +86,7 @@ impl Fixture {
 
     /// Moves the edge's clock forward: what it stored ages by `secs` (no sleeping).
     fn advance_clock(&self, secs: u64) {
-        shared::testkit::advance_clock(&self.edge, TOKEN, secs);
+        testkit::advance_clock(&self.edge, TOKEN, secs);
     }
 
     fn purge(&self, json: &str) -> CurlResponse {

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use shared::testkit::{
-    TempStore, TestCerts, TrickleOrigin, curl, start_edge, start_origin, try_curl,
-};
+use testkit::{TempStore, TestCerts, TrickleOrigin, curl, start_edge, start_origin, try_curl};
 
 const MIB: u64 = 1 << 20;
 
@@ -199,7 +197,7 @@ fn a_restarted_edge_serves_from_its_disk_cache_at_once() {
     let upstream = origin.url("media_addr");
 
     let edge = start_edge(&upstream, cache.path(), &certs, "");
-    let url = |edge: &shared::testkit::ServerProcess| {
+    let url = |edge: &testkit::ServerProcess| {
         format!(
             "http://127.0.0.1:{}/t/seg.ts",
             edge.addr("http_addr").port()

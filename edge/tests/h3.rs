@@ -5,7 +5,7 @@
 // Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
-use shared::testkit::{H3Client, TempStore, TestCerts, curl, h3_get, start_edge, start_origin};
+use testkit::{H3Client, TempStore, TestCerts, curl, h3_get, start_edge, start_origin};
 
 #[test]
 fn segments_and_ranges_over_http3_match_the_origin() {

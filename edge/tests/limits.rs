@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use shared::testkit::{TempStore, TestCerts, start_edge, start_origin};
+use testkit::{TempStore, TestCerts, start_edge, start_origin};
 
 /// Reads until the server closes the connection; returns what it sent and how long that took.
 fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
@@ -107,12 +107,11 @@ fn sigterm_drains_an_in_flight_download_and_refuses_new_connections() {
     let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
     let addr = edge.addr("http_addr");
     let url = format!("http://{addr}/t/big.ts");
-    shared::testkit::curl(&["-o", "/dev/null", &url]); // cached
-    let download =
-        std::thread::spawn(move || shared::testkit::curl(&["--limit-rate", "16M", &url]));
+    testkit::curl(&["-o", "/dev/null", &url]); // cached
+    let download = std::thread::spawn(move || testkit::curl(&["--limit-rate", "16M", &url]));
     let metrics = format!("{}/metrics", edge.url("admin_addr"));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !shared::testkit::curl(&[&metrics])
+    while !testkit::curl(&[&metrics])
         .text()
         .contains("edge_http_connections_open{listener=\"http\"} 1")
     {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use shared::testkit::{TempStore, TestCerts, start_edge, start_origin, tool};
+use testkit::{TempStore, TestCerts, start_edge, start_origin, tool};
 
 #[test]
 fn rss_stays_under_the_memory_tier_plus_64_mib_after_2_gib_of_distinct_content() {

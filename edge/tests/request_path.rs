@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use shared::testkit::{
+use shared::token::{Grant, SigningKey, sign};
+use testkit::{
     CurlResponse, H3Client, Scripted, ScriptedOrigin, SeenRequest, ServerProcess, TestCerts, curl,
     h3_request, start_edge,
 };
-use shared::token::{Grant, SigningKey, sign};
 
 const TOKEN: &str = "purge-token-0123456789";
 const SECRET: &str = "edge-test signing secret, 32+ bytes long";

@@ -4,14 +4,14 @@
 // Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
-use shared::testkit::{TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin};
+use testkit::{TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin};
 
 struct Stack {
     store: TempStore,
     certs: TestCerts,
     _cache: tempfile::TempDir,
-    origin: shared::testkit::ServerProcess,
-    edge: shared::testkit::ServerProcess,
+    origin: testkit::ServerProcess,
+    edge: testkit::ServerProcess,
 }
 
 impl Stack {
@@ -36,7 +36,7 @@ impl Stack {
         )
     }
 
-    fn get(&self, version: &str, path: &str, extra: &[&str]) -> shared::testkit::CurlResponse {
+    fn get(&self, version: &str, path: &str, extra: &[&str]) -> testkit::CurlResponse {
         let ca = self.certs.ca();
         let url = self.https(path);
         let mut args = vec![version, "--cacert", ca.to_str().unwrap()];

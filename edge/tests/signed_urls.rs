@@ -8,10 +8,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use shared::testkit::{
-    CurlResponse, TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin,
-};
 use shared::token::{Grant, SigningKey, sign};
+use testkit::{CurlResponse, TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin};
 
 const SECRET: &str = "edge-test signing secret, 32+ bytes long";
 

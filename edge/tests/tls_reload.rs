@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use shared::testkit::{TempStore, TestCerts, curl, start_edge, start_origin, try_curl};
+use testkit::{TempStore, TestCerts, curl, start_edge, start_origin, try_curl};
 
 #[test]
 fn sighup_swaps_the_certificate_without_dropping_connections() {

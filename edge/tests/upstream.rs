@@ -5,7 +5,7 @@
 // Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
 #![allow(clippy::disallowed_methods)]
 
-use shared::testkit::{
+use testkit::{
     TEST_CLOCK, TEST_CLOCK_TOKEN, TempStore, TestCerts, advance_clock, curl, start_edge,
     start_origin,
 };
@@ -123,7 +123,7 @@ fn unstorable_responses_and_errors_pass_through() {
 
 #[test]
 fn cdn_cache_control_age_and_stale_refetch() {
-    use shared::testkit::TrickleOrigin;
+    use testkit::TrickleOrigin;
     let origin = TrickleOrigin::start(10_000, 100 << 20);
     let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
     let edge = start_edge(&origin.url(), cache.path(), &certs, TEST_CLOCK);

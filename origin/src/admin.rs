@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
-use crate::handler::{Body, text_body};
+use crate::media::handler::{Body, text_body};
 use crate::metrics::OriginMetrics;
 
 pub struct AdminService {

@@ -1,20 +1,15 @@
-//! The media origin: an HTTP/1.1 and HTTP/2 server in front of `object_store` (local folder, memory, S3, GCS,
-//! Azure) that serves HLS/DASH objects with ranges, validators and Cache-Control by object class; and the control
-//! plane: the catalog in SQL (`catalog`) and its JSON API with signed playback URLs (`api`).
+//! The origin binary's library, in two parts: the media origin (`media`: an HTTP/1.1 and HTTP/2 server in
+//! front of `object_store` — local folder, memory, S3, GCS, Azure — that serves HLS/DASH objects with ranges,
+//! validators and Cache-Control by object class) and the control plane (`control`: the catalog in SQL, search,
+//! the JSON API with signed playback URLs, ingest). `server` binds both sets of listeners; `config`, `metrics`
+//! and `admin` serve both.
 
-pub mod access;
 pub mod admin;
-pub mod api;
-pub mod catalog;
 pub mod config;
-pub mod error;
-pub mod handler;
-pub mod ingest;
-pub mod manifests;
+pub mod control;
+pub mod media;
 pub mod metrics;
-pub mod search;
 pub mod server;
-pub mod store;
 
 pub use config::OriginConfig;
 pub use server::Origin;

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
-        return match origin::store::Store::open(&config) {
+        return match origin::media::store::Store::open(&config) {
             Ok(store) => {
                 println!("origin: config ok (store {})", store.description);
                 ExitCode::SUCCESS
@@ -116,7 +116,7 @@ fn ingest(
             return ExitCode::FAILURE;
         }
     };
-    let plan = match origin::ingest::plan(dir, slug, meta) {
+    let plan = match origin::control::ingest::plan(dir, slug, meta) {
         Ok(plan) => plan,
         Err(reason) => {
             eprintln!("origin ingest: refused: {reason}");
@@ -125,13 +125,13 @@ fn ingest(
     };
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let result = runtime.block_on(async {
-        let store = origin::store::Store::open(&config).map_err(|e| e.to_string())?;
-        let catalog = origin::catalog::Catalog::open(&config.catalog_url())
+        let store = origin::media::store::Store::open(&config).map_err(|e| e.to_string())?;
+        let catalog = origin::control::catalog::Catalog::open(&config.catalog_url())
             .await
             .map_err(|e| e.to_string())?;
         let (files, bytes, manifests) =
             (plan.files.len(), plan.total_bytes(), plan.manifests.len());
-        origin::ingest::run(plan, dir, store.inner(), &catalog, !quiet).await?;
+        origin::control::ingest::run(plan, dir, store.inner(), &catalog, !quiet).await?;
         Ok::<_, String>((files, bytes, manifests))
     });
     match result {

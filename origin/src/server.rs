@@ -21,15 +21,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::access::AccessRecord;
 use crate::admin::AdminService;
-use crate::api::ApiService;
-use crate::catalog::{Catalog, TitleMeta};
 use crate::config::OriginConfig;
-use crate::handler::{Body, MediaService, error_response};
+use crate::control::api::ApiService;
+use crate::control::catalog::{Catalog, TitleMeta};
+use crate::control::search::SearchIndex;
+use crate::media::access::AccessRecord;
+use crate::media::handler::{Body, MediaService, error_response};
+use crate::media::store::Store;
 use crate::metrics::OriginMetrics;
-use crate::search::SearchIndex;
-use crate::store::Store;
 
 /// A configured origin with its listeners bound, ready to serve.
 pub struct Origin {
@@ -90,7 +90,7 @@ impl Origin {
                     SearchIndex::build(&catalog.search_docs().await?)
                         .map_err(|e| anyhow::anyhow!("search index: {e}"))?,
                 )));
-                let details = crate::api::TitleCache::default();
+                let details = crate::control::api::TitleCache::default();
                 tokio::spawn(refresh_derived(
                     Arc::clone(&catalog),
                     Arc::clone(&search),
@@ -100,7 +100,7 @@ impl Origin {
                     search,
                     details,
                     catalog,
-                    edges: crate::api::PlaybackEdges::new(config.playback.edges.clone()),
+                    edges: crate::control::api::PlaybackEdges::new(config.playback.edges.clone()),
                     token_ttl_secs: config.playback.token_ttl_secs,
                     signing_keys: shared::token::keys(&config.signing_keys),
                 };
@@ -283,8 +283,8 @@ async fn plain_listener<F, Fut>(
 /// runs in another process), checked every 10 s.
 async fn refresh_derived(
     catalog: Arc<Catalog>,
-    search: crate::search::SharedIndex,
-    details: crate::api::TitleCache,
+    search: crate::control::search::SharedIndex,
+    details: crate::control::api::TitleCache,
 ) {
     let mut seen = catalog.version().await.ok();
     loop {

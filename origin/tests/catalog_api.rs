@@ -3,13 +3,11 @@
 //! playback API's signed URLs, played through a real edge by ffmpeg, while a tampered URL gets 403.
 
 use serde_json::Value;
-use shared::testkit::{
-    PostgresServer, TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin,
-};
+use testkit::{PostgresServer, TempStore, TestCerts, curl, ffmpeg_play, start_edge, start_origin};
 
 const SECRET: &str = "catalog-test signing secret, 32+ bytes";
 
-fn json(r: &shared::testkit::CurlResponse) -> Value {
+fn json(r: &testkit::CurlResponse) -> Value {
     serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
 }
 

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use shared::testkit::{TempStore, binary, start_origin};
+use testkit::{TempStore, binary, start_origin};
 
 /// Runs `origin ARGS… CONFIG_FILE` with `config` written to a temporary file; returns (success, stdout, stderr).
 fn run_origin(args: &[&str], config: &str) -> (bool, String, String) {
@@ -28,7 +28,7 @@ fn check(config: &str) -> (bool, String) {
 fn check_accepts_the_example_and_refuses_bad_fields() {
     let store = TempStore::new();
     let example =
-        std::fs::read_to_string(shared::testkit::repo_root().join("configs/origin.toml")).unwrap();
+        std::fs::read_to_string(testkit::repo_root().join("configs/origin.toml")).unwrap();
     let with_store = format!("{example}\n").replace(
         "# url = \"s3://media/vod\"",
         &format!("url = \"{}\"", store.url()),
@@ -78,7 +78,7 @@ fn an_address_in_use_is_refused_by_name() {
     let extra = format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n");
     let (ok, _, stderr) = run_origin(
         &["serve", "--config"],
-        &shared::testkit::origin_config(&store.url(), &extra),
+        &testkit::origin_config(&store.url(), &extra),
     );
     assert!(!ok);
     assert!(stderr.contains("admin.listen"), "{stderr}");
@@ -102,11 +102,10 @@ fn sigterm_drains_an_in_flight_download_and_refuses_new_connections() {
     let addr = origin.addr("media_addr");
     let url = format!("http://{addr}/slow/seg.ts");
     // A slow client: about 3 s for the whole body.
-    let download =
-        std::thread::spawn(move || shared::testkit::curl(&["--limit-rate", "16M", &url]));
+    let download = std::thread::spawn(move || testkit::curl(&["--limit-rate", "16M", &url]));
     let metrics_url = format!("{}/metrics", origin.url("admin_addr"));
     wait_until("the download is in flight", || {
-        shared::testkit::curl(&[&metrics_url])
+        testkit::curl(&[&metrics_url])
             .text()
             .contains("origin_http_requests_in_flight 1")
     });

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use shared::testkit::{TempStore, binary, curl, start_origin};
+use testkit::{TempStore, binary, curl, start_origin};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shared::testkit::{TempStore, curl, start_origin, tool};
+use testkit::{TempStore, curl, start_origin, tool};
 
 const LEN: u64 = 4 << 30;
 

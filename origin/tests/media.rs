@@ -1,7 +1,7 @@
 //! The media origin against curl over HTTP/1.1 and HTTP/2 (cleartext and TLS): media types, HEAD, ranges,
 //! conditional requests, traversal attempts, errors with reasons, metrics and the access log.
 
-use shared::testkit::{CurlResponse, TempStore, TestCerts, curl, start_origin};
+use testkit::{CurlResponse, TempStore, TestCerts, curl, start_origin};
 
 /// Runs the same request over HTTP/1.1 and over HTTP/2 (prior knowledge), checks both agree, returns HTTP/1.1's.
 fn get_both(url: &str, args: &[&str]) -> CurlResponse {
@@ -408,7 +408,7 @@ fn tls_with_alpn_h2_and_http11() {
         certs.key().display(),
         store.url()
     );
-    let origin = shared::testkit::ServerProcess::start(&shared::testkit::binary("origin"), &config);
+    let origin = testkit::ServerProcess::start(&testkit::binary("origin"), &config);
     let port = origin.addr("media_addr").port();
     let url = format!("https://localhost:{port}/t/seg.ts");
     let ca = certs.ca();

@@ -3,7 +3,7 @@
 //! the WebVTT subtitle cues. ffmpeg exits 0 even when
 //! segments 404, so the log decides.
 
-use shared::testkit::{TempStore, ffmpeg_play, start_origin};
+use testkit::{TempStore, ffmpeg_play, start_origin};
 
 /// Every HLS master playlist and DASH MPD of the sample titles, as object keys.
 fn sample_manifests(root: &std::path::Path) -> Vec<String> {

@@ -1,7 +1,7 @@
 //! The S3 path against a real S3-compatible server (moto) on loopback: objects under a prefix, ranged reads,
 //! validators, not-found, keys outside the prefix, and the store going away (503 with a reason, no panic).
 
-use shared::testkit::{S3Server, TempStore, curl, start_origin};
+use testkit::{S3Server, TempStore, curl, start_origin};
 
 fn s3_extra(s3: &S3Server) -> String {
     format!(
@@ -120,7 +120,7 @@ fn ingest_uploads_large_files_to_s3_in_parts() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(shared::testkit::binary("origin"))
+    let out = std::process::Command::new(testkit::binary("origin"))
         .args(["ingest", "--quiet", "--config"])
         .arg(&config)
         .arg(&dir)

@@ -413,8 +413,7 @@ mod tests {
         assert_eq!(written, 2 * chunk.len(), "nothing lost, nothing doubled");
     }
 
-    /// Real TLS over loopback (the test certificates come with the test kit).
-    #[cfg(feature = "testkit")]
+    /// Real TLS over loopback, with a certificate made for the test.
     mod over_tls {
         use super::*;
         use tokio::io::AsyncWriteExt;

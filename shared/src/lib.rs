@@ -15,6 +15,3 @@ pub mod rendezvous;
 pub mod serve;
 pub mod tls;
 pub mod token;
-
-#[cfg(feature = "testkit")]
-pub mod testkit;

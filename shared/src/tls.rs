@@ -116,7 +116,7 @@ fn certified_key(
 }
 
 /// A certificate authority and a server certificate it signed, as PEM text.
-#[cfg(feature = "certgen")]
+#[cfg(any(test, feature = "certgen"))]
 pub struct SelfSigned {
     /// The CA certificate clients must trust.
     pub ca_pem: String,
@@ -127,7 +127,7 @@ pub struct SelfSigned {
 
 /// Makes a CA and a leaf for `names` (DNS names or IP addresses), valid for `days` from now. Chromium refuses
 /// certificates pinned by hash that live longer than 14 days, so keep `days` short for browser tests.
-#[cfg(feature = "certgen")]
+#[cfg(any(test, feature = "certgen"))]
 pub fn generate_self_signed(names: &[&str], days: u32) -> Result<SelfSigned, rcgen::Error> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let now = std::time::SystemTime::now();

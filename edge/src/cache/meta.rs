@@ -194,14 +194,6 @@ impl ObjectMeta {
         self.ttl_secs = self.ttl_secs.min(self.age(now));
     }
 
-    /// A stored response field's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
     /// Current age in seconds (RFC 9111 §4.2.3, simplified: initial age plus resident time).
     pub fn age(&self, now: SystemTime) -> u64 {
         self.initial_age + unix_secs(now).saturating_sub(self.stored_at)
@@ -226,11 +218,6 @@ impl ObjectMeta {
     /// Seconds past the freshness lifetime (0 while fresh).
     pub fn staleness(&self, now: SystemTime) -> u64 {
         self.age(now).saturating_sub(self.ttl_secs)
-    }
-
-    /// Seconds of freshness left.
-    pub fn ttl_left(&self, now: SystemTime) -> u64 {
-        self.ttl_secs.saturating_sub(self.age(now))
     }
 
     pub fn encode(&self) -> Bytes {
@@ -342,7 +329,6 @@ mod tests {
         assert_eq!(m.age(at(1010)), 15);
         assert!(m.is_fresh(at(1054)));
         assert!(!m.is_fresh(at(1055)));
-        assert_eq!(m.ttl_left(at(1050)), 5);
         assert_eq!(m.staleness(at(1050)), 0);
         assert_eq!(m.staleness(at(1065)), 10);
         assert_eq!(

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::token::{Grant, SigningKey};
 
-use crate::catalog::{Catalog, ListQuery, TitleDetails};
-use crate::handler::Body;
+use crate::control::catalog::{Catalog, ListQuery, TitleDetails};
+use crate::media::handler::Body;
 
 /// Largest request body read (playback requests are tiny).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -38,7 +38,7 @@ pub struct ApiService {
     pub token_ttl_secs: u64,
     /// The first signs.
     pub signing_keys: Vec<SigningKey>,
-    pub search: crate::search::SharedIndex,
+    pub search: crate::control::search::SharedIndex,
     /// Titles' details as last read from the catalog; cleared when the catalog changes.
     pub details: TitleCache,
 }

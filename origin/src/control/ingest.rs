@@ -12,8 +12,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use crate::catalog::{AssetMeta, Catalog, PackagingMeta, TitleMeta};
-use crate::manifests::{self, ManifestKind};
+use crate::control::catalog::{AssetMeta, Catalog, PackagingMeta, TitleMeta};
+use crate::control::manifests::{self, ManifestKind};
 
 /// Files of at least this size are uploaded in parts.
 const MULTIPART_BYTES: u64 = 16 << 20;
@@ -334,7 +334,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::RenditionMeta;
+    use crate::control::catalog::RenditionMeta;
 
     #[test]
     fn references_resolve_inside_the_folder_only() {

@@ -20,14 +20,14 @@ fn migrator() -> Migrator {
             1,
             Cow::Borrowed("catalog"),
             MigrationType::Simple,
-            include_str!("../migrations/0001_catalog.sql").into_sql_str(),
+            include_str!("../../migrations/0001_catalog.sql").into_sql_str(),
             false,
         ),
         Migration::new(
             2,
             Cow::Borrowed("ids and assets"),
             MigrationType::Simple,
-            include_str!("../migrations/0002_ids_and_assets.sql").into_sql_str(),
+            include_str!("../../migrations/0002_ids_and_assets.sql").into_sql_str(),
             false,
         ),
     ])
@@ -520,7 +520,7 @@ impl Catalog {
     }
 
     /// Every title as the search index takes it.
-    pub async fn search_docs(&self) -> anyhow::Result<Vec<crate::search::SearchDoc>> {
+    pub async fn search_docs(&self) -> anyhow::Result<Vec<crate::control::search::SearchDoc>> {
         let rows = sqlx::query(
             "SELECT slug, title, original_title, director, description, popularity FROM titles ORDER BY slug",
         )
@@ -534,7 +534,7 @@ impl Catalog {
             let mut people = cast.remove(&slug).unwrap_or_default();
             people.extend(row.try_get::<Option<String>, _>(3)?);
             people.extend(genres.remove(&slug).unwrap_or_default());
-            docs.push(crate::search::SearchDoc {
+            docs.push(crate::control::search::SearchDoc {
                 slug,
                 title: row.try_get(1)?,
                 original_title: row.try_get::<Option<String>, _>(2)?.unwrap_or_default(),

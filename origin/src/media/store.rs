@@ -21,7 +21,7 @@ use shared::config::ConfigError;
 use shared::range::ByteRange;
 
 use crate::config::OriginConfig;
-use crate::error::OriginError;
+use crate::media::error::OriginError;
 
 /// The store and how it was described, for logs.
 #[derive(Clone)]

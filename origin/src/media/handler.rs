@@ -16,9 +16,9 @@ use shared::media::{Liveness, ObjectClass};
 use shared::range::{self, ByteRange, RangeOutcome};
 
 use crate::config::CacheControlConfig;
-use crate::error::{ErrorKind, OriginError};
+use crate::media::error::{ErrorKind, OriginError};
+use crate::media::store::Store;
 use crate::metrics::OriginMetrics;
-use crate::store::Store;
 
 /// Response bodies: streamed from the store, or small and in memory.
 pub type Body = shared::body::BoxBody;

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use m3u8_rs::{AlternativeMediaType, Playlist};
 use serde::Deserialize;
 
-use crate::catalog::RenditionMeta;
+use crate::control::catalog::RenditionMeta;
 
 /// One manifest, read.
 #[derive(Debug, Clone, PartialEq)]
