@@ -260,7 +260,8 @@ impl Engine {
         }
     }
 
-    /// Whether every slice in `indexes` of a stored version is held.
+    /// Whether every slice in `indexes` of a stored version is held (an empty range is: a one-slice answer
+    /// costs no lookup).
     pub(crate) fn holds_all(
         &self,
         key: &CacheKey,

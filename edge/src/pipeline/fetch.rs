@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use shared::range::{self, RangeOutcome};
 
 use super::respond::Joined;
-use super::{Canonical, Edge, Outcome, Served};
+use super::{Again, Canonical, Edge, Outcome, Served};
 use crate::cache::engine::{FillTarget, Found};
 use crate::cache::fill::FillHead;
 use crate::cache::freshness::ttl_param;
@@ -151,7 +151,7 @@ impl Edge {
                     && variant_values(&meta.vary, &parts.headers) != meta.variant
                 {
                     // A coalesced fill brought another variant than this request selects.
-                    return Outcome::RunAgain;
+                    return Outcome::RunAgain(Again::VariantChanged);
                 }
                 let ttl = ttl_param(meta.ttl_secs, meta.age(self.engine.clock().now()));
                 let status = if started {

@@ -83,11 +83,20 @@ pub struct Answer {
     pub upstream_ms: Option<f64>,
 }
 
-/// One pass through the cached path: an answer, or "run again" when the stored version turned out to have
-/// changed upstream before anything was sent (or a coalesced fill brought another variant).
+/// One pass through the cached path: an answer, or "run again" — and why — when what the lookup found turned
+/// out not to be this request's before anything was sent.
 enum Outcome {
     Answer(Answer),
-    RunAgain,
+    RunAgain(Again),
+}
+
+/// Why a pass through the cached path is run again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// The stored version changed upstream (its validator moved between slices) and was dropped.
+    VersionChanged,
+    /// A coalesced fill brought another variant than this request selects.
+    VariantChanged,
 }
 
 /// What a response from the cache is.
@@ -159,16 +168,30 @@ impl Edge {
             return self.pass(parts, &request, status).await;
         }
         // Key, lookup, plan, and what the plan says; once more if the stored version changed meanwhile.
+        let mut again = Again::VersionChanged;
         for _ in 0..2 {
-            if let Outcome::Answer(answer) = self.cached(parts, &request).await {
-                return answer;
+            match self.cached(parts, &request).await {
+                Outcome::Answer(answer) => return answer,
+                Outcome::RunAgain(why) => again = why,
             }
         }
-        let changing = EdgeError::Upstream {
-            kind: crate::error::UpstreamFault::Changed,
-            reason: "the object keeps changing upstream".into(),
-        };
-        self.error_answer(parts, changing, CacheStatus::Error)
+        match again {
+            // Other variants keep arriving first: this request is forwarded by itself.
+            Again::VariantChanged => {
+                let status = CacheStatus::Pass {
+                    fwd: Fwd::VaryMiss,
+                    detail: Some("variant-changed"),
+                };
+                self.pass(parts, &request, status).await
+            }
+            Again::VersionChanged => {
+                let changing = EdgeError::Upstream {
+                    kind: crate::error::UpstreamFault::Changed,
+                    reason: "the object keeps changing upstream".into(),
+                };
+                self.error_answer(parts, changing, CacheStatus::Error)
+            }
+        }
     }
 
     /// Requests the cache does not handle at all: bypassed paths and requests with credentials.

@@ -15,7 +15,7 @@ use hyper::body::Frame;
 use shared::conditional::{self, Preconditions, Validators};
 use shared::range::{self, ByteRange, RangeOutcome};
 
-use super::{Answer, Body, Canonical, Edge, Outcome, Served, empty, full, put};
+use super::{Again, Answer, Body, Canonical, Edge, Outcome, Served, empty, full, put};
 use crate::cache::engine::{Engine, SliceSource};
 use crate::cache::fill::{FillError, Subscriber};
 use crate::cache::freshness::ttl_param;
@@ -118,7 +118,11 @@ impl Edge {
                         match (status, from_cache) {
                             (Some(status), _) => status,
                             (None, CacheStatus::Hit { ttl })
-                                if !self.engine.holds_all(&key, &meta, slicing.touched(range)) =>
+                                if !self.engine.holds_all(
+                                    &key,
+                                    &meta,
+                                    index + 1..=*slicing.touched(range).end(),
+                                ) =>
                             {
                                 CacheStatus::Miss {
                                     fwd: Fwd::Partial,
@@ -128,7 +132,9 @@ impl Edge {
                             (None, from_cache) => from_cache,
                         }
                     }
-                    Err(FillError::ValidatorChanged) => return Outcome::RunAgain,
+                    Err(FillError::ValidatorChanged) => {
+                        return Outcome::RunAgain(Again::VersionChanged);
+                    }
                     Err(e) => {
                         return Outcome::Answer(self.error_answer(
                             parts,
