@@ -98,15 +98,7 @@ pub fn log_answer(
             .inc();
     }
     let status = response.status().as_u16();
-    let bodyless = parts.method == http::Method::HEAD || status == 304;
-    let expected = if bodyless {
-        Some(0)
-    } else {
-        response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-    };
+    let expected = shared::body::promised_len(&parts.method, response.status(), response.headers());
     let protocol = protocol_name(parts.version);
     let range = parts
         .headers

@@ -339,11 +339,9 @@ async fn serve_edge(
     stop: watch::Receiver<bool>,
     idle: Duration,
 ) {
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let handle = move |request, peer| {
         let edge = Arc::clone(&edge);
-        async move { Ok::<_, Infallible>(crate::access::handle(&edge, req, peer).await) }
-    });
-    if let Err(e) = serve_connection(builder, accepted, svc, stop, idle).await {
-        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-    }
+        async move { crate::access::handle(&edge, request, peer).await }
+    };
+    shared::serve::serve_requests(builder, accepted, peer, stop, idle, handle).await;
 }

@@ -48,7 +48,16 @@ fn sighup_swaps_the_certificate_without_dropping_connections() {
             curl(&["--http2", "--cacert", &ca1, "--limit-rate", "16M", &url])
         })
     };
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until its connection is open (the edge counts it), then swap the certificate.
+    let admin = format!("{}/metrics", edge.url("admin_addr"));
+    let opened = Instant::now() + Duration::from_secs(10);
+    while !curl(&[&admin])
+        .text()
+        .contains("edge_http_connections_open{listener=\"tls\"} 1")
+    {
+        assert!(Instant::now() < opened, "the slow download never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::fs::copy(second.cert(), &cert).unwrap();
     std::fs::copy(second.key(), &key).unwrap();
     edge.signal("HUP");
@@ -74,7 +83,6 @@ fn sighup_swaps_the_certificate_without_dropping_connections() {
     // A broken file: the reload fails, the current certificate stays.
     std::fs::write(&cert, "not a certificate").unwrap();
     edge.signal("HUP");
-    let admin = format!("{}/metrics", edge.url("admin_addr"));
     while !curl(&[&admin])
         .text()
         .contains("edge_tls_certificate_reloads_total{result=\"error\"} 1")

@@ -366,13 +366,11 @@ async fn serve_media(
     stop: watch::Receiver<bool>,
     idle: Duration,
 ) {
-    let svc = service_fn(move |req: Request<Incoming>| {
+    let handle = move |request, peer| {
         let service = Arc::clone(&service);
-        async move { Ok::<_, Infallible>(handle_media(&service, req, peer).await) }
-    });
-    if let Err(e) = serve_connection(builder, accepted, svc, stop, idle).await {
-        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-    }
+        async move { handle_media(&service, request, peer).await }
+    };
+    shared::serve::serve_requests(builder, accepted, peer, stop, idle, handle).await;
 }
 
 /// One media request, end to end: respond, then wrap the body so the access log and metrics see its end.
@@ -397,16 +395,8 @@ async fn handle_media(
             .and_then(|v| v.to_str().ok())
             .map(String::from)
     };
-    let bodyless =
-        parts.method == http::Method::HEAD || response.status() == http::StatusCode::NOT_MODIFIED;
-    let expected_bytes = if bodyless {
-        Some(0)
-    } else {
-        response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok())
-    };
+    let expected_bytes =
+        shared::body::promised_len(&parts.method, response.status(), response.headers());
     let record = AccessRecord {
         expected_bytes,
         path: parts.uri.path().to_string(),

@@ -25,6 +25,21 @@ pub fn full(bytes: impl Into<Bytes>) -> BoxBody {
         .boxed_unsync()
 }
 
+/// The body length a response promises, for [`Metered`]: none for HEAD and 304, else its `Content-Length`
+/// (unknown without one).
+pub fn promised_len(
+    method: &http::Method,
+    status: http::StatusCode,
+    headers: &http::HeaderMap,
+) -> Option<u64> {
+    if *method == http::Method::HEAD || status == http::StatusCode::NOT_MODIFIED {
+        return Some(0);
+    }
+    headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+}
+
 /// A body of one text.
 pub fn text(text: &str) -> BoxBody {
     full(Bytes::copy_from_slice(text.as_bytes()))

@@ -180,6 +180,31 @@ where
     }
 }
 
+/// Serves one accepted connection with `handle`, called for each request with the request and the peer's
+/// address; a connection that ends with an error is logged at debug level (clients hang up all the time).
+pub async fn serve_requests<H, F, B>(
+    builder: &auto::Builder<InlineFirstExecutor>,
+    accepted: Accepted,
+    peer: std::net::SocketAddr,
+    stop: watch::Receiver<bool>,
+    idle_timeout: Duration,
+    handle: H,
+) where
+    H: Fn(http::Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = http::Response<B>> + Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let response = handle(request, peer);
+        async move { Ok::<_, std::convert::Infallible>(response.await) }
+    });
+    if let Err(e) = serve_connection(builder, accepted, service, stop, idle_timeout).await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
+}
+
 /// `serve_connection` on a stream, with the writes of a TLS stream over a `Held` socket gathered by rustls
 /// (`hold`).
 async fn serve_gathered<I, S, B>(

@@ -75,3 +75,12 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// The value of header `name` (any case) in a list of lower-case names and values.
+pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.as_str())
+}

@@ -11,12 +11,10 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response};
 use shared::serve::on_drop;
-
-use super::fill::Handoff;
 use tokio::sync::Semaphore;
 
 use super::bans::{Ban, BanKind, Bans, Verdict};
-use super::fill::{Fill, FillError, FillHead, Fills, Subscriber, concat};
+use super::fill::{Fill, FillError, FillHead, Fills, Handoff, Subscriber, concat};
 use super::freshness::{Lifetime, NotStored, Policy, decide, joined, ttl_param};
 use super::key::CacheKey;
 use super::meta::{ObjectMeta, new_generation, unix_millis};
@@ -211,7 +209,7 @@ impl Engine {
         marks.insert(key.to_string(), (unix_millis(now) + PASS_MARK_MS, detail));
     }
 
-    pub(crate) fn forget_pass_mark(&self, key: &CacheKey) {
+    fn forget_pass_mark(&self, key: &CacheKey) {
         let mut marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
         marks.remove(&key.to_string());
     }
@@ -755,16 +753,32 @@ impl Engine {
         }
     }
 
+    /// A purge, recorded as a ban on `pattern`; a URL purge (`url_key`) also lifts the URL's hit-for-pass mark
+    /// and, unless soft, drops its stored version at once.
+    pub(crate) fn purge(
+        &self,
+        kind: BanKind,
+        pattern: String,
+        url_key: Option<&CacheKey>,
+        soft: bool,
+    ) -> io::Result<Ban> {
+        if let Some(key) = url_key {
+            self.forget_pass_mark(key);
+            if !soft {
+                self.storage.remove(key);
+            }
+        }
+        self.record_ban(kind, pattern, soft)
+    }
+
     /// Invalidates a URL (RFC 9111 §4.4): its stored versions and variants go, now and after a restart.
     pub(crate) fn invalidate(&self, key: &CacheKey) -> io::Result<Ban> {
         // A ban covers every variant of the URL; removing the primary record frees it at once.
-        self.storage.remove(key);
-        self.forget_pass_mark(key);
-        self.record_ban(BanKind::Url, key.as_str().to_string(), false)
+        self.purge(BanKind::Url, key.as_str().to_string(), Some(key), false)
     }
 
     /// Records a ban issued now, saved for restarts.
-    pub fn record_ban(&self, kind: BanKind, pattern: String, soft: bool) -> io::Result<Ban> {
+    fn record_ban(&self, kind: BanKind, pattern: String, soft: bool) -> io::Result<Ban> {
         let now_ms = unix_millis(self.clock.now());
         // One millisecond ahead: a version stored in the same millisecond, before the ban, is covered too.
         let ban = Ban {

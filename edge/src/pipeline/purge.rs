@@ -11,6 +11,7 @@ impl Edge {
     /// covers stale instead of dropping it.
     pub fn purge(&self, kind: BanKind, target: &str, soft: bool) -> Result<Ban, PurgeError> {
         let invalid = |reason: String| PurgeError::Invalid(reason);
+        let mut url_key = None;
         let pattern = match kind {
             BanKind::Tag => {
                 let tag = target.trim();
@@ -38,11 +39,9 @@ impl Edge {
                         let key = canonical_key(&site.name, &uri, true).ok_or_else(|| {
                             invalid(format!("`{target}` does not name an object"))
                         })?;
-                        self.engine.forget_pass_mark(&key);
-                        if !soft {
-                            self.storage().remove(&key);
-                        }
-                        key.as_str().to_string()
+                        let pattern = key.as_str().to_string();
+                        url_key = Some(key);
+                        pattern
                     }
                     _ => {
                         // A prefix need not be a whole object path (`/titles/` ends in a slash).
@@ -62,7 +61,7 @@ impl Edge {
             }
         };
         self.engine
-            .record_ban(kind, pattern, soft)
+            .purge(kind, pattern, url_key.as_ref(), soft)
             .map_err(PurgeError::Io)
     }
 }
