@@ -109,11 +109,14 @@ impl EdgeError {
 
 impl From<&FillError> for EdgeError {
     fn from(e: &FillError) -> Self {
+        if let FillError::Internal(_) = e {
+            return EdgeError::internal(e.to_string());
+        }
         let kind = match e {
             FillError::Upstream { timeout: true, .. } => UpstreamFault::Timeout,
             FillError::Upstream { .. } => UpstreamFault::Unreachable,
             FillError::Body(_) => UpstreamFault::Body,
-            FillError::ValidatorChanged => UpstreamFault::Changed,
+            FillError::ValidatorChanged | FillError::Internal(_) => UpstreamFault::Changed,
         };
         EdgeError::Upstream {
             kind,
@@ -149,6 +152,7 @@ mod tests {
         let client = EdgeError::client(StatusCode::FORBIDDEN, "no token");
         let internal = EdgeError::internal("bug");
         let not_cached = EdgeError::NotCached;
+        let bug = EdgeError::from(&FillError::Internal("overflow".into()));
         let table = [
             (&timeout, 504, "upstream", Some("timeout"), true),
             (&refused, 502, "upstream", Some("connect"), true),
@@ -157,6 +161,7 @@ mod tests {
             (&client, 403, "client", None, false),
             (&internal, 500, "internal", None, false),
             (&not_cached, 504, "client", None, false),
+            (&bug, 500, "internal", None, false),
         ];
         for (e, status, source, label, retry) in table {
             assert_eq!(e.status().as_u16(), status, "{e}");

@@ -4,6 +4,9 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -368,9 +371,25 @@ impl Engine {
         tokio::spawn(async move {
             let _permit = engine.fill_permits.acquire().await;
             engine.metrics.fills_in_flight.inc();
-            let result = engine
-                .fill_slice(&fill_for_task, &upstream, &key, index, target, fields)
-                .await;
+            // A panic inside the fill must still answer its waiters (and free its key), not leave them hanging.
+            let result = AssertUnwindSafe(engine.fill_slice(
+                &fill_for_task,
+                &upstream,
+                &key,
+                index,
+                target,
+                fields,
+            ))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(FillError::Internal(message))
+            });
             // Insert (inside fill_slice) → unregister → wake: a request arriving in between finds the slice cached.
             engine.fills.remove(fill_key.as_str());
             engine.metrics.fills_in_flight.dec();
@@ -427,10 +446,11 @@ impl Engine {
             }
         };
         let slice_bytes = known.as_ref().map_or(self.slice_bytes, |m| m.slice_bytes);
+        // A client's range can start anywhere up to 2^64 - 1: no sum here may overflow.
         let start = index * slice_bytes;
         let end = match &known {
-            Some(meta) => (start + slice_bytes).min(meta.total_len) - 1,
-            None => start + slice_bytes - 1,
+            Some(meta) => start.saturating_add(slice_bytes).min(meta.total_len) - 1,
+            None => start.saturating_add(slice_bytes - 1),
         };
         let whole_stored = matches!(&target, FillTarget::Revalidate(stale) if stale.status != 200);
         if !whole_stored {
@@ -467,11 +487,14 @@ impl Engine {
                 .as_deref()
                 .and_then(parse_content_range)
             {
-                Some((s, e, total)) if s == start => (total, s, e),
-                _ => {
-                    return Err(FillError::Body(
-                        "a 206 without a usable Content-Range".into(),
-                    ));
+                // Exactly the range asked for (or its part up to the object's end): a shorter answer would be
+                // stored as a short slice.
+                Some((s, e, total)) if s == start && e == end.min(total - 1) => (total, s, e),
+                other => {
+                    let got = other.map_or("none".into(), |(s, e, t)| format!("{s}-{e}/{t}"));
+                    return Err(FillError::Body(format!(
+                        "a 206 for bytes {start}-{end} came with Content-Range {got}"
+                    )));
                 }
             },
             200 if index == 0 => {
@@ -489,12 +512,13 @@ impl Engine {
                             .await
                     }
                     (known, lifetime) => {
-                        let detail = lifetime.err().map_or("status", NotStored::as_str);
+                        let reason = lifetime.err();
                         // Only a new object's answer is handed on: a slice of a stored one is not an answer.
                         let handoff = known.is_none().then(|| Handoff::new(response));
                         fill.publish_head(Ok(FillHead::NotStorable {
                             status,
-                            detail,
+                            detail: reason.map_or("status", NotStored::as_str),
+                            remember: reason.is_some_and(NotStored::is_never_shared),
                             response: handoff,
                         }));
                         Ok(())
@@ -515,10 +539,11 @@ impl Engine {
                 let lifetime = match lifetime {
                     Ok(lifetime) if total > 0 => lifetime,
                     result => {
-                        let detail = result.err().map_or("empty", NotStored::as_str);
+                        let reason = result.err();
                         fill.publish_head(Ok(FillHead::NotStorable {
                             status,
-                            detail,
+                            detail: reason.map_or("empty", NotStored::as_str),
+                            remember: reason.is_some_and(NotStored::is_never_shared),
                             response: Some(Handoff::new(response)),
                         }));
                         return Ok(());
@@ -610,6 +635,7 @@ impl Engine {
                 fill.publish_head(Ok(FillHead::NotStorable {
                     status: 304,
                     detail: reason.as_str(),
+                    remember: reason.is_never_shared(),
                     response: None,
                 }));
                 return Ok(());
@@ -653,6 +679,7 @@ impl Engine {
                 fill.publish_head(Ok(FillHead::NotStorable {
                     status,
                     detail: "too-large",
+                    remember: false,
                     response: None,
                 }));
                 return Ok(());

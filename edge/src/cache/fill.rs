@@ -23,6 +23,8 @@ pub enum FillError {
     Body(String),
     /// The object changed upstream since its metadata was stored: the stored version was dropped.
     ValidatorChanged,
+    /// The fill failed inside the edge (a bug, caught so that its waiters get an answer).
+    Internal(String),
 }
 
 impl std::fmt::Display for FillError {
@@ -33,6 +35,7 @@ impl std::fmt::Display for FillError {
             FillError::ValidatorChanged => {
                 f.write_str("the object changed upstream during the fill")
             }
+            FillError::Internal(message) => write!(f, "the fill failed inside the edge: {message}"),
         }
     }
 }
@@ -51,6 +54,9 @@ pub enum FillHead {
     NotStorable {
         status: u16,
         detail: &'static str,
+        /// The answer itself says it is never shared (`no-store`, `private`, `Vary: *`): the URL goes straight
+        /// upstream for a while (hit-for-pass). A status — the client's 416, an upstream 5xx — never does that.
+        remember: bool,
         response: Option<Handoff>,
     },
 }
@@ -121,6 +127,7 @@ impl Fill {
                 s.head = Some(result.clone().map(|_| FillHead::NotStorable {
                     status: 502,
                     detail: "no-response",
+                    remember: false,
                     response: None,
                 }));
             }

@@ -204,6 +204,16 @@ pub enum NotStored {
 }
 
 impl NotStored {
+    /// The response itself forbids sharing it, whatever the request: `no-store`, `private`, `Vary: *`. Only
+    /// these make a URL hit-for-pass; a status (the client's own 416, an upstream's 5xx) or a missing lifetime
+    /// says nothing about the next request.
+    pub fn is_never_shared(self) -> bool {
+        matches!(
+            self,
+            NotStored::NoStore | NotStored::Private | NotStored::VaryStar
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             NotStored::Status => "status",

@@ -117,9 +117,10 @@ impl Edge {
                 with_time(self.respond(parts, request, key, meta, None, served).await)
             }
             Ok(FillHead::NotStorable {
-                status,
                 detail,
+                remember,
                 response,
+                ..
             }) => {
                 let pass = CacheStatus::Pass {
                     fwd,
@@ -140,7 +141,7 @@ impl Edge {
                     }
                     None => self.pass(parts, request, pass).await,
                 };
-                if status < 500 {
+                if remember {
                     self.engine
                         .mark_pass(&key, detail, self.engine.clock().now());
                 }

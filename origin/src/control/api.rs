@@ -328,15 +328,30 @@ fn encode_cursor(slug: &str) -> String {
 }
 
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::bad(format!("cursor `{cursor}` is not one this API issued"));
+    // The reason quotes at most the cursor's first 32 characters: a client's 10 KB of text is not echoed.
+    let bad = || {
+        let shown: String = cursor.chars().take(32).collect();
+        let more = if shown.len() < cursor.len() {
+            "…"
+        } else {
+            ""
+        };
+        ApiError::bad(format!("cursor `{shown}{more}` is not one this API issued"))
+    };
     if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return Err(bad());
     }
-    let bytes = (0..cursor.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&cursor[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .map_err(|_| bad())?;
+    // Pairs of bytes, not of characters: a cursor is ASCII hex, and anything else is refused, never sliced.
+    let bytes = cursor
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(bad)?;
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
@@ -388,5 +403,15 @@ mod tests {
         );
         assert!(decode_cursor("zz").is_err());
         assert!(decode_cursor("abc").is_err());
+        // A multi-byte character where a hex pair was expected (it panicked, slicing inside the character).
+        assert!(decode_cursor("a\u{e9}b").is_err());
+        assert!(decode_cursor("\u{e9}\u{e9}").is_err());
+        // A long cursor is refused without being echoed whole.
+        let long = "é".repeat(5000);
+        let Some(ApiError(status, _, reason)) = decode_cursor(&long).err() else {
+            panic!("a 5,000-character cursor was accepted");
+        };
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(reason.len() < 200, "{} bytes of reason", reason.len());
     }
 }

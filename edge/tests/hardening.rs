@@ -1,0 +1,140 @@
+//! Hostile and odd input that used to hurt every viewer, each answered for one client only: a range past the end
+//! or an upstream 5xx no longer makes a URL uncacheable, a 206 that is not the range asked for is refused (never
+//! stored short), and a range starting near 2^64 gets its 416 instead of hanging the request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use testkit::{CurlResponse, Scripted, ScriptedOrigin, TestCerts, curl, start_edge, try_curl};
+
+struct Stack {
+    origin: ScriptedOrigin,
+    _certs: TestCerts,
+    _dir: tempfile::TempDir,
+    edge: testkit::ServerProcess,
+}
+
+impl Stack {
+    fn start(script: impl Fn(&testkit::SeenRequest) -> Scripted + Send + Sync + 'static) -> Stack {
+        let origin = ScriptedOrigin::start(script);
+        let certs = TestCerts::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let edge = start_edge(
+            &origin.url(),
+            dir.path(),
+            &certs,
+            "[cache]\nslice_bytes = 65536\n",
+        );
+        Stack {
+            origin,
+            _certs: certs,
+            _dir: dir,
+            edge,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "http://127.0.0.1:{}{path}",
+            self.edge.addr("http_addr").port()
+        )
+    }
+
+    fn get(&self, path: &str, args: &[&str]) -> CurlResponse {
+        let url = self.url(path);
+        let mut all = vec!["--max-time", "10"];
+        all.extend_from_slice(args);
+        all.push(&url);
+        curl(&all)
+    }
+}
+
+fn status(r: &CurlResponse) -> &str {
+    r.header("cache-status").unwrap_or("")
+}
+
+#[test]
+fn one_odd_request_does_not_make_a_url_uncacheable() {
+    let failures = Arc::new(AtomicUsize::new(1));
+    let left = Arc::clone(&failures);
+    let stack = Stack::start(move |req| {
+        if req.path == "/flaky.ts"
+            && left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return Scripted::status(503, "busy").header("Retry-After", "1");
+        }
+        Scripted::ok(vec![7u8; 1000]).header("Cache-Control", "max-age=600")
+    });
+
+    // A range far past the end: the client gets the upstream's 416; the URL stays cacheable.
+    let past = stack.get("/a.ts", &["-r", "10485760-"]);
+    assert_eq!(past.status, 416, "{}", past.text());
+    let next = stack.get("/a.ts", &[]);
+    assert_eq!(next.status, 200);
+    assert!(
+        status(&next).contains("fwd=uri-miss; stored"),
+        "after a 416: {}",
+        status(&next)
+    );
+    assert!(status(&stack.get("/a.ts", &[])).contains("; hit;"));
+
+    // One 503: that client gets it, the next request fills and stores.
+    let busy = stack.get("/flaky.ts", &[]);
+    assert_eq!(busy.status, 503);
+    let next = stack.get("/flaky.ts", &[]);
+    assert!(
+        status(&next).contains("fwd=uri-miss; stored"),
+        "after a 503: {}",
+        status(&next)
+    );
+    assert!(status(&stack.get("/flaky.ts", &[])).contains("; hit;"));
+    assert_eq!(stack.origin.count("/flaky.ts"), 2);
+
+    // no-store still makes the URL hit-for-pass: it is the response's own word.
+    let stack = Stack::start(|_| Scripted::ok("mine").header("Cache-Control", "no-store"));
+    stack.get("/private.ts", &[]);
+    let again = stack.get("/private.ts", &[]);
+    assert_eq!(status(&again), "edge-test; fwd=uri-miss; detail=no-store");
+    assert_eq!(stack.origin.count("/private.ts"), 2);
+}
+
+#[test]
+fn a_206_that_is_not_the_range_asked_for_is_refused() {
+    // Whatever is asked, the first 50 bytes of 1,000 come back.
+    let stack = Stack::start(|_| {
+        Scripted::status(206, vec![1u8; 50])
+            .header("Content-Range", "bytes 0-49/1000")
+            .header("Cache-Control", "max-age=600")
+            .raw()
+    });
+    for _ in 0..2 {
+        let r = stack.get("/short.ts", &[]);
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("Content-Range 0-49/1000"), "{}", r.text());
+    }
+    assert_eq!(
+        stack.origin.count("/short.ts"),
+        2,
+        "nothing short was stored"
+    );
+}
+
+#[test]
+fn a_range_starting_near_two_to_the_64_gets_its_416() {
+    let stack =
+        Stack::start(|_| Scripted::ok(vec![3u8; 1000]).header("Cache-Control", "max-age=600"));
+    let url = stack.url("/huge.ts");
+    for range in [
+        "18446744073709551000-",
+        "18446744073709551615-18446744073709551615",
+    ] {
+        let r = try_curl(&["--max-time", "10", "-r", range, &url])
+            .unwrap_or_else(|e| panic!("bytes={range}: {e}"));
+        assert_eq!(r.status, 416, "bytes={range}: {}", r.text());
+    }
+    // The edge still answers, and the object is cacheable.
+    assert_eq!(stack.get("/huge.ts", &[]).status, 200);
+    assert!(status(&stack.get("/huge.ts", &[])).contains("; hit;"));
+}
