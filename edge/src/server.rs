@@ -1,19 +1,13 @@
 //! The edge's listeners: TLS (HTTP/1.1 and HTTP/2 by ALPN; certificate reloaded on SIGHUP), an optional plain
 //! HTTP listener, and the admin listener. All are bound before anything is served; all drain on shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::server::conn::auto;
-use shared::serve::{
-    Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, serve_connection,
-};
+use shared::serve::{Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop};
 use shared::tls::ReloadableCert;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -29,6 +23,9 @@ use crate::config::{EdgeConfig, slice_block_bytes};
 use crate::metrics::EdgeMetrics;
 use crate::pipeline::{Cors, Edge, EdgeSetup, Forwarding, Site};
 use crate::upstream::Upstream;
+
+/// Connections the admin listener serves at once.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// A configured edge with its listeners bound and its cache open.
 pub struct EdgeServer {
@@ -252,21 +249,23 @@ impl EdgeServer {
                 edge: Arc::clone(&self.edge),
                 bearer_token: self.config.admin.bearer_token.clone(),
             });
-            let builder = auto::Builder::new(shared::serve::InlineFirstExecutor);
+            // The same limits as the players' listeners (header-read timeout, header size): a slow client
+            // must not hold the admin API, /healthz and purges among them.
+            let builder = builder.clone();
             tasks.spawn(accept_loop(
                 self.admin_listener,
-                Arc::new(Semaphore::new(64)),
+                Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
                 stop_rx.clone(),
-                move |stream, _, stop| {
+                move |stream, peer, stop| {
                     let (admin, builder) = (Arc::clone(&admin), builder.clone());
+                    let handle = move |request, _peer| {
+                        let admin = Arc::clone(&admin);
+                        async move { admin.respond(request).await }
+                    };
                     async move {
-                        let svc = service_fn(move |req: Request<Incoming>| {
-                            let admin = Arc::clone(&admin);
-                            async move { Ok::<_, Infallible>(admin.respond(req).await) }
-                        });
-                        let _ =
-                            serve_connection(&builder, Accepted::Plain(stream), svc, stop, idle)
-                                .await;
+                        let accepted = Accepted::Plain(stream);
+                        shared::serve::serve_requests(&builder, accepted, peer, stop, idle, handle)
+                            .await;
                     }
                 },
             ));

@@ -1,6 +1,10 @@
 //! Hostile and odd input that used to hurt every viewer, each answered for one client only: a range past the end
 //! or an upstream 5xx no longer makes a URL uncacheable, a 206 that is not the range asked for is refused (never
-//! stored short), and a range starting near 2^64 gets its 416 instead of hanging the request.
+//! stored short), a range starting near 2^64 gets its 416 instead of hanging the request, and slow request heads
+//! do not hold the admin or API listeners.
+
+// Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
+#![allow(clippy::disallowed_methods)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,4 +141,61 @@ fn a_range_starting_near_two_to_the_64_gets_its_416() {
     // The edge still answers, and the object is cacheable.
     assert_eq!(stack.get("/huge.ts", &[]).status, 200);
     assert!(status(&stack.get("/huge.ts", &[])).contains("; hit;"));
+}
+
+#[test]
+fn slow_request_heads_do_not_hold_the_admin_and_api_listeners() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let store = testkit::TempStore::new();
+    store.put("t/a.ts", b"segment");
+    let origin = testkit::start_origin(&store.url(), "[media]\nheader_read_timeout_secs = 1\n");
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url("media_addr"),
+        dir.path(),
+        &certs,
+        "[limits]\nheader_read_timeout_secs = 1\n",
+    );
+    let listeners = [
+        ("edge admin", edge.addr("admin_addr"), "/healthz"),
+        ("origin admin", origin.addr("admin_addr"), "/healthz"),
+        ("control-plane API", origin.addr("api_addr"), "/v1/titles"),
+    ];
+    for (name, addr, path) in listeners {
+        // More connections than the listener serves at once, each with one byte of a request head.
+        let slow: Vec<TcpStream> = (0..70)
+            .map(|_| {
+                let mut stream = TcpStream::connect(addr).unwrap();
+                stream.write_all(b"G").unwrap();
+                stream
+            })
+            .collect();
+        let asked = Instant::now();
+        let answer = try_curl(&["--max-time", "8", &format!("http://{addr}{path}")])
+            .unwrap_or_else(|e| panic!("{name} did not answer behind slow clients: {e}"));
+        assert_eq!(answer.status, 200, "{name}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(5),
+            "{name} answered after {:?}",
+            asked.elapsed()
+        );
+        // The slow ones were cut at the header-read timeout.
+        for mut stream in slow {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => {}
+                Ok(n) => assert!(
+                    String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"),
+                    "{name}: {}",
+                    String::from_utf8_lossy(&buf[..n])
+                ),
+            }
+        }
+    }
 }

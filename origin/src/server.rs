@@ -2,7 +2,6 @@
 //! Both are bound before anything is served, so a bad address never leaves a half-started server, and both
 //! drain on shutdown.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::server::conn::auto;
 use shared::body::Metered;
 use shared::serve::{
     Accepted, ConnLimits, accept_loop, accept_tls, bind, http_builder, on_drop, protocol_name,
-    serve_connection,
 };
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -151,6 +148,8 @@ impl Origin {
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = Duration::from_secs(self.config.media.shutdown_grace_secs);
         let media_builder = media_builder(&self.config);
+        // The admin and API listeners get the media listener's limits too.
+        let (admin_builder, api_builder) = (media_builder.clone(), media_builder.clone());
         let limits = Arc::new(Semaphore::new(self.config.media.max_connections));
         let handshake_timeout = Duration::from_secs(self.config.media.tls_handshake_timeout_secs);
         let idle = Duration::from_secs(self.config.media.idle_timeout_secs);
@@ -207,16 +206,25 @@ impl Origin {
         };
         let admin = {
             let service = Arc::clone(&self.admin);
-            plain_listener(self.admin_listener, 64, stop_rx.clone(), idle, move |req| {
-                let service = Arc::clone(&service);
-                async move { service.respond(&req) }
-            })
+            let builder = admin_builder;
+            plain_listener(
+                self.admin_listener,
+                64,
+                builder,
+                stop_rx.clone(),
+                idle,
+                move |req| {
+                    let service = Arc::clone(&service);
+                    async move { service.respond(&req) }
+                },
+            )
         };
         let api_task = self.api.map(|(listener, service)| {
             let max_connections = self.config.media.max_connections;
             tokio::spawn(plain_listener(
                 listener,
                 max_connections,
+                api_builder,
                 stop_rx.clone(),
                 idle,
                 move |req| {
@@ -249,10 +257,12 @@ impl Origin {
 }
 
 /// A cleartext HTTP/1.1 and HTTP/2 listener (admin, API): each request answered by `respond`, at most
-/// `max_connections` at once, drained on stop.
+/// `max_connections` at once, with the media listener's limits (`builder`: header-read timeout, header size),
+/// drained on stop.
 async fn plain_listener<F, Fut>(
     listener: TcpListener,
     max_connections: usize,
+    builder: auto::Builder<shared::serve::InlineFirstExecutor>,
     stop: watch::Receiver<bool>,
     idle: Duration,
     respond: F,
@@ -260,19 +270,16 @@ async fn plain_listener<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let builder = auto::Builder::new(shared::serve::InlineFirstExecutor);
     accept_loop(
         listener,
         Arc::new(Semaphore::new(max_connections)),
         stop,
-        move |stream, _peer, stop| {
+        move |stream, peer, stop| {
             let (respond, builder) = (respond.clone(), builder.clone());
+            let handle = move |request, _peer| respond(request);
             async move {
-                let svc = service_fn(move |req: Request<Incoming>| {
-                    let respond = respond.clone();
-                    async move { Ok::<_, Infallible>(respond(req).await) }
-                });
-                let _ = serve_connection(&builder, Accepted::Plain(stream), svc, stop, idle).await;
+                let accepted = Accepted::Plain(stream);
+                shared::serve::serve_requests(&builder, accepted, peer, stop, idle, handle).await;
             }
         },
     )
