@@ -199,3 +199,37 @@ fn slow_request_heads_do_not_hold_the_admin_and_api_listeners() {
         }
     }
 }
+
+#[test]
+fn a_segment_not_there_yet_is_missing_for_a_second_not_ten() {
+    let store = testkit::TempStore::new();
+    let origin = testkit::start_origin(&store.url(), "");
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url("media_addr"),
+        dir.path(),
+        &certs,
+        testkit::TEST_CLOCK,
+    );
+    let url = format!(
+        "http://127.0.0.1:{}/live/seg_042.ts",
+        edge.addr("http_addr").port()
+    );
+    // A live player asks for the next segment just before it is published.
+    let early = curl(&[&url]);
+    assert_eq!(early.status, 404);
+    assert_eq!(early.header("cache-control"), Some("public, max-age=1"));
+    store.put("live/seg_042.ts", b"the segment");
+    assert_eq!(curl(&[&url]).status, 404, "the 404 is kept, briefly");
+    // Two seconds on (the edge's negative lifetime for a 404 without one is 10 s): the segment is served.
+    testkit::advance_clock(&edge, testkit::TEST_CLOCK_TOKEN, 2);
+    let published = curl(&[&url]);
+    assert_eq!(published.status, 200, "{}", published.text());
+    assert_eq!(published.body, b"the segment");
+    // Other missing objects keep the edge's negative lifetime.
+    let json = format!(
+        "http://127.0.0.1:{}/live/info.json",
+        edge.addr("http_addr").port()
+    );
+    assert_eq!(curl(&[&json]).header("cache-control"), None);
+}

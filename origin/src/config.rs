@@ -29,6 +29,7 @@ pub mod defaults {
     pub const VOD_MANIFEST_CACHE_CONTROL: &str = "public, max-age=86400";
     pub const LIVE_MANIFEST_MAX_AGE_SECS: u64 = 2;
     pub const OTHER_CACHE_CONTROL: &str = "public, max-age=3600";
+    pub const SEGMENT_NOT_FOUND_CACHE_CONTROL: &str = "public, max-age=1";
     pub const LOG_LEVEL: &str = "info";
 }
 
@@ -162,6 +163,10 @@ pub struct CacheControlConfig {
     pub live_manifest_max_age_secs: u64,
     /// Everything else (keys, JSON, artwork). Default: `public, max-age=3600`.
     pub other: String,
+    /// A segment that does not exist (yet): a live player asks for the next one just before it is published,
+    /// and a cache must not keep that 404 for its negative lifetime (the edge's is 10 s) once the segment
+    /// appears. Other 404s carry no `Cache-Control`. Default: `public, max-age=1`.
+    pub segment_not_found: String,
     /// Manifests up to this size are read to tell live from VOD; larger ones are streamed and treated as VOD.
     /// Default: 1048576.
     pub manifest_sniff_limit_bytes: u64,
@@ -246,6 +251,7 @@ impl Default for CacheControlConfig {
             vod_manifest: defaults::VOD_MANIFEST_CACHE_CONTROL.into(),
             live_manifest_max_age_secs: defaults::LIVE_MANIFEST_MAX_AGE_SECS,
             other: defaults::OTHER_CACHE_CONTROL.into(),
+            segment_not_found: defaults::SEGMENT_NOT_FOUND_CACHE_CONTROL.into(),
             manifest_sniff_limit_bytes: defaults::MANIFEST_SNIFF_LIMIT_BYTES,
         }
     }

@@ -24,7 +24,7 @@ use crate::control::api::ApiService;
 use crate::control::catalog::{Catalog, TitleMeta};
 use crate::control::search::SearchIndex;
 use crate::media::access::AccessRecord;
-use crate::media::handler::{Body, MediaService, error_response};
+use crate::media::handler::{Body, MediaService};
 use crate::media::store::Store;
 use crate::metrics::OriginMetrics;
 
@@ -393,7 +393,10 @@ async fn handle_media(
         .await
     {
         Ok(response) => (response, None),
-        Err(err) => (error_response(&err), Some(err.reason)),
+        Err(err) => (
+            service.error_response(parts.uri.path(), &err),
+            Some(err.reason),
+        ),
     };
     let text = |name: http::header::HeaderName| {
         parts

@@ -208,6 +208,19 @@ impl MediaService {
         }
     }
 
+    /// The response for an error on `path`: [`error_response`], and a short lifetime for a segment that is not
+    /// there (yet).
+    pub fn error_response(&self, path: &str, err: &OriginError) -> Response<Body> {
+        let mut response = error_response(err);
+        if err.kind == ErrorKind::NotFound
+            && shared::media::classify(path).class == ObjectClass::Segment
+            && let Ok(value) = HeaderValue::from_str(&self.cache_control.segment_not_found)
+        {
+            response.headers_mut().insert(header::CACHE_CONTROL, value);
+        }
+        response
+    }
+
     fn cache_control_for(&self, class: ObjectClass, source: &Source) -> String {
         let cc = &self.cache_control;
         match class {
