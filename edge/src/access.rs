@@ -24,16 +24,25 @@ pub async fn handle(
     let started = Instant::now();
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(crate::pipeline::ClientAddr(peer));
-    let body = if crate::pipeline::is_unsafe(&parts.method) {
-        match read_body(body, edge.max_request_body_bytes).await {
-            Ok(body) => body,
+    let (body, _permit) = if crate::pipeline::is_unsafe(&parts.method) {
+        let read = edge.admit_body(&parts).map(|permit| async {
+            let limits = &edge.bodies;
+            let body = within(limits.timeout, read_body(body, limits.max_bytes)).await?;
+            Ok::<_, EdgeError>((body, Some(permit)))
+        });
+        let read = match read {
+            Ok(read) => read.await,
+            Err(refusal) => Err(refusal),
+        };
+        match read {
+            Ok(read) => read,
             Err(refusal) => {
                 let answer = edge.error_answer(&parts, refusal, CacheStatus::Local);
                 return log_answer(edge, parts, answer, peer, started);
             }
         }
     } else {
-        bytes::Bytes::new()
+        (bytes::Bytes::new(), None)
     };
     let mut response = respond_logged(edge, parts, body, peer, started).await;
     if let Some(alt_svc) = &edge.alt_svc {
@@ -54,6 +63,21 @@ pub async fn respond_logged(
 ) -> Response<Metered<Body>> {
     let answer = edge.handle(&parts, body).await;
     log_answer(edge, parts, answer, peer, started)
+}
+
+/// `read`, or a 408 when it takes longer than `timeout` (a request body trickled to hold memory and a slot).
+pub async fn within<T>(
+    timeout: std::time::Duration,
+    read: impl std::future::Future<Output = Result<T, EdgeError>>,
+) -> Result<T, EdgeError> {
+    tokio::time::timeout(timeout, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(EdgeError::client(
+                http::StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {timeout:?}"),
+            ))
+        })
 }
 
 /// A request body, read whole up to `limit` bytes (413 beyond, 400 when it breaks off).

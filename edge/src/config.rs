@@ -229,6 +229,12 @@ pub struct LimitsConfig {
     /// Request bodies (POST, PUT, PATCH, DELETE are forwarded to the upstream) larger than this get 413.
     /// Default: 1048576.
     pub max_request_body_bytes: usize,
+    /// Request bodies held in memory at once, in bytes, over every connection: each body being read reserves
+    /// `max_request_body_bytes` of it, and a request that finds none left gets 503 with `Retry-After`.
+    /// Default: 67108864 (64 MiB).
+    pub request_bodies_bytes: usize,
+    /// Seconds to receive a whole request body; a slower one gets 408. Default: 30.
+    pub request_body_timeout_secs: u64,
     /// HTTP/2 streams per connection. Default: 256.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2 flow-control window per stream in bytes (the connection gets 4x). Default: 4194304.
@@ -346,6 +352,8 @@ impl Default for LimitsConfig {
             idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_request_body_bytes: 1 << 20,
+            request_bodies_bytes: 64 << 20,
+            request_body_timeout_secs: 30,
             h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
             h2_window_bytes: defaults::H2_WINDOW_BYTES,
             tls_handshake_timeout_secs: defaults::TLS_HANDSHAKE_TIMEOUT_SECS,
@@ -607,6 +615,10 @@ impl EdgeConfig {
                 "limits.upstream_body_idle_timeout_secs",
                 l.upstream_body_idle_timeout_secs,
             ),
+            (
+                "limits.request_body_timeout_secs",
+                l.request_body_timeout_secs,
+            ),
         ] {
             ensure(value > 0, field, "must be at least 1")?;
         }
@@ -614,6 +626,11 @@ impl EdgeConfig {
             l.max_connections > 0,
             "limits.max_connections",
             "must be at least 1",
+        )?;
+        ensure(
+            l.request_bodies_bytes >= l.max_request_body_bytes,
+            "limits.request_bodies_bytes",
+            "must be at least limits.max_request_body_bytes",
         )?;
         ensure(
             l.max_header_bytes >= 1024,

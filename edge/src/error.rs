@@ -16,6 +16,8 @@ pub enum EdgeError {
     /// The client asked for a stored answer only (`only-if-cached`) and none is usable: 504 by definition
     /// (RFC 9111 §5.2.1.7), without going upstream.
     NotCached,
+    /// The edge is at a limit it keeps to stay up (a budget of memory, of work): 503 with `Retry-After`.
+    Overloaded { reason: String },
     /// The edge failed by itself.
     Internal { reason: String },
 }
@@ -58,6 +60,7 @@ impl EdgeError {
             } => StatusCode::GATEWAY_TIMEOUT,
             EdgeError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             EdgeError::NotCached => StatusCode::GATEWAY_TIMEOUT,
+            EdgeError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             EdgeError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +70,7 @@ impl EdgeError {
         match self {
             EdgeError::Client { reason, .. }
             | EdgeError::Upstream { reason, .. }
+            | EdgeError::Overloaded { reason }
             | EdgeError::Internal { reason } => reason,
             EdgeError::NotCached => "only-if-cached: no usable response is stored",
         }
@@ -77,6 +81,7 @@ impl EdgeError {
         match self {
             EdgeError::Client { .. } | EdgeError::NotCached => "client",
             EdgeError::Upstream { .. } => "upstream",
+            EdgeError::Overloaded { .. } => "overload",
             EdgeError::Internal { .. } => "internal",
         }
     }
@@ -153,6 +158,9 @@ mod tests {
         let internal = EdgeError::internal("bug");
         let not_cached = EdgeError::NotCached;
         let bug = EdgeError::from(&FillError::Internal("overflow".into()));
+        let busy = EdgeError::Overloaded {
+            reason: "budget spent".into(),
+        };
         let table = [
             (&timeout, 504, "upstream", Some("timeout"), true),
             (&refused, 502, "upstream", Some("connect"), true),
@@ -162,6 +170,7 @@ mod tests {
             (&internal, 500, "internal", None, false),
             (&not_cached, 504, "client", None, false),
             (&bug, 500, "internal", None, false),
+            (&busy, 503, "overload", None, false),
         ];
         for (e, status, source, label, retry) in table {
             assert_eq!(e.status().as_u16(), status, "{e}");

@@ -237,8 +237,20 @@ async fn serve_request(
         parts.extensions.insert(EarlyData);
     }
     let response = if crate::pipeline::is_unsafe(&parts.method) {
-        match read_body(&mut stream, edge.max_request_body_bytes).await {
-            Ok(body) => crate::access::respond_logged(&edge, parts, body, peer, started).await,
+        let read = match edge.admit_body(&parts) {
+            Ok(permit) => {
+                let limits = &edge.bodies;
+                let read = read_body(&mut stream, limits.max_bytes);
+                crate::access::within(limits.timeout, read)
+                    .await
+                    .map(|body| (body, permit))
+            }
+            Err(refusal) => Err(refusal),
+        };
+        match read {
+            Ok((body, _permit)) => {
+                crate::access::respond_logged(&edge, parts, body, peer, started).await
+            }
             Err(refusal) => {
                 let answer = edge.error_answer(&parts, refusal, CacheStatus::Local);
                 crate::access::log_answer(&edge, parts, answer, peer, started)

@@ -21,7 +21,7 @@ use crate::cache::storage::{FoyerStorage, StorageSizes};
 use crate::clock::Clock;
 use crate::config::{EdgeConfig, slice_block_bytes};
 use crate::metrics::EdgeMetrics;
-use crate::pipeline::{Cors, Edge, EdgeSetup, Forwarding, Site};
+use crate::pipeline::{BodyLimits, Cors, Edge, EdgeSetup, Forwarding, Site};
 use crate::upstream::Upstream;
 
 /// Connections the admin listener serves at once.
@@ -154,7 +154,11 @@ impl EdgeServer {
             metrics,
             alt_svc,
             client_directives: c.client_directives,
-            max_request_body_bytes: config.limits.max_request_body_bytes,
+            bodies: BodyLimits::new(
+                config.limits.max_request_body_bytes,
+                config.limits.request_bodies_bytes,
+                Duration::from_secs(config.limits.request_body_timeout_secs),
+            ),
             signing_keys: shared::token::keys(&config.signing_keys),
         }));
         Ok(EdgeServer {

@@ -233,3 +233,79 @@ fn a_segment_not_there_yet_is_missing_for_a_second_not_ten() {
     );
     assert_eq!(curl(&[&json]).header("cache-control"), None);
 }
+
+#[test]
+fn request_bodies_are_checked_first_bounded_in_memory_and_in_time() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let origin = ScriptedOrigin::start(|req| Scripted::ok(format!("got {} bytes", req.body.len())));
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url(),
+        dir.path(),
+        &certs,
+        "[limits]\nmax_request_body_bytes = 65536\nrequest_bodies_bytes = 65536\nrequest_body_timeout_secs = 1\n",
+    );
+    let addr = edge.addr("http_addr");
+    // Sends a request head (and the start of a body), and reads what comes back within `wait`.
+    let send = |head: &str, body: &[u8], wait: Duration| -> (TcpStream, String) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        stream.set_read_timeout(Some(wait)).unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = stream.read(&mut answer).unwrap_or(0);
+        (stream, String::from_utf8_lossy(&answer[..n]).into_owned())
+    };
+    let post = |host: &str, len: usize| {
+        format!("POST /api/x HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len}\r\n\r\n")
+    };
+
+    // For a host the edge does not serve, the answer comes before the body (none is sent here).
+    let asked = Instant::now();
+    let (_, answer) = send(&post("evil.example", 100_000), b"", Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 421"), "{answer}");
+    assert!(asked.elapsed() < Duration::from_secs(2));
+
+    // A body that trickles is cut at the deadline with 408, and its share of the budget comes back.
+    let asked = Instant::now();
+    let (_, answer) = send(
+        &post("localhost", 100),
+        b"0123456789",
+        Duration::from_secs(5),
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(asked.elapsed() < Duration::from_secs(3));
+
+    // While one body holds the whole budget, another request with a body gets 503 and Retry-After.
+    let (holder, _) = send(
+        &post("localhost", 100),
+        b"01234",
+        Duration::from_millis(200),
+    );
+    let (_, answer) = send(&post("localhost", 3), b"abc", Duration::from_secs(5));
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    drop(holder);
+    // Once the holder is gone (cut by its deadline), bodies are read again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, answer) = send(&post("localhost", 3), b"abc", Duration::from_secs(5));
+        if answer.starts_with("HTTP/1.1 200") {
+            assert!(answer.ends_with("got 3 bytes"), "{answer}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{answer}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        origin.count("/api/x"),
+        1,
+        "only the whole body went upstream"
+    );
+}

@@ -53,10 +53,38 @@ pub struct Edge {
     /// `Alt-Svc` for TCP responses (HTTP/3 discovery).
     pub alt_svc: Option<HeaderValue>,
     plan_policy: PlanPolicy,
-    /// Request bodies (unsafe methods) larger than this are refused with 413.
-    pub max_request_body_bytes: usize,
+    /// Request bodies: their size, the memory they may hold at once, their deadline.
+    pub bodies: BodyLimits,
     /// Keys that verify signed URLs.
     signing_keys: Vec<SigningKey>,
+}
+
+/// What request bodies (of unsafe methods, forwarded upstream) may cost: each at most `max_bytes`, read within
+/// `timeout`, and all of them together at most a budget of bytes.
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub timeout: std::time::Duration,
+    /// Bytes not yet reserved, in KiB permits.
+    budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// A body's share of the budget, returned when dropped.
+pub type BodyPermit = tokio::sync::OwnedSemaphorePermit;
+
+impl BodyLimits {
+    pub fn new(max_bytes: usize, budget_bytes: usize, timeout: std::time::Duration) -> Self {
+        BodyLimits {
+            max_bytes,
+            timeout,
+            budget: Arc::new(tokio::sync::Semaphore::new(budget_bytes.div_ceil(1024))),
+        }
+    }
+
+    /// Reserves room for one body, or `None` when the budget is spent.
+    fn reserve(&self) -> Option<BodyPermit> {
+        let kib = u32::try_from(self.max_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        Arc::clone(&self.budget).try_acquire_many_owned(kib).ok()
+    }
 }
 
 /// What an [`Edge`] is built from.
@@ -70,7 +98,7 @@ pub struct EdgeSetup {
     /// `Alt-Svc` value advertising HTTP/3 on TCP responses, when it is served.
     pub alt_svc: Option<HeaderValue>,
     pub client_directives: ClientDirectives,
-    pub max_request_body_bytes: usize,
+    pub bodies: BodyLimits,
     pub signing_keys: Vec<SigningKey>,
 }
 
@@ -138,7 +166,7 @@ impl Edge {
             plan_policy: PlanPolicy {
                 honor_client: setup.client_directives == ClientDirectives::Honor,
             },
-            max_request_body_bytes: setup.max_request_body_bytes,
+            bodies: setup.bodies,
             signing_keys: setup.signing_keys,
         }
     }
@@ -192,6 +220,15 @@ impl Edge {
                 self.error_answer(parts, changing, CacheStatus::Error)
             }
         }
+    }
+
+    /// Before a request body is read: the request must be admitted (host, path, token — a body for nowhere is
+    /// never read) and room for the body reserved; the permit is held until the request is answered.
+    pub fn admit_body(&self, parts: &Parts) -> Result<BodyPermit, EdgeError> {
+        self.admit(parts)?;
+        self.bodies.reserve().ok_or_else(|| EdgeError::Overloaded {
+            reason: "too many request bodies are being received; try again shortly".into(),
+        })
     }
 
     /// Requests the cache does not handle at all: bypassed paths and requests with credentials.
@@ -299,6 +336,9 @@ impl Edge {
         put(headers, http::header::CACHE_CONTROL, "no-store");
         if status == StatusCode::METHOD_NOT_ALLOWED {
             put(headers, http::header::ALLOW, respond::ALLOWED_METHODS);
+        }
+        if let EdgeError::Overloaded { .. } = error {
+            put(headers, http::header::RETRY_AFTER, "1");
         }
         put(
             headers,
