@@ -24,6 +24,9 @@ use crate::status::CacheStatus;
 
 type RequestStream = h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
+/// H3_NO_ERROR (RFC 9114 8.1): the connection is closed cleanly.
+const H3_NO_ERROR: u32 = 0x100;
+
 /// Body data goes to h3 in pieces of at most this size. h3-quinn copies each piece into a fresh buffer
 /// (`SendStream::write`, not the zero-copy `write_chunk`); pieces of a whole 2 MiB slice cost a fresh mmap, page
 /// faults and zeroing per response (measured: 10 % of the edge's CPU under HTTP/3 load), small ones reuse heap.
@@ -45,6 +48,8 @@ pub fn bind(
         .max_concurrent_bidi_streams(h3.max_concurrent_streams.into())
         .max_concurrent_uni_streams(3u32.into())
         .stream_receive_window(h3.stream_receive_window_bytes.into())
+        // Unread data a client may push over all its streams at once (quinn's default is unlimited).
+        .receive_window((u64::from(h3.stream_receive_window_bytes) * 4).try_into()?)
         .send_window(h3.send_window_bytes)
         .max_idle_timeout(Some(Duration::from_secs(h3.idle_timeout_secs).try_into()?))
         .keep_alive_interval(None);
@@ -54,14 +59,28 @@ pub fn bind(
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}/udp (`tls.listen`, HTTP/3): {e}"))
 }
 
+/// The limits every HTTP/3 connection is served with.
+#[derive(Debug, Clone, Copy)]
+pub struct QuicLimits {
+    /// Connections at once (with the TCP listeners' `limits.max_connections`); past half of it, a client must
+    /// prove its address with a Retry first.
+    pub max_connections: usize,
+    /// A request's head must arrive within this.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight and none arriving for this long is closed, whatever PINGs keep
+    /// QUIC itself alive.
+    pub idle_timeout: Duration,
+    pub max_header_bytes: u64,
+    pub zero_rtt: bool,
+}
+
 /// Accepts QUIC connections until `stop` turns true; then refuses new ones, sends GOAWAY on open ones, and
 /// returns when they have finished their requests.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     edge: Arc<Edge>,
     mut stop: watch::Receiver<bool>,
-    max_header_bytes: u64,
-    zero_rtt: bool,
+    limits: QuicLimits,
 ) {
     let mut connections = tokio::task::JoinSet::new();
     loop {
@@ -72,15 +91,36 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
-        let (edge, stop) = (Arc::clone(&edge), stop.clone());
-        connections.spawn(serve_connection(
-            incoming,
-            edge,
-            stop,
-            max_header_bytes,
-            zero_rtt,
-        ));
         while connections.try_join_next().is_some() {}
+        let open = connections.len();
+        let turned_away = |how| {
+            edge.metrics
+                .quic_turned_away
+                .with_label_values(&[how])
+                .inc()
+        };
+        if open >= limits.max_connections {
+            turned_away("refused");
+            incoming.refuse();
+            continue;
+        }
+        // Under load, a client proves it can receive at its address before it costs a handshake (RFC 9000 8.1).
+        let incoming = if open >= limits.max_connections / 2
+            && !incoming.remote_address_validated()
+            && incoming.may_retry()
+        {
+            match incoming.retry() {
+                Ok(()) => {
+                    turned_away("retry");
+                    continue;
+                }
+                Err(e) => e.into_incoming(),
+            }
+        } else {
+            incoming
+        };
+        let (edge, stop) = (Arc::clone(&edge), stop.clone());
+        connections.spawn(serve_connection(incoming, edge, stop, limits));
     }
     endpoint.set_server_config(None);
     while connections.join_next().await.is_some() {}
@@ -106,11 +146,10 @@ async fn serve_connection(
     incoming: quinn::Incoming,
     edge: Arc<Edge>,
     mut stop: watch::Receiver<bool>,
-    max_header_bytes: u64,
-    zero_rtt: bool,
+    limits: QuicLimits,
 ) {
     let metrics = Arc::clone(&edge.metrics);
-    let (conn, handshake) = match accept(incoming, zero_rtt).await {
+    let (conn, handshake) = match accept(incoming, limits.zero_rtt).await {
         Ok(accepted) => accepted,
         Err(e) => {
             metrics.quic_handshake_failures.inc();
@@ -120,6 +159,7 @@ async fn serve_connection(
     };
     metrics.quic_connections.inc();
     metrics.quic_connections_open.inc();
+    let quic = conn.clone();
     let stats_conn = conn.clone();
     let _open = on_drop(move || {
         let stats = stats_conn.stats();
@@ -132,7 +172,7 @@ async fn serve_connection(
     });
     let peer = conn.remote_address();
     let built = h3::server::builder()
-        .max_field_section_size(max_header_bytes)
+        .max_field_section_size(limits.max_header_bytes)
         .build(h3_quinn::Connection::new(conn))
         .await;
     let mut h3_conn = match built {
@@ -149,24 +189,38 @@ async fn serve_connection(
     }
     let mut handshake_done = handshake.is_none();
     let mut handshake = handshake.map(Box::pin);
+    let mut last_request = Instant::now();
     loop {
         let mut stopping = false;
+        let idle_until = last_request + limits.idle_timeout;
         tokio::select! {
             // Polled first: when the client's Finished and a request arrive together, the request is not early.
             biased;
             _ = async { handshake.as_mut().expect("while handshaking").await }, if !handshake_done => {
                 handshake_done = true;
             }
+            Some(_) = requests.join_next(), if !requests.is_empty() => {
+                last_request = Instant::now();
+            }
+            () = tokio::time::sleep_until(idle_until), if requests.is_empty() => {
+                // Idle means no request, not no packet: a client's PINGs keep QUIC alive, not this connection.
+                quic.close(H3_NO_ERROR.into(), b"idle");
+                break;
+            }
             accepted = h3_conn.accept() => match accepted {
                 Ok(Some(resolver)) => {
+                    last_request = Instant::now();
                     let edge = Arc::clone(&edge);
                     let early_data = !handshake_done;
+                    let header_timeout = limits.header_timeout;
                     requests.spawn(async move {
-                        match resolver.resolve_request().await {
-                            Ok((request, stream)) => {
+                        match tokio::time::timeout(header_timeout, resolver.resolve_request()).await {
+                            Ok(Ok((request, stream))) => {
                                 serve_request(edge, request, stream, peer, early_data).await
                             }
-                            Err(e) => tracing::debug!(peer = %peer, error = %e, "bad HTTP/3 request"),
+                            Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "bad HTTP/3 request"),
+                            // Dropping the stream resets it.
+                            Err(_) => tracing::debug!(peer = %peer, "HTTP/3 request head timed out"),
                         }
                     });
                 }
@@ -185,7 +239,6 @@ async fn serve_connection(
             goaway_sent = true;
             let _ = h3_conn.shutdown(0).await;
         }
-        while requests.try_join_next().is_some() {}
     }
     while requests.join_next().await.is_some() {}
 }

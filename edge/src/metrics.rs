@@ -32,6 +32,9 @@ pub struct EdgeMetrics {
     pub quic_connections_open: IntGauge,
     /// `edge_quic_handshake_failures_total`.
     pub quic_handshake_failures: IntCounter,
+    /// `edge_quic_connections_turned_away_total{how}`: refused at the connection cap, or sent a Retry to prove
+    /// their address under load.
+    pub quic_turned_away: IntCounterVec,
     /// `edge_quic_sent_packets_total` and `edge_quic_lost_packets_total` (added when a connection ends).
     pub quic_sent_packets: IntCounter,
     pub quic_lost_packets: IntCounter,
@@ -160,6 +163,11 @@ impl EdgeMetrics {
                 "edge_quic_handshake_failures_total",
                 "QUIC handshakes that failed or timed out.",
             ),
+            quic_turned_away: counter_vec(
+                "edge_quic_connections_turned_away_total",
+                "QUIC connection attempts refused at the cap, or answered with a Retry under load.",
+                &["how"],
+            ),
             quic_sent_packets: counter(
                 "edge_quic_sent_packets_total",
                 "QUIC packets sent (counted when a connection ends).",
@@ -259,6 +267,7 @@ impl EdgeMetrics {
             Box::new(m.quic_connections.clone()),
             Box::new(m.quic_connections_open.clone()),
             Box::new(m.quic_handshake_failures.clone()),
+            Box::new(m.quic_turned_away.clone()),
             Box::new(m.quic_sent_packets.clone()),
             Box::new(m.quic_lost_packets.clone()),
             Box::new(m.quic_congestion_events.clone()),

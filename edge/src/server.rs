@@ -275,13 +275,15 @@ impl EdgeServer {
             ));
         }
         if let Some(endpoint) = self.quic {
-            tasks.spawn(crate::h3::serve(
-                endpoint,
-                Arc::clone(&self.edge),
-                stop_rx.clone(),
-                l.max_header_bytes as u64,
-                self.config.h3.zero_rtt,
-            ));
+            let limits = crate::h3::QuicLimits {
+                max_connections: l.max_connections,
+                header_timeout: Duration::from_secs(l.header_read_timeout_secs),
+                idle_timeout: Duration::from_secs(self.config.h3.idle_timeout_secs),
+                max_header_bytes: l.max_header_bytes as u64,
+                zero_rtt: self.config.h3.zero_rtt,
+            };
+            let edge = Arc::clone(&self.edge);
+            tasks.spawn(crate::h3::serve(endpoint, edge, stop_rx.clone(), limits));
         }
         if let Some(cert) = self.cert.clone() {
             let metrics = Arc::clone(&self.edge.metrics);

@@ -309,3 +309,93 @@ fn request_bodies_are_checked_first_bounded_in_memory_and_in_time() {
         "only the whole body went upstream"
     );
 }
+
+/// A QUIC client of the test's own (quinn), trusting `ca`, that PINGs every 300 ms.
+fn quic_client(ca: &std::path::Path) -> quinn::Endpoint {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    shared::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(std::time::Duration::from_millis(300)));
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    endpoint
+}
+
+#[test]
+fn http3_connections_are_capped_timed_and_closed_when_idle() {
+    use std::time::{Duration, Instant};
+
+    let origin = ScriptedOrigin::start(|_| Scripted::ok("x").header("Cache-Control", "max-age=60"));
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url(),
+        dir.path(),
+        &certs,
+        "[limits]\nmax_connections = 4\nheader_read_timeout_secs = 1\n[h3]\nidle_timeout_secs = 2\n",
+    );
+    let addr = edge.addr("tls_addr");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = quic_client(&certs.ca());
+        let connect = || async {
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                client.connect(addr, "localhost").unwrap(),
+            )
+            .await
+            .expect("an answer within 5 s")
+        };
+        // The cap holds for QUIC as for TCP (past half of it, each client proves its address with a Retry).
+        let mut open = Vec::new();
+        for i in 0..4 {
+            open.push(
+                connect()
+                    .await
+                    .unwrap_or_else(|e| panic!("connection {i}: {e}")),
+            );
+        }
+        let refused = connect().await;
+        assert!(refused.is_err(), "a fifth connection was accepted");
+
+        // A request head that never completes is cut at the header-read timeout: its stream ends unanswered.
+        let (mut send, mut recv) = open[0].open_bi().await.unwrap();
+        send.write_all(&[0x01]).await.unwrap(); // a HEADERS frame type, and nothing more
+        let since = Instant::now();
+        let cut = tokio::time::timeout(Duration::from_secs(5), recv.read_to_end(1024)).await;
+        match cut {
+            Ok(Err(_)) => {}                            // reset
+            Ok(Ok(bytes)) => assert!(bytes.is_empty()), // or ended, with no answer
+            Err(_) => panic!("a half request head held its stream for 5 s"),
+        }
+        assert!(
+            since.elapsed() >= Duration::from_millis(900),
+            "cut at the timeout, not before"
+        );
+
+        // Idle is no request for idle_timeout_secs, whatever PINGs the client sends.
+        let closed = tokio::time::timeout(Duration::from_secs(8), open[1].closed()).await;
+        assert!(closed.is_ok(), "a PINGing idle connection stayed open");
+        assert!(since.elapsed() < Duration::from_secs(6));
+    });
+    let metrics = curl(&[&format!("{}/metrics", edge.url("admin_addr"))]).text();
+    assert!(
+        metrics.contains("edge_quic_connections_turned_away_total{how=\"refused\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("edge_quic_connections_turned_away_total{how=\"retry\"}"),
+        "{metrics}"
+    );
+}
