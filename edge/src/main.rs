@@ -98,6 +98,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     shared::logging::init(config.log.format, &config.log.level);
+    // Per client connection a descriptor, and up to one upstream; the disk tier's files and listeners besides.
+    let needed = config.limits.max_connections as u64 * 2 + 256;
+    shared::serve::raise_open_file_limit(needed, "limits.max_connections");
     shared::serve::run_server("edge", async {
         EdgeServer::bind(config)
             .await?

@@ -91,6 +91,9 @@ fn main() -> ExitCode {
         };
     }
     shared::logging::init(config.log.format, &config.log.level);
+    // Per media or API connection a descriptor; store connections and listeners besides.
+    let needed = config.media.max_connections as u64 * 2 + 256;
+    shared::serve::raise_open_file_limit(needed, "media.max_connections");
     shared::serve::run_server("origin", async {
         Origin::bind(config)
             .await?

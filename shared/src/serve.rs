@@ -180,6 +180,41 @@ where
     }
 }
 
+/// Raises this process's soft limit on open files to its hard limit (a server holds a descriptor per client
+/// connection, and about as many upstream), and logs what it has; warns when even the hard limit is below
+/// `needed`, naming the field that asks for it. Connections past the limit would fail to be accepted.
+pub fn raise_open_file_limit(needed: u64, field: &str) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    let before = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if before != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open-file limit");
+        return;
+    }
+    let soft = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            limit.rlim_cur = soft;
+        }
+    }
+    let open_files = limit.rlim_cur;
+    if open_files < needed {
+        tracing::warn!(
+            open_files,
+            raised_from = soft,
+            needed,
+            "the open-file limit is below what `{field}` needs; raise the hard limit (LimitNOFILE, ulimit -Hn)"
+        );
+    } else {
+        tracing::info!(open_files, raised_from = soft, needed, "open-file limit");
+    }
+}
+
 /// Serves one accepted connection with `handle`, called for each request with the request and the peer's
 /// address; a connection that ends with an error is logged at debug level (clients hang up all the time).
 pub async fn serve_requests<H, F, B>(
