@@ -221,9 +221,12 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Seconds for a complete HTTP/1.1 request head, idle keep-alive time included. Default: 10.
     pub header_read_timeout_secs: u64,
-    /// Seconds a connection may stay without a byte moving either way before it is closed gracefully (HTTP/2
-    /// included). Default: 60.
+    /// Seconds a connection may stay idle before it is closed gracefully: no request in flight and none
+    /// started (pings do not count), or no byte moving during a transfer. HTTP/2 included. Default: 60.
     pub idle_timeout_secs: u64,
+    /// Seconds after which a connection is asked to finish (GOAWAY on HTTP/2, `Connection: close` on
+    /// HTTP/1.1) so that no client holds one for ever; its requests in flight complete. Default: 3600.
+    pub max_connection_age_secs: u64,
     /// Largest request head in bytes. Default: 16384.
     pub max_header_bytes: usize,
     /// Request bodies (POST, PUT, PATCH, DELETE are forwarded to the upstream) larger than this get 413.
@@ -350,6 +353,7 @@ impl Default for LimitsConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
+            max_connection_age_secs: 3600,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_request_body_bytes: 1 << 20,
             request_bodies_bytes: 64 << 20,
@@ -619,6 +623,7 @@ impl EdgeConfig {
                 "limits.request_body_timeout_secs",
                 l.request_body_timeout_secs,
             ),
+            ("limits.max_connection_age_secs", l.max_connection_age_secs),
         ] {
             ensure(value > 0, field, "must be at least 1")?;
         }

@@ -196,7 +196,10 @@ impl EdgeServer {
             h2_window_bytes: l.h2_window_bytes,
         });
         let handshake_timeout = Duration::from_secs(l.tls_handshake_timeout_secs);
-        let idle = Duration::from_secs(l.idle_timeout_secs);
+        let idle = shared::serve::ConnTimers {
+            idle: Duration::from_secs(l.idle_timeout_secs),
+            max_age: Some(Duration::from_secs(l.max_connection_age_secs)),
+        };
         let mut tasks = tokio::task::JoinSet::new();
 
         if let (Some(listener), Some(cert)) = (self.tls_listener, &self.cert) {
@@ -342,7 +345,7 @@ async fn serve_edge(
     peer: SocketAddr,
     edge: Arc<Edge>,
     stop: watch::Receiver<bool>,
-    idle: Duration,
+    idle: shared::serve::ConnTimers,
 ) {
     let handle = move |request, peer| {
         let edge = Arc::clone(&edge);

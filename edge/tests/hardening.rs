@@ -399,3 +399,83 @@ fn http3_connections_are_capped_timed_and_closed_when_idle() {
         "{metrics}"
     );
 }
+
+#[test]
+fn http2_connections_that_only_answer_pings_go_idle_and_old_ones_retire() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use std::time::{Duration, Instant};
+
+    let origin = ScriptedOrigin::start(|_| Scripted::ok("x").header("Cache-Control", "max-age=60"));
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url(),
+        dir.path(),
+        &certs,
+        "[limits]\nidle_timeout_secs = 2\nmax_connection_age_secs = 4\n",
+    );
+    let addr = edge.addr("http_addr");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        // An HTTP/2 client (prior knowledge) that PINGs every 300 ms, idle or not.
+        let connect = || async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_millis(300))
+                .keep_alive_while_idle(true)
+                .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
+                .await
+                .unwrap();
+            (sender, tokio::spawn(conn))
+        };
+        let get = |sender: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>| {
+            let request = http::Request::get("http://localhost/x.ts")
+                .body(Empty::new())
+                .unwrap();
+            let sent = sender.send_request(request);
+            async move {
+                let response = sent.await?;
+                let status = response.status();
+                response.into_body().collect().await?;
+                Ok::<_, hyper::Error>(status)
+            }
+        };
+
+        // One request, then nothing but PINGs: closed at the idle timeout.
+        let (mut sender, conn) = connect().await;
+        assert_eq!(get(&mut sender).await.unwrap(), 200);
+        let since = Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(8), conn).await;
+        assert!(
+            closed.is_ok(),
+            "an HTTP/2 connection answering PINGs never went idle"
+        );
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            since.elapsed()
+        );
+
+        // Busy all the time (a request every 200 ms): asked to finish at its maximum age.
+        let (mut sender, conn) = connect().await;
+        let since = Instant::now();
+        while since.elapsed() < Duration::from_secs(10) {
+            if get(&mut sender).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let age = since.elapsed();
+        assert!(
+            (Duration::from_millis(3500)..Duration::from_secs(7)).contains(&age),
+            "retired after {age:?}"
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), conn)
+                .await
+                .is_ok()
+        );
+    });
+}

@@ -152,7 +152,10 @@ impl Origin {
         let (admin_builder, api_builder) = (media_builder.clone(), media_builder.clone());
         let limits = Arc::new(Semaphore::new(self.config.media.max_connections));
         let handshake_timeout = Duration::from_secs(self.config.media.tls_handshake_timeout_secs);
-        let idle = Duration::from_secs(self.config.media.idle_timeout_secs);
+        let idle = shared::serve::ConnTimers {
+            idle: Duration::from_secs(self.config.media.idle_timeout_secs),
+            max_age: None,
+        };
 
         let media = {
             let (service, metrics, tls) = (
@@ -264,7 +267,7 @@ async fn plain_listener<F, Fut>(
     max_connections: usize,
     builder: auto::Builder<shared::serve::InlineFirstExecutor>,
     stop: watch::Receiver<bool>,
-    idle: Duration,
+    idle: shared::serve::ConnTimers,
     respond: F,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
@@ -371,7 +374,7 @@ async fn serve_media(
     peer: SocketAddr,
     service: Arc<MediaService>,
     stop: watch::Receiver<bool>,
-    idle: Duration,
+    idle: shared::serve::ConnTimers,
 ) {
     let handle = move |request, peer| {
         let service = Arc::clone(&service);

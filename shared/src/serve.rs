@@ -150,17 +150,29 @@ pub async fn accept_tls(
     ))
 }
 
-/// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns true
-/// or when no byte has moved either way for `idle_timeout` (hyper has no idle timeout for HTTP/2); an idle
-/// connection that has not finished one more `idle_timeout` later (an HTTP/2 client that never acknowledges
-/// the GOAWAY ping, say) is dropped. Writes made during one poll of the connection leave together
-/// (`crate::cork`; under TLS, by rustls itself: `accept_tls`).
-pub async fn serve_connection<S, B>(
+/// How long a connection may live.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnTimers {
+    /// A connection is idle when no request is in flight and none has started or ended for this long, or when
+    /// no byte has moved either way for this long (a stalled transfer); pings do not count. Then it is asked
+    /// to finish, and dropped if it has not one more `idle` later.
+    pub idle: Duration,
+    /// A connection is asked to finish (GOAWAY, or `Connection: close`) at this age, so no client holds one
+    /// for ever; its requests in flight complete. `None`: no limit.
+    pub max_age: Option<Duration>,
+}
+
+/// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns
+/// true, when it is idle, or when it reaches its maximum age (`timers`; hyper has no idle timeout for HTTP/2).
+/// Writes made during one poll of the connection leave together (`crate::cork`; under TLS, by rustls itself:
+/// `accept_tls`).
+async fn serve_connection<S, B>(
     builder: &auto::Builder<InlineFirstExecutor>,
     accepted: Accepted,
     service: S,
     stop: watch::Receiver<bool>,
-    idle_timeout: Duration,
+    timers: ConnTimers,
+    requests: Arc<RequestActivity>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     S: hyper::service::Service<http::Request<Incoming>, Response = http::Response<B>> + Send,
@@ -172,10 +184,10 @@ where
 {
     match accepted {
         Accepted::Plain(tcp) => {
-            serve_gathered(builder, tcp, None, service, stop, idle_timeout).await
+            serve_gathered(builder, tcp, None, service, stop, timers, requests).await
         }
         Accepted::Tls(tls, switch) => {
-            serve_gathered(builder, tls, Some(switch), service, stop, idle_timeout).await
+            serve_gathered(builder, tls, Some(switch), service, stop, timers, requests).await
         }
     }
 }
@@ -222,20 +234,30 @@ pub async fn serve_requests<H, F, B>(
     accepted: Accepted,
     peer: std::net::SocketAddr,
     stop: watch::Receiver<bool>,
-    idle_timeout: Duration,
+    timers: ConnTimers,
     handle: H,
 ) where
     H: Fn(http::Request<Incoming>, std::net::SocketAddr) -> F + Clone + Send + 'static,
     F: std::future::Future<Output = http::Response<B>> + Send + 'static,
-    B: http_body::Body + Send + 'static,
+    B: http_body::Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let requests = Arc::new(RequestActivity::new());
+    let in_service = Arc::clone(&requests);
     let service = hyper::service::service_fn(move |request| {
+        // In flight from its head until its body ends (or is dropped).
+        let guard = RequestGuard::new(Arc::clone(&in_service));
         let response = handle(request, peer);
-        async move { Ok::<_, std::convert::Infallible>(response.await) }
+        async move {
+            let response = response.await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| CountedBody {
+                inner: body,
+                _guard: guard,
+            }))
+        }
     });
-    if let Err(e) = serve_connection(builder, accepted, service, stop, idle_timeout).await {
+    if let Err(e) = serve_connection(builder, accepted, service, stop, timers, requests).await {
         tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
     }
 }
@@ -248,7 +270,8 @@ async fn serve_gathered<I, S, B>(
     hold: Option<Arc<crate::cork::HoldSwitch>>,
     service: S,
     mut stop: watch::Receiver<bool>,
-    idle_timeout: Duration,
+    timers: ConnTimers,
+    requests: Arc<RequestActivity>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -274,11 +297,21 @@ where
     if finishing {
         conn.as_mut().graceful_shutdown();
     }
+    let idle_timeout = timers.idle;
+    let retire_at = timers.max_age.map(|age| tokio::time::Instant::now() + age);
     let mut idle_close_at: Option<tokio::time::Instant> = None;
     loop {
-        let idle_left = idle_timeout.saturating_sub(activity.idle_for());
+        // Idle: no byte for idle_timeout (a stalled transfer), or no request in flight and none started or
+        // ended for idle_timeout (an HTTP/2 client answering pings is not busy).
+        let bytes_left = idle_timeout.saturating_sub(activity.idle_for());
+        let requests_left = match requests.in_flight() {
+            0 => idle_timeout.saturating_sub(requests.idle_for()),
+            _ => idle_timeout,
+        };
+        let idle_left = bytes_left.min(requests_left);
         let hard_close =
             idle_close_at.unwrap_or_else(|| tokio::time::Instant::now() + idle_timeout);
+        let retire = retire_at.unwrap_or_else(|| tokio::time::Instant::now() + idle_timeout);
         tokio::select! {
             result = std::future::poll_fn(|cx| cork.flush_after(&mut conn.as_mut(), cx)) => return result,
             _ = stop.changed(), if !finishing => {
@@ -286,11 +319,18 @@ where
                 finishing = true;
             }
             _ = tokio::time::sleep(idle_left), if !finishing => {
-                if activity.idle_for() >= idle_timeout {
+                let idle = activity.idle_for() >= idle_timeout
+                    || (requests.in_flight() == 0 && requests.idle_for() >= idle_timeout);
+                if idle {
                     conn.as_mut().graceful_shutdown();
                     finishing = true;
                     idle_close_at = Some(tokio::time::Instant::now() + idle_timeout);
                 }
+            }
+            // Old enough: finish gracefully; requests in flight complete, then the idle rules apply again.
+            _ = tokio::time::sleep_until(retire), if !finishing && retire_at.is_some() => {
+                conn.as_mut().graceful_shutdown();
+                finishing = true;
             }
             _ = tokio::time::sleep_until(hard_close), if idle_close_at.is_some() => return Ok(()),
         }
@@ -319,6 +359,73 @@ impl Activity {
     fn idle_for(&self) -> Duration {
         let now = self.base.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// The requests of one connection: how many are in flight, and when one last started or ended.
+struct RequestActivity {
+    in_flight: AtomicU64,
+    changed: Activity,
+}
+
+impl RequestActivity {
+    fn new() -> Self {
+        RequestActivity {
+            in_flight: AtomicU64::new(0),
+            changed: Activity::new(),
+        }
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn idle_for(&self) -> Duration {
+        self.changed.idle_for()
+    }
+}
+
+/// One request in flight, from its head until its response body ends or is dropped.
+struct RequestGuard(Arc<RequestActivity>);
+
+impl RequestGuard {
+    fn new(requests: Arc<RequestActivity>) -> Self {
+        requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        requests.changed.touch();
+        RequestGuard(requests)
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.touch();
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct CountedBody<B> {
+    inner: B,
+    _guard: RequestGuard,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for CountedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
