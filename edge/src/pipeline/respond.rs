@@ -244,7 +244,7 @@ impl Edge {
         {
             let cut = slicing.cut(*index, range);
             if bytes.len() >= cut.end {
-                return shared::body::full(bytes.slice(cut));
+                return shared::body::full(cut_of(bytes, cut));
             }
         }
         let engine = Arc::clone(&self.engine);
@@ -309,6 +309,21 @@ impl Edge {
                 headers.append(header::VARY, HeaderValue::from_static("Origin"));
             }
         }
+    }
+}
+
+/// Cuts below this size are copied out of their cached slice rather than viewed in it.
+const SMALL_CUT_BYTES: usize = 64 * 1024;
+
+/// The part `cut` of a cached slice for a response. A view costs no copy, but keeps the whole slice (2 MiB by
+/// default) alive for as long as the response is unsent — outside the cache's accounting, and for as long as a
+/// client that never reads likes. A small part of a large slice is copied instead, so a 1-byte range pins one
+/// byte.
+fn cut_of(slice: &Bytes, cut: std::ops::Range<usize>) -> Bytes {
+    if cut.len() < SMALL_CUT_BYTES && cut.len() * 4 < slice.len() {
+        Bytes::copy_from_slice(&slice[cut])
+    } else {
+        slice.slice(cut)
     }
 }
 
@@ -397,7 +412,7 @@ impl SliceStream {
                             "cached slice {index} is short"
                         ))));
                     }
-                    return Some(Ok(bytes.slice(cut)));
+                    return Some(Ok(cut_of(&bytes, cut)));
                 }
                 SliceSource::Filling(subscriber) => {
                     if self.offset == 0 && index < self.last {
@@ -429,5 +444,35 @@ impl SliceStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `part` points into `whole`'s memory.
+    fn shares(part: &Bytes, whole: &Bytes) -> bool {
+        let range = whole.as_ptr_range();
+        range.contains(&part.as_ptr())
+    }
+
+    #[test]
+    fn small_parts_of_large_slices_are_copied_not_pinned() {
+        let slice = Bytes::from(vec![7u8; 2 << 20]);
+        let one_byte = cut_of(&slice, 100..101);
+        assert_eq!(&one_byte[..], &[7]);
+        assert!(
+            !shares(&one_byte, &slice),
+            "a 1-byte range pins its 2 MiB slice"
+        );
+        let large = cut_of(&slice, 0..(1 << 20));
+        assert!(shares(&large, &slice), "a large part is a view, not a copy");
+        let manifest = Bytes::from(vec![1u8; 4000]);
+        let whole = cut_of(&manifest, 0..4000);
+        assert!(
+            shares(&whole, &manifest),
+            "a small object's whole slice is a view"
+        );
     }
 }
