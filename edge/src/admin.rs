@@ -156,7 +156,7 @@ impl AdminService {
             (None, None, Some(tag)) => (BanKind::Tag, tag),
             _ => return bad("give exactly one of `url`, `prefix` and `tag`".into()),
         };
-        match self.edge.purge(kind, &target, request.soft) {
+        match self.edge.purge(kind, &target, request.soft).await {
             Ok(ban) => {
                 let mode = if ban.soft { "soft" } else { "hard" };
                 self.edge

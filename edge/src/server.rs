@@ -74,7 +74,7 @@ impl EdgeServer {
         let c = &config.cache;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| anyhow::anyhow!("creating data_dir {}: {e}", config.data_dir.display()))?;
-        let bans = Bans::open(Some(config.data_dir.join("bans.json")))?;
+        let bans = Arc::new(Bans::open(Some(config.data_dir.join("bans.json")))?);
         let metrics = Arc::new(EdgeMetrics::new());
         let storage = FoyerStorage::open(
             &config.disk_dir(),

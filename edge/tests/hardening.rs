@@ -479,3 +479,43 @@ fn http2_connections_that_only_answer_pings_go_idle_and_old_ones_retire() {
         );
     });
 }
+
+#[test]
+fn invalidations_do_not_grow_the_bans_file_and_a_corrupt_one_does_not_stop_a_start() {
+    let origin = ScriptedOrigin::start(|req| {
+        if req.method == "POST" {
+            return Scripted::status(201, "made").header("Location", &format!("{}/item", req.path));
+        }
+        Scripted::ok("x").header("Cache-Control", "max-age=600")
+    });
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    // A corrupt bans file from an earlier run: the edge starts anyway (with the last good copy, here none).
+    std::fs::write(dir.path().join("bans.json"), b"{ not json").unwrap();
+    let token = "hardening-token-0123456789";
+    let extra = format!("[admin]\nbearer_token = \"{token}\"\n");
+    let edge = start_edge(&origin.url(), dir.path(), &certs, &extra);
+    let base = format!("http://127.0.0.1:{}", edge.addr("http_addr").port());
+    // Cached, then invalidated by a POST to it.
+    curl(&[&format!("{base}/api/0")]);
+    assert!(status(&curl(&[&format!("{base}/api/0")])).contains("; hit;"));
+    for i in 0..300 {
+        let made = curl(&["-X", "POST", "-d", "{}", &format!("{base}/api/{i}")]);
+        assert_eq!(made.status, 201);
+    }
+    assert!(
+        status(&curl(&[&format!("{base}/api/0")])).contains("fwd=uri-miss"),
+        "the POST invalidated the stored copy"
+    );
+    let bans = curl(&[
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("{}/bans", edge.url("admin_addr")),
+    ]);
+    assert_eq!(
+        bans.text().trim(),
+        "[]",
+        "invalidations are not durable bans"
+    );
+    let file = std::fs::read(dir.path().join("bans.json")).unwrap();
+    assert_eq!(&file[..], b"{ not json", "300 POSTs wrote nothing");
+}

@@ -191,52 +191,117 @@ impl BanSet {
     }
 }
 
-/// The edge's bans, shared by lookups and the admin API, saved to `path` on every change.
+/// How long an invalidation (RFC 9111 §4.4, after an unsafe request) is remembered. The stored versions it names
+/// are removed at once; the ban only covers a fill that was already under way, so it need not outlive one.
+pub const INVALIDATION_MEMORY_MS: u64 = 10 * 60 * 1000;
+/// Invalidations remembered at most; past that, the oldest half goes.
+pub const MAX_INVALIDATIONS: usize = 100_000;
+
+/// The edge's bans, shared by lookups and the admin API. Purges are durable: saved to `path` (off the runtime's
+/// threads, fsynced, the previous good copy kept beside it as `*.prev`) so that a restart keeps them.
+/// Invalidations are not: they live in memory for [`INVALIDATION_MEMORY_MS`], at most [`MAX_INVALIDATIONS`],
+/// so a busy API behind the edge cannot grow the file.
 pub struct Bans {
     set: RwLock<BanSet>,
+    invalidations: RwLock<BanSet>,
+    /// When the invalidations are next pruned of the expired ones (unix ms).
+    next_prune_ms: std::sync::atomic::AtomicU64,
     path: Option<PathBuf>,
+    /// Serialises writes of the file.
+    writing: std::sync::Mutex<()>,
 }
 
 impl Bans {
-    /// Loads the saved bans (a missing file is no bans; an unreadable one is an error naming it).
+    /// Loads the saved bans. A missing file is no bans; a corrupt or unreadable one is replaced by the last good
+    /// copy (`*.prev`), or by no bans when that is bad too, each with a warning naming the file.
     pub fn open(path: Option<PathBuf>) -> anyhow::Result<Self> {
         let mut set = BanSet::default();
-        if let Some(path) = &path
-            && path.exists()
-        {
-            let text = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("reading bans {}: {e}", path.display()))?;
-            let bans: Vec<Ban> = serde_json::from_slice(&text)
-                .map_err(|e| anyhow::anyhow!("bans file {} is not valid: {e}", path.display()))?;
+        if let Some(path) = &path {
+            let bans = match read_bans(path) {
+                Ok(bans) => bans,
+                Err(e) => {
+                    let prev = previous_copy(path);
+                    tracing::error!(file = %path.display(), error = %e, "the bans file is unusable; using its last good copy");
+                    read_bans(&prev).unwrap_or_else(|e| {
+                        tracing::error!(file = %prev.display(), error = %e, "no usable copy of the bans; starting without them");
+                        Vec::new()
+                    })
+                }
+            };
             for ban in bans {
                 set.add(ban);
             }
         }
         Ok(Bans {
             set: RwLock::new(set),
+            invalidations: RwLock::new(BanSet::default()),
+            next_prune_ms: std::sync::atomic::AtomicU64::new(0),
             path,
+            writing: std::sync::Mutex::new(()),
         })
     }
 
     pub fn verdict(&self, url: &str, tags: &[String], confirmed_ms: u64) -> Verdict {
-        let set = self.set.read().unwrap_or_else(|e| e.into_inner());
-        if set.is_empty() {
-            return Verdict::Keep;
+        let mut verdict = Verdict::Keep;
+        for set in [&self.set, &self.invalidations] {
+            let set = set.read().unwrap_or_else(|e| e.into_inner());
+            if !set.is_empty() {
+                verdict = combine(verdict, set.verdict(url, tags, confirmed_ms));
+            }
         }
-        set.verdict(url, tags, confirmed_ms)
+        verdict
     }
 
-    /// Records a ban (after pruning those older than `prune_before_ms`) and saves the set.
-    pub fn add(&self, ban: Ban, prune_before_ms: u64) -> std::io::Result<()> {
-        let list = {
+    /// Records a purge (after pruning those older than `prune_before_ms`) and saves the set, on a blocking
+    /// thread.
+    pub async fn add(
+        self: &std::sync::Arc<Self>,
+        ban: Ban,
+        prune_before_ms: u64,
+    ) -> std::io::Result<()> {
+        {
             let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
             set.prune(prune_before_ms);
             set.add(ban);
-            set.list()
-        };
-        self.save(&list)
+        }
+        let bans = std::sync::Arc::clone(self);
+        tokio::task::spawn_blocking(move || bans.save())
+            .await
+            .map_err(std::io::Error::other)?
     }
 
+    /// Remembers an invalidation of the URL `pattern` at `at_ms`, in memory only.
+    pub fn invalidate(&self, pattern: String, at_ms: u64) {
+        let mut set = self
+            .invalidations
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        // Expired ones go at most every tenth of the memory span: a prune walks them all.
+        if at_ms
+            >= self
+                .next_prune_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            set.prune(at_ms.saturating_sub(INVALIDATION_MEMORY_MS));
+            self.next_prune_ms.store(
+                at_ms + INVALIDATION_MEMORY_MS / 10,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
+        if set.urls.len() >= MAX_INVALIDATIONS {
+            let mut times: Vec<u64> = set.list().iter().map(|b| b.at_ms).collect();
+            times.sort_unstable();
+            set.prune(times[times.len() / 2]);
+        }
+        set.add(Ban {
+            kind: BanKind::Url,
+            pattern,
+            at_ms,
+            soft: false,
+        });
+    }
+
+    /// The purges in force (invalidations are not listed).
     pub fn list(&self) -> Vec<Ban> {
         self.set.read().unwrap_or_else(|e| e.into_inner()).list()
     }
@@ -245,17 +310,53 @@ impl Bans {
         self.set.read().unwrap_or_else(|e| e.into_inner()).counts()
     }
 
-    fn save(&self, list: &[Ban]) -> std::io::Result<()> {
+    /// Invalidations remembered now.
+    pub fn invalidations(&self) -> usize {
+        self.invalidations
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .urls
+            .len()
+    }
+
+    /// Writes the current purges: a temporary file, fsynced, renamed over the file after the file is kept as
+    /// the previous good copy; then the folder is fsynced.
+    fn save(&self) -> std::io::Result<()> {
+        use std::io::Write;
         let Some(path) = &self.path else {
             return Ok(());
         };
+        let _one_writer = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let list = self.list();
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(list).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, path)
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?)?;
+        file.sync_all()?;
+        if path.exists() {
+            let prev = previous_copy(path);
+            let _ = std::fs::remove_file(&prev);
+            std::fs::hard_link(path, &prev)?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     }
+}
+
+/// The saved bans in `path` (none when it does not exist).
+fn read_bans(path: &std::path::Path) -> anyhow::Result<Vec<Ban>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read(path)?;
+    Ok(serde_json::from_slice(&text)?)
+}
+
+/// Where the previous good copy of the bans file is kept.
+fn previous_copy(path: &std::path::Path) -> PathBuf {
+    path.with_extension("json.prev")
 }
 
 #[cfg(test)]
@@ -324,19 +425,46 @@ mod tests {
         assert!(set.is_empty());
     }
 
-    #[test]
-    fn bans_survive_a_restart() {
+    #[tokio::test]
+    async fn purges_survive_a_restart_and_a_corrupt_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bans.json");
-        let bans = Bans::open(Some(path.clone())).unwrap();
-        bans.add(ban(BanKind::Tag, "t", 10, false), 0).unwrap();
+        let bans = std::sync::Arc::new(Bans::open(Some(path.clone())).unwrap());
+        bans.add(ban(BanKind::Tag, "t", 10, false), 0)
+            .await
+            .unwrap();
+        let first = bans.list();
         bans.add(ban(BanKind::Prefix, "s|/x/", 20, true), 0)
+            .await
             .unwrap();
         let again = Bans::open(Some(path.clone())).unwrap();
         assert_eq!(again.list(), bans.list());
         assert_eq!(again.verdict("s|/x/1", &[], 5), Verdict::Stale(20));
+        // A corrupt file: the last good copy (before the last save) is used, not a refusal to start.
         std::fs::write(&path, b"not json").unwrap();
-        let err = Bans::open(Some(path)).err().unwrap().to_string();
-        assert!(err.contains("bans.json"), "{err}");
+        assert_eq!(Bans::open(Some(path.clone())).unwrap().list(), first);
+        // Both bad: no bans, still a start.
+        std::fs::write(previous_copy(&path), b"{").unwrap();
+        assert!(Bans::open(Some(path)).unwrap().list().is_empty());
+    }
+
+    #[test]
+    fn invalidations_are_bounded_in_memory_and_never_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bans.json");
+        let bans = Bans::open(Some(path.clone())).unwrap();
+        for i in 0..MAX_INVALIDATIONS as u64 + 10 {
+            bans.invalidate(format!("s|/api/{i}"), 1_000_000 + i);
+        }
+        assert!(bans.invalidations() <= MAX_INVALIDATIONS);
+        assert_eq!(bans.verdict("s|/api/100009", &[], 999_000), Verdict::Drop);
+        assert_eq!(bans.verdict("s|/api/100009", &[], 1_200_000), Verdict::Keep);
+        // Remembered for INVALIDATION_MEMORY_MS only.
+        bans.invalidate("s|/late".into(), 2_000_000 + INVALIDATION_MEMORY_MS);
+        assert_eq!(bans.invalidations(), 1);
+        assert!(
+            bans.list().is_empty() && !path.exists(),
+            "nothing listed or written"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub struct Engine {
     policy: Policy,
     max_variants: usize,
     retention_ms: u64,
-    pub bans: Bans,
+    pub bans: Arc<Bans>,
     /// URLs whose last response was not storable, with when that expires (unix ms) and why: requests for them
     /// go straight upstream for a while instead of through a fill first ("hit-for-pass").
     pass_marks: Mutex<HashMap<String, (u64, &'static str)>>,
@@ -59,7 +59,7 @@ pub struct EngineSetup {
     pub policy: Policy,
     pub max_variants: usize,
     pub retention_secs: u64,
-    pub bans: Bans,
+    pub bans: Arc<Bans>,
     pub clock: Arc<Clock>,
 }
 
@@ -780,9 +780,9 @@ impl Engine {
         }
     }
 
-    /// A purge, recorded as a ban on `pattern`; a URL purge (`url_key`) also lifts the URL's hit-for-pass mark
-    /// and, unless soft, drops its stored version at once.
-    pub(crate) fn purge(
+    /// A purge, recorded as a durable ban on `pattern` (saved for restarts); a URL purge (`url_key`) also
+    /// lifts the URL's hit-for-pass mark and, unless soft, drops its stored version at once.
+    pub(crate) async fn purge(
         &self,
         kind: BanKind,
         pattern: String,
@@ -795,17 +795,6 @@ impl Engine {
                 self.storage.remove(key);
             }
         }
-        self.record_ban(kind, pattern, soft)
-    }
-
-    /// Invalidates a URL (RFC 9111 §4.4): its stored versions and variants go, now and after a restart.
-    pub(crate) fn invalidate(&self, key: &CacheKey) -> io::Result<Ban> {
-        // A ban covers every variant of the URL; removing the primary record frees it at once.
-        self.purge(BanKind::Url, key.as_str().to_string(), Some(key), false)
-    }
-
-    /// Records a ban issued now, saved for restarts.
-    fn record_ban(&self, kind: BanKind, pattern: String, soft: bool) -> io::Result<Ban> {
         let now_ms = unix_millis(self.clock.now());
         // One millisecond ahead: a version stored in the same millisecond, before the ban, is covered too.
         let ban = Ban {
@@ -815,8 +804,26 @@ impl Engine {
             soft,
         };
         self.bans
-            .add(ban.clone(), now_ms.saturating_sub(self.retention_ms))?;
+            .add(ban.clone(), now_ms.saturating_sub(self.retention_ms))
+            .await?;
         Ok(ban)
+    }
+
+    /// Invalidates a URL (RFC 9111 §4.4): its primary record and every variant listed on it are removed now,
+    /// and a short-lived ban in memory covers a fill already under way. Nothing is written to disk: an API
+    /// behind the edge may see thousands of POSTs.
+    pub(crate) async fn invalidate(&self, key: &CacheKey) {
+        let primary = key.primary();
+        self.forget_pass_mark(&primary);
+        if let Some((meta, _)) = self.storage.lookup_meta(&primary).await {
+            for variant in &meta.variants {
+                self.storage.remove(&primary.variant(variant));
+            }
+        }
+        self.storage.remove(&primary);
+        let now_ms = unix_millis(self.clock.now());
+        self.bans
+            .invalidate(primary.as_str().to_string(), now_ms + 1);
     }
 }
 

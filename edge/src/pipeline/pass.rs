@@ -106,7 +106,7 @@ impl Edge {
         if super::is_unsafe(&parts.method)
             && (response.status().is_success() || response.status().is_redirection())
         {
-            self.invalidate(request, response.headers());
+            self.invalidate(request, response.headers()).await;
         }
         let mut answer = self.stream_upstream(parts, response, cache_status);
         answer.upstream_ms = upstream_ms;
@@ -164,7 +164,7 @@ impl Edge {
 
     /// RFC 9111 §4.4: a non-error response to an unsafe request invalidates the target URI and the URIs in
     /// `Location` and `Content-Location` when they are on the same site (each in its canonical form).
-    fn invalidate(&self, request: &Canonical<'_>, response: &HeaderMap) {
+    async fn invalidate(&self, request: &Canonical<'_>, response: &HeaderMap) {
         let mut targets = vec![request.key.clone()];
         for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
             let Some(uri) = response
@@ -185,9 +185,7 @@ impl Edge {
             }
         }
         for key in targets {
-            if let Err(e) = self.engine.invalidate(&key) {
-                tracing::warn!(key = %key, error = %e, "could not save the invalidation");
-            }
+            self.engine.invalidate(&key).await;
             self.metrics.invalidations.inc();
         }
     }

@@ -9,7 +9,7 @@ use crate::cache::key::CacheKey;
 impl Edge {
     /// A purge: `target` is a URL (`url`, `prefix`) on one of this edge's sites, or a tag; `soft` marks what it
     /// covers stale instead of dropping it.
-    pub fn purge(&self, kind: BanKind, target: &str, soft: bool) -> Result<Ban, PurgeError> {
+    pub async fn purge(&self, kind: BanKind, target: &str, soft: bool) -> Result<Ban, PurgeError> {
         let invalid = |reason: String| PurgeError::Invalid(reason);
         let mut url_key = None;
         let pattern = match kind {
@@ -62,6 +62,7 @@ impl Edge {
         };
         self.engine
             .purge(kind, pattern, url_key.as_ref(), soft)
+            .await
             .map_err(PurgeError::Io)
     }
 }
