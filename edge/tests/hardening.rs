@@ -519,3 +519,54 @@ fn invalidations_do_not_grow_the_bans_file_and_a_corrupt_one_does_not_stop_a_sta
     let file = std::fs::read(dir.path().join("bans.json")).unwrap();
     assert_eq!(&file[..], b"{ not json", "300 POSTs wrote nothing");
 }
+
+#[test]
+fn an_origin_brown_out_costs_it_a_request_per_back_off_not_one_per_viewer() {
+    use std::sync::atomic::AtomicBool;
+
+    let down = Arc::new(AtomicBool::new(false));
+    let is_down = Arc::clone(&down);
+    let origin = ScriptedOrigin::start(move |_| {
+        if is_down.load(Ordering::SeqCst) {
+            return Scripted::status(503, "down");
+        }
+        Scripted::ok("the segment")
+            .header("Cache-Control", "max-age=1, stale-if-error=600")
+            .header("ETag", "\"v1\"")
+    });
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(&origin.url(), dir.path(), &certs, testkit::TEST_CLOCK);
+    let url = format!("http://127.0.0.1:{}/seg.ts", edge.addr("http_addr").port());
+    curl(&[&url]);
+    down.store(true, Ordering::SeqCst);
+    testkit::advance_clock(&edge, testkit::TEST_CLOCK_TOKEN, 2);
+    let before = stack_count(&origin);
+    for _ in 0..40 {
+        let stale = curl(&[&url]);
+        assert_eq!(stale.status, 200);
+        assert_eq!(stale.text(), "the segment");
+        assert!(
+            status(&stale).contains("detail=stale-if-error"),
+            "{}",
+            status(&stale)
+        );
+    }
+    let asked = stack_count(&origin) - before;
+    assert!(
+        (1..=4).contains(&asked),
+        "40 viewers during the outage cost the origin {asked} requests"
+    );
+    // Back up, and past the longest back-off: revalidated at the next request.
+    down.store(false, Ordering::SeqCst);
+    testkit::advance_clock(&edge, testkit::TEST_CLOCK_TOKEN, 60);
+    let fresh = curl(&[&url]);
+    assert!(
+        status(&fresh).contains("fwd-status=304"),
+        "{}",
+        status(&fresh)
+    );
+}
+
+fn stack_count(origin: &ScriptedOrigin) -> usize {
+    origin.count("/seg.ts")
+}

@@ -46,6 +46,9 @@ pub struct Engine {
     /// URLs whose last response was not storable, with when that expires (unix ms) and why: requests for them
     /// go straight upstream for a while instead of through a fill first ("hit-for-pass").
     pass_marks: Mutex<HashMap<String, (u64, &'static str)>>,
+    /// Objects whose upstream failed when last asked: until when it is not asked again (unix ms), and how many
+    /// failures in a row (the back-off doubles with each).
+    failing: Mutex<HashMap<String, (u64, u32)>>,
     clock: Arc<Clock>,
 }
 
@@ -65,6 +68,11 @@ pub struct EngineSetup {
 
 /// Response fields whose values are tags for purging (space- or comma-separated).
 const TAG_FIELDS: [&str; 2] = ["surrogate-key", "cache-tag"];
+
+/// The first back-off after an upstream failure for an object; it doubles with each failure in a row.
+const FIRST_BACKOFF_MS: u64 = 1_000;
+/// The longest back-off.
+const MAX_BACKOFF_MS: u64 = 30_000;
 
 /// How long a URL whose response was not storable is passed straight upstream.
 const PASS_MARK_MS: u64 = 30_000;
@@ -88,6 +96,7 @@ impl Engine {
             retention_ms: setup.retention_secs.saturating_mul(1000),
             bans: setup.bans,
             pass_marks: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashMap::new()),
             clock: setup.clock,
         }
     }
@@ -210,6 +219,35 @@ impl Engine {
             marks.clear();
         }
         marks.insert(key.to_string(), (unix_millis(now) + PASS_MARK_MS, detail));
+    }
+
+    /// Whether the upstream failed for `key` so recently that it is not asked again yet.
+    pub(crate) fn backing_off(&self, key: &CacheKey, now: SystemTime) -> bool {
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        !failing.is_empty()
+            && failing
+                .get(key.as_str())
+                .is_some_and(|(until, _)| *until > unix_millis(now))
+    }
+
+    /// Records how the upstream answered a fill or revalidation of `key`: a failure starts or doubles its
+    /// back-off (1 s, 2 s, 4 s … at most [`MAX_BACKOFF_MS`]), a success ends it. The map is bounded: when full
+    /// it is cleared, which costs at most one more upstream request per object.
+    pub(crate) fn note_upstream(&self, key: &CacheKey, failed: bool, now: SystemTime) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        if !failed {
+            if !failing.is_empty() {
+                failing.remove(key.as_str());
+            }
+            return;
+        }
+        if failing.len() >= MAX_PASS_MARKS {
+            failing.clear();
+        }
+        let (until, failures) = failing.entry(key.as_str().to_string()).or_insert((0, 0));
+        *failures = failures.saturating_add(1);
+        let backoff = (FIRST_BACKOFF_MS << (*failures - 1).min(16)).min(MAX_BACKOFF_MS);
+        *until = unix_millis(now) + backoff;
     }
 
     fn forget_pass_mark(&self, key: &CacheKey) {

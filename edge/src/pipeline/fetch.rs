@@ -64,6 +64,16 @@ impl Edge {
             variant,
             ..
         } = found;
+        // An upstream that just failed for this object is not asked again until its back-off ends, while a
+        // stale copy may answer (RFC 5861 stale-if-error): an origin brown-out costs it a request per
+        // back-off period, not one per viewer.
+        if let Some(stale) = stored.as_ref().filter(|_| stale_if_error)
+            && self.engine.backing_off(&key, self.engine.clock().now())
+        {
+            let served = Served::Stale(StaleReason::IfError);
+            let stale = Arc::clone(stale);
+            return self.respond(parts, request, key, stale, None, served).await;
+        }
         let fields = self.fill_fields(parts, request, variant.as_deref());
         let (target, index) = match (&stored, revalidate) {
             // A revalidation asks for the first slice: a 304 keeps the stored version, a 200 or 206 becomes the
@@ -102,6 +112,10 @@ impl Edge {
             Ok(FillHead::NotStorable { status, .. }) => *status >= 500,
             Ok(_) => false,
         };
+        if started {
+            self.engine
+                .note_upstream(&key, upstream_failed, self.engine.clock().now());
+        }
         if upstream_failed && let Some(stale) = stale {
             let served = Served::Stale(StaleReason::IfError);
             return self.respond(parts, request, key, stale, None, served).await;
