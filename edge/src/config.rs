@@ -252,6 +252,9 @@ pub struct LimitsConfig {
     pub upstream_header_timeout_secs: u64,
     /// Seconds an upstream body may stall before the fill is abandoned. Default: 10.
     pub upstream_body_idle_timeout_secs: u64,
+    /// Seconds a whole fill (one slice from the upstream) may take; past it the fill fails with 504 and
+    /// nothing is stored. Default: 120.
+    pub upstream_fill_timeout_secs: u64,
 }
 
 /// CORS for browser players.
@@ -365,6 +368,7 @@ impl Default for LimitsConfig {
             upstream_connect_timeout_secs: defaults::UPSTREAM_CONNECT_TIMEOUT_SECS,
             upstream_header_timeout_secs: defaults::UPSTREAM_HEADER_TIMEOUT_SECS,
             upstream_body_idle_timeout_secs: defaults::UPSTREAM_BODY_IDLE_TIMEOUT_SECS,
+            upstream_fill_timeout_secs: 120,
         }
     }
 }
@@ -624,6 +628,10 @@ impl EdgeConfig {
                 l.request_body_timeout_secs,
             ),
             ("limits.max_connection_age_secs", l.max_connection_age_secs),
+            (
+                "limits.upstream_fill_timeout_secs",
+                l.upstream_fill_timeout_secs,
+            ),
         ] {
             ensure(value > 0, field, "must be at least 1")?;
         }

@@ -114,14 +114,22 @@ impl EdgeError {
 
 impl From<&FillError> for EdgeError {
     fn from(e: &FillError) -> Self {
-        if let FillError::Internal(_) = e {
-            return EdgeError::internal(e.to_string());
+        match e {
+            FillError::Internal(_) => return EdgeError::internal(e.to_string()),
+            FillError::Overloaded => {
+                return EdgeError::Overloaded {
+                    reason: e.to_string(),
+                };
+            }
+            _ => {}
         }
         let kind = match e {
             FillError::Upstream { timeout: true, .. } => UpstreamFault::Timeout,
             FillError::Upstream { .. } => UpstreamFault::Unreachable,
             FillError::Body(_) => UpstreamFault::Body,
-            FillError::ValidatorChanged | FillError::Internal(_) => UpstreamFault::Changed,
+            FillError::ValidatorChanged | FillError::Internal(_) | FillError::Overloaded => {
+                UpstreamFault::Changed
+            }
         };
         EdgeError::Upstream {
             kind,

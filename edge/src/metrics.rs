@@ -48,6 +48,8 @@ pub struct EdgeMetrics {
     pub upstream_latency: Histogram,
     /// `edge_cache_fills_in_flight`.
     pub fills_in_flight: IntGauge,
+    /// `edge_cache_fills_waiting`: fills queued for a slot (at most `cache.max_fills`; past it, 503).
+    pub fills_waiting: IntGauge,
     /// `edge_cache_fill_waiters_total`: requests that joined a fill another request started.
     pub fill_waiters: IntCounter,
     /// `edge_cache_lookups_total{kind, result}`: kind `meta`/`slice`, result `memory`/`disk`/`miss`.
@@ -200,6 +202,11 @@ impl EdgeMetrics {
             .expect("valid metric"),
             fills_in_flight: IntGauge::new("edge_cache_fills_in_flight", "Upstream fills running.")
                 .expect("valid"),
+            fills_waiting: IntGauge::new(
+                "edge_cache_fills_waiting",
+                "Upstream fills waiting for a slot.",
+            )
+            .expect("valid metric"),
             fill_waiters: counter(
                 "edge_cache_fill_waiters_total",
                 "Requests that joined a fill another request had started (coalesced).",
@@ -275,6 +282,7 @@ impl EdgeMetrics {
             Box::new(m.upstream_errors.clone()),
             Box::new(m.upstream_latency.clone()),
             Box::new(m.fills_in_flight.clone()),
+            Box::new(m.fills_waiting.clone()),
             Box::new(m.fill_waiters.clone()),
             Box::new(m.lookups.clone()),
             Box::new(m.memory_bytes.clone()),

@@ -124,11 +124,25 @@ impl EdgeServer {
             any: config.cors.allow_origins.iter().any(|o| o == "*"),
             origins: config.cors.allow_origins.clone(),
         };
+        // Every fill holds up to a slice in memory: as many at once as the memory tier holds slices, at most.
+        let max_fills = c.max_fills.min(
+            usize::try_from(c.memory_bytes / c.slice_bytes)
+                .unwrap_or(usize::MAX)
+                .max(1),
+        );
+        if max_fills < c.max_fills {
+            tracing::info!(
+                max_fills,
+                configured = c.max_fills,
+                "cache.max_fills lowered to what the memory tier holds in slices"
+            );
+        }
         let engine = Arc::new(Engine::new(EngineSetup {
             storage: Arc::new(storage),
             upstream,
             slice_bytes: c.slice_bytes,
-            max_fills: c.max_fills,
+            max_fills,
+            fill_deadline: Duration::from_secs(config.limits.upstream_fill_timeout_secs),
             metrics: Arc::clone(&metrics),
             policy: Policy {
                 targeted_fields: c

@@ -570,3 +570,57 @@ fn an_origin_brown_out_costs_it_a_request_per_back_off_not_one_per_viewer() {
 fn stack_count(origin: &ScriptedOrigin) -> usize {
     origin.count("/seg.ts")
 }
+
+#[test]
+fn fills_wait_in_a_bounded_queue_and_have_a_deadline() {
+    use std::time::{Duration, Instant};
+
+    // 1 MiB at 200 KB/s: a fill of its first 64 KiB slice takes about 0.3 s; of a 1 MiB slice, 5 s.
+    let origin = testkit::TrickleOrigin::start(1 << 20, 200_000);
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url(),
+        dir.path(),
+        &certs,
+        "[cache]\nmax_fills = 1\nslice_bytes = 1048576\n[limits]\nupstream_fill_timeout_secs = 1\n",
+    );
+    let base = format!("http://127.0.0.1:{}", edge.addr("http_addr").port());
+
+    // One fill runs, one waits, the third is told to come back.
+    let slow: Vec<_> = ["/a.mp4", "/b.mp4"]
+        .into_iter()
+        .map(|path| {
+            let url = format!("{base}{path}");
+            std::thread::spawn(move || try_curl(&["--max-time", "10", &url]))
+        })
+        .collect();
+    // Wait until one fill runs and the other waits (the edge counts both).
+    let metrics = format!("{}/metrics", edge.url("admin_addr"));
+    let queued = Instant::now() + Duration::from_secs(5);
+    while !curl(&[&metrics])
+        .text()
+        .contains("edge_cache_fills_waiting 1")
+    {
+        assert!(Instant::now() < queued, "the second fill never queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = curl(&["--max-time", "10", &format!("{base}/c.mp4")]);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+
+    // The running fill is cut at its deadline (1 s) instead of taking its 5 s: its client's body is aborted,
+    // never passed off as complete.
+    let since = Instant::now();
+    for handle in slow {
+        let answer = handle.join().unwrap();
+        assert!(
+            answer.is_err(),
+            "a fill past its deadline was not cut: {answer:?}"
+        );
+    }
+    assert!(
+        since.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        since.elapsed()
+    );
+}

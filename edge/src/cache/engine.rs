@@ -7,6 +7,7 @@ use std::io;
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,11 @@ pub struct Engine {
     storage: Arc<dyn CacheStorage>,
     fills: Fills,
     fill_permits: Semaphore,
+    /// Fills waiting for a slot, and how many may wait.
+    fills_waiting: AtomicUsize,
+    max_waiting_fills: usize,
+    /// The longest a whole fill may take.
+    fill_deadline: Duration,
     upstream: Upstream,
     slice_bytes: u64,
     metrics: Arc<EdgeMetrics>,
@@ -58,6 +64,7 @@ pub struct EngineSetup {
     pub upstream: Upstream,
     pub slice_bytes: u64,
     pub max_fills: usize,
+    pub fill_deadline: Duration,
     pub metrics: Arc<EdgeMetrics>,
     pub policy: Policy,
     pub max_variants: usize,
@@ -88,6 +95,9 @@ impl Engine {
             storage: setup.storage,
             fills: Fills::new(),
             fill_permits: Semaphore::new(setup.max_fills),
+            fills_waiting: AtomicUsize::new(0),
+            max_waiting_fills: setup.max_fills,
+            fill_deadline: setup.fill_deadline,
             upstream: setup.upstream,
             slice_bytes: setup.slice_bytes,
             metrics: setup.metrics,
@@ -407,30 +417,55 @@ impl Engine {
             key.clone(),
         );
         tokio::spawn(async move {
-            let _permit = engine.fill_permits.acquire().await;
-            engine.metrics.fills_in_flight.inc();
-            // A panic inside the fill must still answer its waiters (and free its key), not leave them hanging.
-            let result = AssertUnwindSafe(engine.fill_slice(
-                &fill_for_task,
-                &upstream,
-                &key,
-                index,
-                target,
-                fields,
-            ))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(FillError::Internal(message))
-            });
+            // A slot, or a place in a bounded queue for one, or 503 (RFC 9110 15.6.4) at once.
+            let permit = match engine.fill_permits.try_acquire() {
+                Ok(permit) => Some(permit),
+                Err(_)
+                    if engine.fills_waiting.load(Ordering::Relaxed) >= engine.max_waiting_fills =>
+                {
+                    None
+                }
+                Err(_) => {
+                    engine.fills_waiting.fetch_add(1, Ordering::Relaxed);
+                    engine.metrics.fills_waiting.inc();
+                    let permit = engine.fill_permits.acquire().await.ok();
+                    engine.metrics.fills_waiting.dec();
+                    engine.fills_waiting.fetch_sub(1, Ordering::Relaxed);
+                    permit
+                }
+            };
+            let result = match permit {
+                None => Err(FillError::Overloaded),
+                Some(_permit) => {
+                    engine.metrics.fills_in_flight.inc();
+                    let fill =
+                        engine.fill_slice(&fill_for_task, &upstream, &key, index, target, fields);
+                    // The whole fill has a deadline (the upstream's body has one per chunk besides), and a
+                    // panic inside it still answers its waiters (and frees its key).
+                    let deadline = engine.fill_deadline;
+                    let result =
+                        tokio::time::timeout(deadline, AssertUnwindSafe(fill).catch_unwind())
+                            .await
+                            .unwrap_or_else(|_| {
+                                Ok(Err(FillError::Upstream {
+                                    timeout: true,
+                                    message: format!("the fill took longer than {deadline:?}"),
+                                }))
+                            })
+                            .unwrap_or_else(|panic| {
+                                let message = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                Err(FillError::Internal(message))
+                            });
+                    engine.metrics.fills_in_flight.dec();
+                    result
+                }
+            };
             // Insert (inside fill_slice) → unregister → wake: a request arriving in between finds the slice cached.
             engine.fills.remove(fill_key.as_str());
-            engine.metrics.fills_in_flight.dec();
             if let Err(e) = &result {
                 let kind = EdgeError::from(e).upstream_label().unwrap_or("internal");
                 engine

@@ -25,6 +25,8 @@ pub enum FillError {
     ValidatorChanged,
     /// The fill failed inside the edge (a bug, caught so that its waiters get an answer).
     Internal(String),
+    /// Every fill slot is taken and the queue for them is full: nothing was asked upstream.
+    Overloaded,
 }
 
 impl std::fmt::Display for FillError {
@@ -36,6 +38,9 @@ impl std::fmt::Display for FillError {
                 f.write_str("the object changed upstream during the fill")
             }
             FillError::Internal(message) => write!(f, "the fill failed inside the edge: {message}"),
+            FillError::Overloaded => {
+                f.write_str("every upstream fill slot is taken; try again shortly")
+            }
         }
     }
 }

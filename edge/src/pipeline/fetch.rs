@@ -108,6 +108,8 @@ impl Edge {
         };
         let stale = stored.filter(|_| stale_if_error);
         let upstream_failed = match &head {
+            // The edge's own limit, not the upstream's failure: no back-off, no stale answer for it.
+            Err(crate::cache::fill::FillError::Overloaded) => false,
             Err(_) => true,
             Ok(FillHead::NotStorable { status, .. }) => *status >= 500,
             Ok(_) => false,
