@@ -156,6 +156,32 @@ pub struct SiteConfig {
     /// never are. Default: none.
     #[serde(default)]
     pub strip_request_fields: Vec<String>,
+    /// Which query parameters make a cache key: `"all"` (sorted, so their order does not matter), `"none"`
+    /// (the query is sent upstream but ignored by the cache, so cache-busting parameters cannot fill it), or
+    /// `"listed"` (only the parameters named in `query_params`). Default: `"all"`.
+    #[serde(default)]
+    pub query_key: QueryKey,
+    /// With `query_key = "listed"`: the parameter names that count. Default: none.
+    #[serde(default)]
+    pub query_params: Vec<String>,
+    /// Requests passed to the upstream at once for this site (credentials, bypassed paths, answers that may not
+    /// be stored, unsafe methods); one more gets 503 with `Retry-After`. Default: 1000.
+    #[serde(default = "default_max_passes")]
+    pub max_passes: usize,
+}
+
+/// Which query parameters are part of a cache key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryKey {
+    #[default]
+    All,
+    None,
+    Listed,
+}
+
+fn default_max_passes() -> usize {
+    1000
 }
 
 fn default_site_name() -> String {
@@ -414,6 +440,9 @@ impl EdgeConfig {
             signed_paths: Vec::new(),
             forward_credentials: false,
             strip_request_fields: Vec::new(),
+            query_key: QueryKey::All,
+            query_params: Vec::new(),
+            max_passes: default_max_passes(),
         }]
     }
 
@@ -545,6 +574,16 @@ impl EdgeConfig {
                     }
                 }
             }
+            ensure(
+                site.max_passes > 0,
+                &field("max_passes"),
+                "must be at least 1",
+            )?;
+            ensure(
+                site.query_key == QueryKey::Listed || site.query_params.is_empty(),
+                &field("query_params"),
+                "is read only with query_key = \"listed\"",
+            )?;
             for name in &site.strip_request_fields {
                 ensure(
                     http::HeaderName::from_bytes(name.as_bytes()).is_ok(),

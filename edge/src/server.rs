@@ -21,7 +21,7 @@ use crate::cache::storage::{FoyerStorage, StorageSizes};
 use crate::clock::Clock;
 use crate::config::{EdgeConfig, slice_block_bytes};
 use crate::metrics::EdgeMetrics;
-use crate::pipeline::{BodyLimits, Cors, Edge, EdgeSetup, Forwarding, Site};
+use crate::pipeline::{BodyLimits, Cors, Edge, EdgeSetup, Forwarding, QueryPolicy, Site};
 use crate::upstream::Upstream;
 
 /// Connections the admin listener serves at once.
@@ -107,6 +107,12 @@ impl EdgeServer {
                         upstream: authority,
                         bypass_paths: canonical_prefixes(&s.bypass_paths),
                         signed_paths: canonical_prefixes(&s.signed_paths),
+                        query_key: match s.query_key {
+                            crate::config::QueryKey::All => QueryPolicy::All,
+                            crate::config::QueryKey::None => QueryPolicy::None,
+                            crate::config::QueryKey::Listed => QueryPolicy::Listed(s.query_params),
+                        },
+                        passes: Arc::new(Semaphore::new(s.max_passes)),
                         forwarding: Forwarding {
                             forward_credentials: s.forward_credentials,
                             deny: s

@@ -624,3 +624,74 @@ fn fills_wait_in_a_bounded_queue_and_have_a_deadline() {
         since.elapsed()
     );
 }
+
+#[test]
+fn passes_are_capped_per_site_and_query_strings_follow_the_sites_policy() {
+    use std::time::{Duration, Instant};
+
+    // Passes: one at a time for this site; a second gets 503 while the first streams.
+    let origin = testkit::TrickleOrigin::start(1 << 20, 400_000);
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let site = format!(
+        "[[site]]\nhosts = [\"localhost\", \"127.0.0.1\"]\nupstream = \"{}\"\nmax_passes = 1\n",
+        origin.url()
+    );
+    let edge = start_edge(&origin.url(), dir.path(), &certs, &site);
+    let url = format!(
+        "http://127.0.0.1:{}/private.mp4",
+        edge.addr("http_addr").port()
+    );
+    let first = {
+        let url = url.clone();
+        std::thread::spawn(move || curl(&["-H", "Authorization: Bearer a", &url]))
+    };
+    // Once the first pass has reached the origin, it holds the site's one slot.
+    let reached = Instant::now() + Duration::from_secs(5);
+    while origin.stats.lock().unwrap().first_byte_sent.is_empty() {
+        assert!(
+            Instant::now() < reached,
+            "the first pass never reached the origin"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let refused = curl(&["-H", "Authorization: Bearer b", &url]);
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(
+        first.join().unwrap().body.len(),
+        1 << 20,
+        "the first pass completes"
+    );
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer b", &url]).status,
+        200,
+        "its slot came back"
+    );
+
+    // Queries: ignored by the cache, or only the listed ones count; a fill asks for what its key names.
+    let seen = ScriptedOrigin::start(|req| {
+        Scripted::ok(format!("for {}", req.path)).header("Cache-Control", "max-age=600")
+    });
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let sites = format!(
+        "[[site]]\nname = \"plain\"\nhosts = [\"localhost\"]\nupstream = \"{u}\"\nquery_key = \"none\"\n\
+         [[site]]\nname = \"listed\"\nhosts = [\"127.0.0.1\"]\nupstream = \"{u}\"\nquery_key = \"listed\"\nquery_params = [\"lang\"]\n",
+        u = seen.url()
+    );
+    let edge = start_edge(&seen.url(), dir.path(), &certs, &sites);
+    let port = edge.addr("http_addr").port();
+    let plain = |q: &str| curl(&[&format!("http://localhost:{port}/a.m3u8?{q}")]);
+    assert_eq!(plain("cb=1").text(), "for /a.m3u8");
+    let busted = plain("cb=2");
+    assert!(
+        status(&busted).contains("; hit;"),
+        "cache-busting filled again"
+    );
+    assert_eq!(seen.count("/a.m3u8"), 1);
+    let listed = |q: &str| curl(&[&format!("http://127.0.0.1:{port}/b.m3u8?{q}")]);
+    listed("lang=fr&cb=1");
+    assert!(status(&listed("cb=2&lang=fr")).contains("; hit;"));
+    assert!(status(&listed("lang=de&cb=1")).contains("fwd=uri-miss"));
+    assert_eq!(seen.count("/b.m3u8?lang=fr"), 1);
+    assert_eq!(seen.count("/b.m3u8?lang=de"), 1);
+}

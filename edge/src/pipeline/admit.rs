@@ -25,6 +25,40 @@ pub struct Site {
     pub signed_paths: Vec<String>,
     /// Which request fields go upstream.
     pub forwarding: super::Forwarding,
+    /// Which query parameters are part of the cache key.
+    pub query_key: QueryPolicy,
+    /// Passes to the upstream running at once, at most (its permits).
+    pub passes: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Which query parameters are part of a site's cache keys (the upstream always gets the whole query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryPolicy {
+    All,
+    None,
+    /// Only these parameter names.
+    Listed(Vec<String>),
+}
+
+impl QueryPolicy {
+    /// The part of a canonical query that keys the cache.
+    fn key_part(&self, query: Option<&str>) -> Option<String> {
+        let query = query?;
+        match self {
+            QueryPolicy::All => Some(query.to_string()),
+            QueryPolicy::None => None,
+            QueryPolicy::Listed(names) => {
+                let kept: Vec<&str> = query
+                    .split('&')
+                    .filter(|param| {
+                        let name = param.split_once('=').map_or(*param, |(name, _)| name);
+                        names.iter().any(|n| n == name)
+                    })
+                    .collect();
+                (!kept.is_empty()).then(|| kept.join("&"))
+            }
+        }
+    }
 }
 
 /// The client's address, set by the listener in the request's extensions (signed URLs may be bound to it).
@@ -106,7 +140,11 @@ impl Edge {
             .query()
             .filter(|q| !q.is_empty())
             .map(shared::path::canonical_query);
-        let key = CacheKey::new(&site.name, &path, query.as_deref());
+        let key = CacheKey::new(
+            &site.name,
+            &path,
+            site.query_key.key_part(query.as_deref()).as_deref(),
+        );
         Ok(Canonical {
             site,
             path,
@@ -212,7 +250,19 @@ pub(super) fn host_without_port(authority: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::host_without_port;
+    use super::{QueryPolicy, host_without_port};
+
+    #[test]
+    fn query_policies_choose_what_keys_the_cache() {
+        let q = Some("b=2&utm_source=x&a=1&cb=12345");
+        assert_eq!(QueryPolicy::All.key_part(q).as_deref(), q);
+        assert_eq!(QueryPolicy::None.key_part(q), None);
+        let listed = QueryPolicy::Listed(vec!["a".into(), "b".into()]);
+        assert_eq!(listed.key_part(q).as_deref(), Some("b=2&a=1"));
+        assert_eq!(listed.key_part(Some("utm=1")), None);
+        assert_eq!(listed.key_part(None), None);
+        assert_eq!(listed.key_part(Some("a")).as_deref(), Some("a"));
+    }
 
     #[test]
     fn hosts_without_ports() {

@@ -149,7 +149,7 @@ impl Edge {
                     .flatten();
                 let answer = match own.and_then(|response| fit_to_request(parts, response)) {
                     Some((response, cut)) => {
-                        let mut answer = self.stream_upstream(parts, response, pass);
+                        let mut answer = self.stream_upstream(parts, response, pass, None);
                         if let Some(cut) = cut {
                             answer = cut.apply(answer);
                         }

@@ -30,7 +30,7 @@ use crate::metrics::EdgeMetrics;
 use crate::status::{CacheStatus, Fwd, StaleReason};
 
 pub use crate::fields::Forwarding;
-pub use admit::{Canonical, ClientAddr, EarlyData, Site};
+pub use admit::{Canonical, ClientAddr, EarlyData, QueryPolicy, Site};
 pub use purge::PurgeError;
 
 /// Response bodies: cached slices and fill chunks as `Bytes`, never copied.

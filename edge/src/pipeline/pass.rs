@@ -70,6 +70,16 @@ impl Edge {
         body: Bytes,
         cache_status: CacheStatus,
     ) -> Answer {
+        // Counted from the request to the end of the answer's body.
+        let Ok(slot) = Arc::clone(&request.site.passes).try_acquire_owned() else {
+            let busy = EdgeError::Overloaded {
+                reason: format!(
+                    "too many requests are being passed to the upstream of site `{}`; try again shortly",
+                    request.site.name
+                ),
+            };
+            return self.error_answer(parts, busy, CacheStatus::Local);
+        };
         let fields = self.upstream_fields(parts, request, Purpose::Pass);
         let started = Instant::now();
         let result = self
@@ -108,7 +118,7 @@ impl Edge {
         {
             self.invalidate(request, response.headers()).await;
         }
-        let mut answer = self.stream_upstream(parts, response, cache_status);
+        let mut answer = self.stream_upstream(parts, response, cache_status, Some(slot));
         answer.upstream_ms = upstream_ms;
         answer
     }
@@ -120,6 +130,7 @@ impl Edge {
         parts: &Parts,
         response: Response<Incoming>,
         cache_status: CacheStatus,
+        slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> Answer {
         let (head, body) = response.into_parts();
         let mut builder = Response::builder().status(head.status);
@@ -138,12 +149,13 @@ impl Edge {
             empty()
         } else {
             let edge = Arc::clone(self);
-            let stream = futures::stream::unfold(Some(body), move |body| {
+            // The pass's slot, if any, goes when the body does.
+            let stream = futures::stream::unfold(Some((body, slot)), move |state| {
                 let edge = Arc::clone(&edge);
                 async move {
-                    let mut body = body?;
+                    let (mut body, slot) = state?;
                     match edge.engine.upstream().next_chunk(&mut body).await {
-                        Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), Some(body))),
+                        Ok(Some(chunk)) => Some((Ok(Frame::data(chunk)), Some((body, slot)))),
                         Ok(None) => None,
                         Err(e) => Some((Err(io::Error::other(e)), None)),
                     }
