@@ -286,4 +286,84 @@ mod tests {
             Plan::NotCached
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn state() -> impl Strategy<Value = StoredState> {
+            (
+                0u64..100,
+                0u64..100,
+                any::<bool>(),
+                any::<bool>(),
+                0u64..50,
+                0u64..50,
+            )
+                .prop_map(|(age, ttl, has_validator, no_stale, swr, sie)| {
+                    StoredState {
+                        age,
+                        ttl_secs: ttl,
+                        has_validator,
+                        no_stale,
+                        stale_while_revalidate_secs: swr,
+                        stale_if_error_secs: sie,
+                    }
+                })
+        }
+
+        fn directives() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just("no-cache".to_string()),
+                    Just("no-store".to_string()),
+                    Just("only-if-cached".to_string()),
+                    Just("max-stale".to_string()),
+                    (0u64..60).prop_map(|n| format!("max-age={n}")),
+                    (0u64..60).prop_map(|n| format!("max-stale={n}")),
+                    (0u64..60).prop_map(|n| format!("min-fresh={n}")),
+                ],
+                0..4,
+            )
+            .prop_map(|d| d.join(", "))
+        }
+
+        proptest! {
+            /// What the plan may never do, whatever it is given.
+            #[test]
+            fn the_plan_keeps_its_promises(
+                stored in proptest::option::of(state()),
+                request in directives(),
+                honor in any::<bool>(),
+                marked in any::<bool>(),
+            ) {
+                let cc = CacheControl::parse(&request);
+                let policy = PlanPolicy { honor_client: honor };
+                let mark = marked.then_some("no-store");
+                let decided = plan(stored.as_ref(), Fwd::UriMiss, &cc, policy, mark);
+                match (&stored, decided) {
+                    (None, Plan::ServeFresh | Plan::ServeStale(_) | Plan::Revalidate { .. }) => {
+                        prop_assert!(false, "{decided:?} with nothing stored");
+                    }
+                    (Some(s), Plan::ServeFresh) => prop_assert!(s.is_fresh(), "served a stale copy as fresh"),
+                    (Some(s), Plan::ServeStale(_)) => {
+                        prop_assert!(!s.no_stale, "served stale what forbids it");
+                        prop_assert!(!s.is_fresh());
+                    }
+                    (Some(s), Plan::Revalidate { .. }) => prop_assert!(s.has_validator),
+                    (_, Plan::Fill { stale_if_error: true, .. }) => {
+                        prop_assert!(stored.as_ref().is_some_and(|s| !s.no_stale));
+                    }
+                    _ => {}
+                }
+                if decided == Plan::NotCached {
+                    prop_assert!(cc.only_if_cached, "504 without only-if-cached");
+                }
+                if cc.only_if_cached {
+                    let upstream = matches!(decided, Plan::Fill { .. } | Plan::Revalidate { .. } | Plan::Pass { .. });
+                    prop_assert!(!upstream, "only-if-cached went upstream: {decided:?}");
+                }
+            }
+        }
+    }
 }
