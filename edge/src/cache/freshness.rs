@@ -870,4 +870,64 @@ mod tests {
         assert_eq!(ttl_param(60, 70), -10);
         assert_eq!(ttl_param(0, u64::MAX), -i64::MAX);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn field_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[ -~]{0,40}",
+                proptest::collection::vec(
+                    prop_oneof![
+                        Just("no-store".to_string()),
+                        Just("private".to_string()),
+                        Just("no-cache".to_string()),
+                        Just("must-revalidate".to_string()),
+                        Just("must-understand".to_string()),
+                        Just("public".to_string()),
+                        "(max-age|s-maxage|stale-while-revalidate|stale-if-error)=[0-9]{0,25}",
+                        "no-cache=\"[a-z, -]{0,20}\"",
+                    ],
+                    0..5,
+                )
+                .prop_map(|d| d.join(", ")),
+            ]
+        }
+
+        proptest! {
+            /// Any response head gets a decision, never a panic, and a lifetime within delta-seconds.
+            #[test]
+            fn any_response_head_gets_a_bounded_decision(
+                status in prop_oneof![Just(200u16), Just(206), Just(404), Just(301), Just(500), 100u16..600],
+                cache_control in field_value(),
+                cdn in proptest::option::of(field_value()),
+                expires in "[ -~]{0,40}",
+                age in "[0-9a-z ]{0,25}",
+                date in "[ -~]{0,40}",
+                last_modified in "[ -~]{0,40}",
+                authorized in any::<bool>(),
+            ) {
+                let mut lines = vec![
+                    ("cache-control", cache_control.as_str()),
+                    ("expires", expires.as_str()),
+                    ("age", age.as_str()),
+                    ("date", date.as_str()),
+                    ("last-modified", last_modified.as_str()),
+                ];
+                if let Some(cdn) = &cdn {
+                    lines.push(("cdn-cache-control", cdn.as_str()));
+                }
+                let policy = Policy {
+                    targeted_fields: vec![HeaderName::from_static("cdn-cache-control")],
+                    ..Policy::default()
+                };
+                if let Ok(lifetime) = decide(&policy, status, &head(&lines), authorized, at(NOW), at(NOW)) {
+                    prop_assert!(lifetime.ttl_secs <= DELTA_SECONDS_MAX);
+                    let request = CacheControl::parse(&cache_control);
+                    let _ = fresh_enough(&request, lifetime.initial_age, lifetime.ttl_secs);
+                }
+            }
+        }
+    }
 }
