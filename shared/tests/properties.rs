@@ -122,3 +122,29 @@ proptest! {
         let _ = shared::conditional::normalize_etag(&text);
     }
 }
+
+/// Text that looks like an HLS playlist or a DASH MPD, hostile parts included.
+fn manifest_text() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("#EXTM3U".to_string()),
+            Just("#EXT-X-ENDLIST".to_string()),
+            "#EXT-X-TARGETDURATION:[0-9a-z.-]{0,25}",
+            "#EXT-X-PLAYLIST-TYPE:[A-Z]{0,6}",
+            "#EXTINF:[0-9.,]{0,12}",
+            "<MPD type=\"(static|dynamic|)\" minimumUpdatePeriod=\"[PTHMS0-9.]{0,20}\">",
+            "[ -~]{0,30}",
+        ],
+        0..12,
+    )
+    .prop_map(|lines| lines.join("\n"))
+}
+
+proptest! {
+    #[test]
+    fn manifests_and_durations_never_panic(text in manifest_text(), duration in "[PTDHMS0-9.]{0,30}") {
+        let _ = shared::media::manifest_liveness(&text);
+        let _ = shared::media::iso8601_duration_secs(&duration);
+        let _ = shared::media::classify(&text);
+    }
+}

@@ -689,4 +689,33 @@ mod tests {
         assert_eq!(codec_kind("wvtt"), "subtitles");
         assert_eq!(codec_kind("xyz"), "other");
     }
+
+    proptest::proptest! {
+        /// Whatever a packaged folder's manifest holds (HLS or DASH, broken, hostile), reading it answers: a
+        /// manifest or a reason, never a panic.
+        #[test]
+        fn any_manifest_text_is_read_or_refused(
+            text in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("#EXTM3U".to_string()),
+                    "#EXT-X-STREAM-INF:BANDWIDTH=[0-9]{0,12},RESOLUTION=[0-9x]{0,9},CODECS=\"[a-z0-9.,]{0,12}\"",
+                    "#EXT-X-MAP:URI=\"[a-z0-9_./%-]{0,16}\"(,BYTERANGE=\"[0-9@]{0,12}\")?",
+                    "#EXT-X-BYTERANGE:[0-9@]{0,24}",
+                    "#EXTINF:[0-9.,]{0,10}",
+                    "[a-z0-9_./%-]{0,20}",
+                    "<MPD mediaPresentationDuration=\"[PTHMS0-9.]{0,14}\"><Period><AdaptationSet>",
+                    "<SegmentTemplate media=\"[a-z$%0-9_.]{0,20}\" initialization=\"[a-z$0-9_.]{0,12}\" duration=\"[0-9]{0,20}\" timescale=\"[0-9]{0,20}\"( startNumber=\"[0-9]{0,20}\")?/>",
+                    "<S t=\"[0-9]{0,20}\" d=\"[0-9]{0,20}\"( r=\"-?[0-9]{0,20}\")?/>",
+                    "<Representation id=\"[a-z0-9$]{0,6}\" bandwidth=\"[0-9]{0,20}\">",
+                    "</[A-Za-z]{0,14}>",
+                    "[ -~]{0,30}",
+                ],
+                0..14,
+            ),
+            dash in proptest::bool::ANY,
+        ) {
+            let name = if dash { "manifest.mpd" } else { "master.m3u8" };
+            let _ = read(name, text.join("\n").as_bytes());
+        }
+    }
 }
