@@ -274,7 +274,7 @@ impl Engine {
         meta: &Arc<ObjectMeta>,
         index: u64,
     ) -> Result<(SliceSource, Option<CacheStatus>), FillError> {
-        if let Some((bytes, tier)) = self.storage.read_slice(key, meta.generation, index).await {
+        if let Some((bytes, tier)) = self.cached_slice(key, meta, index).await {
             self.metrics
                 .lookups
                 .with_label_values(&["slice", tier.label()])
@@ -307,6 +307,30 @@ impl Engine {
                 message: format!("the upstream answered {status} for a slice of a cached object"),
             }),
         }
+    }
+
+    /// Slice `index` of a stored version as the storage holds it, when it is whole: a slice of another length
+    /// (a disk tier that lost or mangled part of it) is never served; it is fetched again, and counted.
+    async fn cached_slice(
+        &self,
+        key: &CacheKey,
+        meta: &ObjectMeta,
+        index: u64,
+    ) -> Option<(Bytes, super::storage::Tier)> {
+        let (bytes, tier) = self.storage.read_slice(key, meta.generation, index).await?;
+        let expected = match meta.total_len {
+            0 => 0,
+            _ => meta.slicing().span(index).len(),
+        };
+        if bytes.len() as u64 == expected {
+            return Some((bytes, tier));
+        }
+        self.metrics
+            .lookups
+            .with_label_values(&["slice", "wrong_length"])
+            .inc();
+        tracing::warn!(key = %key, slice = index, stored = bytes.len(), expected, "a cached slice has the wrong length; fetching it again");
+        None
     }
 
     /// Whether every slice in `indexes` of a stored version is held (an empty range is: a one-slice answer
@@ -499,8 +523,7 @@ impl Engine {
     ) -> Result<(), FillError> {
         let known = match &target {
             FillTarget::Known(meta) => {
-                if let Some((bytes, _)) = self.storage.read_slice(key, meta.generation, index).await
-                {
+                if let Some((bytes, _)) = self.cached_slice(key, meta, index).await {
                     // Filled by a fill that ended between this request's lookup and its registration.
                     fill.publish_head(Ok(FillHead::Slice(Arc::clone(meta))));
                     fill.push(bytes);
@@ -964,5 +987,115 @@ fn variant_fields(values: &[(String, String)]) -> HeaderMap {
 fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
     if let Ok(value) = HeaderValue::from_str(value) {
         headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::storage::{BoxFuture, Tier};
+
+    /// Storage in a map, for the engine's own tests.
+    #[derive(Default)]
+    struct MapStorage {
+        entries: Mutex<HashMap<String, Bytes>>,
+        metas: Mutex<HashMap<String, Arc<ObjectMeta>>>,
+    }
+
+    impl CacheStorage for MapStorage {
+        fn lookup_meta<'a>(
+            &'a self,
+            key: &'a CacheKey,
+        ) -> BoxFuture<'a, Option<(Arc<ObjectMeta>, Tier)>> {
+            let found = self.metas.lock().unwrap().get(&key.meta_key()).cloned();
+            Box::pin(async move { found.map(|m| (m, Tier::Memory)) })
+        }
+        fn read_slice<'a>(
+            &'a self,
+            key: &'a CacheKey,
+            generation: u64,
+            index: u64,
+        ) -> BoxFuture<'a, Option<(Bytes, Tier)>> {
+            let found = self
+                .entries
+                .lock()
+                .unwrap()
+                .get(&key.slice_key(generation, index))
+                .cloned();
+            Box::pin(async move { found.map(|b| (b, Tier::Disk)) })
+        }
+        fn insert_meta(&self, key: &CacheKey, meta: &Arc<ObjectMeta>) {
+            self.metas
+                .lock()
+                .unwrap()
+                .insert(key.meta_key(), Arc::clone(meta));
+        }
+        fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes) {
+            self.entries
+                .lock()
+                .unwrap()
+                .insert(key.slice_key(generation, index), data);
+        }
+        fn contains_slice(&self, key: &CacheKey, generation: u64, index: u64) -> bool {
+            self.entries
+                .lock()
+                .unwrap()
+                .contains_key(&key.slice_key(generation, index))
+        }
+        fn remove(&self, key: &CacheKey) {
+            self.metas.lock().unwrap().remove(&key.meta_key());
+        }
+        fn memory_usage(&self) -> u64 {
+            0
+        }
+        fn close(&self) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    fn engine(storage: Arc<MapStorage>) -> Arc<Engine> {
+        let second = Duration::from_secs(1);
+        Arc::new(Engine::new(EngineSetup {
+            storage,
+            upstream: Upstream::new(second, second, second, "test"),
+            slice_bytes: 1000,
+            max_fills: 4,
+            fill_deadline: second,
+            metrics: Arc::new(EdgeMetrics::new()),
+            policy: Policy::default(),
+            max_variants: 4,
+            retention_secs: 3600,
+            bans: Arc::new(Bans::open(None).unwrap()),
+            clock: Arc::new(Clock::new(false)),
+        }))
+    }
+
+    /// A slice the storage returns shorter or longer than its span (a damaged disk tier) is never served: it is
+    /// fetched again (here from an upstream that refuses connections, so the answer is an error, not bytes).
+    #[tokio::test]
+    async fn a_cached_slice_of_the_wrong_length_is_fetched_again_not_served() {
+        let storage = Arc::new(MapStorage::default());
+        let engine = engine(Arc::clone(&storage));
+        let key = CacheKey::new("s", "/v.mp4", None);
+        let meta = Arc::new(ObjectMeta::new(7, 200, 2500, 1000));
+        let nowhere = "127.0.0.1:9";
+        for (index, stored) in [(0u64, 1000usize), (2, 500)] {
+            storage.insert_slice(&key, 7, index, Bytes::from(vec![1u8; stored]));
+        }
+        let whole = engine.slice_source(nowhere, &key, &meta, 0).await;
+        assert!(matches!(whole, Ok((SliceSource::Cached(b), None)) if b.len() == 1000));
+        // The last slice spans 500 bytes: stored whole, it is served.
+        let last = engine.slice_source(nowhere, &key, &meta, 2).await;
+        assert!(matches!(last, Ok((SliceSource::Cached(b), None)) if b.len() == 500));
+        // Damaged: slice 0 comes back 999 bytes long, slice 2 one byte too long.
+        storage.insert_slice(&key, 7, 0, Bytes::from(vec![1u8; 999]));
+        storage.insert_slice(&key, 7, 2, Bytes::from(vec![1u8; 501]));
+        for index in [0, 2] {
+            let refetched = engine.slice_source(nowhere, &key, &meta, index).await;
+            assert!(
+                matches!(refetched, Err(FillError::Upstream { .. })),
+                "slice {index} was served from a damaged copy"
+            );
+        }
     }
 }
