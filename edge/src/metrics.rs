@@ -52,7 +52,8 @@ pub struct EdgeMetrics {
     pub fills_waiting: IntGauge,
     /// `edge_cache_fill_waiters_total`: requests that joined a fill another request started.
     pub fill_waiters: IntCounter,
-    /// `edge_cache_lookups_total{kind, result}`: kind `meta`/`slice`, result `memory`/`disk`/`miss`.
+    /// `edge_cache_lookups_total{kind, result}`: kind `meta`/`slice`, result `memory`/`disk`/`miss`, or
+    /// `wrong_length` for a stored slice that is not whole (fetched again, never served).
     pub lookups: IntCounterVec,
     /// `edge_cache_memory_bytes`: bytes held by the memory tier (set at scrape time).
     pub memory_bytes: IntGauge,
@@ -213,7 +214,7 @@ impl EdgeMetrics {
             ),
             lookups: counter_vec(
                 "edge_cache_lookups_total",
-                "Cache lookups, by kind (meta, slice) and result (memory, disk, miss).",
+                "Cache lookups, by kind (meta, slice) and result (memory, disk, miss, wrong_length).",
                 &["kind", "result"],
             ),
             memory_bytes: IntGauge::new(
