@@ -95,23 +95,9 @@ impl AdminService {
         struct Advance {
             advance_secs: u64,
         }
-        let body = match Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(e) => {
-                let reason = format!("the request body could not be read: {e}\n");
-                return plain(StatusCode::BAD_REQUEST, reason);
-            }
-        };
-        let advance: Advance = match serde_json::from_slice(&body) {
+        let advance: Advance = match read_json(req, "{\"advance_secs\": 5}").await {
             Ok(advance) => advance,
-            Err(e) => {
-                let reason =
-                    format!("the body must be JSON such as {{\"advance_secs\": 5}}: {e}\n");
-                return plain(StatusCode::BAD_REQUEST, reason);
-            }
+            Err(refused) => return refused,
         };
         let by = std::time::Duration::from_secs(advance.advance_secs);
         match self.edge.engine().clock().advance(by) {
@@ -135,20 +121,9 @@ impl AdminService {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let bad = |reason: String| plain(StatusCode::BAD_REQUEST, format!("{reason}\n"));
-        let body = match Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(e) => return bad(format!("the request body could not be read: {e}")),
-        };
-        let request: PurgeRequest = match serde_json::from_slice(&body) {
+        let request: PurgeRequest = match read_json(req, "{\"url\": \"https://host/path\"}").await {
             Ok(request) => request,
-            Err(e) => {
-                return bad(format!(
-                    "the body must be JSON such as {{\"url\": \"https://host/path\"}}: {e}"
-                ));
-            }
+            Err(refused) => return refused,
         };
         let (kind, target) = match (request.url, request.prefix, request.tag) {
             (Some(url), None, None) => (BanKind::Url, url),
@@ -197,6 +172,26 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
+}
+
+/// A request's JSON body, read up to [`MAX_PURGE_BODY_BYTES`]; a 400 with the reason (and an `example` of what
+/// is expected) when it cannot be read or parsed.
+async fn read_json<T, B>(req: Request<B>, example: &str) -> Result<T, Response<Body>>
+where
+    T: serde::de::DeserializeOwned,
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let bad = |reason: String| plain(StatusCode::BAD_REQUEST, format!("{reason}\n"));
+    let body = match Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(e) => return Err(bad(format!("the request body could not be read: {e}"))),
+    };
+    serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("the body must be JSON such as {example}: {e}")))
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Body> {

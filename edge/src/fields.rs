@@ -31,14 +31,13 @@ const HOP_BY_HOP: [&str; 9] = [
 /// Request fields the edge sets itself on every upstream request.
 const SET_BY_EDGE: [&str; 5] = ["host", "content-length", "expect", "via", "early-data"];
 
-/// Request fields a fill never forwards: the edge asks for a whole slice, unconditionally.
-const FILL_OWN_FIELDS: [&str; 6] = [
-    "range",
-    "if-range",
-    "if-none-match",
-    "if-modified-since",
-    "if-match",
-    "if-unmodified-since",
+/// A client's preconditions (RFC 9110 §13.1): answered by the edge from what it stores, never sent on a fill.
+pub const PRECONDITIONS: [HeaderName; 5] = [
+    header::IF_MATCH,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::IF_UNMODIFIED_SINCE,
+    header::IF_RANGE,
 ];
 
 /// Response fields the edge writes itself on every answer from the cache, or that speak to the CDN only.
@@ -102,6 +101,13 @@ fn end_to_end(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &Header
     })
 }
 
+/// Sets field `name` to `value` (left unset when `value` is not a valid field value).
+pub fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
 /// A field's value as text, when it is present and visible ASCII.
 pub fn field_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
@@ -118,7 +124,9 @@ pub fn upstream_request(request: &HeaderMap, purpose: Purpose, policy: &Forwardi
         let skip = SET_BY_EDGE.contains(&name_str)
             || policy.deny.contains(name)
             || (purpose == Purpose::Fill
-                && (FILL_OWN_FIELDS.contains(&name_str)
+                // The edge asks for a whole slice, unconditionally.
+                && (name == header::RANGE
+                    || PRECONDITIONS.contains(name)
                     || (!policy.forward_credentials
                         && (name == header::AUTHORIZATION || name == header::COOKIE))));
         if !skip {

@@ -67,6 +67,19 @@ impl std::error::Error for PathError {}
 
 /// The object key (decoded, without the leading `/`) for a request path (without the query).
 pub fn object_key(path: &str) -> Result<String, PathError> {
+    let mut key = String::with_capacity(path.len());
+    check_segments(path, |_, decoded| {
+        if !key.is_empty() {
+            key.push('/');
+        }
+        key.push_str(decoded);
+    })?;
+    Ok(key)
+}
+
+/// Checks a request path segment by segment (the refusals listed at the top of this module), handing each
+/// segment, as sent and decoded, to `each`.
+fn check_segments(path: &str, mut each: impl FnMut(&str, &str)) -> Result<(), PathError> {
     if path.len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong);
     }
@@ -74,20 +87,16 @@ pub fn object_key(path: &str) -> Result<String, PathError> {
     if rest.is_empty() || rest.ends_with('/') {
         return Err(PathError::Directory);
     }
-    let mut key = String::with_capacity(rest.len());
-    for (i, segment) in rest.split('/').enumerate() {
+    for segment in rest.split('/') {
         let decoded = decode_segment(segment)?;
         match decoded.as_ref() {
             "" => return Err(PathError::EmptySegment),
             "." | ".." => return Err(PathError::DotSegment),
             _ => {}
         }
-        if i > 0 {
-            key.push('/');
-        }
-        key.push_str(&decoded);
+        each(segment, &decoded);
     }
-    Ok(key)
+    Ok(())
 }
 
 /// The canonical spelling of a request path (without the query), after the same checks as [`object_key`]:
@@ -96,8 +105,13 @@ pub fn object_key(path: &str) -> Result<String, PathError> {
 /// path have one canonical form, so prefix checks, cache keys, purges and the upstream request agree whatever
 /// the client sent; what the origin decodes is unchanged.
 pub fn canonical_path(path: &str) -> Result<String, PathError> {
-    object_key(path)?;
-    Ok(canonical_encoding(path))
+    // One pass: each segment is checked and written in its canonical spelling.
+    let mut canonical = String::with_capacity(path.len());
+    check_segments(path, |segment, _| {
+        canonical.push('/');
+        push_canonical(&mut canonical, segment);
+    })?;
+    Ok(canonical)
 }
 
 /// The canonical spelling of a path prefix (for purges and bans): as [`canonical_path`], but it may end in
@@ -121,11 +135,18 @@ pub fn canonical_query(query: &str) -> String {
 }
 
 fn canonical_encoding(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    push_canonical(&mut out, text);
+    out
+}
+
+/// Appends `text` to `out` with its percent-encodings in canonical form.
+fn push_canonical(out: &mut String, text: &str) {
     if !text.contains('%') {
-        return text.to_string();
+        out.push_str(text);
+        return;
     }
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < bytes.len() {
         let hex = bytes
@@ -148,7 +169,6 @@ fn canonical_encoding(text: &str) -> String {
         }
         i += 3;
     }
-    out
 }
 
 fn hex_value(digit: u8) -> u8 {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Response};
 use shared::serve::on_drop;
 use tokio::sync::Semaphore;
@@ -26,7 +26,7 @@ use super::storage::CacheStorage;
 use super::vary::{apply_variant, variant_values, vary_fields};
 use crate::clock::Clock;
 use crate::error::EdgeError;
-use crate::fields::{field_text, stored_response};
+use crate::fields::{field_text, put, stored_response};
 use crate::metrics::EdgeMetrics;
 use crate::status::{CacheStatus, Fwd};
 use crate::upstream::{Upstream, parse_content_range};
@@ -982,12 +982,6 @@ fn variant_fields(values: &[(String, String)]) -> HeaderMap {
     let mut fields = HeaderMap::new();
     apply_variant(&mut fields, values);
     fields
-}
-
-fn put(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use http::HeaderMap;
-use http::header::{self, HeaderName};
+use http::header;
 use http::request::Parts;
 use hyper::body::Incoming;
 use shared::range::{self, RangeOutcome};
@@ -108,9 +108,8 @@ impl Edge {
         };
         let stale = stored.filter(|_| stale_if_error);
         let upstream_failed = match &head {
-            // The edge's own limit, not the upstream's failure: no back-off, no stale answer for it.
-            Err(crate::cache::fill::FillError::Overloaded) => false,
-            Err(_) => true,
+            // Only the upstream's failures back off and may be answered stale, not the edge's own limits.
+            Err(e) => EdgeError::from(e).allows_stale(),
             Ok(FillHead::NotStorable { status, .. }) => *status >= 500,
             Ok(_) => false,
         };
@@ -206,14 +205,7 @@ fn fit_to_request(
     parts: &Parts,
     response: http::Response<Incoming>,
 ) -> Option<(http::Response<Incoming>, Option<Cut>)> {
-    const PRECONDITIONS: [HeaderName; 5] = [
-        header::IF_MATCH,
-        header::IF_NONE_MATCH,
-        header::IF_MODIFIED_SINCE,
-        header::IF_UNMODIFIED_SINCE,
-        header::IF_RANGE,
-    ];
-    if PRECONDITIONS
+    if crate::fields::PRECONDITIONS
         .iter()
         .any(|name| parts.headers.contains_key(name))
     {

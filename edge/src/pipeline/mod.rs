@@ -30,6 +30,7 @@ use crate::metrics::EdgeMetrics;
 use crate::status::{CacheStatus, Fwd, StaleReason};
 
 pub use crate::fields::Forwarding;
+use crate::fields::put;
 pub use admit::{Canonical, ClientAddr, EarlyData, QueryPolicy, Site};
 pub use purge::PurgeError;
 
@@ -352,12 +353,6 @@ impl Edge {
             error: Some(reason),
             upstream_ms: None,
         }
-    }
-}
-
-fn put(headers: &mut http::HeaderMap, name: http::header::HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
     }
 }
 
