@@ -145,7 +145,9 @@ impl ApiService {
                         .assets(slug)
                         .await
                         .map_err(ApiError::internal)?
-                        .ok_or_else(|| ApiError::not_found(format!("no title `{slug}`")))?;
+                        .ok_or_else(|| {
+                            ApiError::not_found(format!("no title `{}`", shown(slug)))
+                        })?;
                     return Ok(json!({ "title": slug, "assets": assets }));
                 }
                 let details = self.title(slug).await?;
@@ -167,8 +169,9 @@ impl ApiService {
             }
             (_, "/healthz") => Ok(json!({ "status": "ok" })),
             _ => Err(ApiError::not_found(format!(
-                "no route for {} {path}",
-                req.method()
+                "no route for {} {}",
+                req.method(),
+                shown(&path)
             ))),
         }
     }
@@ -184,7 +187,7 @@ impl ApiService {
                 "language" => q.language = Some(value.into_owned()),
                 "year" => {
                     q.year = Some(value.parse().map_err(|_| {
-                        ApiError::bad(format!("year must be a number, not `{value}`"))
+                        ApiError::bad(format!("year must be a number, not `{}`", shown(&value)))
                     })?)
                 }
                 "limit" => {
@@ -193,11 +196,19 @@ impl ApiService {
                         .ok()
                         .filter(|n| (1..=MAX_PAGE).contains(n))
                         .ok_or_else(|| {
-                            ApiError::bad(format!("limit must be 1 to {MAX_PAGE}, not `{value}`"))
+                            ApiError::bad(format!(
+                                "limit must be 1 to {MAX_PAGE}, not `{}`",
+                                shown(&value)
+                            ))
                         })?
                 }
                 "cursor" => q.after = Some(decode_cursor(&value)?),
-                other => return Err(ApiError::bad(format!("unknown parameter `{other}`"))),
+                other => {
+                    return Err(ApiError::bad(format!(
+                        "unknown parameter `{}`",
+                        shown(other)
+                    )));
+                }
             }
         }
         let page = self.catalog.list(&q).await.map_err(ApiError::internal)?;
@@ -223,7 +234,7 @@ impl ApiService {
             .await
             .map_err(ApiError::internal)?
             .map(Arc::new)
-            .ok_or_else(|| ApiError::not_found(format!("no title `{slug}`")))?;
+            .ok_or_else(|| ApiError::not_found(format!("no title `{}`", shown(slug))))?;
         let mut cache = self.details.write().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= MAX_CACHED_TITLES {
             cache.clear();
@@ -243,10 +254,15 @@ impl ApiService {
                         .ok()
                         .filter(|n| (1..=50).contains(n))
                         .ok_or_else(|| {
-                            ApiError::bad(format!("limit must be 1 to 50, not `{value}`"))
+                            ApiError::bad(format!("limit must be 1 to 50, not `{}`", shown(&value)))
                         })?
                 }
-                other => return Err(ApiError::bad(format!("unknown parameter `{other}`"))),
+                other => {
+                    return Err(ApiError::bad(format!(
+                        "unknown parameter `{}`",
+                        shown(other)
+                    )));
+                }
             }
         }
         let q = q
@@ -323,20 +339,27 @@ impl ApiService {
     }
 }
 
+/// A client's text as a reason quotes it: its first 32 characters at most, so a client's 10 KB of text is never
+/// echoed whole (in a cursor, a year, a limit, a parameter's name, a slug or a path).
+fn shown(text: &str) -> String {
+    const SHOWN_CHARS: usize = 32;
+    let mut shown: String = text.chars().take(SHOWN_CHARS).collect();
+    if shown.len() < text.len() {
+        shown.push('…');
+    }
+    shown
+}
+
 fn encode_cursor(slug: &str) -> String {
     slug.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
-    // The reason quotes at most the cursor's first 32 characters: a client's 10 KB of text is not echoed.
     let bad = || {
-        let shown: String = cursor.chars().take(32).collect();
-        let more = if shown.len() < cursor.len() {
-            "…"
-        } else {
-            ""
-        };
-        ApiError::bad(format!("cursor `{shown}{more}` is not one this API issued"))
+        ApiError::bad(format!(
+            "cursor `{}` is not one this API issued",
+            shown(cursor)
+        ))
     };
     if !cursor.len().is_multiple_of(2) || cursor.len() > 512 {
         return Err(bad());
