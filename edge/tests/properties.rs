@@ -1,0 +1,240 @@
+//! Properties of the edge's `Vary` matching and config over generated input (proptest): the fields a response
+//! varies on are lower case and unique, a variant's values are normalised once and select one record, and any
+//! TOML text as a config is a config or a refusal that names a field — never a panic. Regression tests for what
+//! the fuzz targets (`fuzz/`) found in the edge are here too.
+
+use edge::cache::key::CacheKey;
+use edge::cache::vary::{apply_variant, preferred_encoding, variant_values, vary_fields};
+use edge::config::EdgeConfig;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use proptest::prelude::*;
+
+/// Field names a response may vary on, hostile spellings included.
+fn vary_value() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just("Accept-Encoding".to_string()),
+            Just("accept-language".to_string()),
+            Just("ORIGIN".to_string()),
+            Just("*".to_string()),
+            "[A-Za-z-]{0,12}",
+            "[ -~]{0,12}",
+        ],
+        0..5,
+    )
+    .prop_map(|names| names.join(", "))
+}
+
+/// A request head: `Accept-Encoding` and `Accept-Language` lines, some repeated, some odd.
+fn request_head() -> impl Strategy<Value = Vec<(String, String)>> {
+    proptest::collection::vec(
+        (
+            prop_oneof![
+                Just("accept-encoding".to_string()),
+                Just("Accept-Language".to_string()),
+                Just("origin".to_string()),
+                "[a-z-]{1,10}",
+            ],
+            prop_oneof![
+                "(br|gzip|x-gzip|deflate|zstd|identity|\\*)(;[qQ]=[0-9.]{0,5})?(, ?(br|gzip|\\*)(;q=[0-9.]{0,4})?){0,3}",
+                "[ -~]{0,24}",
+                "[a-z]{1,4}( {1,3}[a-z]{1,4}){0,3}(,  ?[a-z]{1,4}){0,2}",
+            ],
+        ),
+        0..6,
+    )
+}
+
+fn head(lines: &[(String, String)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in lines {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value.trim()),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+proptest! {
+    #[test]
+    fn vary_fields_are_lower_case_unique_and_trimmed(lines in proptest::collection::vec(vary_value(), 0..3)) {
+        let mut response = HeaderMap::new();
+        for line in &lines {
+            if let Ok(value) = HeaderValue::from_str(line.trim()) {
+                response.append(http::header::VARY, value);
+            }
+        }
+        let fields = vary_fields(&response);
+        for (i, name) in fields.iter().enumerate() {
+            prop_assert!(!name.is_empty());
+            prop_assert_eq!(name, &name.to_ascii_lowercase());
+            prop_assert_eq!(name.trim(), name.as_str());
+            prop_assert!(!name.contains(','));
+            prop_assert!(!fields[..i].contains(name), "{} twice", name);
+        }
+    }
+
+    #[test]
+    fn a_variant_is_normalised_once_and_selects_one_record(
+        vary in vary_value(),
+        a in request_head(),
+        b in request_head(),
+    ) {
+        let mut response = HeaderMap::new();
+        if let Ok(value) = HeaderValue::from_str(vary.trim()) {
+            response.insert(http::header::VARY, value);
+        }
+        let fields = vary_fields(&response);
+        let (a, b) = (head(&a), head(&b));
+        let values_a = variant_values(&fields, &a);
+        let values_b = variant_values(&fields, &b);
+        prop_assert_eq!(values_a.len(), fields.len());
+        for (name, value) in &values_a {
+            if name == "accept-encoding" {
+                prop_assert!(["br", "gzip", ""].contains(&value.as_str()), "{}", value);
+            }
+        }
+        // What is sent upstream for a variant selects the same variant when read again.
+        let mut sent = b.clone();
+        apply_variant(&mut sent, &values_a);
+        prop_assert_eq!(&variant_values(&fields, &sent), &values_a);
+        // One record per distinct set of values.
+        let key = CacheKey::new("site", "/v.mp4", None);
+        prop_assert_eq!(
+            key.variant(&values_a).meta_key() == key.variant(&values_b).meta_key(),
+            values_a == values_b
+        );
+        prop_assert_eq!(key.variant(&values_a).primary(), key);
+    }
+
+    #[test]
+    fn accept_encoding_comes_down_to_one_coding(value in "[ -~]{0,40}") {
+        prop_assert!(["br", "gzip", ""].contains(&preferred_encoding(&value)));
+    }
+}
+
+/// The fields an edge config refusal may name: the file (it did not parse) or a field by its dotted path.
+const EDGE_FIELDS: &[&str] = &[
+    "name",
+    "data_dir",
+    "tls",
+    "h3",
+    "http",
+    "admin",
+    "site",
+    "cache",
+    "limits",
+    "cors",
+    "log",
+    "signing_key",
+];
+
+/// TOML that looks like an edge config: its sections and keys with values of any type, and junk lines.
+fn edge_toml() -> impl Strategy<Value = String> {
+    let section = prop_oneof![
+        Just(""),
+        Just("[tls]"),
+        Just("[h3]"),
+        Just("[http]"),
+        Just("[admin]"),
+        Just("[[site]]"),
+        Just("[cache]"),
+        Just("[limits]"),
+        Just("[cors]"),
+        Just("[log]"),
+        Just("[[signing_key]]"),
+    ];
+    let key = prop_oneof![
+        Just("name"),
+        Just("data_dir"),
+        Just("listen"),
+        Just("cert"),
+        Just("enabled"),
+        Just("zero_rtt"),
+        Just("idle_timeout_secs"),
+        Just("bearer_token"),
+        Just("test_clock"),
+        Just("hosts"),
+        Just("upstream"),
+        Just("bypass_paths"),
+        Just("signed_paths"),
+        Just("strip_request_fields"),
+        Just("query_key"),
+        Just("query_params"),
+        Just("max_passes"),
+        Just("memory_bytes"),
+        Just("disk_bytes"),
+        Just("slice_bytes"),
+        Just("max_fills"),
+        Just("targeted_fields"),
+        Just("heuristic_percent"),
+        Just("max_variants"),
+        Just("max_retention_secs"),
+        Just("client_directives"),
+        Just("max_connections"),
+        Just("max_header_bytes"),
+        Just("h2_window_bytes"),
+        Just("request_bodies_bytes"),
+        Just("allow_origins"),
+        Just("level"),
+        Just("format"),
+        Just("id"),
+        Just("secret"),
+        Just("bogus"),
+    ];
+    let value = prop_oneof![
+        any::<i64>().prop_map(|n| n.to_string()),
+        (0u64..1 << 32).prop_map(|n| n.to_string()),
+        any::<bool>().prop_map(|b| b.to_string()),
+        "[ -~&&[^\"\\\\]]{0,24}".prop_map(|s| format!("\"{s}\"")),
+        Just("\"127.0.0.1:0\"".to_string()),
+        Just("\"http://127.0.0.1:8080\"".to_string()),
+        Just("\"listed\"".to_string()),
+        proptest::collection::vec("[ -~&&[^\"\\\\]]{0,12}", 0..3).prop_map(|v| format!(
+            "[{}]",
+            v.iter()
+                .map(|s| format!("\"{s}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    ];
+    let line = prop_oneof![
+        4 => (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+        1 => section.prop_map(str::to_string),
+        1 => "[ -~]{0,30}",
+    ];
+    proptest::collection::vec(line, 0..14).prop_map(|lines| lines.join("\n"))
+}
+
+proptest! {
+    #[test]
+    fn any_edge_config_text_is_a_config_or_a_refusal_naming_a_field(text in edge_toml()) {
+        match shared::config::parse_toml::<EdgeConfig>(&text, "edge.toml") {
+            Err(e) => {
+                prop_assert_eq!(&e.field, "edge.toml");
+                prop_assert!(!e.message.is_empty());
+            }
+            Ok(config) => match config.validate() {
+                Ok(()) => {
+                    prop_assert!(config.admin_addr().is_ok());
+                    prop_assert!(!config.effective_sites().is_empty());
+                }
+                Err(e) => {
+                    let head = e.field.split(['.', '[']).next().unwrap_or("");
+                    prop_assert!(EDGE_FIELDS.contains(&head), "{:?} names no field", e);
+                    prop_assert!(!e.message.is_empty());
+                }
+            },
+        }
+    }
+
+    #[test]
+    fn any_text_as_an_edge_config_never_panics(text in "(?s).{0,200}") {
+        if let Ok(config) = shared::config::parse_toml::<EdgeConfig>(&text, "edge.toml") {
+            let _ = config.validate();
+        }
+    }
+}
