@@ -69,6 +69,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
     }
+    // A write past the file size limit (`ulimit -f`) would kill the process; let it fail instead, as a failed
+    // write the disk tier survives.
+    // SAFETY: ignoring a signal before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     shared::tls::install_crypto_provider();
     let cli = Cli::parse();
     let (path, check_only) = match cli.command {
@@ -92,6 +98,12 @@ fn main() -> ExitCode {
             && let Err(e) = shared::tls::ReloadableCert::load(&config.tls_cert(), &config.tls_key())
         {
             eprintln!("edge: invalid config: `tls.cert`: {e}");
+            return ExitCode::FAILURE;
+        }
+        if let Err(e) =
+            edge::cache::storage::check_disk_space(&config.disk_dir(), config.cache.disk_bytes)
+        {
+            eprintln!("edge: invalid config: {e}");
             return ExitCode::FAILURE;
         }
         println!("edge: config ok");
