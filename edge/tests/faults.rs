@@ -1,6 +1,9 @@
 //! The edge under load and faults: a herd on a cold object from a slow origin (one upstream request per slice,
 //! waiters' first byte right behind the origin's), an origin that dies mid-body (every client aborted, nothing
-//! cached, the next request whole), and a restart on the same cache folder (the first request is a disk hit).
+//! cached, the next request whole), a restart on the same cache folder (the first request is a disk hit), an
+//! upstream that lies about its length, breaks its chunking or stalls (cut, never cached), an upstream not there
+//! at start (502 with the reason, then served once it comes up, no restart), and the control plane down (edges
+//! keep serving and verifying tokens). The disk tier's faults are in `disk.rs`.
 
 // Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -235,4 +238,268 @@ fn a_restarted_edge_serves_from_its_disk_cache_at_once() {
         "metadata and slice read from disk:\n{metrics}"
     );
     std::thread::sleep(Duration::from_millis(10));
+}
+
+/// An origin that answers every request for a path with the bytes scripted for it, then holds the connection
+/// for a while and closes it: for framing faults no HTTP library would send.
+struct RawOrigin {
+    addr: std::net::SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl RawOrigin {
+    fn start(script: fn(&str) -> (Vec<u8>, Duration)) -> RawOrigin {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen_by_origin = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let seen = Arc::clone(&seen_by_origin);
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                            break;
+                        }
+                    }
+                    seen.lock().unwrap().push(path.clone());
+                    let (bytes, hold) = script(&path);
+                    let mut stream = stream;
+                    let _ = stream.write_all(&bytes);
+                    std::thread::sleep(hold);
+                });
+            }
+        });
+        RawOrigin { addr, seen }
+    }
+
+    fn count(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+}
+
+fn framing_fault(path: &str) -> (Vec<u8>, Duration) {
+    let head = |fields: &str| {
+        format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=3600\r\n{fields}\r\n").into_bytes()
+    };
+    let mut answer;
+    let mut hold = Duration::ZERO;
+    match path {
+        // Says 100,000 bytes, sends half and closes.
+        "/short.bin" => {
+            answer = head("Content-Length: 100000\r\n");
+            answer.extend(vec![7u8; 50_000]);
+        }
+        // A chunk size that is not hex.
+        "/bad-chunk.bin" => {
+            answer = head("Transfer-Encoding: chunked\r\n");
+            answer.extend(b"1000\r\n");
+            answer.extend(vec![7u8; 0x1000]);
+            answer.extend(b"\r\nzz-not-hex\r\n");
+        }
+        // Chunks, then the connection closes without the last (empty) chunk.
+        "/unterminated.bin" => {
+            answer = head("Transfer-Encoding: chunked\r\n");
+            for _ in 0..4 {
+                answer.extend(b"1000\r\n");
+                answer.extend(vec![7u8; 0x1000]);
+                answer.extend(b"\r\n");
+            }
+        }
+        // Whole and well-formed, its length known only at its end: served, not stored.
+        "/chunked.bin" => {
+            answer = head("Transfer-Encoding: chunked\r\n");
+            for _ in 0..2 {
+                answer.extend(b"1000\r\n");
+                answer.extend(vec![7u8; 0x1000]);
+                answer.extend(b"\r\n");
+            }
+            answer.extend(b"0\r\n\r\n");
+        }
+        // Half the body, then nothing for longer than the edge's body idle timeout.
+        "/stalled.bin" => {
+            answer = head("Content-Length: 100000\r\n");
+            answer.extend(vec![7u8; 50_000]);
+            hold = Duration::from_secs(4);
+        }
+        _ => answer = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    }
+    (answer, hold)
+}
+
+#[test]
+fn an_upstream_that_lies_about_its_length_breaks_its_chunking_or_stalls_is_cut_and_never_cached() {
+    let origin = RawOrigin::start(framing_fault);
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &format!("http://{}", origin.addr),
+        cache.path(),
+        &certs,
+        "[limits]\nupstream_body_idle_timeout_secs = 1\n",
+    );
+    let base = format!("http://127.0.0.1:{}", edge.addr("http_addr").port());
+    for path in [
+        "/short.bin",
+        "/bad-chunk.bin",
+        "/unterminated.bin",
+        "/stalled.bin",
+    ] {
+        for (attempt, proto) in ["--http1.1", "--http2-prior-knowledge"]
+            .into_iter()
+            .enumerate()
+        {
+            let answer = try_curl(&[proto, "--max-time", "20", &format!("{base}{path}")]);
+            // Cut short (curl says the transfer ended early) or refused with a 502; never a 200 that ends
+            // as if complete.
+            match &answer {
+                Err(cut) => assert!(
+                    cut.contains("(18)")
+                        || cut.contains("(92)")
+                        || cut.contains("(56)")
+                        || cut.contains("(16)"),
+                    "{path}: {cut}"
+                ),
+                Ok(r) => assert_eq!(
+                    r.status, 502,
+                    "{path} over {proto}: {} {:?}",
+                    r.status, r.headers
+                ),
+            }
+            match &answer {
+                Err(cut) => eprintln!(
+                    "{path} over {proto}: cut: {}",
+                    cut.lines().next().unwrap_or("")
+                ),
+                Ok(r) => eprintln!("{path} over {proto}: {} {}", r.status, r.text()),
+            }
+            // Nothing was kept: each request went upstream.
+            assert_eq!(origin.count(path), attempt + 1, "{path}: {answer:?}");
+        }
+    }
+    for attempt in 1..=2 {
+        let whole = curl(&["--http2-prior-knowledge", &format!("{base}/chunked.bin")]);
+        assert_eq!(whole.status, 200, "{}", whole.text());
+        assert!(whole.body == vec![7u8; 0x2000]);
+        assert_eq!(
+            whole.cache_status(),
+            Some("edge-test; fwd=uri-miss; detail=unknown-length")
+        );
+        assert_eq!(origin.count("/chunked.bin"), attempt);
+    }
+    let metrics = curl(&[&format!("{}/metrics", edge.url("admin_addr"))]).text();
+    assert!(
+        metrics.contains("edge_upstream_errors_total{kind=\"body\"}"),
+        "{metrics}"
+    );
+    assert!(edge.stop(), "clean stop");
+}
+
+#[test]
+fn an_upstream_not_there_at_start_is_a_502_with_its_reason_until_it_comes_up() {
+    let store = TempStore::new();
+    store.put("v/seg.ts", &[9u8; 5000]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &format!("http://127.0.0.1:{port}"),
+        cache.path(),
+        &certs,
+        "",
+    );
+    let url = format!(
+        "http://127.0.0.1:{}/v/seg.ts",
+        edge.addr("http_addr").port()
+    );
+    let since = Instant::now();
+    let refused = curl(&[&url]);
+    assert_eq!(refused.status, 502, "{}", refused.text());
+    assert!(refused.text().contains("connect"), "{}", refused.text());
+    assert!(
+        since.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        since.elapsed()
+    );
+
+    let _origin = start_origin(
+        &store.url(),
+        &format!("[media]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    // Served once the upstream is there (after the failing URL's back-off), without a restart.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = curl(&[&url]);
+        if answer.status == 200 {
+            assert_eq!(answer.body, vec![9u8; 5000]);
+            break;
+        }
+        assert_eq!(answer.status, 502, "{}", answer.text());
+        assert!(Instant::now() < deadline, "never served: {}", answer.text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn with_the_control_plane_down_edges_keep_serving_and_verifying_tokens() {
+    const SECRET: &str = "faults-test signing secret, 32+ bytes";
+    let store = TempStore::with_samples();
+    let media = start_origin(&store.url(), "");
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let keys = format!("[[signing_key]]\nid = \"k1\"\nsecret = \"{SECRET}\"\n");
+    let edge = start_edge(
+        &media.url("media_addr"),
+        cache.path(),
+        &certs,
+        &format!(
+            "{keys}[[site]]\nhosts = [\"localhost\", \"127.0.0.1\"]\nupstream = \"{}\"\nsigned_paths = [\"/titles/\"]\n",
+            media.url("media_addr")
+        ),
+    );
+    let port = edge.addr("tls_addr").port();
+    let control = start_origin(
+        &store.url(),
+        &format!("{keys}[playback]\nedges = [\"https://127.0.0.1:{port}\"]\n"),
+    );
+    let playback = curl(&[
+        "-d",
+        "{\"title\": \"test-pattern\", \"protocol\": \"hls\"}",
+        &format!("{}/v1/playback", control.url("api_addr")),
+    ]);
+    assert_eq!(playback.status, 200, "{}", playback.text());
+    let playback: serde_json::Value = serde_json::from_slice(&playback.body).unwrap();
+    let master = playback["edges"][0]["manifests"]["hls-ts"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a signed HLS URL: {playback}"))
+        .to_string();
+    assert!(control.stop(), "the control plane stops");
+
+    let ca = certs.ca();
+    let get = |url: &str| curl(&["--cacert", ca.to_str().unwrap(), url]);
+    let signed_base = master.trim_end_matches("master.m3u8");
+    for path in ["master.m3u8", "v0/index.m3u8", "v0/seg_000.ts"] {
+        let answer = get(&format!("{signed_base}{path}"));
+        assert_eq!(answer.status, 200, "{path}: {}", answer.text());
+    }
+    // A tampered token and one used for another title are still refused.
+    let tampered = master.replacen("/t/", "/t/A", 1);
+    assert_eq!(get(&tampered).status, 403);
+    let other_title = master.replace("test-pattern", "mandelbrot");
+    let refused = get(&other_title);
+    assert_eq!(refused.status, 403, "{}", refused.text());
 }

@@ -594,11 +594,19 @@ impl Engine {
                 }
             },
             200 if index == 0 => {
-                let total: u64 = text(header::CONTENT_LENGTH)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| {
-                        FillError::Body("a 200 without Content-Length cannot be sliced".into())
-                    })?;
+                let Some(total) = text(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
+                else {
+                    // A length known only at its end (chunked) cannot be sliced: the answer is handed on to
+                    // the request that asked, cut to its range, and not stored.
+                    let handoff = known.is_none().then(|| Handoff::new(response));
+                    fill.publish_head(Ok(FillHead::NotStorable {
+                        status,
+                        detail: "unknown-length",
+                        remember: false,
+                        response: handoff,
+                    }));
+                    return Ok(());
+                };
                 (total, 0, slice_bytes.min(total).max(1) - 1)
             }
             _ => {
