@@ -253,6 +253,10 @@ pub struct LimitsConfig {
     /// Seconds after which a connection is asked to finish (GOAWAY on HTTP/2, `Connection: close` on
     /// HTTP/1.1) so that no client holds one for ever; its requests in flight complete. Default: 3600.
     pub max_connection_age_secs: u64,
+    /// The send deadline: seconds a response may wait for the client to take its next bytes (a full socket, an
+    /// HTTP/2 window never opened) before its connection is closed, so no client pins bodies in memory.
+    /// Default: 30.
+    pub send_timeout_secs: u64,
     /// Largest request head in bytes. Default: 16384.
     pub max_header_bytes: usize,
     /// Request bodies (POST, PUT, PATCH, DELETE are forwarded to the upstream) larger than this get 413.
@@ -383,6 +387,7 @@ impl Default for LimitsConfig {
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
             max_connection_age_secs: 3600,
+            send_timeout_secs: 30,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             max_request_body_bytes: 1 << 20,
             request_bodies_bytes: 64 << 20,
@@ -667,6 +672,9 @@ impl EdgeConfig {
                 l.request_body_timeout_secs,
             ),
             ("limits.max_connection_age_secs", l.max_connection_age_secs),
+            ("limits.send_timeout_secs", l.send_timeout_secs),
+            ("limits.idle_timeout_secs", l.idle_timeout_secs),
+            ("h3.idle_timeout_secs", self.h3.idle_timeout_secs),
             (
                 "limits.upstream_fill_timeout_secs",
                 l.upstream_fill_timeout_secs,

@@ -711,3 +711,133 @@ fn passes_are_capped_per_site_and_query_strings_follow_the_sites_policy() {
     assert_eq!(seen.count("/b.m3u8?lang=fr"), 1);
     assert_eq!(seen.count("/b.m3u8?lang=de"), 1);
 }
+
+/// An HTTP/2 frame header.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut frame = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A request for `path` in HPACK: GET, http, then `:path` and `:authority` as literals without indexing.
+fn h2_get(path: &str, authority: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86];
+    for (name_index, value) in [(4u8, path), (1u8, authority)] {
+        block.push(name_index);
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    h2_frame(0x1, 0x5, 1, &block)
+}
+
+/// Reads HTTP/2 frames until the server closes the connection (or `limit` passes), answering its PINGs and
+/// SETTINGS as a live client does but never opening a window; returns the DATA bytes received and whether the
+/// connection was closed.
+fn h2_stalled_client(
+    stream: &mut std::net::TcpStream,
+    limit: std::time::Duration,
+) -> (usize, bool) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + limit;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut data = 0;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while std::time::Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => return (data, true),
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (data, true),
+            Err(_) => continue,
+        }
+        while buffer.len() >= 9 {
+            let len = (buffer[0] as usize) << 16 | (buffer[1] as usize) << 8 | buffer[2] as usize;
+            if buffer.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buffer[3], buffer[4]);
+            let payload = buffer[9..9 + len].to_vec();
+            buffer.drain(..9 + len);
+            match kind {
+                0x0 => data += len,
+                0x4 if flags & 1 == 0 => {
+                    let _ = stream.write_all(&h2_frame(0x4, 0x1, 0, &[]));
+                }
+                0x6 if flags & 1 == 0 => {
+                    let _ = stream.write_all(&h2_frame(0x6, 0x1, 0, &payload));
+                }
+                _ => {}
+            }
+        }
+    }
+    (data, false)
+}
+
+#[test]
+fn a_client_that_never_takes_its_response_is_closed_at_the_send_deadline() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let store = testkit::TempStore::new();
+    store.put_sparse("big.bin", 64 << 20);
+    let origin = testkit::start_origin(&store.url(), "");
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    // Idle connections are left for a minute: only the send deadline can close these in time.
+    let edge = start_edge(
+        &origin.url("media_addr"),
+        dir.path(),
+        &certs,
+        "[limits]\nsend_timeout_secs = 2\nidle_timeout_secs = 60\n",
+    );
+    let addr = edge.addr("http_addr");
+
+    // HTTP/2 with every stream window at 0, answering PINGs: the response waits for ever on the window.
+    let mut h2 = std::net::TcpStream::connect(addr).unwrap();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(0x4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    hello.extend(h2_get("/big.bin", &format!("127.0.0.1:{}", addr.port())));
+    h2.write_all(&hello).unwrap();
+    let since = Instant::now();
+    let (data, closed) = h2_stalled_client(&mut h2, Duration::from_secs(20));
+    assert!(
+        closed,
+        "an HTTP/2 client that never opens its window is still connected after 20 s"
+    );
+    assert_eq!(data, 0, "no window, no data");
+    assert!(
+        since.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        since.elapsed()
+    );
+
+    // HTTP/1.1 whose client stops reading: the socket fills and the body waits.
+    let mut h1 = std::net::TcpStream::connect(addr).unwrap();
+    h1.write_all(b"GET /big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    h1.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut received = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        match h1.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => received += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("still open after the send deadline: {e} ({received} bytes)"),
+        }
+    }
+    assert!(
+        received < 64 << 20,
+        "the whole body came: the connection was not closed"
+    );
+
+    // The edge serves on, and said why it closed them.
+    let after = curl(&[&format!("http://{addr}/big.bin"), "-r", "0-99"]);
+    assert_eq!(after.status, 206);
+    let log = edge.log_lines().join("\n");
+    assert!(log.contains("within the send deadline"), "{log}");
+}

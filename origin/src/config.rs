@@ -100,6 +100,9 @@ pub struct MediaConfig {
     /// Seconds a connection may stay without a byte moving either way before it is closed gracefully (HTTP/2
     /// included). Default: 60.
     pub idle_timeout_secs: u64,
+    /// The send deadline: seconds a response may wait for the client to take its next bytes before its
+    /// connection is closed. Default: 30.
+    pub send_timeout_secs: u64,
     /// Largest request head accepted, in bytes (HTTP/1.1 read buffer and HTTP/2 header list). Default: 16384.
     pub max_header_bytes: usize,
     /// HTTP/2 streams per connection. Default: 256.
@@ -225,6 +228,7 @@ impl Default for MediaConfig {
             max_connections: defaults::MAX_CONNECTIONS,
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
+            send_timeout_secs: 30,
             max_header_bytes: defaults::MAX_HEADER_BYTES,
             h2_max_concurrent_streams: defaults::H2_MAX_CONCURRENT_STREAMS,
             tls_handshake_timeout_secs: defaults::TLS_HANDSHAKE_TIMEOUT_SECS,
@@ -340,6 +344,16 @@ impl OriginConfig {
         ensure(
             m.header_read_timeout_secs > 0,
             "media.header_read_timeout_secs",
+            "must be at least 1",
+        )?;
+        ensure(
+            m.idle_timeout_secs > 0,
+            "media.idle_timeout_secs",
+            "must be at least 1",
+        )?;
+        ensure(
+            m.send_timeout_secs > 0,
+            "media.send_timeout_secs",
             "must be at least 1",
         )?;
         ensure(

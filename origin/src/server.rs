@@ -155,6 +155,7 @@ impl Origin {
         let idle = shared::serve::ConnTimers {
             idle: Duration::from_secs(self.config.media.idle_timeout_secs),
             max_age: None,
+            send: Duration::from_secs(self.config.media.send_timeout_secs),
         };
 
         let media = {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use std::pin::Pin;
@@ -160,6 +160,10 @@ pub struct ConnTimers {
     /// A connection is asked to finish (GOAWAY, or `Connection: close`) at this age, so no client holds one
     /// for ever; its requests in flight complete. `None`: no limit.
     pub max_age: Option<Duration>,
+    /// The send deadline: a connection is closed when one of its responses has waited this long for the client
+    /// to take its next bytes (a full socket, or an HTTP/2 stream or connection window the client never opens),
+    /// so that no client pins response bodies in memory. Pings and other streams' progress do not count.
+    pub send: Duration,
 }
 
 /// Serves one connection with `builder` until it ends. It is asked to finish gracefully when `stop` turns
@@ -251,9 +255,11 @@ pub async fn serve_requests<H, F, B>(
         let response = handle(request, peer);
         async move {
             let response = response.await;
+            let waiting_since = guard.0.send_clock();
             Ok::<_, std::convert::Infallible>(response.map(|body| CountedBody {
                 inner: body,
-                _guard: guard,
+                guard,
+                waiting_since,
             }))
         }
     });
@@ -312,6 +318,7 @@ where
         let hard_close =
             idle_close_at.unwrap_or_else(|| tokio::time::Instant::now() + idle_timeout);
         let retire = retire_at.unwrap_or_else(|| tokio::time::Instant::now() + idle_timeout);
+        let sending = requests.in_flight() > 0;
         tokio::select! {
             result = std::future::poll_fn(|cx| cork.flush_after(&mut conn.as_mut(), cx)) => return result,
             _ = stop.changed(), if !finishing => {
@@ -333,6 +340,18 @@ where
                 finishing = true;
             }
             _ = tokio::time::sleep_until(hard_close), if idle_close_at.is_some() => return Ok(()),
+            _ = requests.started.notified(), if !sending => {}
+            // Checked a few times per deadline, only while responses are in flight.
+            _ = tokio::time::sleep(timers.send / 4), if sending => {
+                let waited = requests.longest_send_wait();
+                if waited >= timers.send {
+                    tracing::info!(
+                        waited_ms = waited.as_millis() as u64,
+                        "closing a connection whose client took no response bytes within the send deadline"
+                    );
+                    return Ok(());
+                }
+            }
         }
     }
 }
@@ -362,10 +381,16 @@ impl Activity {
     }
 }
 
-/// The requests of one connection: how many are in flight, and when one last started or ended.
+/// The requests of one connection: how many are in flight, when one last started or ended, and how long each
+/// response body has waited for the client to take what it gave last.
 struct RequestActivity {
     in_flight: AtomicU64,
     changed: Activity,
+    /// One per response body in flight: since when (`changed`'s milliseconds + 1) its last frame has waited
+    /// for the client, 0 while it is not waiting. Bounded by the streams in flight (pruned as they end).
+    sends: Mutex<Vec<Weak<AtomicU64>>>,
+    /// Wakes the connection's loop when a request starts on an idle connection (to start its send checks).
+    started: tokio::sync::Notify,
 }
 
 impl RequestActivity {
@@ -373,7 +398,37 @@ impl RequestActivity {
         RequestActivity {
             in_flight: AtomicU64::new(0),
             changed: Activity::new(),
+            sends: Mutex::new(Vec::new()),
+            started: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Registers a response body's send clock.
+    fn send_clock(&self) -> Arc<AtomicU64> {
+        let clock = Arc::new(AtomicU64::new(0));
+        let mut sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        sends.retain(|s| s.strong_count() > 0);
+        sends.push(Arc::downgrade(&clock));
+        clock
+    }
+
+    fn now_mark(&self) -> u64 {
+        self.changed.base.elapsed().as_millis() as u64 + 1
+    }
+
+    /// The longest time a response body in flight has waited for the client.
+    fn longest_send_wait(&self) -> Duration {
+        let now = self.now_mark();
+        let sends = self.sends.lock().unwrap_or_else(|p| p.into_inner());
+        let oldest = sends
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|s| s.load(Ordering::Relaxed))
+            .filter(|&since| since > 0)
+            .min();
+        oldest.map_or(Duration::ZERO, |since| {
+            Duration::from_millis(now.saturating_sub(since))
+        })
     }
 
     fn in_flight(&self) -> u64 {
@@ -390,7 +445,9 @@ struct RequestGuard(Arc<RequestActivity>);
 
 impl RequestGuard {
     fn new(requests: Arc<RequestActivity>) -> Self {
-        requests.in_flight.fetch_add(1, Ordering::Relaxed);
+        if requests.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
+            requests.started.notify_one();
+        }
         requests.changed.touch();
         RequestGuard(requests)
     }
@@ -403,10 +460,12 @@ impl Drop for RequestGuard {
     }
 }
 
-/// A response body that keeps its request counted as in flight until it is done.
+/// A response body that keeps its request counted as in flight until it is done, and keeps its send clock:
+/// from each frame it gives until it is asked for the next, it is waiting for the client.
 struct CountedBody<B> {
     inner: B,
-    _guard: RequestGuard,
+    guard: RequestGuard,
+    waiting_since: Arc<AtomicU64>,
 }
 
 impl<B: http_body::Body + Unpin> http_body::Body for CountedBody<B> {
@@ -417,7 +476,13 @@ impl<B: http_body::Body + Unpin> http_body::Body for CountedBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        self.waiting_since.store(0, Ordering::Relaxed);
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            let now = self.guard.0.now_mark();
+            self.waiting_since.store(now, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
