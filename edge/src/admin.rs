@@ -95,10 +95,11 @@ impl AdminService {
         struct Advance {
             advance_secs: u64,
         }
-        let advance: Advance = match read_json(req, "{\"advance_secs\": 5}").await {
-            Ok(advance) => advance,
-            Err(refused) => return refused,
-        };
+        let advance: Advance =
+            match read_json(req, "{\"advance_secs\": 5}", self.edge.bodies.timeout).await {
+                Ok(advance) => advance,
+                Err(refused) => return refused,
+            };
         let by = std::time::Duration::from_secs(advance.advance_secs);
         match self.edge.engine().clock().advance(by) {
             Ok(ahead) => {
@@ -121,7 +122,13 @@ impl AdminService {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let bad = |reason: String| plain(StatusCode::BAD_REQUEST, format!("{reason}\n"));
-        let request: PurgeRequest = match read_json(req, "{\"url\": \"https://host/path\"}").await {
+        let request: PurgeRequest = match read_json(
+            req,
+            "{\"url\": \"https://host/path\"}",
+            self.edge.bodies.timeout,
+        )
+        .await
+        {
             Ok(request) => request,
             Err(refused) => return refused,
         };
@@ -174,21 +181,40 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     response
 }
 
-/// A request's JSON body, read up to [`MAX_PURGE_BODY_BYTES`]; a 400 with the reason (and an `example` of what
-/// is expected) when it cannot be read or parsed.
-async fn read_json<T, B>(req: Request<B>, example: &str) -> Result<T, Response<Body>>
+/// A request's JSON body, read up to [`MAX_PURGE_BODY_BYTES`] within `timeout` (the players' request-body
+/// deadline, so a trickled body cannot hold one of the admin listener's few connections); 413 when larger,
+/// 408 when slower, and a 400 with the reason (and an `example` of what is expected) when it cannot be read or
+/// parsed.
+async fn read_json<T, B>(
+    req: Request<B>,
+    example: &str,
+    timeout: std::time::Duration,
+) -> Result<T, Response<Body>>
 where
     T: serde::de::DeserializeOwned,
     B: hyper::body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let bad = |reason: String| plain(StatusCode::BAD_REQUEST, format!("{reason}\n"));
-    let body = match Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(e) => return Err(bad(format!("the request body could not be read: {e}"))),
+    let read = Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES).collect();
+    let body = match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_PURGE_BODY_BYTES} bytes\n"),
+            ));
+        }
+        Ok(Err(e)) => return Err(bad(format!("the request body could not be read: {e}"))),
+        Err(_) => {
+            return Err(plain(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {timeout:?}\n"),
+            ));
+        }
     };
     serde_json::from_slice(&body)
         .map_err(|e| bad(format!("the body must be JSON such as {example}: {e}")))

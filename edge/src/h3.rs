@@ -284,12 +284,16 @@ async fn serve_request(
     early_data: bool,
 ) {
     let started = Instant::now();
+    let malformed = crate::server::host_fields_refusal(&request);
     let (mut parts, ()) = request.into_parts();
     parts.extensions.insert(crate::pipeline::ClientAddr(peer));
     if early_data {
         parts.extensions.insert(EarlyData);
     }
-    let response = if crate::pipeline::is_unsafe(&parts.method) {
+    let response = if let Some(refusal) = malformed {
+        let answer = edge.error_answer(&parts, refusal, CacheStatus::Local);
+        crate::access::log_answer(&edge, parts, answer, peer, started)
+    } else if crate::pipeline::is_unsafe(&parts.method) {
         let read = match edge.admit_body(&parts) {
             Ok(permit) => {
                 let limits = &edge.bodies;

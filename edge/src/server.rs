@@ -20,8 +20,10 @@ use crate::cache::freshness::Policy;
 use crate::cache::storage::{FoyerStorage, StorageSizes};
 use crate::clock::Clock;
 use crate::config::{EdgeConfig, slice_block_bytes};
+use crate::error::EdgeError;
 use crate::metrics::EdgeMetrics;
 use crate::pipeline::{BodyLimits, Cors, Edge, EdgeSetup, Forwarding, QueryPolicy, Site};
+use crate::status::CacheStatus;
 use crate::upstream::Upstream;
 
 /// Connections the admin listener serves at once.
@@ -219,7 +221,6 @@ impl EdgeServer {
         let idle = shared::serve::ConnTimers {
             idle: Duration::from_secs(l.idle_timeout_secs),
             max_age: Some(Duration::from_secs(l.max_connection_age_secs)),
-            send: Duration::from_secs(l.send_timeout_secs),
         };
         let mut tasks = tokio::task::JoinSet::new();
 
@@ -368,9 +369,49 @@ async fn serve_edge(
     stop: watch::Receiver<bool>,
     idle: shared::serve::ConnTimers,
 ) {
-    let handle = move |request, peer| {
+    let handle = move |request: http::Request<hyper::body::Incoming>, peer| {
         let edge = Arc::clone(&edge);
-        async move { crate::access::handle(&edge, request, peer).await }
+        async move {
+            if let Some(refusal) = host_fields_refusal(&request) {
+                let (parts, _body) = request.into_parts();
+                let answer = edge.error_answer(&parts, refusal, CacheStatus::Local);
+                let started = tokio::time::Instant::now();
+                return crate::access::log_answer(&edge, parts, answer, peer, started);
+            }
+            crate::access::handle(&edge, request, peer).await
+        }
     };
     shared::serve::serve_requests(builder, accepted, peer, stop, idle, handle).await;
+}
+
+/// Why a request's `Host` fields make it malformed, whatever the pipeline would make of it: more than one
+/// `Host` field line (RFC 9112 3.2: a server MUST answer 400; two parsers could each pick a different one),
+/// or, over HTTP/2 and HTTP/3, a `Host` that names another authority than `:authority` (RFC 9113 8.3.1,
+/// RFC 9114 4.3.1). An HTTP/1.1 request in absolute form keeps its own rule: the target's authority decides
+/// and `Host` is ignored (RFC 9112 3.2.2).
+pub(crate) fn host_fields_refusal<B>(request: &http::Request<B>) -> Option<EdgeError> {
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Some(EdgeError::client(
+            http::StatusCode::BAD_REQUEST,
+            "more than one Host header field",
+        ));
+    }
+    let multiplexed = matches!(
+        request.version(),
+        http::Version::HTTP_2 | http::Version::HTTP_3
+    );
+    if multiplexed
+        && let (Some(host), Some(authority)) = (first, request.uri().authority())
+        && !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        return Some(EdgeError::client(
+            http::StatusCode::BAD_REQUEST,
+            "the Host header field names another authority than :authority",
+        ));
+    }
+    None
 }

@@ -12,6 +12,8 @@ pub enum ErrorKind {
     NotFound,
     /// Method not allowed (405).
     MethodNotAllowed,
+    /// The request path is longer than the origin reads (414, RFC 9110 15.5.15).
+    UriTooLong,
     /// The store answered with an error that a retry will not fix: refused credentials, bad configuration (502).
     StoreFailed,
     /// The store is unreachable, timed out, or the object changed during the request: retry later (503).
@@ -40,6 +42,7 @@ impl OriginError {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::StoreFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -60,6 +63,7 @@ impl OriginError {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
+            ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::StoreFailed => "store_failed",
             ErrorKind::StoreUnavailable => "store_unavailable",
             ErrorKind::Internal => "internal",

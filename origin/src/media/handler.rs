@@ -54,10 +54,10 @@ impl MediaService {
             ));
         }
         let key = shared::path::object_key(path).map_err(|e| {
-            let kind = if e.is_bad_request() {
-                ErrorKind::BadRequest
-            } else {
-                ErrorKind::NotFound
+            let kind = match e {
+                shared::path::PathError::TooLong => ErrorKind::UriTooLong,
+                e if e.is_bad_request() => ErrorKind::BadRequest,
+                _ => ErrorKind::NotFound,
             };
             OriginError::new(kind, e.reason())
         })?;
