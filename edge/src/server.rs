@@ -221,6 +221,7 @@ impl EdgeServer {
         let idle = shared::serve::ConnTimers {
             idle: Duration::from_secs(l.idle_timeout_secs),
             max_age: Some(Duration::from_secs(l.max_connection_age_secs)),
+            send: Duration::from_secs(l.send_timeout_secs),
         };
         let mut tasks = tokio::task::JoinSet::new();
 
