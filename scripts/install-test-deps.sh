@@ -22,10 +22,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 venv="$root/.venv"
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, curl_cffi' 2>/dev/null; then
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, curl_cffi, h2' 2>/dev/null; then
   echo "install-test-deps: python venv with moto, aioquic and curl_cffi at $venv"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.*' 'aioquic==1.*' 'curl_cffi==0.*'
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.*' 'aioquic==1.*' 'curl_cffi==0.*' 'h2==4.*'
 fi
 browser="$root/edge/tests/browser"
 if [ ! -d "$browser/node_modules/playwright-core" ] || [ ! -d "$browser/node_modules/hls.js" ]; then
