@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+
 use serde::Deserialize;
 
 use crate::cache::bans::BanKind;
@@ -112,6 +112,9 @@ impl AdminService {
                     &serde_json::json!({ "ahead_secs": ahead.as_secs() }),
                 )
             }
+            Err(reason) if self.edge.engine().clock().is_adjustable() => {
+                plain(StatusCode::BAD_REQUEST, format!("{reason}\n"))
+            }
             Err(reason) => plain(StatusCode::FORBIDDEN, format!("{reason}\n")),
         }
     }
@@ -196,26 +199,9 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let bad = |reason: String| plain(StatusCode::BAD_REQUEST, format!("{reason}\n"));
-    let read = Limited::new(req.into_body(), MAX_PURGE_BODY_BYTES).collect();
-    let body = match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return Err(plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("the request body is larger than {MAX_PURGE_BODY_BYTES} bytes\n"),
-            ));
-        }
-        Ok(Err(e)) => return Err(bad(format!("the request body could not be read: {e}"))),
-        Err(_) => {
-            return Err(plain(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the request body did not arrive within {timeout:?}\n"),
-            ));
-        }
-    };
+    let body = shared::body::read_limited(req.into_body(), MAX_PURGE_BODY_BYTES, timeout)
+        .await
+        .map_err(|e| plain(e.status(), format!("{e}\n")))?;
     serde_json::from_slice(&body)
         .map_err(|e| bad(format!("the body must be JSON such as {example}: {e}")))
 }

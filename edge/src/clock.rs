@@ -19,6 +19,9 @@ pub struct Clock {
     adjustable: bool,
 }
 
+/// How far the test clock may be moved ahead in all.
+pub const MAX_AHEAD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 impl Clock {
     /// The system clock; `adjustable` lets tests move it forward.
     pub fn new(adjustable: bool) -> Self {
@@ -39,15 +42,29 @@ impl Clock {
         SystemTime::now()
     }
 
-    /// Moves the clock forward by `by`; refused unless the test clock is on.
+    /// Whether tests may move it (`admin.test_clock`).
+    pub fn is_adjustable(&self) -> bool {
+        self.adjustable
+    }
+
+    /// Moves the clock forward by `by`; refused unless the test clock is on, and past [`MAX_AHEAD`] in all
+    /// (the time arithmetic of the cache must not overflow).
     pub fn advance(&self, by: Duration) -> Result<Duration, &'static str> {
         if !self.adjustable {
             return Err("the clock moves only with admin.test_clock = true");
         }
-        let ahead = self
+        let by_ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        let moved = self
             .ahead_ms
-            .fetch_add(by.as_millis() as u64, Ordering::Relaxed);
-        Ok(Duration::from_millis(ahead) + by)
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |ahead| {
+                ahead
+                    .checked_add(by_ms)
+                    .filter(|&total| total <= MAX_AHEAD.as_millis() as u64)
+            });
+        match moved {
+            Ok(before) => Ok(Duration::from_millis(before + by_ms)),
+            Err(_) => Err("the test clock moves at most 100 years ahead in all"),
+        }
     }
 }
 

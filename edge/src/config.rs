@@ -580,9 +580,9 @@ impl EdgeConfig {
                 }
             }
             ensure(
-                site.max_passes > 0,
+                (1..=MAX_CONNECTIONS).contains(&site.max_passes),
                 &field("max_passes"),
-                "must be at least 1",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
             )?;
             ensure(
                 site.query_key == QueryKey::Listed || site.query_params.is_empty(),
@@ -681,11 +681,35 @@ impl EdgeConfig {
             ),
         ] {
             ensure(value > 0, field, "must be at least 1")?;
+            ensure(
+                value <= MAX_SECS,
+                field,
+                format!("must be at most {MAX_SECS} (30 days)"),
+            )?;
+        }
+        // Lifetimes: arithmetic on them and the clock must not overflow.
+        for (field, value) in [
+            ("limits.shutdown_grace_secs", l.shutdown_grace_secs),
+            (
+                "cache.stale_while_revalidate_secs",
+                c.stale_while_revalidate_secs,
+            ),
+            ("cache.stale_if_error_secs", c.stale_if_error_secs),
+            ("cache.heuristic_max_secs", c.heuristic_max_secs),
+            ("cache.negative_ttl_secs", c.negative_ttl_secs),
+            ("cache.max_retention_secs", c.max_retention_secs),
+            ("h3.alt_svc_max_age_secs", self.h3.alt_svc_max_age_secs),
+        ] {
+            ensure(
+                value <= MAX_LIFETIME_SECS,
+                field,
+                format!("must be at most {MAX_LIFETIME_SECS} (10 years)"),
+            )?;
         }
         ensure(
-            l.max_connections > 0,
+            (1..=MAX_CONNECTIONS).contains(&l.max_connections),
             "limits.max_connections",
-            "must be at least 1",
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
         )?;
         ensure(
             l.request_bodies_bytes >= l.max_request_body_bytes,
@@ -693,19 +717,20 @@ impl EdgeConfig {
             "must be at least limits.max_request_body_bytes",
         )?;
         ensure(
-            l.max_header_bytes >= 1024,
+            (1024..=MAX_HEADER_BYTES).contains(&l.max_header_bytes),
             "limits.max_header_bytes",
-            "must be at least 1024",
+            format!("must be between 1024 and {MAX_HEADER_BYTES}"),
         )?;
         ensure(
             l.h2_max_concurrent_streams > 0,
             "limits.h2_max_concurrent_streams",
             "must be at least 1",
         )?;
+        // The connection window is 4 stream windows, and HTTP/2 windows end at 2^31 - 1.
         ensure(
-            l.h2_window_bytes >= 65535,
+            (65535..=MAX_H2_WINDOW_BYTES).contains(&l.h2_window_bytes),
             "limits.h2_window_bytes",
-            "must be at least 65535",
+            format!("must be between 65535 and {MAX_H2_WINDOW_BYTES}"),
         )?;
         for origin in &self.cors.allow_origins {
             ensure(
@@ -727,6 +752,14 @@ impl EdgeConfig {
 }
 
 /// The disk tier's block size for a slice size: a slice and its key must fit one block, or foyer drops it.
+/// Upper bounds on config values, past which arithmetic on them (deadlines, windows, semaphores) would overflow
+/// or panic: refused by `validate()` with the field's name instead.
+pub const MAX_SECS: u64 = 30 * 24 * 3600;
+pub const MAX_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
+pub const MAX_CONNECTIONS: usize = 1_000_000;
+pub const MAX_HEADER_BYTES: usize = 256 * 1024;
+pub const MAX_H2_WINDOW_BYTES: u32 = ((1u32 << 31) - 1) / 4;
+
 pub fn slice_block_bytes(slice_bytes: u64) -> u64 {
     (slice_bytes + 64 * 1024).next_power_of_two().max(16 << 20)
 }
@@ -803,6 +836,31 @@ mod tests {
                 "site[0].strip_request_fields",
             ),
             ("[cache]\nslice_bytes = 10", "cache.slice_bytes"),
+            // Past what the arithmetic on them holds (the panic audit of issue 14).
+            (
+                "[limits]\nh2_window_bytes = 536870912",
+                "limits.h2_window_bytes",
+            ),
+            (
+                "[limits]\nidle_timeout_secs = 18446744073709551615",
+                "limits.idle_timeout_secs",
+            ),
+            (
+                "[limits]\nheader_read_timeout_secs = 9223372036854775807",
+                "limits.header_read_timeout_secs",
+            ),
+            (
+                "[limits]\nmax_header_bytes = 4294967296",
+                "limits.max_header_bytes",
+            ),
+            (
+                "[limits]\nmax_connections = 4611686018427387904",
+                "limits.max_connections",
+            ),
+            (
+                "[cache]\nnegative_ttl_secs = 9223372036854775808",
+                "cache.negative_ttl_secs",
+            ),
             ("[cache]\nmemory_bytes = 10", "cache.memory_bytes"),
             ("[cache]\ndisk_bytes = 1000", "cache.disk_bytes"),
             (

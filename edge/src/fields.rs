@@ -118,7 +118,8 @@ pub fn field_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 
 /// The fields of a client's request to send upstream for `purpose`.
 pub fn upstream_request(request: &HeaderMap, purpose: Purpose, policy: &Forwarding) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(request.len());
+    // Capacity from a client's field count could pass what HeaderMap can hold (it panics): grows as needed.
+    let mut out = HeaderMap::with_capacity(request.len().min(64));
     for (name, value) in end_to_end(request) {
         let name_str = name.as_str();
         let skip = SET_BY_EDGE.contains(&name_str)

@@ -548,8 +548,6 @@ fn oversized_heads_get_431_on_every_listener() {
 }
 
 #[test]
-#[ignore = "defect: a request path longer than shared::path::MAX_PATH_BYTES gets 400 (PathError::TooLong is mapped \
-            with every other path refusal in edge/src/pipeline/admit.rs); RFC 9110 15.5.15 says 414"]
 fn a_path_longer_than_the_edge_reads_gets_414() {
     let stack = Stack::start("");
     let request = format!(
@@ -1069,10 +1067,6 @@ fn encoded_paths_get_their_answer() {
 }
 
 #[test]
-#[ignore = "defect: shared::path::canonical_path keeps raw non-ASCII bytes (hyper accepts them in a request \
-            target), so `/m/é.ts` and `/m/%C3%A9.ts` are two cache entries, the raw bytes go upstream, and a purge \
-            of `https://localhost/m/é.ts` is recorded for a spelling no client request uses; the canonical form \
-            should percent-encode them (RFC 3987 3.1)"]
 fn a_raw_utf8_path_is_its_percent_encoded_spelling() {
     let stack = Stack::start("");
     let raw = "GET /m/\u{e9}.ts HTTP/1.1\r\nHost: localhost\r\n\r\n";

@@ -325,9 +325,9 @@ impl OriginConfig {
             )?;
         }
         ensure(
-            self.playback.token_ttl_secs >= 60,
+            (60..=365 * 24 * 3600).contains(&self.playback.token_ttl_secs),
             "playback.token_ttl_secs",
-            "must be at least 60",
+            "must be between 60 and 31536000 (a year)",
         )?;
         shared::token::validate_keys(&self.signing_keys)?;
         let m = &self.media;
@@ -337,38 +337,36 @@ impl OriginConfig {
             "tls_cert and tls_key go together",
         )?;
         ensure(
-            m.max_connections > 0,
+            (1..=1_000_000).contains(&m.max_connections),
             "media.max_connections",
-            "must be at least 1",
+            "must be between 1 and 1000000",
         )?;
+        // Deadlines: arithmetic on them and the clock must not overflow.
+        const MAX_SECS: u64 = 30 * 24 * 3600;
+        for (field, value) in [
+            ("media.header_read_timeout_secs", m.header_read_timeout_secs),
+            ("media.idle_timeout_secs", m.idle_timeout_secs),
+            ("media.send_timeout_secs", m.send_timeout_secs),
+            (
+                "media.tls_handshake_timeout_secs",
+                m.tls_handshake_timeout_secs,
+            ),
+            ("media.shutdown_grace_secs", m.shutdown_grace_secs.max(1)),
+        ] {
+            ensure(
+                (1..=MAX_SECS).contains(&value),
+                field,
+                format!("must be between 1 and {MAX_SECS} (30 days)"),
+            )?;
+        }
         ensure(
-            m.header_read_timeout_secs > 0,
-            "media.header_read_timeout_secs",
-            "must be at least 1",
-        )?;
-        ensure(
-            m.idle_timeout_secs > 0,
-            "media.idle_timeout_secs",
-            "must be at least 1",
-        )?;
-        ensure(
-            m.send_timeout_secs > 0,
-            "media.send_timeout_secs",
-            "must be at least 1",
-        )?;
-        ensure(
-            m.max_header_bytes >= 1024,
+            (1024..=256 * 1024).contains(&m.max_header_bytes),
             "media.max_header_bytes",
-            "must be at least 1024",
+            "must be between 1024 and 262144",
         )?;
         ensure(
             m.h2_max_concurrent_streams > 0,
             "media.h2_max_concurrent_streams",
-            "must be at least 1",
-        )?;
-        ensure(
-            m.tls_handshake_timeout_secs > 0,
-            "media.tls_handshake_timeout_secs",
             "must be at least 1",
         )?;
         ensure(
@@ -528,6 +526,22 @@ mod tests {
             ("[media]\ntls_cert = \"/c.pem\"", "media.tls_key"),
             ("[media]\nmax_connections = 0", "media.max_connections"),
             ("[media]\nmax_header_bytes = 10", "media.max_header_bytes"),
+            (
+                "[media]\nmax_header_bytes = 4294967296",
+                "media.max_header_bytes",
+            ),
+            (
+                "[media]\nidle_timeout_secs = 18446744073709551615",
+                "media.idle_timeout_secs",
+            ),
+            (
+                "[media]\nmax_connections = 4611686018427387904",
+                "media.max_connections",
+            ),
+            (
+                "[playback]\ntoken_ttl_secs = 18446744073709551615",
+                "playback.token_ttl_secs",
+            ),
             ("[media]\nread_chunk_bytes = 1", "media.read_chunk_bytes"),
             ("[admin]\nbearer_token = \"short\"", "admin.bearer_token"),
             ("[store]\nurl = \"ftp://x/y\"", "store.url"),

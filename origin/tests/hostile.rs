@@ -178,9 +178,6 @@ fn the_control_plane_api_refuses_bad_bodies_with_a_reason() {
 }
 
 #[test]
-#[ignore = "defect: origin/src/control/api.rs reads a playback body with Limited (16 KiB) and no deadline: a larger \
-            body gets 400 (`length limit exceeded`) instead of 413, and a trickled one holds its connection (each \
-            byte resets the idle timer) instead of getting 408"]
 fn the_control_plane_api_bounds_bodies_in_size_and_time() {
     let store = TempStore::with_samples();
     let origin = start_origin(&store.url(), "[media]\nheader_read_timeout_secs = 1\n");

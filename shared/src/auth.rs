@@ -8,8 +8,10 @@ pub fn bearer_ok(headers: &HeaderMap, token: Option<&str>) -> bool {
     let presented = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token);
     constant_time_eq(presented.as_bytes(), token.as_bytes())
 }
 
@@ -34,5 +36,20 @@ mod tests {
         assert!(bearer_ok(&headers, Some("0123456789abcdef")));
         assert!(!bearer_ok(&headers, Some("0123456789abcdeX")));
         assert!(!bearer_ok(&headers, Some("0123456789abcdef0")));
+        // The scheme in any case; nothing else opens it.
+        for (presented, ok) in [
+            ("bearer 0123456789abcdef", true),
+            ("BEARER 0123456789abcdef", true),
+            ("Basic 0123456789abcdef", false),
+            ("0123456789abcdef", false),
+            ("Bearer  0123456789abcdef", false),
+        ] {
+            headers.insert(http::header::AUTHORIZATION, presented.parse().unwrap());
+            assert_eq!(
+                bearer_ok(&headers, Some("0123456789abcdef")),
+                ok,
+                "{presented}"
+            );
+        }
     }
 }

@@ -144,3 +144,50 @@ impl<B> Drop for Metered<B> {
         }
     }
 }
+
+/// Why a request body could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyReadError {
+    #[error("the request body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the request body did not arrive within {0:?}")]
+    TooSlow(std::time::Duration),
+    #[error("the request body could not be read: {0}")]
+    Broken(String),
+}
+
+impl BodyReadError {
+    /// 413, 408 or 400.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            BodyReadError::TooLarge(_) => http::StatusCode::PAYLOAD_TOO_LARGE,
+            BodyReadError::TooSlow(_) => http::StatusCode::REQUEST_TIMEOUT,
+            BodyReadError::Broken(_) => http::StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Reads a request body of at most `max_bytes` within `timeout`: what the small JSON APIs (purges, playback)
+/// accept, so that no client holds a connection with a trickled or endless body.
+pub async fn read_limited<B>(
+    body: B,
+    max_bytes: usize,
+    timeout: std::time::Duration,
+) -> Result<Bytes, BodyReadError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let read = http_body_util::Limited::new(body, max_bytes).collect();
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(BodyReadError::TooLarge(max_bytes))
+        }
+        Ok(Err(e)) => Err(BodyReadError::Broken(e.to_string())),
+        Err(_) => Err(BodyReadError::TooSlow(timeout)),
+    }
+}

@@ -140,9 +140,10 @@ fn canonical_encoding(text: &str) -> String {
     out
 }
 
-/// Appends `text` to `out` with its percent-encodings in canonical form.
+/// Appends `text` to `out` with its percent-encodings in canonical form, and its non-ASCII characters
+/// percent-encoded (their UTF-8 bytes), as a client that follows RFC 3986 spells them.
 fn push_canonical(out: &mut String, text: &str) {
-    if !text.contains('%') {
+    if !text.contains('%') && text.is_ascii() {
         out.push_str(text);
         return;
     }
@@ -153,10 +154,15 @@ fn push_canonical(out: &mut String, text: &str) {
             .get(i + 1..i + 3)
             .filter(|h| bytes[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
         let Some(hex) = hex else {
-            // Not a percent-encoding: the byte as it is (the input is a &str, so multi-byte text stays whole).
-            let ch = text[i..].chars().next().expect("in bounds");
-            out.push(ch);
-            i += ch.len_utf8();
+            // Not a percent-encoding: the byte as it is, or percent-encoded if it is not ASCII.
+            if bytes[i].is_ascii() {
+                out.push(bytes[i] as char);
+            } else {
+                out.push('%');
+                out.push(HEX_UPPER[(bytes[i] >> 4) as usize] as char);
+                out.push(HEX_UPPER[(bytes[i] & 0xf) as usize] as char);
+            }
+            i += 1;
             continue;
         };
         let value = (hex_value(hex[0]) << 4) | hex_value(hex[1]);
@@ -170,6 +176,8 @@ fn push_canonical(out: &mut String, text: &str) {
         i += 3;
     }
 }
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
 
 fn hex_value(digit: u8) -> u8 {
     match digit {

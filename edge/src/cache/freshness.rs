@@ -380,7 +380,8 @@ pub fn initial_age(
 
 /// A response's lifetime left as the `Cache-Status` `ttl=` value (negative when stale).
 pub fn ttl_param(ttl_secs: u64, age: u64) -> i64 {
-    ttl_secs as i64 - age.min(i64::MAX as u64) as i64
+    let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
+    ttl.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
 }
 
 /// How much a client's `max-stale` lets a stale response be served, given how stale it is.

@@ -225,8 +225,17 @@ impl ObjectMeta {
     }
 
     /// `None` for a record this version cannot read (it is then treated as a miss and replaced).
+    /// A record read back, or `None` (a miss) for one that no version of the edge writes: the arithmetic on
+    /// slices and ages may then trust it.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
+        const LONGEST_SECS: u64 = 1 << 40;
+        let meta: ObjectMeta = serde_json::from_slice(bytes).ok()?;
+        let sane = (1..=64 << 20).contains(&meta.slice_bytes)
+            && meta.total_len <= 1 << 62
+            && (meta.status == 200 || meta.total_len <= meta.slice_bytes)
+            && meta.initial_age <= LONGEST_SECS
+            && meta.ttl_secs <= LONGEST_SECS;
+        sane.then_some(meta)
     }
 }
 
@@ -319,6 +328,27 @@ mod tests {
         let m = meta();
         assert_eq!(ObjectMeta::decode(&m.encode()), Some(m));
         assert_eq!(ObjectMeta::decode(b"garbage"), None);
+    }
+
+    /// A record no edge writes (a forged or damaged file with a valid checksum) is a miss, never arithmetic
+    /// that divides by zero or overflows.
+    #[test]
+    fn records_no_edge_writes_are_misses() {
+        let broken: [fn(&mut ObjectMeta); 5] = [
+            |m| m.slice_bytes = 0,
+            |m| m.total_len = u64::MAX,
+            |m| m.initial_age = u64::MAX,
+            |m| m.ttl_secs = 1 << 63,
+            |m| {
+                m.status = 404;
+                m.total_len = m.slice_bytes + 1;
+            },
+        ];
+        for breaking in broken {
+            let mut m = meta();
+            breaking(&mut m);
+            assert_eq!(ObjectMeta::decode(&m.encode()), None, "{m:?}");
+        }
     }
 
     #[test]

@@ -24,10 +24,11 @@ impl Slicing {
 
     /// The bytes of slice `index` (inclusive end), clipped to the object.
     pub fn span(&self, index: u64) -> ByteRange {
-        let start = index * self.slice_bytes;
+        // An upstream's total can be near 2^64: no sum here may overflow.
+        let start = index.saturating_mul(self.slice_bytes);
         ByteRange {
             start,
-            end: (start + self.slice_bytes).min(self.total_len) - 1,
+            end: start.saturating_add(self.slice_bytes).min(self.total_len) - 1,
         }
     }
 
@@ -60,6 +61,18 @@ mod tests {
     use super::*;
 
     const MIB: u64 = 1 << 20;
+
+    /// An upstream's total within a slice of 2^64: the last slice ends at the object's end, no overflow.
+    #[test]
+    fn a_total_near_two_to_the_64_has_its_last_slice() {
+        let s = Slicing {
+            slice_bytes: 2 * MIB,
+            total_len: u64::MAX,
+        };
+        let last = s.index_of(u64::MAX - 1);
+        assert_eq!(s.span(last).end, u64::MAX - 1);
+        assert_eq!(s.span(u64::MAX).start, u64::MAX);
+    }
 
     #[test]
     fn geometry() {

@@ -42,7 +42,7 @@ pub enum QueryPolicy {
 
 impl QueryPolicy {
     /// The part of a canonical query that keys the cache.
-    fn key_part(&self, query: Option<&str>) -> Option<String> {
+    pub fn key_part(&self, query: Option<&str>) -> Option<String> {
         let query = query?;
         match self {
             QueryPolicy::All => Some(query.to_string()),
@@ -221,10 +221,13 @@ impl Edge {
     }
 }
 
-/// The canonical spelling of a request path, or a 400 (404 for a directory) with the reason.
+/// The canonical spelling of a request path, or a 400 (414 for a long one, 404 for a directory) with the
+/// reason.
 fn canonical_path(path: &str) -> Result<String, EdgeError> {
     shared::path::canonical_path(path).map_err(|e| {
-        let status = if e.is_bad_request() {
+        let status = if e == shared::path::PathError::TooLong {
+            StatusCode::URI_TOO_LONG
+        } else if e.is_bad_request() {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::NOT_FOUND

@@ -19,7 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use shared::token::{Grant, SigningKey};
@@ -27,8 +27,9 @@ use shared::token::{Grant, SigningKey};
 use crate::control::catalog::{Catalog, ListQuery, TitleDetails};
 use crate::media::handler::Body;
 
-/// Largest request body read (playback requests are tiny).
+/// Largest request body read (playback requests are tiny), and the time it has to arrive.
 const MAX_BODY_BYTES: usize = 16 * 1024;
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const DEFAULT_PAGE: i64 = 20;
 const MAX_PAGE: i64 = 100;
 
@@ -155,11 +156,10 @@ impl ApiService {
             }
             (&Method::GET | &Method::HEAD, "/v1/search") => self.search(req.uri().query()),
             (&Method::POST, "/v1/playback") => {
-                let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
-                    .collect()
-                    .await
-                    .map_err(|e| ApiError::bad(format!("the body could not be read: {e}")))?
-                    .to_bytes();
+                let body =
+                    shared::body::read_limited(req.into_body(), MAX_BODY_BYTES, BODY_TIMEOUT)
+                        .await
+                        .map_err(|e| ApiError(e.status(), "bad_body", e.to_string()))?;
                 let request: PlaybackRequest = serde_json::from_slice(&body).map_err(|e| {
                     ApiError::bad(format!(
                         "the body must be JSON such as {{\"title\": \"test-pattern\"}}: {e}"

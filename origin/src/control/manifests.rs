@@ -408,11 +408,13 @@ fn expand(
         for part in parts {
             if inside {
                 let (name, format) = part.split_once('%').unwrap_or((part, ""));
+                // A width past what a file name needs is not formatted (the formatter panics past 65535).
                 let width = format
                     .strip_prefix('0')
                     .and_then(|f| f.strip_suffix('d'))
                     .and_then(|w| w.parse::<usize>().ok())
-                    .unwrap_or(0);
+                    .unwrap_or(0)
+                    .min(MAX_NUMBER_WIDTH);
                 match name {
                     "" => out.push('$'),
                     "RepresentationID" => out.push_str(&rep.id),
@@ -440,6 +442,8 @@ fn expand(
         return Ok(files);
     };
     let start_number = template.start_number.unwrap_or(1);
+    let too_many = || format!("a representation lists more than {MAX_SEGMENTS} segments");
+    let overflow = || "a SegmentTimeline's times pass 2^64".to_string();
     let mut times = Vec::new();
     if let Some(timeline) = template.timeline.as_ref().filter(|t| !t.entries.is_empty()) {
         let mut next = 0u64;
@@ -447,11 +451,20 @@ fn expand(
             if entry.r < 0 {
                 return Err("a SegmentTimeline repeat of -1 (open-ended) cannot be checked".into());
             }
-            let start = entry.t.unwrap_or(next);
-            for i in 0..=entry.r as u64 {
-                times.push(start + entry.d * i);
+            let repeats = entry.r as u64;
+            if times.len() as u64 + repeats >= MAX_SEGMENTS {
+                return Err(too_many());
             }
-            next = start + entry.d * (entry.r as u64 + 1);
+            let start = entry.t.unwrap_or(next);
+            for i in 0..=repeats {
+                let time = entry.d.checked_mul(i).and_then(|d| start.checked_add(d));
+                times.push(time.ok_or_else(overflow)?);
+            }
+            next = entry
+                .d
+                .checked_mul(repeats + 1)
+                .and_then(|d| start.checked_add(d))
+                .ok_or_else(overflow)?;
         }
     } else {
         let timescale = template.timescale.unwrap_or(1).max(1) as f64;
@@ -461,14 +474,27 @@ fn expand(
             .ok_or("a SegmentTemplate has neither a SegmentTimeline nor a duration")?;
         let total = period_secs
             .ok_or("a SegmentTemplate@duration needs the period's or the MPD's duration")?;
-        let count = (total / (duration as f64 / timescale)).ceil() as u64;
-        times.extend((0..count).map(|i| i * duration));
+        let count = (total / (duration as f64 / timescale)).ceil();
+        if !(0.0..MAX_SEGMENTS as f64).contains(&count) {
+            return Err(too_many());
+        }
+        for i in 0..count as u64 {
+            times.push(i.checked_mul(duration).ok_or_else(overflow)?);
+        }
     }
     for (i, time) in times.into_iter().enumerate() {
-        files.push(fill(media, start_number + i as u64, time));
+        let number = start_number
+            .checked_add(i as u64)
+            .ok_or("a SegmentTemplate's numbers pass 2^64")?;
+        files.push(fill(media, number, time));
     }
     Ok(files)
 }
+
+/// Segments one representation may list: a day of 100 ms parts, far past any title.
+const MAX_SEGMENTS: u64 = 1_000_000;
+/// The widest `$Number%0Nd$` formatted.
+const MAX_NUMBER_WIDTH: usize = 32;
 
 /// ISO 8601 duration (`PT1H2M3.5S`) in seconds.
 fn iso_duration(text: &str) -> Result<f64, String> {
@@ -496,7 +522,7 @@ fn iso_duration(text: &str) -> Result<f64, String> {
             c => number.push(c),
         }
     }
-    if !number.is_empty() {
+    if !number.is_empty() || !seconds.is_finite() || seconds < 0.0 {
         return Err(bad());
     }
     Ok(seconds)
@@ -669,6 +695,64 @@ mod tests {
             )
             .contains("open-ended")
         );
+    }
+
+    /// Hostile MPDs (from the panic audit): huge repeats and durations, infinite durations, times and numbers
+    /// past 2^64, a formatting width past what the formatter takes: refused or read, never a panic or an
+    /// allocation without bound.
+    #[test]
+    fn hostile_mpds_are_refused_not_a_panic() {
+        let mpd = |duration: &str, template: &str, timeline: &str| {
+            format!(
+                "<MPD mediaPresentationDuration=\"{duration}\"><Period><AdaptationSet><SegmentTemplate {template}>\
+                 {timeline}</SegmentTemplate><Representation id=\"a\"/></AdaptationSet></Period></MPD>"
+            )
+        };
+        let timeline = |s: &str| format!("<SegmentTimeline>{s}</SegmentTimeline>");
+        for (text, reason) in [
+            (
+                mpd(
+                    "PT8S",
+                    "media=\"$Time$.m4s\"",
+                    &timeline("<S d=\"1\" r=\"100000000000\"/>"),
+                ),
+                "more than",
+            ),
+            (
+                mpd("PTinfS", "media=\"$Number$.m4s\" duration=\"1\"", ""),
+                "ISO 8601",
+            ),
+            (
+                mpd("PT100000000H", "media=\"$Number$.m4s\" duration=\"1\"", ""),
+                "more than",
+            ),
+            (
+                mpd(
+                    "PT8S",
+                    "media=\"$Time$.m4s\"",
+                    &timeline("<S t=\"18446744073709551615\" d=\"4\" r=\"1\"/>"),
+                ),
+                "2^64",
+            ),
+            (
+                mpd(
+                    "PT8S",
+                    "media=\"$Number$.m4s\" duration=\"4\" startNumber=\"18446744073709551615\"",
+                    "",
+                ),
+                "2^64",
+            ),
+        ] {
+            let refused = read("m.mpd", text.as_bytes()).unwrap_err();
+            assert!(refused.contains(reason), "{text}: {refused}");
+        }
+        let wide = mpd(
+            "PT8S",
+            "media=\"s-$Number%070000d$.m4s\" duration=\"4\"",
+            "",
+        );
+        let read = read("m.mpd", wide.as_bytes()).expect("read, its width capped");
+        assert!(format!("{read:?}").contains(&format!("s-{}2.m4s", "0".repeat(31))));
     }
 
     #[test]

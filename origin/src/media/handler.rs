@@ -184,7 +184,17 @@ impl MediaService {
         match source {
             Source::Buffered(bytes) => {
                 let bytes = match part {
-                    Some(r) => bytes.slice(r.start as usize..=r.end as usize),
+                    // The range was resolved against the stored size; a body that is not that size changed
+                    // under us.
+                    Some(r) => match bytes.get(r.start as usize..=r.end as usize) {
+                        Some(_) => bytes.slice(r.start as usize..=r.end as usize),
+                        None => {
+                            return Err(OriginError::new(
+                                ErrorKind::StoreUnavailable,
+                                "the object changed during the request",
+                            ));
+                        }
+                    },
                     None => bytes,
                 };
                 Ok(shared::body::full(bytes))
