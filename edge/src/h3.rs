@@ -70,6 +70,9 @@ pub struct QuicLimits {
     /// A connection with no request in flight and none arriving for this long is closed, whatever PINGs keep
     /// QUIC itself alive.
     pub idle_timeout: Duration,
+    /// The send deadline: a response stream whose client takes none of its next bytes for this long (its
+    /// flow-control window never opened) is reset, so no client pins bodies in memory.
+    pub send_timeout: Duration,
     pub max_header_bytes: u64,
     pub zero_rtt: bool,
 }
@@ -212,11 +215,11 @@ async fn serve_connection(
                     last_request = Instant::now();
                     let edge = Arc::clone(&edge);
                     let early_data = !handshake_done;
-                    let header_timeout = limits.header_timeout;
+                    let (header_timeout, send_timeout) = (limits.header_timeout, limits.send_timeout);
                     requests.spawn(async move {
                         match tokio::time::timeout(header_timeout, resolver.resolve_request()).await {
                             Ok(Ok((request, stream))) => {
-                                serve_request(edge, request, stream, peer, early_data).await
+                                serve_request(edge, request, stream, peer, early_data, send_timeout).await
                             }
                             Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "bad HTTP/3 request"),
                             // Dropping the stream resets it.
@@ -282,6 +285,7 @@ async fn serve_request(
     mut stream: RequestStream,
     peer: SocketAddr,
     early_data: bool,
+    send_timeout: Duration,
 ) {
     let started = Instant::now();
     let malformed = crate::server::host_fields_refusal(&request);
@@ -332,9 +336,20 @@ async fn serve_request(
                 };
                 while !data.is_empty() {
                     let piece = data.split_to(data.len().min(H3_DATA_PIECE_BYTES));
-                    if let Err(e) = stream.send_data(piece).await {
-                        tracing::debug!(peer = %peer, error = %e, "HTTP/3 send failed");
-                        return;
+                    match tokio::time::timeout(send_timeout, stream.send_data(piece)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "HTTP/3 send failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(
+                                peer = %peer,
+                                "resetting an HTTP/3 response whose client took no bytes within the send deadline"
+                            );
+                            stream.stop_stream(h3::error::Code::H3_REQUEST_CANCELLED);
+                            return;
+                        }
                     }
                 }
             }

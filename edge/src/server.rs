@@ -305,6 +305,7 @@ impl EdgeServer {
                 max_connections: l.max_connections,
                 header_timeout: Duration::from_secs(l.header_read_timeout_secs),
                 idle_timeout: Duration::from_secs(self.config.h3.idle_timeout_secs),
+                send_timeout: Duration::from_secs(l.send_timeout_secs),
                 max_header_bytes: l.max_header_bytes as u64,
                 zero_rtt: self.config.h3.zero_rtt,
             };

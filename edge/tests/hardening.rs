@@ -328,6 +328,12 @@ fn request_bodies_are_checked_first_bounded_in_memory_and_in_time() {
 
 /// A QUIC client of the test's own (quinn), trusting `ca`, that PINGs every 300 ms.
 fn quic_client(ca: &std::path::Path) -> quinn::Endpoint {
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quic_client_config(ca));
+    endpoint
+}
+
+fn quic_client_config(ca: &std::path::Path) -> quinn::ClientConfig {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     shared::tls::install_crypto_provider();
@@ -344,9 +350,7 @@ fn quic_client(ca: &std::path::Path) -> quinn::Endpoint {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(std::time::Duration::from_millis(300)));
     config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(config);
-    endpoint
+    config
 }
 
 #[test]
@@ -838,6 +842,67 @@ fn a_client_that_never_takes_its_response_is_closed_at_the_send_deadline() {
     // The edge serves on, and said why it closed them.
     let after = curl(&[&format!("http://{addr}/big.bin"), "-r", "0-99"]);
     assert_eq!(after.status, 206);
+    let log = edge.log_lines().join("\n");
+    assert!(log.contains("within the send deadline"), "{log}");
+}
+
+#[test]
+fn an_http3_client_that_never_opens_its_window_is_reset_at_the_send_deadline() {
+    use std::time::{Duration, Instant};
+
+    let store = testkit::TempStore::new();
+    store.put_sparse("big.bin", 64 << 20);
+    let origin = testkit::start_origin(&store.url(), "");
+    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url("media_addr"),
+        dir.path(),
+        &certs,
+        "[limits]\nsend_timeout_secs = 2\n",
+    );
+    let addr = edge.addr("tls_addr");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut client = quic_client(&certs.ca());
+        // A 64 KiB stream window that the client never opens further: it reads none of the body.
+        let mut config = {
+            let mut transport = quinn::TransportConfig::default();
+            transport.stream_receive_window(quinn::VarInt::from_u32(64 * 1024));
+            transport.keep_alive_interval(Some(Duration::from_millis(300)));
+            transport
+        };
+        config.max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap()));
+        let mut client_config = quic_client_config(&certs.ca());
+        client_config.transport_config(Arc::new(config));
+        client.set_default_client_config(client_config);
+        let quic = client.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut driver, mut requests) = h3::client::new(h3_quinn::Connection::new(quic))
+            .await
+            .unwrap();
+        tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        let request = http::Request::get(format!("https://localhost:{}/big.bin", addr.port()))
+            .body(())
+            .unwrap();
+        let mut stream = requests.send_request(request).await.unwrap();
+        stream.finish().await.unwrap();
+        let response = stream.recv_response().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let since = Instant::now();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // By now the edge has given up on this stream: what the window let through, then a reset.
+        let mut received = 0usize;
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(5), stream.recv_data()).await {
+                Ok(Ok(Some(chunk))) => received += bytes::Buf::remaining(&chunk),
+                Ok(Ok(None)) => break "ended",
+                Ok(Err(_)) => break "reset",
+                Err(_) => break "stalled",
+            }
+        };
+        assert_eq!(ended, "reset", "{received} bytes, then {ended}");
+        assert!(received < 64 << 20);
+        assert!(since.elapsed() < Duration::from_secs(15));
+    });
     let log = edge.log_lines().join("\n");
     assert!(log.contains("within the send deadline"), "{log}");
 }
