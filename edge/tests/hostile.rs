@@ -835,6 +835,79 @@ fn http3_connection_and_stream_floods_leave_the_edge_serving() {
     stack.assert_alive_and_bounded("HTTP/3 floods");
 }
 
+/// HTTP/3 request streams that each start a head and never finish it, as many as allowed at once: no more are
+/// let open, each is let go at the head timeout, and the connection, with no request left, is closed at the
+/// idle timeout whatever the client keeps open; and a head past `limits.max_header_bytes` is refused, not served.
+#[test]
+fn http3_incomplete_heads_and_oversized_heads_are_cut() {
+    let stack = Stack::start(
+        "[limits]\nheader_read_timeout_secs = 1\nmax_header_bytes = 16384\n\
+         [h3]\nmax_concurrent_streams = 32\nidle_timeout_secs = 3\n",
+    );
+    let addr = stack.edge.addr("tls_addr");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = quic_client(&stack.certs.ca());
+        let conn = client.connect(addr, "localhost").unwrap().await.unwrap();
+        let since = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..32 {
+            let (mut send, recv) = conn.open_bi().await.unwrap();
+            // A HEADERS frame type and a length, and nothing more.
+            send.write_all(&[0x01, 0x40]).await.unwrap();
+            held.push((send, recv));
+        }
+        let more = tokio::time::timeout(Duration::from_millis(500), conn.open_bi()).await;
+        assert!(more.is_err(), "a 33rd stream opened past the limit of 32");
+        // Each head is let go at the 1 s head timeout: the edge stops reading it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for (i, (send, _)) in held.iter_mut().enumerate() {
+            let refused =
+                tokio::time::timeout(Duration::from_secs(2), send.write_all(&[0; 16])).await;
+            assert!(
+                matches!(refused, Ok(Err(_))),
+                "stream {i} still read after the head timeout: {refused:?}"
+            );
+        }
+        // No request left in flight: the connection is idle and closed, though the client holds its streams.
+        let closed = tokio::time::timeout(Duration::from_secs(8), conn.closed()).await;
+        assert!(closed.is_ok(), "a connection of stalled heads stayed open");
+        assert!(
+            since.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            since.elapsed()
+        );
+
+        let quic = client.connect(addr, "localhost").unwrap().await.unwrap();
+        let (mut driver, mut requests) = h3::client::new(h3_quinn::Connection::new(quic))
+            .await
+            .unwrap();
+        tokio::spawn(async move { std::future::poll_fn(|cx| driver.poll_close(cx)).await });
+        let request = http::Request::get(format!("https://localhost:{}/big-head.ts", addr.port()))
+            .header("x-filler", "a".repeat(64 * 1024))
+            .body(())
+            .unwrap();
+        let answer = async {
+            let mut stream = requests.send_request(request).await?;
+            stream.finish().await?;
+            let response = stream.recv_response().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(response.status())
+        };
+        match tokio::time::timeout(Duration::from_secs(10), answer).await {
+            Ok(Ok(status)) => assert_eq!(status, 431, "a 64 KiB head was answered {status}"),
+            Ok(Err(refused)) => eprintln!("a 64 KiB head over HTTP/3: refused ({refused})"),
+            Err(_) => panic!("a 64 KiB head over HTTP/3 got no answer in 10 s"),
+        }
+        client.wait_idle().await;
+    });
+    assert_eq!(
+        stack.origin.count("/big-head.ts"),
+        0,
+        "an oversized head went upstream"
+    );
+    stack.assert_alive_and_bounded("HTTP/3 incomplete and oversized heads");
+}
+
 #[test]
 fn range_abuse_gets_its_answer() {
     // Already tested: a reversed range and one past the end (416 with `bytes */LEN`, serving.rs), another
