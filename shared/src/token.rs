@@ -178,7 +178,8 @@ pub fn verify(
     else {
         return Err(TokenError::Malformed);
     };
-    if exp.is_empty() || !exp.bytes().all(|b| b.is_ascii_digit()) || exp.len() > 19 {
+    // Up to 20 digits: every expiry `sign` writes (u64::MAX has 20) verifies; more is refused unparsed.
+    if exp.is_empty() || !exp.bytes().all(|b| b.is_ascii_digit()) || exp.len() > 20 {
         return Err(TokenError::Malformed);
     }
     let expires: u64 = exp.parse().map_err(|_| TokenError::Malformed)?;

@@ -148,3 +148,42 @@ proptest! {
         let _ = shared::media::classify(&text);
     }
 }
+
+/// Regression (fuzz target `token`): a grant signed with an expiry of 20 digits (10^19 or later) was refused as
+/// malformed, so what `sign` wrote, `verify` could not read.
+#[test]
+fn a_token_with_a_twenty_digit_expiry_verifies() {
+    let key = SigningKey::new("k1", b"a secret of at least thirty-two bytes!");
+    for expires in [10_000_000_000_000_000_000, u64::MAX] {
+        let grant = Grant {
+            key_id: "k1".into(),
+            expires,
+            prefix: "/titles/".into(),
+            client: String::new(),
+        };
+        let token = sign(&key, &grant);
+        assert_eq!(
+            verify(
+                std::slice::from_ref(&key),
+                &token,
+                "/titles/a/master.m3u8",
+                "",
+                5
+            ),
+            Ok(grant)
+        );
+    }
+}
+
+/// Regression (fuzz target `path`, and `canonical_queries_are_stable` above): a lone `%` next to a
+/// percent-encoding of a hex digit, or to a non-ASCII character, made a canonical query that was not canonical
+/// again (`%%330` → `%30` → `0`), so two spellings of one query could be two cache keys.
+#[test]
+fn a_lone_percent_sign_leaves_a_canonical_query_canonical() {
+    for query in [
+        "%%330", "%3%30", "a=%%61b", "%\u{e9}", "%3\u{e9}", "x=%", "%zz", "%%",
+    ] {
+        let once = canonical_query(query);
+        assert_eq!(canonical_query(&once), once, "{query}");
+    }
+}
