@@ -129,7 +129,8 @@ pub fn canonical_prefix(prefix: &str) -> Result<String, PathError> {
 }
 
 /// A query string with the same percent-encoding normalisation as [`canonical_path`]; a `%` not followed by
-/// two hex digits is kept as it is (the query names no object, and the upstream decides what it means).
+/// two hex digits is kept as it is (the query names no object, and the upstream decides what it means), or
+/// written `%25` when what follows it would make it a percent-encoding once canonical.
 pub fn canonical_query(query: &str) -> String {
     canonical_encoding(query)
 }
@@ -154,8 +155,18 @@ fn push_canonical(out: &mut String, text: &str) {
             .get(i + 1..i + 3)
             .filter(|h| bytes[i] == b'%' && h.iter().all(u8::is_ascii_hexdigit));
         let Some(hex) = hex else {
-            // Not a percent-encoding: the byte as it is, or percent-encoded if it is not ASCII.
-            if bytes[i].is_ascii() {
+            // Not a percent-encoding: the byte as it is, or percent-encoded if it is not ASCII. A lone `%` whose
+            // next bytes may turn into a percent-encoding here (a `%` or a non-ASCII byte: `%%331` would become
+            // `%31`, then `1`) is written `%25`, the literal `%` it is to every decoder, so that a canonical form
+            // is canonical again.
+            let lone_percent = bytes[i] == b'%'
+                && bytes[i + 1..]
+                    .iter()
+                    .take(2)
+                    .any(|&b| b == b'%' || !b.is_ascii());
+            if lone_percent {
+                out.push_str("%25");
+            } else if bytes[i].is_ascii() {
                 out.push(bytes[i] as char);
             } else {
                 out.push('%');
@@ -326,5 +337,10 @@ mod tests {
         );
         assert!(canonical_prefix("/titles/../").is_err());
         assert_eq!(canonical_query("q=caf%c3%a9"), "q=caf%C3%A9");
+        // A lone `%` that decoding next to it would make a percent-encoding (found by the fuzz target `path`).
+        assert_eq!(canonical_query("%%330"), "%2530");
+        assert_eq!(canonical_query("%3%30"), "%2530");
+        assert_eq!(canonical_query("%\u{e9}"), "%25%C3%A9");
+        assert_eq!(canonical_query("%2530"), "%2530");
     }
 }
