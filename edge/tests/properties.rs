@@ -238,3 +238,47 @@ proptest! {
         }
     }
 }
+
+/// A response head from `name: value` lines.
+fn response_head(lines: &[(&str, &str)]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in lines {
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    headers
+}
+
+/// Fuzz target `cache_control`: an empty `CDN-Cache-Control` replaces `Cache-Control` wholly, so a response with
+/// `Cache-Control: max-age=600` is not stored. RFC 9213 §2.1: the cache uses the first targeted field "with a
+/// valid, non-empty value", and Cache-Control "unless no valid, non-empty value is available".
+#[test]
+#[ignore = "fuzz crash, see report"]
+fn an_empty_targeted_field_leaves_cache_control_in_force() {
+    use edge::cache::freshness::{Policy, decide};
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let head = response_head(&[("cache-control", "max-age=600"), ("cdn-cache-control", "")]);
+    let lifetime = decide(&Policy::default(), 200, &head, false, now, now);
+    assert_eq!(lifetime.map(|l| l.ttl_secs), Ok(600));
+}
+
+/// Fuzz target `cache_control`: a far `Expires` (year 8023) gives a lifetime of 186,490,090,239 s, past the
+/// delta-seconds bound (2^31) every other lifetime keeps and the `freshness` property test states.
+#[test]
+#[ignore = "fuzz crash, see report"]
+fn a_far_expires_gives_a_lifetime_within_delta_seconds() {
+    use edge::cache::freshness::{DELTA_SECONDS_MAX, Policy, decide};
+    let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    let head = response_head(&[
+        ("date", "Tue, 14 Nov 2023 22:13:20 GMT"),
+        ("expires", "Wed, 15 Nov 8023 22:13:20 GMT"),
+    ]);
+    let lifetime = decide(&Policy::default(), 200, &head, false, now, now).unwrap();
+    assert!(
+        lifetime.ttl_secs <= DELTA_SECONDS_MAX,
+        "ttl {}",
+        lifetime.ttl_secs
+    );
+}
