@@ -304,3 +304,15 @@ fn long_parameters_and_slugs_are_not_echoed_whole() {
         assert!(reason.contains('…'), "{reason}");
     }
 }
+
+/// Regression (fuzz target `dash`, minimised): a SegmentTimeline entry whose duration times its repeat count
+/// passes 2^64 panicked reading the MPD (`attempt to multiply with overflow`); it is refused with the reason
+/// (fixed with the panic audit in b472e6e, which the fuzzer found independently).
+#[test]
+fn a_timeline_past_two_to_the_64_is_refused_not_a_panic() {
+    let mpd = "<MPD mediaPresentationDuration=\"PT1M\"><Period><AdaptationSet><Representation id=\"a\">\
+               <SegmentTemplate media=\"$Time$.m4s\"><SegmentTimeline><S t=\"0\" d=\"9600000000000000000\" r=\"2\"/>\
+               </SegmentTimeline></SegmentTemplate></Representation></AdaptationSet></Period></MPD>";
+    let refused = origin::control::manifests::read("manifest.mpd", mpd.as_bytes()).unwrap_err();
+    assert!(refused.contains("2^64"), "{refused}");
+}
