@@ -220,9 +220,11 @@ fn parse_answers(buf: &[u8], closed: bool) -> Vec<Answer> {
 /// pass; returns the responses and whether the server closed the connection.
 fn exchange(listener: &Listener, request: &[u8], want: usize) -> (Vec<Answer>, bool) {
     let mut stream = listener.connect();
-    stream.set_timeout(Duration::from_millis(200));
+    // The TLS handshake happens in the first write: under load it can take longer than a read's short wait.
+    stream.set_timeout(Duration::from_secs(10));
     let _ = stream.write_all(request);
     let _ = stream.flush();
+    stream.set_timeout(Duration::from_millis(200));
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 65536];
