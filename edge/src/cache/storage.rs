@@ -18,7 +18,7 @@
 //! foyer 0.22.6 also drops, without an error, an entry that does not fit the tail of its flush buffer while a
 //! write is in flight (foyer issue #1334; 18 of 80 slices in an 8-client burst here): the entry then lives in
 //! memory only, and is fetched again once evicted. Until a release fixes it, [`WriteCheck`] looks for every
-//! written entry on disk once its flush is over and writes it again, alone.
+//! written entry on disk once its flush is over and writes it again, alone, from the memory tier.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -92,63 +92,61 @@ pub struct FoyerStorage {
 
 /// Entries written to the disk tier and not yet seen there (see the module's notes on foyer issue #1334).
 struct WriteCheck {
-    /// The entries, and their bytes (mostly shared with the memory tier). Bounded by `budget` bytes: past it the
-    /// oldest go unchecked.
-    pending: Mutex<(std::collections::VecDeque<(String, Bytes)>, usize)>,
-    budget: usize,
-    /// Wakes the check early when half the budget is pending.
+    /// The keys (their bytes are written again from the memory tier, so this holds no body outside the tiers'
+    /// accounting). Bounded: past [`WRITE_CHECK_KEYS`] the oldest go unchecked.
+    pending: Mutex<std::collections::VecDeque<String>>,
+    /// Wakes the check early when half the bound is pending.
     wake: tokio::sync::Notify,
     closed: AtomicBool,
     /// `edge_cache_disk_rewrites_total{result}`: `rewritten` (found missing and written again), `lost` (missing
-    /// on every try: fetched again when asked for), `unchecked` (past the bound).
+    /// on every try or gone from memory: fetched again when asked for), `unchecked` (past the bound).
     outcomes: prometheus::IntCounterVec,
 }
 
+/// Keys awaiting their check; about 100 bytes each.
+const WRITE_CHECK_KEYS: usize = 16_384;
 /// Writes again of one entry before it is left to memory.
 const WRITE_ATTEMPTS: u8 = 4;
 /// How often the written keys are checked.
 const WRITE_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl WriteCheck {
-    fn push(&self, key: String, value: Bytes) {
-        let mut guard = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let (pending, bytes) = &mut *guard;
-        *bytes += value.len();
-        pending.push_back((key, value));
-        if *bytes > self.budget / 2 {
-            self.wake.notify_one();
-        }
-        while *bytes > self.budget
-            && let Some((_, dropped)) = pending.pop_front()
-        {
-            *bytes -= dropped.len();
+    fn push(&self, key: String) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= WRITE_CHECK_KEYS {
+            pending.pop_front();
             self.outcomes.with_label_values(&["unchecked"]).inc();
+        }
+        pending.push_back(key);
+        if pending.len() == WRITE_CHECK_KEYS / 2 {
+            self.wake.notify_one();
         }
     }
 
     /// Checks the keys written before now, once their flush is over; returns how many were checked. A missing
     /// entry is written again alone, so that no burst drops it again, and checked again.
     async fn check(&self, cache: &HybridCache<String, Bytes>, disk: &DiskTier) -> usize {
-        let (batch, _) =
-            std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if batch.is_empty() || disk.failed.load(Ordering::Relaxed) {
             return 0;
         }
         // Every entry enqueued before this is now on disk, or was dropped.
         cache.storage().wait().await;
-        for (key, value) in &batch {
+        for key in &batch {
             let mut attempts = 0;
             while !cache.storage().may_contains(key) {
-                if attempts == WRITE_ATTEMPTS {
+                let held = cache.memory().get(key);
+                let Some(entry) = held.filter(|_| attempts < WRITE_ATTEMPTS) else {
                     self.outcomes.with_label_values(&["lost"]).inc();
                     break;
-                }
+                };
                 attempts += 1;
                 // To the disk tier only, past its admission filter.
                 cache
                     .storage_writer(key.clone())
                     .force()
-                    .insert(value.clone());
+                    .insert(entry.value().clone());
+                drop(entry);
                 cache.storage().wait().await;
             }
             if attempts > 0 && cache.storage().may_contains(key) {
@@ -383,16 +381,14 @@ impl FoyerStorage {
         sizes.registry.register(Box::new(disk.errors.clone()))?;
         let written = Arc::new(WriteCheck {
             pending: Mutex::new(Default::default()),
-            // Mostly bytes the memory tier holds too.
-            budget: (sizes.memory_bytes as usize / 4).max(64 << 20),
             wake: tokio::sync::Notify::new(),
             closed: AtomicBool::new(false),
             outcomes: prometheus::IntCounterVec::new(
                 prometheus::Opts::new(
                     "edge_cache_disk_rewrites_total",
                     "Entries the disk tier dropped (foyer issue #1334), by what became of them: rewritten, lost \
-                     (dropped again on every try; fetched again when asked for), unchecked (past the check's \
-                     memory bound).",
+                     (gone from memory too, or dropped on every try; fetched again when asked for), unchecked \
+                     (past the check's bound).",
                 ),
                 &["result"],
             )?,
@@ -491,7 +487,7 @@ impl FoyerStorage {
             self.cache.insert(key.clone(), value.clone());
         }));
         match inserted {
-            Ok(()) => self.written.push(key, value),
+            Ok(()) => self.written.push(key),
             Err(_) => {
                 self.disk.fail("panic in a cache write");
                 self.cache.memory().insert(key, value);
