@@ -254,11 +254,12 @@ pub fn decide(
     response_time: SystemTime,
 ) -> Result<Lifetime, NotStored> {
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    // RFC 9213: the first targeted field present replaces Cache-Control wholly for this cache.
+    // RFC 9213 §2.1: the first targeted field with a non-empty value replaces Cache-Control wholly for this
+    // cache; an empty one is as if absent.
     let targeted = policy
         .targeted_fields
         .iter()
-        .find_map(|name| joined(headers, name));
+        .find_map(|name| joined(headers, name).filter(|v| !v.trim().is_empty()));
     let is_targeted = targeted.is_some();
     let cc = match targeted {
         Some(value) => CacheControl::parse(&value),
@@ -352,7 +353,7 @@ fn expires_ttl(headers: &HeaderMap, date: Option<SystemTime>, now: SystemTime) -
     Some(
         expires
             .duration_since(date.unwrap_or(now))
-            .map_or(0, |d| d.as_secs()),
+            .map_or(0, |d| d.as_secs().min(DELTA_SECONDS_MAX)),
     )
 }
 
