@@ -2,8 +2,8 @@
 //! filesystem filled by others while the edge runs, writes that fail, files damaged while the edge is stopped,
 //! and `kill -9` under load. Whatever the disk does, every body served is the object's own bytes.
 //!
-//! The small filesystems are tmpfs mounts the tests make, which needs root (CAP_SYS_ADMIN); without it those
-//! tests say so and return. CI runs as root.
+//! The small filesystems are tmpfs mounts the tests make, which needs root with CAP_SYS_ADMIN; without it those
+//! two tests say so and return (CI here runs as root and mounts).
 #![allow(clippy::disallowed_methods)]
 
 use std::io::Write;
@@ -42,12 +42,19 @@ impl SmallFs {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
+        let mounted = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
             .arg(dir.path())
-            .status()
+            .output()
             .expect("run mount");
-        assert!(status.success(), "mount a {mib} MiB tmpfs");
+        if !mounted.status.success() {
+            // Root without CAP_SYS_ADMIN (some containers).
+            eprintln!(
+                "skipped: cannot mount a small filesystem: {}",
+                String::from_utf8_lossy(&mounted.stderr)
+            );
+            return None;
+        }
         Some(SmallFs { dir })
     }
 
