@@ -225,6 +225,32 @@ impl ObjectMeta {
     }
 
     /// `None` for a record this version cannot read (it is then treated as a miss and replaced).
+    /// About how many bytes the decoded record holds (with its prepared response fields), for weighing it.
+    pub fn approx_bytes(&self) -> usize {
+        let pairs = |list: &[(String, String)]| {
+            list.iter()
+                .map(|(k, v)| k.len() + v.len() + 48)
+                .sum::<usize>()
+        };
+        let texts = [
+            &self.content_type,
+            &self.etag,
+            &self.last_modified,
+            &self.cache_control,
+        ];
+        // The fixed fields, and each text once decoded and once prepared as a header value.
+        512 + 2 * texts
+            .iter()
+            .filter_map(|t| t.as_ref())
+            .map(|t| t.len() + 48)
+            .sum::<usize>()
+            + 2 * pairs(&self.headers)
+            + self.tags.iter().map(|t| t.len() + 24).sum::<usize>()
+            + self.vary.iter().map(|v| v.len() + 24).sum::<usize>()
+            + pairs(&self.variant)
+            + self.variants.iter().map(|v| pairs(v) + 24).sum::<usize>()
+    }
+
     /// A record read back, or `None` (a miss) for one that no version of the edge writes: the arithmetic on
     /// slices and ages may then trust it.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
