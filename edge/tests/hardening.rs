@@ -334,17 +334,7 @@ fn quic_client(ca: &std::path::Path) -> quinn::Endpoint {
 }
 
 fn quic_client_config(ca: &std::path::Path) -> quinn::ClientConfig {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    shared::tls::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let tls = testkit::tls_client_config(ca, &[b"h3"]);
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
@@ -716,6 +706,38 @@ fn passes_are_capped_per_site_and_query_strings_follow_the_sites_policy() {
     assert_eq!(seen.count("/b.m3u8?lang=de"), 1);
 }
 
+/// An edge with a 2 s send deadline (idle connections left for a minute) in front of an origin holding a
+/// 64 MiB `/big.bin`: no client reads a body that size into its socket buffers.
+struct BigObject {
+    _store: testkit::TempStore,
+    _origin: testkit::ServerProcess,
+    certs: TestCerts,
+    _dir: tempfile::TempDir,
+    edge: testkit::ServerProcess,
+}
+
+impl BigObject {
+    fn start() -> BigObject {
+        let store = testkit::TempStore::new();
+        store.put_sparse("big.bin", 64 << 20);
+        let origin = testkit::start_origin(&store.url(), "");
+        let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+        let edge = start_edge(
+            &origin.url("media_addr"),
+            dir.path(),
+            &certs,
+            "[limits]\nsend_timeout_secs = 2\nidle_timeout_secs = 60\n",
+        );
+        BigObject {
+            _store: store,
+            _origin: origin,
+            certs,
+            _dir: dir,
+            edge,
+        }
+    }
+}
+
 /// An HTTP/2 frame header.
 fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let len = payload.len() as u32;
@@ -786,18 +808,9 @@ fn a_client_that_never_takes_its_response_is_closed_at_the_send_deadline() {
     use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
-    let store = testkit::TempStore::new();
-    store.put_sparse("big.bin", 64 << 20);
-    let origin = testkit::start_origin(&store.url(), "");
-    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
     // Idle connections are left for a minute: only the send deadline can close these in time.
-    let edge = start_edge(
-        &origin.url("media_addr"),
-        dir.path(),
-        &certs,
-        "[limits]\nsend_timeout_secs = 2\nidle_timeout_secs = 60\n",
-    );
-    let addr = edge.addr("http_addr");
+    let big = BigObject::start();
+    let (edge, addr) = (&big.edge, big.edge.addr("http_addr"));
 
     // HTTP/2 with every stream window at 0, answering PINGs: the response waits for ever on the window.
     let mut h2 = std::net::TcpStream::connect(addr).unwrap();
@@ -850,17 +863,8 @@ fn a_client_that_never_takes_its_response_is_closed_at_the_send_deadline() {
 fn an_http3_client_that_never_opens_its_window_is_reset_at_the_send_deadline() {
     use std::time::{Duration, Instant};
 
-    let store = testkit::TempStore::new();
-    store.put_sparse("big.bin", 64 << 20);
-    let origin = testkit::start_origin(&store.url(), "");
-    let (certs, dir) = (TestCerts::generate(), tempfile::tempdir().unwrap());
-    let edge = start_edge(
-        &origin.url("media_addr"),
-        dir.path(),
-        &certs,
-        "[limits]\nsend_timeout_secs = 2\n",
-    );
-    let addr = edge.addr("tls_addr");
+    let big = BigObject::start();
+    let (edge, certs, addr) = (&big.edge, &big.certs, big.edge.addr("tls_addr"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut client = quic_client(&certs.ca());

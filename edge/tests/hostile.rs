@@ -116,17 +116,8 @@ impl Listener {
         match self {
             Listener::Plain(addr) => Box::new(TcpStream::connect(addr).unwrap()),
             Listener::Tls(addr, ca) => {
-                use rustls::pki_types::pem::PemObject;
-                use rustls::pki_types::{CertificateDer, ServerName};
-                shared::tls::install_crypto_provider();
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-                    roots.add(cert.unwrap()).unwrap();
-                }
-                let mut config = rustls::ClientConfig::builder()
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                use rustls::pki_types::ServerName;
+                let config = testkit::tls_client_config(ca, &[b"http/1.1"]);
                 let name = ServerName::try_from("localhost").unwrap();
                 let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
                 Box::new(rustls::StreamOwned::new(
@@ -755,17 +746,7 @@ fn http2_attacks_are_cut_off_and_floods_cost_nothing() {
 
 /// A QUIC client of the test's own (quinn), trusting `ca`.
 fn quic_client(ca: &std::path::Path) -> quinn::Endpoint {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    shared::tls::install_crypto_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let tls = testkit::tls_client_config(ca, &[b"h3"]);
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));

@@ -2,6 +2,25 @@
 
 use super::*;
 
+/// A TLS client configuration that trusts the CA in `ca` (PEM) and offers `alpn`: for the tests' own raw
+/// TLS and QUIC clients.
+pub fn tls_client_config(ca: &Path, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    shared::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("read the CA") {
+        roots
+            .add(cert.expect("a CA certificate"))
+            .expect("trust the CA");
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
 /// A test CA and a leaf certificate for `localhost`, `127.0.0.1` and `::1`, written as PEM files.
 pub struct TestCerts {
     dir: tempfile::TempDir,
