@@ -61,12 +61,46 @@ pub struct EdgeConfig {
     pub limits: LimitsConfig,
     pub cors: CorsConfig,
     pub log: LogConfig,
+    /// Reporting this edge to the control plane.
+    pub control: ControlConfig,
     /// Keys that sign URLs (`/t/<token>/…`), shared with the control plane; several allow rotation.
     #[serde(rename = "signing_key")]
     pub signing_keys: Vec<SigningKeyConfig>,
 }
 
 pub use shared::token::SigningKeyConfig;
+
+/// The control plane this edge reports itself to: at start and then every `heartbeat_secs`, one
+/// `PUT <url>/v1/edges/<name>` with its region, public URLs, admin address (for Prometheus) and load.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// The control plane's API (`http://control.example:8000`); empty: the edge reports to none. Default: empty.
+    pub url: String,
+    /// The control plane's `fleet.registration_secret`. Default: none.
+    pub registration_secret: Option<String>,
+    /// This edge's region (`eu-west`). Default: `default`.
+    pub region: String,
+    /// Base URLs players reach this edge at; empty: `https://<tls.listen>`. Default: empty.
+    pub public_urls: Vec<String>,
+    /// The admin address Prometheus scrapes; empty: the admin listener's. Default: empty.
+    pub metrics_target: String,
+    /// Seconds between reports. Default: 5.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            url: String::new(),
+            registration_secret: None,
+            region: "default".into(),
+            public_urls: Vec::new(),
+            metrics_target: String::new(),
+            heartbeat_secs: 5,
+        }
+    }
+}
 
 /// The player-facing TLS listener (HTTP/1.1 and HTTP/2 by ALPN).
 #[derive(Debug, Clone, Deserialize)]
@@ -320,6 +354,7 @@ impl Default for EdgeConfig {
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
+            control: ControlConfig::default(),
             signing_keys: Vec::new(),
         }
     }
@@ -645,6 +680,39 @@ impl EdgeConfig {
                 format!("`{field}` is not a header name"),
             )?;
         }
+        let control = &self.control;
+        if !control.url.is_empty() {
+            let url = url::Url::parse(&control.url)
+                .map_err(|e| ConfigError::new("control.url", format!("not a URL: {e}")))?;
+            ensure(
+                url.scheme() == "http" && url.host().is_some() && url.path() == "/",
+                "control.url",
+                "must be a base URL such as http://control.example:8000",
+            )?;
+            ensure(
+                control
+                    .registration_secret
+                    .as_ref()
+                    .is_some_and(|s| s.len() >= 16),
+                "control.registration_secret",
+                "is needed with control.url (the control plane's fleet.registration_secret)",
+            )?;
+            ensure(
+                !control.region.is_empty()
+                    && control.region.len() <= 64
+                    && control
+                        .region
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+                "control.region",
+                "is 1 to 64 letters, digits, `-`, `_` or `.`",
+            )?;
+            ensure(
+                (1..=300).contains(&control.heartbeat_secs),
+                "control.heartbeat_secs",
+                "must be between 1 and 300",
+            )?;
+        }
         let l = &self.limits;
         for (field, value) in [
             (
@@ -861,6 +929,11 @@ mod tests {
                 "[cache]\nnegative_ttl_secs = 9223372036854775808",
                 "cache.negative_ttl_secs",
             ),
+            (
+                "[control]\nurl = \"http://127.0.0.1:8000\"",
+                "control.registration_secret",
+            ),
+            ("[control]\nurl = \"https://c.example/x\"", "control.url"),
             ("[cache]\nmemory_bytes = 10", "cache.memory_bytes"),
             ("[cache]\ndisk_bytes = 1000", "cache.disk_bytes"),
             (

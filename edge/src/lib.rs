@@ -12,6 +12,7 @@ pub mod fields;
 pub mod h3;
 pub mod metrics;
 pub mod pipeline;
+pub mod report;
 pub mod server;
 pub mod status;
 pub mod upstream;

@@ -210,6 +210,30 @@ impl EdgeServer {
             "listening"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
+        if !self.config.control.url.is_empty() {
+            let control = self.config.control.clone();
+            let tls_addr = addr(&self.tls_listener);
+            let identity = crate::report::Identity {
+                name: self.config.name.clone(),
+                region: control.region.clone(),
+                urls: match (&control.public_urls[..], tls_addr) {
+                    ([], Some(tls)) => vec![format!("https://{tls}")],
+                    (urls, _) => urls.to_vec(),
+                },
+                metrics_target: match control.metrics_target.as_str() {
+                    "" => self.admin_listener.local_addr()?.to_string(),
+                    target => target.to_string(),
+                },
+                capacity: self.config.limits.max_connections as u64,
+            };
+            let edge = Arc::clone(&self.edge);
+            tokio::spawn(crate::report::report_forever(
+                control,
+                identity,
+                edge,
+                stop_rx.clone(),
+            ));
+        }
         let l = &self.config.limits;
         let builder = http_builder(&ConnLimits {
             header_read_timeout: Duration::from_secs(l.header_read_timeout_secs),

@@ -48,6 +48,8 @@ pub struct OriginConfig {
     pub api: ApiConfig,
     pub catalog: CatalogConfig,
     pub playback: PlaybackConfig,
+    /// The edges that report themselves to the control plane.
+    pub fleet: FleetConfig,
     /// Keys that sign playback URLs; the edges verify with the same keys. The first signs; the others are
     /// accepted by edges during a rotation.
     #[serde(rename = "signing_key")]
@@ -197,7 +199,29 @@ impl Default for OriginConfig {
             api: ApiConfig::default(),
             catalog: CatalogConfig::default(),
             playback: PlaybackConfig::default(),
+            fleet: FleetConfig::default(),
             signing_keys: Vec::new(),
+        }
+    }
+}
+
+/// Edges report themselves with `PUT /v1/edges/<name>` (see `control::fleet`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetConfig {
+    /// The bearer secret edges register with (at least 16 characters); none turns registration off (403).
+    /// Default: none.
+    pub registration_secret: Option<String>,
+    /// An edge not heard from for this long is down (out of the fleet's healthy count) until its next report.
+    /// Default: 15.
+    pub heartbeat_timeout_secs: u64,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            registration_secret: None,
+            heartbeat_timeout_secs: 15,
         }
     }
 }
@@ -330,6 +354,18 @@ impl OriginConfig {
             "must be between 60 and 31536000 (a year)",
         )?;
         shared::token::validate_keys(&self.signing_keys)?;
+        if let Some(secret) = &self.fleet.registration_secret {
+            ensure(
+                secret.len() >= 16 && secret.bytes().all(|b| (0x21..0x7f).contains(&b)),
+                "fleet.registration_secret",
+                "must be at least 16 printable characters without spaces",
+            )?;
+        }
+        ensure(
+            (1..=3600).contains(&self.fleet.heartbeat_timeout_secs),
+            "fleet.heartbeat_timeout_secs",
+            "must be between 1 and 3600",
+        )?;
         let m = &self.media;
         ensure(
             m.tls_cert.is_some() == m.tls_key.is_some(),
@@ -529,6 +565,14 @@ mod tests {
             (
                 "[media]\nmax_header_bytes = 4294967296",
                 "media.max_header_bytes",
+            ),
+            (
+                "[fleet]\nregistration_secret = \"short\"",
+                "fleet.registration_secret",
+            ),
+            (
+                "[fleet]\nheartbeat_timeout_secs = 0",
+                "fleet.heartbeat_timeout_secs",
             ),
             (
                 "[media]\nidle_timeout_secs = 18446744073709551615",

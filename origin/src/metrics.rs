@@ -1,6 +1,8 @@
 //! The origin's Prometheus metrics, registered once in their own registry and exposed on the admin listener.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric the origin exports.
 pub struct OriginMetrics {
@@ -23,6 +25,8 @@ pub struct OriginMetrics {
     pub tls_failures: IntCounter,
     /// `origin_store_errors_total{kind}`: store failures by kind (`store_failed`, `store_unavailable`, `internal`).
     pub store_errors: IntCounterVec,
+    /// `control_fleet_edges{region, state}`: edges registered with the control plane, `healthy` or `down`.
+    pub fleet_edges: IntGaugeVec,
 }
 
 impl OriginMetrics {
@@ -77,8 +81,17 @@ impl OriginMetrics {
             &["kind"],
         )
         .expect("valid metric");
+        let fleet_edges = IntGaugeVec::new(
+            Opts::new(
+                "control_fleet_edges",
+                "Edges registered with the control plane, by region and state (healthy, down).",
+            ),
+            &["region", "state"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(fleet_edges.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
             Box::new(response_bytes.clone()),
             Box::new(duration.clone()),
             Box::new(incomplete.clone()),
@@ -103,6 +116,7 @@ impl OriginMetrics {
             connections,
             tls_failures,
             store_errors,
+            fleet_edges,
         }
     }
 }

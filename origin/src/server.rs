@@ -88,6 +88,9 @@ impl Origin {
                         .map_err(|e| anyhow::anyhow!("search index: {e}"))?,
                 )));
                 let details = crate::control::api::TitleCache::default();
+                let fleet = Arc::new(crate::control::fleet::Fleet::new(Duration::from_secs(
+                    config.fleet.heartbeat_timeout_secs,
+                )));
                 tokio::spawn(refresh_derived(
                     Arc::clone(&catalog),
                     Arc::clone(&search),
@@ -100,7 +103,10 @@ impl Origin {
                     edges: crate::control::api::PlaybackEdges::new(config.playback.edges.clone()),
                     token_ttl_secs: config.playback.token_ttl_secs,
                     signing_keys: shared::token::keys(&config.signing_keys),
+                    fleet: Arc::clone(&fleet),
+                    fleet_secret: config.fleet.registration_secret.clone(),
                 };
+                tokio::spawn(sweep_fleet(fleet, Arc::clone(&metrics)));
                 Some((listener, Arc::new(service)))
             }
             None => None,
@@ -288,6 +294,37 @@ async fn plain_listener<F, Fut>(
         },
     )
     .await
+}
+
+/// Every second: logs the edges that went down or came back, and sets `control_fleet_edges`.
+async fn sweep_fleet(fleet: Arc<crate::control::fleet::Fleet>, metrics: Arc<OriginMetrics>) {
+    use crate::control::fleet::Change;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = std::time::Instant::now();
+        for change in fleet.sweep(now) {
+            match change {
+                Change::Down { name, region } => {
+                    tracing::warn!(edge = %name, region = %region, "edge down: no report within the heartbeat timeout")
+                }
+                Change::Up { name, region } => {
+                    tracing::info!(edge = %name, region = %region, "edge up")
+                }
+            }
+        }
+        metrics.fleet_edges.reset();
+        for (region, (registered, healthy)) in fleet.counts(now) {
+            let set = |state: &str, n: u64| {
+                metrics
+                    .fleet_edges
+                    .with_label_values(&[region.as_str(), state])
+                    .set(n as i64)
+            };
+            set("healthy", healthy);
+            set("down", registered - healthy);
+        }
+    }
 }
 
 /// Rebuilds the search index and clears the cached title details whenever the catalog changes (`origin ingest`

@@ -169,6 +169,10 @@ fn api() -> &'static (tokio::runtime::Runtime, ApiService) {
                 signing_keys: Vec::new(),
                 search: Arc::new(RwLock::new(Arc::new(index))),
                 details: Default::default(),
+                fleet: Arc::new(origin::control::fleet::Fleet::new(
+                    std::time::Duration::from_secs(15),
+                )),
+                fleet_secret: None,
             }
         });
         (runtime, service)

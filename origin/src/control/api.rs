@@ -9,6 +9,10 @@
 //!   manifest URLs on each configured edge, in the title's own order (rendezvous hashing), each signed
 //!   (`/t/<token>/titles/<slug>/…`) with the first `[[signing_key]]`, and the expiry.
 //!
+//! - `PUT /v1/edges/<name>` (bearer `fleet.registration_secret`): an edge registers or reports (its region,
+//!   URLs, metrics address and load as JSON); `GET /v1/edges`: the fleet, each edge healthy or down;
+//!   `GET /v1/edges/prometheus-sd`: the edges' metrics addresses in Prometheus's HTTP service discovery format.
+//!
 //! Responses carry an `ETag` (304 for a matching `If-None-Match`); errors are JSON `{"error", "reason"}` with
 //! 400 for bad parameters, 404 for unknown titles and paths.
 
@@ -42,6 +46,9 @@ pub struct ApiService {
     pub search: crate::control::search::SharedIndex,
     /// Titles' details as last read from the catalog; cleared when the catalog changes.
     pub details: TitleCache,
+    pub fleet: Arc<crate::control::fleet::Fleet>,
+    /// The bearer secret edges register with; none: registration is off.
+    pub fleet_secret: Option<String>,
 }
 
 /// The edges playback URLs point to, with each one's rendezvous seed (weight 1) made once.
@@ -125,9 +132,52 @@ impl ApiService {
         match result {
             Ok(value) => json_response(StatusCode::OK, &value, if_none_match.as_deref()),
             Err(ApiError(status, error, reason)) => {
-                json_response(status, &json!({ "error": error, "reason": reason }), None)
+                let mut response =
+                    json_response(status, &json!({ "error": error, "reason": reason }), None);
+                if status == StatusCode::UNAUTHORIZED {
+                    response
+                        .headers_mut()
+                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                }
+                response
             }
         }
+    }
+
+    /// `PUT /v1/edges/<name>`: an edge's registration or report.
+    async fn edge_report<B>(
+        &self,
+        name: &str,
+        req: Request<B>,
+    ) -> Result<serde_json::Value, ApiError>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let Some(secret) = &self.fleet_secret else {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "registration_off",
+                "edges cannot register: set fleet.registration_secret".into(),
+            ));
+        };
+        if !shared::auth::bearer_ok(req.headers(), Some(secret)) {
+            return Err(ApiError(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the registration secret (Authorization: Bearer) is missing or wrong".into(),
+            ));
+        }
+        let body = shared::body::read_limited(req.into_body(), MAX_BODY_BYTES, BODY_TIMEOUT)
+            .await
+            .map_err(|e| ApiError(e.status(), "bad_body", e.to_string()))?;
+        let report: crate::control::fleet::EdgeReport = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad(format!("the body must be an edge's report: {e}")))?;
+        let registered = self
+            .fleet
+            .report(name, report, std::time::Instant::now())
+            .map_err(ApiError::bad)?;
+        Ok(json!({ "name": name, "registered": registered }))
     }
 
     async fn route<B>(&self, req: Request<B>) -> Result<serde_json::Value, ApiError>
@@ -166,6 +216,17 @@ impl ApiService {
                     ))
                 })?;
                 self.playback(request).await
+            }
+            (&Method::PUT, p) if p.starts_with("/v1/edges/") => {
+                let name = p["/v1/edges/".len()..].to_string();
+                self.edge_report(&name, req).await
+            }
+            (&Method::GET | &Method::HEAD, "/v1/edges") => {
+                let now = std::time::Instant::now();
+                Ok(json!({ "edges": self.fleet.list(now) }))
+            }
+            (&Method::GET | &Method::HEAD, "/v1/edges/prometheus-sd") => {
+                Ok(self.fleet.prometheus_targets(std::time::Instant::now()))
             }
             (_, "/healthz") => Ok(json!({ "status": "ok" })),
             _ => Err(ApiError::not_found(format!(

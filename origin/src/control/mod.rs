@@ -1,9 +1,11 @@
 //! The control plane: the catalog in SQL (`catalog`), its search index (`search`), the JSON API with signed
 //! playback URLs (`api`), and `origin ingest`, which uploads a packaged title and registers it (`ingest`,
-//! reading what its manifests reference with `manifests`).
+//! reading what its manifests reference with `manifests`), and the fleet of edges that report themselves
+//! (`fleet`).
 
 pub mod api;
 pub mod catalog;
+pub mod fleet;
 pub mod ingest;
 pub mod manifests;
 pub mod search;
