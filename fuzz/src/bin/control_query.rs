@@ -148,5 +148,9 @@ async fn service() -> ApiService {
         signing_keys: Vec::new(),
         search: Arc::new(RwLock::new(Arc::new(index))),
         details: Default::default(),
+        fleet: Arc::new(origin::control::fleet::Fleet::new(
+            std::time::Duration::from_secs(15),
+        )),
+        fleet_secret: None,
     }
 }
