@@ -50,6 +50,8 @@ pub struct OriginConfig {
     pub playback: PlaybackConfig,
     /// The edges that report themselves to the control plane.
     pub fleet: FleetConfig,
+    /// How viewers are sent to edges: regions, distances, load bounds, Content Steering.
+    pub steering: SteeringConfig,
     /// Keys that sign playback URLs; the edges verify with the same keys. The first signs; the others are
     /// accepted by edges during a rotation.
     #[serde(rename = "signing_key")]
@@ -200,6 +202,7 @@ impl Default for OriginConfig {
             catalog: CatalogConfig::default(),
             playback: PlaybackConfig::default(),
             fleet: FleetConfig::default(),
+            steering: SteeringConfig::default(),
             signing_keys: Vec::new(),
         }
     }
@@ -215,6 +218,54 @@ pub struct FleetConfig {
     /// An edge not heard from for this long is down (out of the fleet's healthy count) until its next report.
     /// Default: 15.
     pub heartbeat_timeout_secs: u64,
+}
+
+/// How the playback API and the Content Steering server rank edges for a viewer (see `control::steering`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SteeringConfig {
+    /// The load bound of rendezvous hashing with bounded loads: no edge is given a viewer past (1 + ε)× its
+    /// share of its region's load. 0 to 10. Default: 0.25.
+    pub epsilon: f64,
+    /// The region of viewers no `[[steering.network]]` matches and who give no `region` hint. Default: none
+    /// (one ranking over every region).
+    pub default_region: Option<String>,
+    /// Viewers' networks and their regions (`[[steering.network]] cidr = "10.1.0.0/16"`, `region = "eu-west"`);
+    /// the longest matching prefix wins.
+    #[serde(rename = "network")]
+    pub networks: Vec<NetworkRegion>,
+    /// Distances between regions (`[steering.distances.eu-west] us-east = 80`); a pair given one way holds
+    /// both ways. Regions with no distance come after those with one, by name.
+    pub distances: BTreeMap<String, BTreeMap<String, u32>>,
+    /// Edges (pathways) a steered manifest names at most. 1 to 16. Default: 4.
+    pub max_pathways: usize,
+    /// Seconds a player keeps a steering answer before asking again (its `TTL`). 1 to 3600. Default: 10.
+    pub ttl_secs: u64,
+    /// The control plane's base URL as players reach it (`https://api.example`), for the steering server's
+    /// address inside steered manifests. Default: the request's `Host`, over http.
+    pub public_url: Option<String>,
+}
+
+/// One entry of the CIDR-to-region table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkRegion {
+    pub cidr: String,
+    pub region: String,
+}
+
+impl Default for SteeringConfig {
+    fn default() -> Self {
+        SteeringConfig {
+            epsilon: 0.25,
+            default_region: None,
+            networks: Vec::new(),
+            distances: BTreeMap::new(),
+            max_pathways: 4,
+            ttl_secs: 10,
+            public_url: None,
+        }
+    }
 }
 
 impl Default for FleetConfig {
@@ -307,6 +358,64 @@ impl OriginConfig {
         Ok(config)
     }
 
+    fn validate_steering(&self) -> Result<(), ConfigError> {
+        let s = &self.steering;
+        let region = |field: &str, name: &str| {
+            ensure(
+                crate::control::fleet::is_name(name),
+                field,
+                format!("`{name}` must be 1 to 64 letters, digits, `-`, `_` or `.`"),
+            )
+        };
+        ensure(
+            (0.0..=10.0).contains(&s.epsilon),
+            "steering.epsilon",
+            "must be between 0 and 10",
+        )?;
+        if let Some(name) = &s.default_region {
+            region("steering.default_region", name)?;
+        }
+        for (i, network) in s.networks.iter().enumerate() {
+            region(&format!("steering.network[{i}].region"), &network.region)?;
+        }
+        ensure(
+            s.networks.len() <= 100_000,
+            "steering.network",
+            "holds 100000 blocks at most",
+        )?;
+        for (from, to) in &s.distances {
+            region(&format!("steering.distances.{from}"), from)?;
+            for other in to.keys() {
+                region(&format!("steering.distances.{from}.{other}"), other)?;
+            }
+        }
+        ensure(
+            (1..=16).contains(&s.max_pathways),
+            "steering.max_pathways",
+            "must be between 1 and 16",
+        )?;
+        ensure(
+            (1..=3600).contains(&s.ttl_secs),
+            "steering.ttl_secs",
+            "must be between 1 and 3600",
+        )?;
+        if let Some(url) = &s.public_url {
+            ensure(
+                url::Url::parse(url).is_ok_and(|u| {
+                    matches!(u.scheme(), "https" | "http")
+                        && u.host_str().is_some()
+                        && u.path() == "/"
+                        && u.query().is_none()
+                }),
+                "steering.public_url",
+                format!("`{url}` must be a base URL such as https://api.example"),
+            )?;
+        }
+        crate::control::steering::SteeringPolicy::new(s)
+            .map(drop)
+            .map_err(|(field, reason)| ConfigError::new(field, reason))
+    }
+
     /// Checks every field; the error names the first offending one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         ensure(
@@ -366,6 +475,7 @@ impl OriginConfig {
             "fleet.heartbeat_timeout_secs",
             "must be between 1 and 3600",
         )?;
+        self.validate_steering()?;
         let m = &self.media;
         ensure(
             m.tls_cert.is_some() == m.tls_key.is_some(),

@@ -27,6 +27,13 @@ pub struct OriginMetrics {
     pub store_errors: IntCounterVec,
     /// `control_fleet_edges{region, state}`: edges registered with the control plane, `healthy` or `down`.
     pub fleet_edges: IntGaugeVec,
+    /// `control_steering_requests_total{protocol, decision}`: Content Steering requests from players (`hls`,
+    /// `dash`), by whether the answer kept the player on its pathway (`stay`), moved it (`move`) or it named
+    /// none (`first`).
+    pub steering_requests: IntCounterVec,
+    /// `control_playback_steered_total{region, edge_region}`: playback answers by the viewer's region and the
+    /// region of the edge ranked first (`none` when unknown): how often viewers are served out of region.
+    pub playback_steered: IntCounterVec,
 }
 
 impl OriginMetrics {
@@ -89,8 +96,26 @@ impl OriginMetrics {
             &["region", "state"],
         )
         .expect("valid metric");
+        let steering_requests = IntCounterVec::new(
+            Opts::new(
+                "control_steering_requests_total",
+                "Content Steering requests, by player protocol and decision (stay, move, first).",
+            ),
+            &["protocol", "decision"],
+        )
+        .expect("valid metric");
+        let playback_steered = IntCounterVec::new(
+            Opts::new(
+                "control_playback_steered_total",
+                "Playback answers, by the viewer's region and the region of the edge ranked first.",
+            ),
+            &["region", "edge_region"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(fleet_edges.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(steering_requests.clone()),
+            Box::new(playback_steered.clone()),
             Box::new(requests.clone()),
             Box::new(response_bytes.clone()),
             Box::new(duration.clone()),
@@ -117,6 +142,8 @@ impl OriginMetrics {
             tls_failures,
             store_errors,
             fleet_edges,
+            steering_requests,
+            playback_steered,
         }
     }
 }

@@ -105,6 +105,10 @@ impl Origin {
                     signing_keys: shared::token::keys(&config.signing_keys),
                     fleet: Arc::clone(&fleet),
                     fleet_secret: config.fleet.registration_secret.clone(),
+                    steering: crate::control::steering::SteeringPolicy::new(&config.steering)
+                        .map_err(|(field, reason)| anyhow::anyhow!("{field}: {reason}"))?,
+                    store: Some(media.store.clone()),
+                    metrics: Arc::clone(&metrics),
                 };
                 tokio::spawn(sweep_fleet(fleet, Arc::clone(&metrics)));
                 Some((listener, Arc::new(service)))
@@ -286,7 +290,11 @@ async fn plain_listener<F, Fut>(
         stop,
         move |stream, peer, stop| {
             let (respond, builder) = (respond.clone(), builder.clone());
-            let handle = move |request, _peer| respond(request);
+            // The peer's address rides in the request (the API places viewers by it).
+            let handle = move |mut request: Request<Incoming>, peer: SocketAddr| {
+                request.extensions_mut().insert(peer);
+                respond(request)
+            };
             async move {
                 let accepted = Accepted::Plain(stream);
                 shared::serve::serve_requests(&builder, accepted, peer, stop, idle, handle).await;

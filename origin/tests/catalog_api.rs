@@ -279,9 +279,15 @@ fn playback_ranks_the_edges_per_title_by_rendezvous_hashing() {
             .map(|e| e["edge"].as_str().unwrap().to_string())
             .collect()
     };
+    // Each configured edge is named by its host and port (its pathway id), and ranked by that name.
     let nodes: Vec<(u64, f64)> = edges
         .iter()
-        .map(|e| (shared::rendezvous::node_seed(e), 1.0))
+        .map(|e| {
+            (
+                shared::rendezvous::node_seed(e.trim_start_matches("https://")),
+                1.0,
+            )
+        })
         .collect();
     for title in ["test-pattern", "mandelbrot"] {
         let expected: Vec<String> = shared::rendezvous::rank(title, &nodes)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use origin::OriginConfig;
-use origin::control::api::{ApiService, PlaybackEdges};
+use origin::control::api::ApiService;
 use origin::control::catalog::{Catalog, TitleMeta};
 use origin::control::search::SearchIndex;
 use proptest::prelude::*;
@@ -162,18 +162,7 @@ fn api() -> &'static (tokio::runtime::Runtime, ApiService) {
                 catalog.upsert(&meta, 0).await.unwrap();
             }
             let index = SearchIndex::build(&catalog.search_docs().await.unwrap()).unwrap();
-            ApiService {
-                catalog: Arc::new(catalog),
-                edges: PlaybackEdges::new(Vec::new()),
-                token_ttl_secs: 60,
-                signing_keys: Vec::new(),
-                search: Arc::new(RwLock::new(Arc::new(index))),
-                details: Default::default(),
-                fleet: Arc::new(origin::control::fleet::Fleet::new(
-                    std::time::Duration::from_secs(15),
-                )),
-                fleet_secret: None,
-            }
+            ApiService::new(Arc::new(catalog), Arc::new(RwLock::new(Arc::new(index))))
         });
         (runtime, service)
     })

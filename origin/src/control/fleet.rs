@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::control::steering::Candidate;
+
 /// What an edge says of itself.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -45,15 +47,19 @@ pub struct EdgeLoad {
     pub disk_tier_up: bool,
 }
 
+/// Whether `text` may name an edge or a region: 1 to 64 letters, digits, `-`, `_` or `.` (so it is also a valid
+/// Content Steering pathway id).
+pub fn is_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Why a report is refused (the API answers 400 with it).
 pub fn check_report(name: &str, report: &EdgeReport) -> Result<(), String> {
-    let token = |text: &str| {
-        !text.is_empty()
-            && text.len() <= 64
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-    };
+    let token = is_name;
     if !token(name) {
         return Err("an edge's name is 1 to 64 letters, digits, `-`, `_` or `.`".into());
     }
@@ -92,6 +98,8 @@ struct Known {
     last_seen: Instant,
     /// Whether the sweep last found it healthy (to log each change once).
     was_healthy: bool,
+    /// Players steered to it since its last report (which counts them among its connections, if they came).
+    steered_since_report: u64,
 }
 
 /// The edges known, by name.
@@ -135,6 +143,7 @@ impl Fleet {
         if let Some(known) = edges.get_mut(name) {
             known.report = report;
             known.last_seen = now;
+            known.steered_since_report = 0;
             return Ok(false);
         }
         if edges.len() >= MAX_EDGES {
@@ -146,6 +155,7 @@ impl Fleet {
                 report,
                 last_seen: now,
                 was_healthy: false,
+                steered_since_report: 0,
             },
         );
         Ok(true)
@@ -167,6 +177,35 @@ impl Fleet {
                 report: known.report.clone(),
             })
             .collect()
+    }
+
+    /// The healthy edges steering may choose, by name, with their load: the connections open at their last
+    /// report plus the players steered to them since.
+    pub fn candidates(&self, now: Instant) -> Vec<Candidate> {
+        let edges = self.edges.read().unwrap_or_else(|p| p.into_inner());
+        edges
+            .iter()
+            .filter(|(_, known)| self.healthy(known, now))
+            .map(|(name, known)| Candidate {
+                name: name.clone(),
+                region: known.report.region.clone(),
+                url: known.report.urls[0].clone(),
+                capacity: known.report.capacity,
+                load: known
+                    .report
+                    .load
+                    .open_connections
+                    .saturating_add(known.steered_since_report),
+            })
+            .collect()
+    }
+
+    /// Counts a player sent to `name` until its next report.
+    pub fn steered(&self, name: &str) {
+        let mut edges = self.edges.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = edges.get_mut(name) {
+            known.steered_since_report = known.steered_since_report.saturating_add(1);
+        }
     }
 
     /// Finds the edges whose health changed since the last sweep.
@@ -265,6 +304,36 @@ mod tests {
         assert!(fleet.list(late)[0].healthy);
         assert_eq!(fleet.sweep(late).len(), 1);
         assert_eq!(fleet.counts(late)["eu"], (1, 1));
+    }
+
+    #[test]
+    fn candidates_are_the_healthy_edges_with_their_load_and_the_players_sent_since() {
+        let fleet = Fleet::new(Duration::from_secs(15));
+        let t0 = Instant::now();
+        let mut busy = report("eu");
+        busy.load.open_connections = 7;
+        fleet.report("e1", busy.clone(), t0).unwrap();
+        fleet
+            .report("e2", report("us"), t0 + Duration::from_secs(10))
+            .unwrap();
+        fleet.steered("e1");
+        fleet.steered("e1");
+        fleet.steered("unknown");
+        let now = t0 + Duration::from_secs(20);
+        let candidates = fleet.candidates(now);
+        assert_eq!(candidates.len(), 1, "e1 is down: {candidates:?}");
+        assert_eq!((candidates[0].name.as_str(), candidates[0].load), ("e2", 0));
+        fleet.report("e1", busy, now).unwrap();
+        fleet.steered("e1");
+        let e1 = fleet
+            .candidates(now)
+            .into_iter()
+            .find(|c| c.name == "e1")
+            .unwrap();
+        assert_eq!(
+            (e1.load, e1.capacity, e1.url.as_str()),
+            (8, 100, "https://edge1.example:8443")
+        );
     }
 
     #[test]

@@ -9,3 +9,5 @@ pub mod fleet;
 pub mod ingest;
 pub mod manifests;
 pub mod search;
+pub mod steered;
+pub mod steering;
