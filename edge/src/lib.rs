@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod server;
+pub mod shield;
 pub mod status;
 pub mod upstream;
 
