@@ -726,12 +726,17 @@ impl ApiService {
             (Some(t), Some(lowest)) if t > 0.0 => t >= lowest as f64,
             _ => true,
         };
+        // Staying is for an edge as near as the best one: a viewer sent out of region while its region was
+        // down goes back when it is up.
+        let best_region = candidates
+            .iter()
+            .find(|c| c.name == ranked[0])
+            .map(|c| c.region.as_str());
         let may_stay = |name: &str| {
             fast_enough
-                && candidates
-                    .iter()
-                    .find(|c| c.name == name)
-                    .is_some_and(|c| self.steering.has_room(c, &candidates))
+                && candidates.iter().find(|c| c.name == name).is_some_and(|c| {
+                    Some(c.region.as_str()) == best_region && self.steering.has_room(c, &candidates)
+                })
         };
         let priority = SteeringPolicy::priority(&ranked, current.as_deref(), may_stay);
         let decision = match current.as_deref() {
