@@ -3,7 +3,13 @@
 # loopback ports with a fresh data folder, fetch every player URL it prints through the edge over HTTPS (twice: a
 # miss, then a hit), check the catalog and a signed playback URL, then stop it with Ctrl-C (SIGINT) and check
 # that both servers exit cleanly.
+#
+# With --edges N: the multi-edge demo instead (no large catalogue): every edge registers, each region's viewer is
+# ranked onto its region's edges first, the steered playlist names every edge as a Content Steering pathway, its
+# steering server answers, and a signed URL plays through every edge.
 set -euo pipefail
+edges=1
+if [ "${1:-}" = --edges ]; then edges=$2; fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
 up_pid=""
@@ -15,7 +21,7 @@ api="127.0.0.1:$(port)"
 : >"$work/up.log"
 CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$(port)" ORIGIN_ADMIN_LISTEN="127.0.0.1:$(port)" API_LISTEN="$api" \
   EDGE_TLS_LISTEN="$edge_tls" EDGE_ADMIN_LISTEN="127.0.0.1:$(port)" CDN_PROFILE=dev \
-  setsid "$root/scripts/up.sh" --large-catalog >"$work/up.log" 2>&1 &
+  setsid "$root/scripts/up.sh" $([ "$edges" = 1 ] && echo --large-catalog || echo "--edges $edges") >"$work/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 1 600); do
   grep -q "Press Ctrl-C" "$work/up.log" && break
@@ -44,6 +50,32 @@ signed=$(echo "$playback" | grep -Eo 'https://localhost:[0-9]+/t/[^"]+/master.m3
 [ -n "$signed" ] || { echo "smoke-up: playback: $playback"; exit 1; }
 code=$(curl -sS --cacert "$ca" -o /dev/null -w '%{http_code}' "$signed")
 [ "$code" = 200 ] || { echo "smoke-up: signed URL $signed: $code"; exit 1; }
+if [ "$edges" != 1 ]; then
+  listed=$(curl -fsS "http://$api/v1/edges")
+  [ "$(echo "$listed" | grep -o '"healthy":true' | wc -l)" = "$edges" ] || { echo "smoke-up: fleet: $listed"; exit 1; }
+  for region in eu-west us-east; do
+    grep -q "a viewer in $region: edges ranked" "$work/up.log" || { cat "$work/up.log"; echo "smoke-up: no $region ranking"; exit 1; }
+  done
+  steered=$(grep -Eo 'http://[^ ]+/v1/steered/[^ ]+' "$work/up.log" | head -1)
+  playlist=$(curl -fsS "$steered")
+  [ "$(echo "$playlist" | grep -c '^#EXT-X-STREAM-INF:.*PATHWAY-ID=')" -ge "$edges" ] \
+    && echo "$playlist" | grep -q '^#EXT-X-CONTENT-STEERING:SERVER-URI=' \
+    || { echo "smoke-up: steered playlist: $playlist"; exit 1; }
+  server=$(echo "$playlist" | grep -Eo 'SERVER-URI="[^"]+"' | cut -d'"' -f2)
+  curl -fsS "$server&_HLS_pathway=edge" | grep -q '"PATHWAY-PRIORITY":\["edge' || { echo "smoke-up: steering server $server"; exit 1; }
+  # Every pathway's variant plays from its own edge.
+  for variant in $(echo "$playlist" | grep -E '^https://localhost:[0-9]+/t/.*/v0/index.m3u8$'); do
+    code=$(curl -sS --cacert "$ca" -o /dev/null -w '%{http_code}' "$variant")
+    [ "$code" = 200 ] || { echo "smoke-up: $variant: $code"; exit 1; }
+  done
+  kill -INT -- -$up_pid
+  for _ in $(seq 1 150); do kill -0 $up_pid 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $up_pid 2>/dev/null; then echo "smoke-up: up.sh did not stop on Ctrl-C"; exit 1; fi
+  [ "$(grep -c "stopped" "$work/up.log")" -ge $((edges + 1)) ] || { cat "$work/up.log"; echo "smoke-up: a server did not stop"; exit 1; }
+  up_pid=""
+  echo "smoke-up: ok ($edges edges registered in two regions, ranked per region, a steered playlist with a pathway per edge and its steering server; clean stop)"
+  exit 0
+fi
 # The large catalogue: thousands of films to browse and search (with a typo), none of them playable.
 count=$(python3 - "http://$api" <<'PY'
 import json, sys, urllib.request

@@ -35,5 +35,8 @@ cargo test --workspace --locked -- --test-threads 2
 step "scripts/up.sh smoke run"
 "$root/scripts/smoke-up.sh"
 
+step "scripts/up.sh --edges 3 smoke run (two regions, Content Steering)"
+"$root/scripts/smoke-up.sh" --edges 3
+
 echo
 echo "all tests passed"

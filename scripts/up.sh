@@ -8,6 +8,10 @@
 # Options:
 #   --large-catalog       also list the 3,200 films of the npm package vega-datasets as metadata-only titles
 #                         (browse and search them; the samples stay the playable ones). Needs npm the first time.
+#   --edges N             N edges (1 to 8) in two regions, eu-west and us-east (alternately), each registering
+#                         with the control plane and reporting its load; playback answers rank the viewer's
+#                         region first and give Content Steering manifests that move players between edges.
+#                         Edge i listens on the TLS and admin ports of the first edge plus i-1.
 #
 # Environment (all optional):
 #   CDN_DATA_DIR          data folder (default: ./data in the repository)
@@ -19,13 +23,21 @@
 #   CDN_PROFILE           cargo profile to build and run: release (default) or dev
 set -euo pipefail
 large_catalog=no
-for arg in "$@"; do
-  case "$arg" in
+edges=1
+while [ $# -gt 0 ]; do
+  case "$1" in
     --large-catalog) large_catalog=yes ;;
+    --edges) edges=${2:-}; shift ;;
+    --edges=*) edges=${1#--edges=} ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "up.sh: unknown option $arg (see --help)" >&2; exit 2 ;;
+    *) echo "up.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
+case "$edges" in
+  [1-8]) ;;
+  *) echo "up.sh: --edges takes a number from 1 to 8" >&2; exit 2 ;;
+esac
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=${CDN_DATA_DIR:-$root/data}
 media=${ORIGIN_MEDIA_LISTEN:-127.0.0.1:8080}
@@ -51,6 +63,23 @@ if [ ! -s "$data/signing.secret" ]; then
   (umask 077; head -c 36 /dev/urandom | base64 | tr -d '\n/+=' > "$data/signing.secret")
 fi
 secret=$(cat "$data/signing.secret")
+# Several edges register with the control plane (a secret made on first run) instead of being listed.
+if [ "$edges" -gt 1 ]; then
+  if [ ! -s "$data/fleet.secret" ]; then
+    (umask 077; head -c 36 /dev/urandom | base64 | tr -d '\n/+=' > "$data/fleet.secret")
+  fi
+  fleet_secret=$(cat "$data/fleet.secret")
+  edges_toml="[fleet]
+registration_secret = \"$fleet_secret\"
+heartbeat_timeout_secs = 6
+[steering]
+ttl_secs = 5
+[steering.distances.eu-west]
+us-east = 80"
+else
+  edges_toml="[playback]
+edges = [\"https://localhost:${edge_tls##*:}\"]"
+fi
 cat > "$data/origin.toml" <<TOML
 # Written by scripts/up.sh; see configs/origin.toml for every field.
 data_dir = "$data"
@@ -60,33 +89,55 @@ listen = "$media"
 listen = "$origin_admin"
 [api]
 listen = "$api"
-[playback]
-edges = ["https://localhost:${edge_tls##*:}"]
+$edges_toml
 [[signing_key]]
 id = "local"
 secret = "$secret"
 [log]
 format = "text"
 TOML
-cat > "$data/edge.toml" <<TOML
+# Edge i (1-based): its name, folder, listeners and region; the first is the single edge of the default stack.
+edge_name() { [ "$1" = 1 ] && echo edge || echo "edge-$1"; }
+edge_port() { echo $(( ${2##*:} + $1 - 1 )); }
+edge_configs=()
+for i in $(seq 1 "$edges"); do
+  name=$(edge_name "$i")
+  mkdir -p "$data/$name"
+  tls_port=$(edge_port "$i" "$edge_tls")
+  region=$([ $((i % 2)) = 1 ] && echo eu-west || echo us-east)
+  control=""
+  if [ "$edges" -gt 1 ]; then
+    control="[control]
+url = \"http://$api\"
+registration_secret = \"$fleet_secret\"
+region = \"$region\"
+public_urls = [\"https://localhost:$tls_port\"]
+heartbeat_secs = 2"
+  fi
+  cat > "$data/$name.toml" <<TOML
 # Written by scripts/up.sh; see configs/edge.toml for every field.
-name = "edge"
-data_dir = "$data/edge"
+name = "$name"
+data_dir = "$data/$name"
 [tls]
-listen = "$edge_tls"
+listen = "${edge_tls%:*}:$tls_port"
+cert = "$data/edge/tls/cert.pem"
+key = "$data/edge/tls/key.pem"
 [admin]
-listen = "$edge_admin"
+listen = "${edge_admin%:*}:$(edge_port "$i" "$edge_admin")"
 [[site]]
 hosts = ["localhost", "127.0.0.1", "[::1]"]
 upstream = "http://$media"
 [[signing_key]]
 id = "local"
 secret = "$secret"
+$control
 [log]
 format = "text"
 TOML
+  edge_configs+=("$data/$name.toml")
+done
 "$bin_dir/origin" check "$data/origin.toml" >/dev/null
-"$bin_dir/edge" check "$data/edge.toml" >/dev/null
+for config in "${edge_configs[@]}"; do "$bin_dir/edge" check "$config" >/dev/null; done
 # The sample titles go in the way an operator's would: `origin ingest` (checked, uploaded, registered).
 for dir in "$root"/origin/sample-content/titles/*/; do
   slug=$(basename "$dir")
@@ -106,9 +157,13 @@ stop() { for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done; wai
 trap stop INT TERM
 "$bin_dir/origin" serve --config "$data/origin.toml" &
 pids+=($!)
-"$bin_dir/edge" serve --config "$data/edge.toml" &
-pids+=($!)
-for admin in "$origin_admin" "$edge_admin"; do
+admins=("$origin_admin")
+for i in $(seq 1 "$edges"); do
+  "$bin_dir/edge" serve --config "${edge_configs[$((i - 1))]}" &
+  pids+=($!)
+  admins+=("${edge_admin%:*}:$(edge_port "$i" "$edge_admin")")
+done
+for admin in "${admins[@]}"; do
   for _ in $(seq 1 100); do
     curl -fsS "http://$admin/healthz" >/dev/null 2>&1 && break
     for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "up.sh: a server did not start" >&2; stop; }; done
@@ -126,5 +181,22 @@ echo "Try: ffplay https://localhost:$port/titles/test-pattern/hls/master.m3u8"
 echo "     curl --cacert $data/edge/tls/ca.pem -I https://localhost:$port/titles/test-pattern/hls/master.m3u8"
 echo "Catalog: curl http://$api/v1/titles    signed playback URLs: curl -d '{\"title\": \"test-pattern\"}' http://$api/v1/playback"
 echo "Origin (the edge's upstream): http://$media    metrics: http://$origin_admin/metrics  http://$edge_admin/metrics"
+if [ "$edges" -gt 1 ]; then
+  # Every edge registered (its first report), then one steered playback per region.
+  for _ in $(seq 1 100); do
+    healthy=$(curl -fsS "http://$api/v1/edges" 2>/dev/null | grep -o '"healthy":true' | wc -l || true)
+    [ "$healthy" -ge "$edges" ] && break
+    sleep 0.1
+  done
+  echo
+  echo "$edges edges in two regions: curl http://$api/v1/edges    (Prometheus service discovery: /v1/edges/prometheus-sd)"
+  for region in eu-west us-east; do
+    answer=$(curl -fsS -d "{\"title\": \"test-pattern\", \"region\": \"$region\"}" "http://$api/v1/playback")
+    steered=$(echo "$answer" | grep -Eo "http://[^\"]+/v1/steered/[^\"]+/master.m3u8[^\"]*" | head -1)
+    ranked=$(echo "$answer" | grep -Eo '"name":"[^"]+"' | cut -d'"' -f4 | tr '\n' ' ')
+    echo "  a viewer in $region: edges ranked $ranked"
+    echo "    steered HLS (Content Steering, for hls.js): $steered"
+  done
+fi
 echo "Press Ctrl-C to stop."
 wait
