@@ -684,6 +684,30 @@ mod tests {
                 "[fleet]\nheartbeat_timeout_secs = 0",
                 "fleet.heartbeat_timeout_secs",
             ),
+            ("[steering]\nepsilon = -0.5", "steering.epsilon"),
+            ("[steering]\nepsilon = nan", "steering.epsilon"),
+            (
+                "[steering]\ndefault_region = \"eu west\"",
+                "steering.default_region",
+            ),
+            ("[steering]\nmax_pathways = 0", "steering.max_pathways"),
+            ("[steering]\nttl_secs = 0", "steering.ttl_secs"),
+            (
+                "[steering]\npublic_url = \"ftp://api\"",
+                "steering.public_url",
+            ),
+            (
+                "[[steering.network]]\ncidr = \"10.0.0.1/8\"\nregion = \"eu\"",
+                "steering.network[0].cidr",
+            ),
+            (
+                "[[steering.network]]\ncidr = \"10.0.0.0/8\"\nregion = \"\"",
+                "steering.network[0].region",
+            ),
+            (
+                "[steering.distances.eu]\n\"us/east\" = 3",
+                "steering.distances.eu.us/east",
+            ),
             (
                 "[media]\nidle_timeout_secs = 18446744073709551615",
                 "media.idle_timeout_secs",
