@@ -39,7 +39,13 @@ pub mod defaults {
     pub const H3_SEND_WINDOW_BYTES: u64 = 32 << 20;
     pub const H3_STREAM_RECEIVE_WINDOW_BYTES: u32 = 1 << 20;
     pub const H3_IDLE_TIMEOUT_SECS: u64 = 30;
+    pub const CDN_ID: &str = "video-cdn";
+    pub const MAX_LOOP_HOPS: usize = 3;
+    pub const PARENT_RETRY_SECS: u64 = 10;
 }
+
+/// Parents a site may list, at most (each is scored for every fill).
+pub const MAX_PARENTS: usize = 16;
 
 /// The whole edge configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +53,9 @@ pub mod defaults {
 pub struct EdgeConfig {
     /// This edge's name in `Cache-Status` and logs. Default: `edge`.
     pub name: String,
+    /// The CDN's name in `CDN-Loop` (RFC 8586): the same on every edge of the CDN, so a request that comes
+    /// round again is recognised; every request sent upstream carries it appended. Default: `video-cdn`.
+    pub cdn_id: String,
     /// Folder for the edge's own data; the disk cache defaults to `<data_dir>/cache`. Default: `data/edge`.
     pub data_dir: PathBuf,
     pub tls: TlsConfig,
@@ -202,6 +211,14 @@ pub struct SiteConfig {
     /// be stored, unsafe methods); one more gets 503 with `Retry-After`. Default: 1000.
     #[serde(default = "default_max_passes")]
     pub max_passes: usize,
+    /// Parent edges (shield tier) this site fills from before its `upstream`: base URLs of their plain-HTTP
+    /// listeners (`http://parent.internal:8081`, no path), at most 16. A fill goes to the parent ranked first
+    /// for its cache key by rendezvous hashing among those not out (a failure takes a parent out for
+    /// `limits.parent_retry_secs`), then the next, then `upstream`. Parents receive the site's first `hosts`
+    /// entry as `Host`, so their own site must list it. Passes (credentials, bypassed paths, unsafe methods,
+    /// answers that may not be stored) go to `upstream` directly: no parent could cache them. Default: none.
+    #[serde(default)]
+    pub parents: Vec<String>,
 }
 
 /// Which query parameters are part of a cache key.
@@ -319,6 +336,13 @@ pub struct LimitsConfig {
     /// Seconds a whole fill (one slice from the upstream) may take; past it the fill fails with 504 and
     /// nothing is stored. Default: 120.
     pub upstream_fill_timeout_secs: u64,
+    /// Seconds a parent edge that failed (no connection, no response head in time, a 5xx other than 508) is
+    /// left out; then the next fill of one of its keys tries it again. Default: 10.
+    pub parent_retry_secs: u64,
+    /// A request whose `CDN-Loop` already names `cdn_id` more than this many times is refused with
+    /// `508 Loop Detected`, never forwarded. Each tier a request legitimately crosses adds one (a child and a
+    /// parent: two at the origin). Default: 3.
+    pub max_loop_hops: usize,
 }
 
 /// CORS for browser players.
@@ -344,6 +368,7 @@ impl Default for EdgeConfig {
     fn default() -> Self {
         EdgeConfig {
             name: defaults::NAME.into(),
+            cdn_id: defaults::CDN_ID.into(),
             data_dir: defaults::DATA_DIR.into(),
             tls: TlsConfig::default(),
             h3: H3Config::default(),
@@ -435,6 +460,8 @@ impl Default for LimitsConfig {
             upstream_header_timeout_secs: defaults::UPSTREAM_HEADER_TIMEOUT_SECS,
             upstream_body_idle_timeout_secs: defaults::UPSTREAM_BODY_IDLE_TIMEOUT_SECS,
             upstream_fill_timeout_secs: 120,
+            parent_retry_secs: defaults::PARENT_RETRY_SECS,
+            max_loop_hops: defaults::MAX_LOOP_HOPS,
         }
     }
 }
@@ -483,6 +510,7 @@ impl EdgeConfig {
             query_key: QueryKey::All,
             query_params: Vec::new(),
             max_passes: default_max_passes(),
+            parents: Vec::new(),
         }]
     }
 
@@ -530,6 +558,26 @@ impl EdgeConfig {
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)),
             "name",
             "must be a token of letters, digits, '-', '_' or '.' (it goes into Cache-Status)",
+        )?;
+        ensure(
+            !self.cdn_id.is_empty()
+                && self.cdn_id.len() <= 64
+                && self
+                    .cdn_id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)),
+            "cdn_id",
+            "must be 1 to 64 letters, digits, '-', '_', '.' or ':' (a host name or pseudonym, RFC 8586)",
+        )?;
+        ensure(
+            (1..=64).contains(&self.limits.max_loop_hops),
+            "limits.max_loop_hops",
+            "must be between 1 and 64",
+        )?;
+        ensure(
+            (1..=3600).contains(&self.limits.parent_retry_secs),
+            "limits.parent_retry_secs",
+            "must be between 1 and 3600",
         )?;
         ensure(
             !self.data_dir.as_os_str().is_empty(),
@@ -613,6 +661,51 @@ impl EdgeConfig {
                         ));
                     }
                 }
+            }
+            ensure(
+                site.parents.len() <= MAX_PARENTS,
+                &field("parents"),
+                format!(
+                    "lists {} parents; at most {MAX_PARENTS}",
+                    site.parents.len()
+                ),
+            )?;
+            let mut seen_parents = std::collections::HashSet::new();
+            for (j, parent) in site.parents.iter().enumerate() {
+                let field = format!("site[{i}].parents[{j}]");
+                let url = url::Url::parse(parent).map_err(|e| {
+                    ConfigError::new(&field, format!("`{parent}` is not a URL: {e}"))
+                })?;
+                ensure(
+                    url.scheme() != "https",
+                    &field,
+                    "https is not spoken upstream yet: use the parent's plain-HTTP listener ([http] listen)",
+                )?;
+                ensure(
+                    url.scheme() == "http"
+                        && url.host_str().is_some()
+                        && url.path() == "/"
+                        && url.query().is_none()
+                        && url.username().is_empty(),
+                    &field,
+                    "must be http://HOST[:PORT] with no path",
+                )?;
+                let authority = format!(
+                    "{}:{}",
+                    url.host_str().unwrap_or_default(),
+                    url.port_or_known_default().unwrap_or(80)
+                );
+                ensure(
+                    seen_parents.insert(authority.clone()),
+                    &field,
+                    format!("`{parent}` is listed twice"),
+                )?;
+                ensure(
+                    upstream.host_str() != url.host_str()
+                        || upstream.port_or_known_default() != url.port_or_known_default(),
+                    &field,
+                    "is the site's upstream itself",
+                )?;
             }
             ensure(
                 (1..=MAX_CONNECTIONS).contains(&site.max_passes),
@@ -904,6 +997,46 @@ mod tests {
                 "site[0].strip_request_fields",
             ),
             ("[cache]\nslice_bytes = 10", "cache.slice_bytes"),
+            // The shield tier (issue 15).
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [\"http://p:1\", \"https://p:2\"]",
+                "site[0].parents[1]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [\"http://p:1/cdn\"]",
+                "site[0].parents[0]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [\"ftp://p\"]",
+                "site[0].parents[0]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [\"p:1\"]",
+                "site[0].parents[0]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [\"http://p:1\", \"http://P:1/\"]",
+                "site[0].parents[1]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o:8080\"\nparents = [\"http://o:8080\"]",
+                "site[0].parents[0]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site]]\nhosts = [\"b\"]\nupstream = \"http://o\"\nparents = [\"http://p:1?x=1\"]",
+                "site[1].parents[0]",
+            ),
+            ("cdn_id = \"video cdn\"", "cdn_id"),
+            ("cdn_id = \"\"", "cdn_id"),
+            ("[limits]\nmax_loop_hops = 0", "limits.max_loop_hops"),
+            (
+                "[limits]\nparent_retry_secs = 0",
+                "limits.parent_retry_secs",
+            ),
+            (
+                "[limits]\nparent_retry_secs = 86400",
+                "limits.parent_retry_secs",
+            ),
             // Past what the arithmetic on them holds (the panic audit of issue 14).
             (
                 "[limits]\nh2_window_bytes = 536870912",
@@ -951,6 +1084,32 @@ mod tests {
         }
         let err = parse("[cache]\nslices = 1").unwrap_err();
         assert!(err.message.contains("unknown field `slices`"), "{err}");
+    }
+
+    #[test]
+    fn parents_are_checked_and_defaulted() {
+        let config = parse("").unwrap();
+        assert_eq!(config.cdn_id, "video-cdn");
+        assert_eq!(config.limits.max_loop_hops, 3);
+        assert_eq!(config.limits.parent_retry_secs, 10);
+        assert!(config.effective_sites()[0].parents.is_empty());
+        let sixteen: Vec<String> = (0..16).map(|i| format!("\"http://p{i}:8081\"")).collect();
+        let text = format!(
+            "cdn_id = \"cdn.example\"\n[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [{}]",
+            sixteen.join(", ")
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.sites[0].parents.len(), 16);
+        assert_eq!(config.cdn_id, "cdn.example");
+        let seventeen = text.replace("8081\"]", "8081\", \"http://p16:8081\"]");
+        let err = parse(&seventeen).unwrap_err();
+        assert_eq!(err.field, "site[0].parents", "{err}");
+        assert!(err.message.contains("at most 16"), "{err}");
+        let https = parse(
+            "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [\"https://p:9443\"]",
+        )
+        .unwrap_err();
+        assert!(https.message.contains("[http] listen"), "{https}");
     }
 
     #[test]

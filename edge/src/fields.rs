@@ -9,9 +9,10 @@
 //!
 //! Downstream, a stored response keeps its whole header section (RFC 9111 §3.1) less hop-by-hop fields, those
 //! named in `Connection`, those named by `no-cache="…"`/`private="…"`, and those the edge writes itself for each
-//! answer (length, range, age, date, `Cache-Status`, `Alt-Svc`) or that are instructions to the CDN rather than
-//! to the client (`Surrogate-Key`, `Cache-Tag`, `Surrogate-Control`, `Set-Cookie` on a shared copy). A passed
-//! response keeps every end-to-end field.
+//! answer (length, range, age, date, `Alt-Svc`) or that are instructions to the CDN rather than to the client
+//! (`Surrogate-Key`, `Cache-Tag`, `Surrogate-Control`, `Set-Cookie` on a shared copy). A passed response keeps
+//! every end-to-end field. The upstream's `Cache-Status` (a parent edge's entry) is kept both ways: the edge adds
+//! its own after it (RFC 9211).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -41,13 +42,12 @@ pub const PRECONDITIONS: [HeaderName; 5] = [
 ];
 
 /// Response fields the edge writes itself on every answer from the cache, or that speak to the CDN only.
-const NOT_STORED: [&str; 11] = [
+const NOT_STORED: [&str; 10] = [
     "content-length",
     "content-range",
     "age",
     "date",
     "accept-ranges",
-    "cache-status",
     "alt-svc",
     "surrogate-key",
     "cache-tag",
@@ -56,13 +56,7 @@ const NOT_STORED: [&str; 11] = [
 ];
 
 /// Response fields the edge sets itself on a passed response, or that speak to the CDN only.
-const NOT_PASSED: [&str; 5] = [
-    "alt-svc",
-    "cache-status",
-    "surrogate-key",
-    "cache-tag",
-    "surrogate-control",
-];
+const NOT_PASSED: [&str; 4] = ["alt-svc", "surrogate-key", "cache-tag", "surrogate-control"];
 
 /// A site's request-field policy.
 #[derive(Debug, Clone, Default)]

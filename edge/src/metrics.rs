@@ -40,12 +40,20 @@ pub struct EdgeMetrics {
     pub quic_lost_packets: IntCounter,
     /// `edge_quic_congestion_events_total` (added when a connection ends).
     pub quic_congestion_events: IntCounter,
-    /// `edge_upstream_requests_total{status_class}`.
+    /// `edge_upstream_requests_total{status_class}`: answers used, from a parent edge or the origin (parents
+    /// that failed on the way are counted in `edge_upstream_parent_requests_total` only).
     pub upstream_requests: IntCounterVec,
     /// `edge_upstream_errors_total{kind}`: `connect`, `timeout`, `body`, `validator_changed`.
     pub upstream_errors: IntCounterVec,
     /// `edge_upstream_response_seconds`: time to the upstream's response head.
     pub upstream_latency: Histogram,
+    /// `edge_upstream_parent_requests_total{parent, result}`: requests sent to a parent edge, by how it
+    /// answered: `ok` (any answer but a failure), `5xx`, `connect`, `timeout`. A failure takes it out.
+    pub parent_requests: IntCounterVec,
+    /// `edge_parent_up{parent}`: 1 while a parent edge is used, 0 from a failure until it answers again.
+    pub parent_up: IntGaugeVec,
+    /// `edge_loops_refused_total`: requests refused with 508 because their `CDN-Loop` named this CDN too often.
+    pub loops_refused: IntCounter,
     /// `edge_cache_fills_in_flight`.
     pub fills_in_flight: IntGauge,
     /// `edge_cache_fills_waiting`: fills queued for a slot (at most `cache.max_fills`; past it, 503).
@@ -201,6 +209,23 @@ impl EdgeMetrics {
                 .buckets(buckets.clone()),
             )
             .expect("valid metric"),
+            parent_requests: counter_vec(
+                "edge_upstream_parent_requests_total",
+                "Requests sent to parent edges, by parent and result (ok, 5xx, connect, timeout).",
+                &["parent", "result"],
+            ),
+            parent_up: IntGaugeVec::new(
+                Opts::new(
+                    "edge_parent_up",
+                    "Whether a parent edge is used (1) or out after a failure (0).",
+                ),
+                &["parent"],
+            )
+            .expect("valid metric"),
+            loops_refused: counter(
+                "edge_loops_refused_total",
+                "Requests refused with 508 Loop Detected (CDN-Loop, RFC 8586).",
+            ),
             fills_in_flight: IntGauge::new("edge_cache_fills_in_flight", "Upstream fills running.")
                 .expect("valid"),
             fills_waiting: IntGauge::new(
@@ -282,6 +307,9 @@ impl EdgeMetrics {
             Box::new(m.upstream_requests.clone()),
             Box::new(m.upstream_errors.clone()),
             Box::new(m.upstream_latency.clone()),
+            Box::new(m.parent_requests.clone()),
+            Box::new(m.parent_up.clone()),
+            Box::new(m.loops_refused.clone()),
             Box::new(m.fills_in_flight.clone()),
             Box::new(m.fills_waiting.clone()),
             Box::new(m.fill_waiters.clone()),

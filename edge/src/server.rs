@@ -89,20 +89,43 @@ impl EdgeServer {
         )
         .await?;
         let l = &config.limits;
-        let upstream = Upstream::new(
+        let mut upstream = Upstream::new(
             Duration::from_secs(l.upstream_connect_timeout_secs),
             Duration::from_secs(l.upstream_header_timeout_secs),
             Duration::from_secs(l.upstream_body_idle_timeout_secs),
             &config.name,
-        );
+        )
+        .with_cdn_id(&config.cdn_id);
+        let authority_of = |url: &str| {
+            url::Url::parse(url)
+                .ok()
+                .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+                .unwrap_or_default()
+        };
         let sites = config
             .effective_sites()
             .into_iter()
-            .map(|s| {
-                let authority = url::Url::parse(&s.upstream)
-                    .ok()
-                    .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
-                    .unwrap_or_default();
+            .enumerate()
+            .map(|(i, s)| {
+                let mut authority = authority_of(&s.upstream);
+                if !s.parents.is_empty() {
+                    let parents = s
+                        .parents
+                        .iter()
+                        .map(|url| crate::shield::Parent::new(url, &authority_of(url)))
+                        .collect();
+                    let route = crate::upstream::Route {
+                        origin: authority,
+                        host: http::HeaderValue::from_str(&s.hosts[0])
+                            .unwrap_or(http::HeaderValue::from_static("localhost")),
+                        parents: crate::shield::Parents::new(
+                            parents,
+                            Duration::from_secs(l.parent_retry_secs),
+                        ),
+                    };
+                    authority =
+                        upstream.add_route(i, route, &metrics.parent_requests, &metrics.parent_up);
+                }
                 (
                     Site {
                         name: s.name,
@@ -182,6 +205,10 @@ impl EdgeServer {
                 Duration::from_secs(config.limits.request_body_timeout_secs),
             ),
             signing_keys: shared::token::keys(&config.signing_keys),
+            loops: crate::pipeline::LoopGuard {
+                cdn_id: config.cdn_id.clone(),
+                max_hops: config.limits.max_loop_hops,
+            },
         }));
         Ok(EdgeServer {
             config,

@@ -1,6 +1,10 @@
-//! The upstream client: pooled HTTP/1.1 connections to the origin (or a parent edge), with a connect timeout,
-//! a response-head timeout, and a body idle timeout per chunk.
+//! The upstream client: pooled HTTP/1.1 connections to the origin and to parent edges (the shield tier), with a
+//! connect timeout, a response-head timeout, and a body idle timeout per chunk. A site with parents is a
+//! [`Route`]: its fills go to the parent the cache key ranks first among those not out, then the next, then the
+//! origin; a parent that fails is out for a while (`shield.rs` decides, this module does the I/O). Every request
+//! carries this CDN's hop in `CDN-Loop` (RFC 8586).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,8 +16,10 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use prometheus::{IntCounterVec, IntGaugeVec};
 
 use crate::cache::fill::FillError;
+use crate::shield::{self, Change, Parents, Verdict};
 
 /// The client shared by every fill and pass-through request.
 pub struct Upstream {
@@ -21,6 +27,34 @@ pub struct Upstream {
     header_timeout: Duration,
     body_idle_timeout: Duration,
     via: HeaderValue,
+    /// This CDN's `CDN-Loop` member.
+    cdn_id: String,
+    /// Sites that fill through parent edges, by the name their `Site::upstream` holds; any other name is an
+    /// origin's `host:port`.
+    routes: HashMap<String, Route>,
+    parent_metrics: Option<ParentMetrics>,
+}
+
+/// A site that fills from parent edges before its origin.
+pub struct Route {
+    /// The origin's `host:port`: for passes, and for fills when no parent answers.
+    pub origin: String,
+    /// `Host` sent to parents: a host the site answers for, so the parent's site (and cache key) is the same.
+    pub host: HeaderValue,
+    pub parents: Parents,
+}
+
+/// `edge_upstream_parent_requests_total` and `edge_parent_up`.
+struct ParentMetrics {
+    requests: IntCounterVec,
+    up: IntGaugeVec,
+}
+
+/// Who is asked for a request: the parents first (fills), or the origin alone (passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    ParentsFirst,
+    OriginOnly,
 }
 
 impl Upstream {
@@ -44,29 +78,198 @@ impl Upstream {
             header_timeout,
             body_idle_timeout,
             via,
+            cdn_id: crate::config::defaults::CDN_ID.into(),
+            routes: HashMap::new(),
+            parent_metrics: None,
         }
     }
 
-    /// Sends `method` for `path_and_query` to `authority` with `headers` and `body` (empty for GET and HEAD);
-    /// returns the response head and how long it took. Errors are classified for the client: unreachable (502)
-    /// or timed out (504).
+    /// Sets this CDN's `CDN-Loop` member. Default: `video-cdn`.
+    pub fn with_cdn_id(mut self, cdn_id: &str) -> Self {
+        self.cdn_id = cdn_id.to_string();
+        self
+    }
+
+    /// Adds the route of site number `site` (its index in the config), counted in `requests` and `up`; returns
+    /// the name the site's requests give as their upstream.
+    pub fn add_route(
+        &mut self,
+        site: usize,
+        route: Route,
+        requests: &IntCounterVec,
+        up: &IntGaugeVec,
+    ) -> String {
+        for parent in route.parents.all() {
+            up.with_label_values(&[&parent.url]).set(1);
+        }
+        self.parent_metrics.get_or_insert_with(|| ParentMetrics {
+            requests: requests.clone(),
+            up: up.clone(),
+        });
+        // Read in error messages ("… answered 503"): it says which site's tier was asked.
+        let name = format!("{} via site[{site}].parents", route.origin);
+        self.routes.insert(name.clone(), route);
+        name
+    }
+
+    /// Sends `method` for `path_and_query` to `upstream` (a route's name, or an origin's `host:port`) with
+    /// `headers` and `body` (empty for GET and HEAD); returns the response head and how long it took. A route's
+    /// safe requests try its parents first. Errors are classified for the client: unreachable (502) or timed
+    /// out (504).
     pub async fn request(
         &self,
         method: &http::Method,
-        authority: &str,
+        upstream: &str,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(Response<Incoming>, Duration), FillError> {
+        self.request_via(
+            method,
+            upstream,
+            path_and_query,
+            headers,
+            body,
+            Tier::ParentsFirst,
+        )
+        .await
+    }
+
+    /// As [`Upstream::request`], to a route's origin only: for passes, which no parent could cache.
+    pub async fn request_origin(
+        &self,
+        method: &http::Method,
+        upstream: &str,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(Response<Incoming>, Duration), FillError> {
+        self.request_via(
+            method,
+            upstream,
+            path_and_query,
+            headers,
+            body,
+            Tier::OriginOnly,
+        )
+        .await
+    }
+
+    async fn request_via(
+        &self,
+        method: &http::Method,
+        upstream: &str,
         path_and_query: &str,
         mut headers: HeaderMap,
         body: Bytes,
+        tier: Tier,
     ) -> Result<(Response<Incoming>, Duration), FillError> {
         let started = Instant::now();
-        let uri = format!("http://{authority}{path_and_query}");
         headers.insert(header::VIA, self.via.clone());
+        if let Some(hops) = shield::append_hop(&headers, &self.cdn_id) {
+            headers.insert(shield::CDN_LOOP, hops);
+        }
+        let Some(route) = self.routes.get(upstream) else {
+            let response = self
+                .send(method, upstream, None, path_and_query, &headers, &body)
+                .await?;
+            return Ok((response, started.elapsed()));
+        };
+        // Only safe requests go to parents: an unsafe one is never sent to two places.
+        if tier == Tier::ParentsFirst && method.is_safe() {
+            for index in route.parents.order(path_and_query, Instant::now()) {
+                let parent = route.parents.get(index);
+                let result = self
+                    .send(
+                        method,
+                        &parent.authority,
+                        Some(&route.host),
+                        path_and_query,
+                        &headers,
+                        &body,
+                    )
+                    .await;
+                let (verdict, label) = match &result {
+                    Ok(response) => match shield::verdict(response.status()) {
+                        Verdict::Up => (Verdict::Up, "ok"),
+                        Verdict::Failed => (Verdict::Failed, "5xx"),
+                    },
+                    Err(FillError::Upstream { timeout: true, .. }) => (Verdict::Failed, "timeout"),
+                    Err(_) => (Verdict::Failed, "connect"),
+                };
+                self.note_parent(route, index, verdict, label, &result);
+                match result {
+                    Ok(response) if verdict == Verdict::Up => {
+                        return Ok((response, started.elapsed()));
+                    }
+                    // A failed parent's answer is dropped unread (its connection with it): the next is asked.
+                    _ => continue,
+                }
+            }
+        }
+        let response = self
+            .send(method, &route.origin, None, path_and_query, &headers, &body)
+            .await?;
+        Ok((response, started.elapsed()))
+    }
+
+    /// Counts a parent's answer and records its health; a change is logged and shown in `edge_parent_up`.
+    fn note_parent(
+        &self,
+        route: &Route,
+        index: usize,
+        verdict: Verdict,
+        label: &str,
+        result: &Result<Response<Incoming>, FillError>,
+    ) {
+        let parent = route.parents.get(index);
+        if let Some(metrics) = &self.parent_metrics {
+            metrics
+                .requests
+                .with_label_values(&[&parent.url, label])
+                .inc();
+        }
+        let Some(change) = route.parents.record(index, verdict, Instant::now()) else {
+            return;
+        };
+        if let Some(metrics) = &self.parent_metrics {
+            let up = i64::from(change == Change::CameBack);
+            metrics.up.with_label_values(&[&parent.url]).set(up);
+        }
+        match change {
+            Change::WentOut => {
+                let reason = match result {
+                    Ok(response) => format!("answered {}", response.status()),
+                    Err(e) => e.to_string(),
+                };
+                tracing::warn!(parent = %parent.url, %reason, "parent edge out; its keys go to the next parent or the origin for a while");
+            }
+            Change::CameBack => tracing::info!(parent = %parent.url, "parent edge back"),
+        }
+    }
+
+    /// One request to one `authority`, with `host` as `Host` (the authority itself when `None`).
+    async fn send(
+        &self,
+        method: &http::Method,
+        authority: &str,
+        host: Option<&HeaderValue>,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response<Incoming>, FillError> {
+        let started = Instant::now();
+        let uri = format!("http://{authority}{path_and_query}");
+        let host = match host {
+            Some(host) => Some(host.clone()),
+            None => HeaderValue::from_str(authority).ok(),
+        };
         let build = || {
             let mut request = Request::builder().method(method).uri(&uri);
             if let Some(h) = request.headers_mut() {
                 *h = headers.clone();
-                if let Ok(host) = HeaderValue::from_str(authority) {
-                    h.insert(header::HOST, host);
+                if let Some(host) = &host {
+                    h.insert(header::HOST, host.clone());
                 }
             }
             request
@@ -83,7 +286,7 @@ impl Upstream {
         for _ in 0..attempts {
             let deadline = self.header_timeout.saturating_sub(started.elapsed());
             match tokio::time::timeout(deadline, self.client.request(build()?)).await {
-                Ok(Ok(response)) => return Ok((response, started.elapsed())),
+                Ok(Ok(response)) => return Ok(response),
                 Ok(Err(e)) => last_error = error_chain(&e),
                 Err(_) => {
                     return Err(FillError::Upstream {

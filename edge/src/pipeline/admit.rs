@@ -117,6 +117,7 @@ impl Edge {
                 ),
             );
         }
+        self.check_loop(parts)?;
         let site = self.site_for(parts)?;
         let mut path = canonical_path(parts.uri.path())?;
         let signed = self.take_token(parts, &mut path)?;
@@ -152,6 +153,32 @@ impl Edge {
             key,
             early_data,
         })
+    }
+
+    /// RFC 8586: a request that already passed this CDN more often than any legitimate chain of tiers would is
+    /// going round in circles; it is refused, never forwarded again. The count covers every line and member of
+    /// `CDN-Loop` in any case, so no spelling (nor naming the field in `Connection`) hides a hop.
+    fn check_loop(&self, parts: &Parts) -> Result<(), EdgeError> {
+        let cdn_id = &self.loops.cdn_id;
+        match crate::shield::hops(&parts.headers, cdn_id) {
+            None => Err(EdgeError::client(
+                StatusCode::BAD_REQUEST,
+                "CDN-Loop has a quoted string that never ends",
+            )),
+            Some(hops) if hops > self.loops.max_hops => {
+                self.metrics.loops_refused.inc();
+                // The request is at fault (it looped), but RFC 5842 gives it a 5xx: the chain of proxies
+                // (maybe this CDN's own config) is broken, not the client's syntax.
+                Err(EdgeError::Client {
+                    status: StatusCode::LOOP_DETECTED,
+                    reason: format!(
+                        "loop detected: CDN-Loop names `{cdn_id}` {hops} times (at most {} allowed)",
+                        self.loops.max_hops
+                    ),
+                })
+            }
+            Some(_) => Ok(()),
+        }
     }
 
     /// The site for the request's host (the URI's authority, else `Host`): only configured sites are served.

@@ -110,7 +110,8 @@ impl Edge {
         let upstream_failed = match &head {
             // Only the upstream's failures back off and may be answered stale, not the edge's own limits.
             Err(e) => EdgeError::from(e).allows_stale(),
-            Ok(FillHead::NotStorable { status, .. }) => *status >= 500,
+            // A 508 says the request looped (RFC 8586), not that the upstream is failing.
+            Ok(FillHead::NotStorable { status, .. }) => *status >= 500 && *status != 508,
             Ok(_) => false,
         };
         if started {

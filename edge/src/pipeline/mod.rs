@@ -58,6 +58,14 @@ pub struct Edge {
     pub bodies: BodyLimits,
     /// Keys that verify signed URLs.
     signing_keys: Vec<SigningKey>,
+    loops: LoopGuard,
+}
+
+/// Loop prevention (RFC 8586): this CDN's `CDN-Loop` member, and how many times a request may already carry it.
+#[derive(Debug, Clone)]
+pub struct LoopGuard {
+    pub cdn_id: String,
+    pub max_hops: usize,
 }
 
 /// What request bodies (of unsafe methods, forwarded upstream) may cost: each at most `max_bytes`, read within
@@ -101,6 +109,7 @@ pub struct EdgeSetup {
     pub client_directives: ClientDirectives,
     pub bodies: BodyLimits,
     pub signing_keys: Vec<SigningKey>,
+    pub loops: LoopGuard,
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -169,6 +178,7 @@ impl Edge {
             },
             bodies: setup.bodies,
             signing_keys: setup.signing_keys,
+            loops: setup.loops,
         }
     }
 
@@ -354,6 +364,23 @@ impl Edge {
             upstream_ms: None,
         }
     }
+}
+
+/// Adds this edge's `Cache-Status` entry after those the response already carries, as one list: RFC 9211
+/// orders it from the cache nearest the origin (a parent edge's entry, kept with the stored response) to the
+/// one nearest the client.
+fn add_cache_status(headers: &mut http::HeaderMap, ours: &str) {
+    let name = http::header::HeaderName::from_static("cache-status");
+    let mut list: Vec<&str> = headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect();
+    list.push(ours);
+    let value = list.join(", ");
+    put(headers, name, &value);
 }
 
 fn empty() -> Body {

@@ -13,7 +13,7 @@ use http::{Method, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 
-use super::{Answer, Canonical, Edge, empty, put};
+use super::{Answer, Canonical, Edge, empty};
 use crate::cache::key::CacheKey;
 use crate::error::EdgeError;
 use crate::fields::{Purpose, passed_response, upstream_request};
@@ -29,6 +29,12 @@ impl Edge {
         purpose: Purpose,
     ) -> HeaderMap {
         let mut fields = upstream_request(&parts.headers, purpose, &request.site.forwarding);
+        // Whatever the client's `Connection` or the site's deny list say, the hops a request carries go on with
+        // it (the upstream client appends this CDN's): a loop must stay visible at the next tier.
+        fields.remove(crate::shield::CDN_LOOP);
+        for value in parts.headers.get_all(crate::shield::CDN_LOOP) {
+            fields.append(crate::shield::CDN_LOOP, value.clone());
+        }
         if request.early_data {
             fields.insert(
                 HeaderName::from_static("early-data"),
@@ -85,7 +91,7 @@ impl Edge {
         let result = self
             .engine
             .upstream()
-            .request(
+            .request_origin(
                 &parts.method,
                 &request.site.upstream,
                 &request.path_and_query(),
@@ -139,11 +145,7 @@ impl Edge {
         for targeted in self.engine.targeted_fields() {
             headers.remove(targeted);
         }
-        put(
-            headers,
-            HeaderName::from_static("cache-status"),
-            &cache_status.header_value(&self.name),
-        );
+        super::add_cache_status(headers, &cache_status.header_value(&self.name));
         self.cors_headers(parts, headers);
         let body = if parts.method == Method::HEAD {
             empty()

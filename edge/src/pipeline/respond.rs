@@ -162,14 +162,10 @@ impl Edge {
         let headers = response.headers_mut().expect("fresh builder");
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         headers.insert(header::AGE, HeaderValue::from(meta.age(now)));
-        put(
-            headers,
-            HeaderName::from_static("cache-status"),
-            &cache_status.header_value(&self.name),
-        );
         for (name, value) in &prepared.fields {
             headers.append(name.clone(), value.clone());
         }
+        super::add_cache_status(headers, &cache_status.header_value(&self.name));
         self.cors_headers(parts, headers);
         let body = match (http_status, part) {
             (_, Some(range)) if whole => {
