@@ -560,6 +560,23 @@ impl ApiService {
         }
     }
 
+    /// Every edge's base URL by name, down ones included (a clone's base may be an edge that is down).
+    fn edge_urls(&self) -> std::collections::HashMap<String, String> {
+        if self.fleet_secret.is_some() {
+            self.fleet
+                .list(std::time::Instant::now())
+                .into_iter()
+                .map(|e| (e.name, e.report.urls[0].clone()))
+                .collect()
+        } else {
+            self.edges
+                .0
+                .iter()
+                .map(|c| (c.name.clone(), c.url.clone()))
+                .collect()
+        }
+    }
+
     /// The control plane's base URL as this client reaches it: `steering.public_url`, else the request's
     /// host over http (only a plain host and port: it is written into manifests).
     fn control_base<B>(&self, req: &Request<B>) -> Option<String> {
@@ -655,10 +672,8 @@ impl ApiService {
         let control = self
             .control_base(req)
             .ok_or_else(|| ApiError::bad("no Host to name the steering server by"))?;
-        let mut server = format!("{control}/v1/steering/{slug}");
-        if let Some(region) = &region {
-            server.push_str(&format!("?region={region}"));
-        }
+        let ids: Vec<&str> = pathways.iter().map(|p| p.id.as_str()).collect();
+        let server = format!("{control}{}", steering_path(slug, region.as_deref(), &ids));
         let (body, content_type) = match packaging.protocol.as_str() {
             "hls" => (
                 crate::control::steered::hls(text, &pathways, &server),
@@ -748,20 +763,51 @@ impl ApiService {
             .steering_requests
             .with_label_values(&[protocol, decision])
             .inc();
-        let mut reload = format!("/v1/steering/{slug}");
-        if let Some(region) = region {
-            reload.push_str(&format!("?region={region}"));
-        }
-        let answer = json!({
+        // The manifest's own pathways (its steering URL lists them): healthy edges beyond them become clones.
+        let in_manifest: Vec<&str> = params
+            .get("pathways")
+            .map(|list| list.split(',').filter(|p| is_name(p)).take(16).collect())
+            .unwrap_or_default();
+        let known = self.edge_urls();
+        let with_url = |name: &str| {
+            let url = known.get(name)?;
+            url::Url::parse(url).ok().map(|u| (name.to_string(), u))
+        };
+        let manifest: Vec<_> = in_manifest.iter().filter_map(|p| with_url(p)).collect();
+        let wanted: Vec<_> = priority.iter().filter_map(|p| with_url(p)).collect();
+        let clones = match protocol {
+            "hls" | "dash" if !manifest.is_empty() => {
+                crate::control::steering::clones(&manifest, &wanted, protocol == "hls")
+            }
+            _ => Vec::new(),
+        };
+        let mut answer = json!({
             "VERSION": 1,
             "TTL": self.steering.ttl_secs,
-            "RELOAD-URI": reload,
+            "RELOAD-URI": steering_path(slug, region, &in_manifest),
             "PATHWAY-PRIORITY": priority,
         });
+        if !clones.is_empty() {
+            answer["PATHWAY-CLONES"] = json!(clones);
+        }
         let mut body = serde_json::to_vec(&answer).expect("serializable");
         body.push(b'\n');
         Ok(steering_response(Bytes::from(body), "application/json"))
     }
+}
+
+/// The steering server's path for a title, a viewer's region and the pathways its manifest names.
+fn steering_path(slug: &str, region: Option<&str>, pathways: &[&str]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(region) = region {
+        query.append_pair("region", region);
+    }
+    if !pathways.is_empty() {
+        query.append_pair("pathways", &pathways.join(","));
+    }
+    let query = query.finish();
+    let sep = if query.is_empty() { "" } else { "?" };
+    format!("/v1/steering/{slug}{sep}{query}")
 }
 
 /// The URL of `key` on the edge at `base`, with the token path element when signed.

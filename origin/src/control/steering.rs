@@ -244,6 +244,61 @@ impl SteeringPolicy {
     }
 }
 
+/// A pathway a player makes from one it has (Content Steering `PATHWAY-CLONES`): `base`'s URIs with the host
+/// replaced, so an edge that was not in the manifest when the player loaded it (it joined later, or was past
+/// `max_pathways`) can still be steered to without a manifest that lists every edge.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PathwayClone {
+    #[serde(rename = "BASE-ID")]
+    pub base: String,
+    #[serde(rename = "ID")]
+    pub id: String,
+    #[serde(rename = "URI-REPLACEMENT")]
+    pub replacement: UriReplacement,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct UriReplacement {
+    #[serde(rename = "HOST")]
+    pub host: String,
+}
+
+/// Clones for the `wanted` edges (best first) that are not among the manifest's `pathways`. A clone keeps its
+/// base's scheme, path and (for HLS, whose `HOST` replaces the host name only) port, so an edge is cloned from
+/// a pathway with the same scheme, and for HLS the same port and another host name; DASH's `HOST` carries the
+/// port (`host:port`, as dash.js applies it). An edge no pathway can be cloned into is left out.
+pub fn clones(
+    pathways: &[(String, url::Url)],
+    wanted: &[(String, url::Url)],
+    hls: bool,
+) -> Vec<PathwayClone> {
+    let mut clones = Vec::new();
+    for (id, url) in wanted {
+        if pathways.iter().any(|(p, _)| p == id) {
+            continue;
+        }
+        let Some(host) = url.host_str() else { continue };
+        let base = pathways.iter().find(|(_, base)| {
+            base.scheme() == url.scheme()
+                && (!hls
+                    || (base.port_or_known_default() == url.port_or_known_default()
+                        && base.host_str() != Some(host)))
+        });
+        if let Some((base, _)) = base {
+            let host = match (hls, url.port()) {
+                (false, Some(port)) => format!("{host}:{port}"),
+                _ => host.to_string(),
+            };
+            clones.push(PathwayClone {
+                base: base.clone(),
+                id: id.clone(),
+                replacement: UriReplacement { host },
+            });
+        }
+    }
+    clones
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +466,54 @@ mod tests {
             edges[i].load += 1;
         }
         assert!(edges[0].load > 2 * edges[1].load, "{edges:?}");
+    }
+
+    #[test]
+    fn edges_missing_from_the_manifest_are_cloned_from_a_pathway_they_can_replace_the_host_of() {
+        let edge = |id: &str, url: &str| (id.to_string(), url::Url::parse(url).unwrap());
+        let manifest = [
+            edge("a", "https://a.cdn.example/"),
+            edge("b", "https://b.cdn.example:8443/"),
+        ];
+        let wanted = [
+            edge("c", "https://c.cdn.example/"),
+            edge("a", "https://a.cdn.example/"),
+            edge("d", "https://d.cdn.example:8443/"),
+            edge("e", "http://e.cdn.example/"),
+        ];
+        let hls = clones(&manifest, &wanted, true);
+        let host = |h: &str| UriReplacement { host: h.into() };
+        assert_eq!(
+            hls,
+            [
+                PathwayClone {
+                    base: "a".into(),
+                    id: "c".into(),
+                    replacement: host("c.cdn.example")
+                },
+                PathwayClone {
+                    base: "b".into(),
+                    id: "d".into(),
+                    replacement: host("d.cdn.example")
+                },
+            ]
+        );
+        // DASH replaces host and port: any pathway of the same scheme serves as the base.
+        let dash = clones(&manifest, &wanted, false);
+        assert_eq!(dash.len(), 2);
+        assert_eq!(dash[1].replacement, host("d.cdn.example:8443"));
+        // Loopback edges told apart by port alone: HLS cannot clone them, DASH can.
+        let local = [edge("x", "https://127.0.0.1:9001/")];
+        let joined = [edge("y", "https://127.0.0.1:9002/")];
+        assert!(clones(&local, &joined, true).is_empty());
+        assert_eq!(
+            clones(&local, &joined, false)[0].replacement,
+            host("127.0.0.1:9002")
+        );
+        assert_eq!(
+            serde_json::to_value(&dash[0]).unwrap(),
+            serde_json::json!({"BASE-ID": "a", "ID": "c", "URI-REPLACEMENT": {"HOST": "c.cdn.example"}})
+        );
     }
 
     #[test]
