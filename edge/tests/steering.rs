@@ -25,6 +25,7 @@ const SIGNING: &str =
 /// The origin (media and control plane) and the edges, by name, with their regions.
 struct Fleet {
     origin: ServerProcess,
+    _parents: Vec<ServerProcess>,
     edges: Vec<(String, String, Option<ServerProcess>)>,
     certs: TestCerts,
     _dirs: Vec<tempfile::TempDir>,
@@ -34,6 +35,11 @@ struct Fleet {
 impl Fleet {
     /// Starts the origin and one edge per `(name, region)`, and waits until every edge is healthy.
     fn start(edges: &[(&str, &str)], steering: &str) -> Fleet {
+        Fleet::start_with_parents(edges, steering, 0)
+    }
+
+    /// The same, the edges filling through `parents` parent edges (a shield tier) instead of the origin.
+    fn start_with_parents(edges: &[(&str, &str)], steering: &str, parents: usize) -> Fleet {
         let store = TempStore::with_samples();
         let origin = start_origin(
             &store.url(),
@@ -45,10 +51,35 @@ impl Fleet {
         let certs = TestCerts::generate();
         let mut dirs = Vec::new();
         let mut started = Vec::new();
+        let media = origin.url("media_addr");
+        let mut shield = Vec::new();
+        for i in 0..parents {
+            let dir = tempfile::tempdir().unwrap();
+            let parent = start_edge(
+                &media,
+                dir.path(),
+                &certs,
+                &format!("name = \"parent-{i}\"\n"),
+            );
+            shield.push(parent);
+            dirs.push(dir);
+        }
+        let site = if parents == 0 {
+            String::new()
+        } else {
+            let list: Vec<String> = shield
+                .iter()
+                .map(|p| format!("\"{}\"", p.url("http_addr")))
+                .collect();
+            format!(
+                "[[site]]\nhosts = [\"localhost\", \"127.0.0.1\"]\nupstream = \"{media}\"\nparents = [{}]\n",
+                list.join(", ")
+            )
+        };
         for (name, region) in edges {
             let dir = tempfile::tempdir().unwrap();
             let extra = format!(
-                "name = \"{name}\"\n{SIGNING}[control]\nurl = \"{api}\"\nregistration_secret = \"{SECRET}\"\n\
+                "name = \"{name}\"\n{SIGNING}{site}[control]\nurl = \"{api}\"\nregistration_secret = \"{SECRET}\"\n\
                  region = \"{region}\"\nheartbeat_secs = 1\n"
             );
             let edge = start_edge(&origin.url("media_addr"), dir.path(), &certs, &extra);
@@ -57,6 +88,7 @@ impl Fleet {
         }
         let fleet = Fleet {
             origin,
+            _parents: shield,
             edges: started,
             certs,
             _dirs: dirs,
@@ -85,6 +117,17 @@ impl Fleet {
             assert!(Instant::now() < deadline, "{what}: {listed:?}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// GETs the origin's media listener answered so far.
+    fn origin_gets(&self) -> u64 {
+        let text = curl(&[&format!("{}/metrics", self.origin.url("admin_addr"))]).text();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("origin_http_requests_total{") && l.contains("method=\"GET\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// `POST /v1/playback` with `body`; the answer.
@@ -131,14 +174,17 @@ const REGIONS: &str = "[steering]\nepsilon = 10\n\
 
 #[test]
 fn viewers_land_on_their_regions_edges_and_a_stopped_edge_leaves_the_answers() {
-    let mut fleet = Fleet::start(
+    // Three edges in two regions, filling through two parent edges.
+    let mut fleet = Fleet::start_with_parents(
         &[
             ("eu-1", "eu-west"),
             ("eu-2", "eu-west"),
             ("us-1", "us-east"),
         ],
         REGIONS,
+        2,
     );
+    let cert = fleet.certs.cert().display().to_string();
     // By the CIDR table: the viewer's region first, the other one after.
     let eu = fleet.playback(r#"{"title": "test-pattern", "client": "10.1.0.7"}"#);
     assert_eq!(eu["region"], "eu-west");
@@ -158,10 +204,27 @@ fn viewers_land_on_their_regions_edges_and_a_stopped_edge_leaves_the_answers() {
     let manifest = first["manifests"]["hls-ts"].as_str().unwrap();
     assert!(manifest.starts_with(first["edge"].as_str().unwrap()));
     assert!(manifest.contains("/t/"), "{manifest}");
-    let cert = fleet.certs.cert().display().to_string();
     let served = curl(&["--cacert", &cert, manifest]);
     assert_eq!(served.status, 200, "{}", served.text());
     assert!(served.text().starts_with("#EXTM3U"));
+
+    // A cold object fetched through every edge costs the origin one request (the parents shield it).
+    let before = fleet.origin_gets();
+    for (_, _, edge) in &fleet.edges {
+        let port = edge.as_ref().unwrap().addr("tls_addr").port();
+        let url = format!("https://127.0.0.1:{port}/titles/test-pattern/hls/v1/seg_003.ts");
+        let got = curl(&["--cacert", &cert, &url]);
+        assert_eq!(got.status, 200, "{}", got.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fleet.origin_gets() < before + 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fleet.origin_gets(),
+        before + 1,
+        "origin GETs for one cold object"
+    );
 
     // A title's viewers meet on one edge of their region; titles spread.
     let title_edges = |title: &str| -> std::collections::BTreeSet<String> {
