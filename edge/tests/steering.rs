@@ -167,10 +167,16 @@ fn ranked(answer: &Value) -> Vec<String> {
         .collect()
 }
 
-const REGIONS: &str = "[steering]\nepsilon = 10\n\
-    [[steering.network]]\ncidr = \"10.1.0.0/16\"\nregion = \"eu-west\"\n\
-    [[steering.network]]\ncidr = \"10.2.0.0/16\"\nregion = \"us-east\"\n\
-    [steering.distances.eu-west]\nus-east = 80\n";
+/// `[steering]` with `scalars` (its own fields, which must come before its sub-tables), two regions by CIDR
+/// block and their distance.
+fn steering_config(scalars: &str) -> String {
+    format!(
+        "[steering]\nepsilon = 10\n{scalars}\
+         [[steering.network]]\ncidr = \"10.1.0.0/16\"\nregion = \"eu-west\"\n\
+         [[steering.network]]\ncidr = \"10.2.0.0/16\"\nregion = \"us-east\"\n\
+         [steering.distances.eu-west]\nus-east = 80\n"
+    )
+}
 
 #[test]
 fn viewers_land_on_their_regions_edges_and_a_stopped_edge_leaves_the_answers() {
@@ -181,7 +187,7 @@ fn viewers_land_on_their_regions_edges_and_a_stopped_edge_leaves_the_answers() {
             ("eu-2", "eu-west"),
             ("us-1", "us-east"),
         ],
-        REGIONS,
+        &steering_config(""),
         2,
     );
     let cert = fleet.certs.cert().display().to_string();
@@ -337,7 +343,7 @@ fn keeps_playing_when_its_edge_is_killed(player: &str, max_pathways: usize) {
             ("eu-2", "eu-west"),
             ("us-1", "us-east"),
         ],
-        &format!("{REGIONS}ttl_secs = 2\nmax_pathways = {max_pathways}\n"),
+        &steering_config(&format!("ttl_secs = 2\nmax_pathways = {max_pathways}\n")),
     );
     let answer = fleet.playback(r#"{"title": "test-pattern", "region": "eu-west"}"#);
     let first = ranked(&answer)[0].clone();
