@@ -363,10 +363,11 @@ impl EdgeServer {
             let edge = Arc::clone(&self.edge);
             tasks.spawn(crate::h3::serve(endpoint, edge, stop_rx.clone(), limits));
         }
-        if let Some(cert) = self.cert.clone() {
-            let metrics = Arc::clone(&self.edge.metrics);
-            tokio::spawn(reload_on_sighup(cert, metrics));
-        }
+        // Always handled: SIGHUP's default action would end an edge that has no certificate to reload.
+        tokio::spawn(reload_on_sighup(
+            self.cert.clone(),
+            Arc::clone(&self.edge.metrics),
+        ));
 
         shutdown.await;
         let grace = Duration::from_secs(l.shutdown_grace_secs);
@@ -387,12 +388,16 @@ impl EdgeServer {
     }
 }
 
-async fn reload_on_sighup(cert: Arc<ReloadableCert>, metrics: Arc<EdgeMetrics>) {
+async fn reload_on_sighup(cert: Option<Arc<ReloadableCert>>, metrics: Arc<EdgeMetrics>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangup.recv().await.is_some() {
+        let Some(cert) = &cert else {
+            tracing::info!("SIGHUP: no TLS listener, so no certificate to reload");
+            continue;
+        };
         match cert.reload() {
             Ok(()) => {
                 metrics.cert_reloads.with_label_values(&["ok"]).inc();

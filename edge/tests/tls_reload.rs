@@ -95,3 +95,28 @@ fn sighup_swaps_the_certificate_without_dropping_connections() {
     }
     assert_eq!(curl(&["--cacert", &ca2, "-r", "0-99", &url]).status, 206);
 }
+
+/// An edge with no TLS listener (plain HTTP behind a terminator) takes SIGHUP (`systemctl reload edge`) as a
+/// no-op: it logs that there is nothing to reload and serves on, rather than dying of the signal's default.
+#[test]
+fn sighup_without_a_tls_listener_is_harmless() {
+    let store = TempStore::new();
+    store.put("t/a.ts", b"0123456789");
+    let origin = start_origin(&store.url(), "");
+    let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+    let edge = start_edge(
+        &origin.url("media_addr"),
+        cache.path(),
+        &certs,
+        "[tls]\nlisten = \"\"\n",
+    );
+    let url = format!("{}/t/a.ts", edge.url("http_addr"));
+    assert_eq!(curl(&[&url]).status, 200);
+    edge.signal("HUP");
+    edge.wait_for_event("edge::server", |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no certificate to reload"))
+    });
+    assert_eq!(curl(&[&url]).status, 200, "the edge serves on after SIGHUP");
+}
