@@ -822,23 +822,28 @@ class Run:
                "quic_open": msum(metrics, "edge_quic_connections_open") if metrics else None,
                "hit_pct": hit_ratio, "counts": counts, "origin_up": self.origin.alive(),
                "restarts": self.restarts,
-               "mem_tier_mib": msum(metrics, "edge_cache_memory_bytes") / MiB if metrics else None}
+               "mem_tier_mib": msum(metrics, "edge_cache_memory_bytes") / MiB if metrics else None,
+               # jemalloc's view: live bytes (a leak grows these) and resident pages (fragmentation grows these).
+               "alloc_mib": msum(metrics, "edge_allocator_bytes", state="allocated") / MiB if metrics else None,
+               "resident_mib": msum(metrics, "edge_allocator_bytes", state="resident") / MiB if metrics else None}
         self.rows.append(row)
         return row, metrics if metrics is not None else prev_metrics
 
     HEADER = (" min  rss_MiB   fds  tcp:cli/up/cw  conns quic   reqs  h1/h2/h3          4xx_ok  bad(gap)  "
-              "xport(gap)  5xx_edge  5xx_gap  hit%  memtier  purges  origin")
+              "xport(gap)  5xx_edge  5xx_gap  hit%  memtier  alloc/resid  purges  origin")
 
     def print_row(self, row, protos):
         c, tcp = row["counts"], row["tcp"] or {}
         hit = "  -  " if row["hit_pct"] is None else f"{row['hit_pct']:5.1f}"
         mem = "-" if row["mem_tier_mib"] is None else f"{row['mem_tier_mib']:.0f}M"
+        alloc = ("-" if not row["alloc_mib"] else
+                 f"{row['alloc_mib']:.0f}/{row['resident_mib']:.0f}M")
         print(f"{row['minute']:4d}  {row['rss_kib'] / 1024 if row['rss_kib'] else 0:7.1f}  {row['fds'] or 0:4d}  "
               f"{tcp.get('clients', 0):5d}/{tcp.get('upstream', 0):3d}/{tcp.get('close_wait', 0):<3d}  "
               f"{int(row['conns_metric'] or 0):5d} {int(row['quic_open'] or 0):4d}  {c['reqs']:6d}  "
               f"{protos.get('h1', 0):5d}/{protos.get('h2', 0):5d}/{protos.get('h3', 0):<3d}  {c['exp4xx']:6d}  "
               f"{c['bad']:3d}({c['bad_gap']:3d})  {c['xport']:4d}({c['xport_gap']:4d})  {c['5xx_edge']:8d}  "
-              f"{c['5xx_gap']:7d}  {hit}  {mem:>7}  {c['purges']:6d}  "
+              f"{c['5xx_gap']:7d}  {hit}  {mem:>7}  {alloc:>11}  {c['purges']:6d}  "
               f"{'up' if row['origin_up'] else 'DOWN'} r{row['restarts']}", flush=True)
 
     # -- main loop --
@@ -917,6 +922,15 @@ class Run:
                 f"{max(1, w - 2)}-{w}) {base / 1024:.1f} MiB; max after warm-up {peak['rss_kib'] / 1024:.1f} MiB "
                 f"(minute {peak['minute']}): {rss_growth:+.1f} %; median of the last 3 minutes "
                 f"{last3 / 1024:.1f} MiB ({100.0 * (last3 - base) / base:+.1f} %)")
+            alloc_base = [r["alloc_mib"] for r in base_rows if r.get("alloc_mib")]
+            alloc_after = [r for r in after if r.get("alloc_mib")]
+            if alloc_base and alloc_after:
+                a0 = statistics.median(alloc_base)
+                a_peak = max(alloc_after, key=lambda r: r["alloc_mib"])
+                log(f"jemalloc: allocated {a0:.1f} MiB at the baseline, at most {a_peak['alloc_mib']:.1f} MiB after "
+                    f"(minute {a_peak['minute']}, {100.0 * (a_peak['alloc_mib'] - a0) / a0:+.1f} %); resident "
+                    f"{statistics.median(r['resident_mib'] for r in base_rows if r.get('resident_mib')):.1f} -> "
+                    f"{a_peak['resident_mib']:.1f} MiB")
             if rss_growth > 5.0:
                 failures.append(f"RSS grew {rss_growth:+.1f} % after warm-up (limit 5 %): "
                                 f"{base / 1024:.1f} -> {peak['rss_kib'] / 1024:.1f} MiB at minute {peak['minute']}")
@@ -985,7 +999,8 @@ class Run:
             log("edge log lines at WARN/ERROR, by message: " + "; ".join(f"{n} x {m}" for m, n in warn[:12]))
         with open(os.path.join(self.dir, "minutes.json"), "w") as f:
             json.dump([{k: r[k] for k in ("minute", "rss_kib", "fds", "tcp", "conns_metric", "quic_open", "hit_pct",
-                                          "mem_tier_mib", "counts", "origin_up", "restarts")} for r in rows], f)
+                                          "mem_tier_mib", "alloc_mib", "resident_mib", "counts", "origin_up",
+                                          "restarts")} for r in rows], f)
         print()
         if failures:
             print("SOAK FAILED:")

@@ -71,6 +71,19 @@ impl AdminService {
         metrics
             .memory_bytes
             .set(self.edge.storage().memory_usage() as i64);
+        if let Some(stats) = crate::allocator::stats() {
+            for (state, bytes) in [
+                ("allocated", stats.allocated),
+                ("active", stats.active),
+                ("resident", stats.resident),
+                ("retained", stats.retained),
+            ] {
+                metrics
+                    .allocator_bytes
+                    .with_label_values(&[state])
+                    .set(bytes as i64);
+            }
+        }
         for (kind, count) in self.edge.engine().bans.counts() {
             metrics
                 .bans

@@ -61,6 +61,7 @@ enum Command {
 const MMAP_THRESHOLD_BYTES: i32 = 1 << 20;
 
 fn main() -> ExitCode {
+    edge::allocator::set_in_use();
     // glibc raises its mmap threshold each time a large block is freed, after which the 2 MiB slices the cache
     // churns through come from the heap arenas and fragment them: resident memory then grows far past the
     // memory tier (measured: 359 MiB with a 256 MiB tier, 303 MiB with a fixed threshold). Fix the threshold.

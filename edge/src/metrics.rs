@@ -65,6 +65,9 @@ pub struct EdgeMetrics {
     pub lookups: IntCounterVec,
     /// `edge_cache_memory_bytes`: bytes held by the memory tier (set at scrape time).
     pub memory_bytes: IntGauge,
+    /// `edge_allocator_bytes{state}`: jemalloc's `allocated`, `active`, `resident` and `retained` bytes (set at
+    /// scrape time; absent where jemalloc is not the allocator).
+    pub allocator_bytes: IntGaugeVec,
     /// `edge_cache_slices_stored_total`.
     pub slices_stored: IntCounter,
     /// `edge_cache_forwarded_total{fwd}`: requests sent upstream, by the RFC 9211 `fwd=` reason.
@@ -247,6 +250,14 @@ impl EdgeMetrics {
                 "Bytes held by the memory tier.",
             )
             .expect("valid"),
+            allocator_bytes: IntGaugeVec::new(
+                Opts::new(
+                    "edge_allocator_bytes",
+                    "The memory allocator's bytes, by state (allocated, active, resident, retained).",
+                ),
+                &["state"],
+            )
+            .expect("valid"),
             slices_stored: counter(
                 "edge_cache_slices_stored_total",
                 "Slices inserted into the cache.",
@@ -315,6 +326,7 @@ impl EdgeMetrics {
             Box::new(m.fill_waiters.clone()),
             Box::new(m.lookups.clone()),
             Box::new(m.memory_bytes.clone()),
+            Box::new(m.allocator_bytes.clone()),
             Box::new(m.slices_stored.clone()),
             Box::new(m.forwarded.clone()),
             Box::new(m.purges.clone()),

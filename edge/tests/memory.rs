@@ -55,4 +55,29 @@ fn rss_stays_under_the_memory_tier_plus_64_mib_after_2_gib_of_distinct_content()
         "RSS peaked at {} MiB",
         peak_kib / 1024
     );
+    // The allocator's own account, which tells a leak (allocated) from pages kept (resident): present, and
+    // consistent with the process's RSS.
+    let metrics = testkit::curl(&[&format!("{}/metrics", edge.url("admin_addr"))]).text();
+    let gauge = |state: &str| -> u64 {
+        let prefix = format!("edge_allocator_bytes{{state=\"{state}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no allocator `{state}` gauge in:\n{metrics}")) as u64
+    };
+    let (allocated, resident, rss) = (gauge("allocated"), gauge("resident"), edge.rss_kib() * 1024);
+    eprintln!(
+        "jemalloc: allocated {} MiB, resident {} MiB; RSS {} MiB",
+        allocated >> 20,
+        resident >> 20,
+        rss >> 20
+    );
+    assert!(
+        allocated > 0 && allocated <= resident,
+        "{allocated} > {resident}"
+    );
+    assert!(
+        resident <= rss + (8 << 20),
+        "jemalloc resident {resident} past RSS {rss}"
+    );
 }
