@@ -295,6 +295,16 @@ fn framing_fault(path: &str) -> (Vec<u8>, Duration) {
     let head = |fields: &str| {
         format!("HTTP/1.1 200 OK\r\nCache-Control: max-age=3600\r\n{fields}\r\n").into_bytes()
     };
+    // `n` chunks of 4 KiB each, well formed.
+    let chunks = |n: usize| -> Vec<u8> {
+        let mut framed = Vec::new();
+        for _ in 0..n {
+            framed.extend(b"1000\r\n");
+            framed.extend(vec![7u8; 0x1000]);
+            framed.extend(b"\r\n");
+        }
+        framed
+    };
     let mut answer;
     let mut hold = Duration::ZERO;
     match path {
@@ -306,27 +316,18 @@ fn framing_fault(path: &str) -> (Vec<u8>, Duration) {
         // A chunk size that is not hex.
         "/bad-chunk.bin" => {
             answer = head("Transfer-Encoding: chunked\r\n");
-            answer.extend(b"1000\r\n");
-            answer.extend(vec![7u8; 0x1000]);
-            answer.extend(b"\r\nzz-not-hex\r\n");
+            answer.extend(chunks(1));
+            answer.extend(b"zz-not-hex\r\n");
         }
         // Chunks, then the connection closes without the last (empty) chunk.
         "/unterminated.bin" => {
             answer = head("Transfer-Encoding: chunked\r\n");
-            for _ in 0..4 {
-                answer.extend(b"1000\r\n");
-                answer.extend(vec![7u8; 0x1000]);
-                answer.extend(b"\r\n");
-            }
+            answer.extend(chunks(4));
         }
         // Whole and well-formed, its length known only at its end: served, not stored.
         "/chunked.bin" => {
             answer = head("Transfer-Encoding: chunked\r\n");
-            for _ in 0..2 {
-                answer.extend(b"1000\r\n");
-                answer.extend(vec![7u8; 0x1000]);
-                answer.extend(b"\r\n");
-            }
+            answer.extend(chunks(2));
             answer.extend(b"0\r\n\r\n");
         }
         // Half the body, then nothing for longer than the edge's body idle timeout.

@@ -384,14 +384,8 @@ fn smuggling_forms_get_their_answer_on_the_plain_and_tls_listeners() {
         ];
         for (form, request, reason) in table {
             let answer = first_answer(&listener, request.as_bytes());
-            assert_eq!(answer.status, 400, "{name} {form}: {}", answer.text());
-            if let Some(reason) = reason {
-                assert!(
-                    answer.text().contains(reason),
-                    "{name} {form}: {}",
-                    answer.text()
-                );
-            }
+            let context = format!("{name} {form}");
+            assert_answer(&context, answer.status, &answer.text(), 400, reason);
         }
     }
     assert_eq!(stack.origin.count("/smuggled"), 0, "nothing was smuggled");
@@ -1057,16 +1051,8 @@ fn host_and_absolute_form_tricks_get_their_answer() {
     for listener in [stack.plain(), stack.tls()] {
         for (trick, request, status, reason) in &table {
             let answer = first_answer(&listener, request.as_bytes());
-            assert_eq!(
-                answer.status,
-                *status,
-                "{} {trick}: {}",
-                listener.name(),
-                answer.text()
-            );
-            if let Some(reason) = reason {
-                assert!(answer.text().contains(reason), "{trick}: {}", answer.text());
-            }
+            let context = format!("{} {trick}", listener.name());
+            assert_answer(&context, answer.status, &answer.text(), *status, *reason);
         }
     }
     stack.assert_alive_and_bounded("Host tricks");
@@ -1107,8 +1093,7 @@ fn encoded_paths_get_their_answer() {
         for (path, status, reason) in table {
             let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
             let answer = first_answer(&listener, request.as_bytes());
-            assert_eq!(answer.status, *status, "{path}: {}", answer.text());
-            assert!(answer.text().contains(reason), "{path}: {}", answer.text());
+            assert_answer(path, answer.status, &answer.text(), *status, Some(reason));
         }
     }
     // Only the two servable spellings reached the origin, each once; `/%6D/%61.ts` is `/m/a.ts`.
@@ -1243,8 +1228,7 @@ fn signed_url_tricks_are_refused_with_their_reason() {
     for (path, extra, status, reason) in &table {
         let r = get(path, extra);
         let shown = &path[..path.len().min(80)];
-        assert_eq!(r.status, *status, "{shown}: {}", r.text());
-        assert!(r.text().contains(reason), "{shown}: {}", r.text());
+        assert_answer(shown, r.status, &r.text(), *status, Some(reason));
     }
     // Over HTTP/3 (aioquic) the refusals are the same.
     let refused = testkit::h3_get(
@@ -1355,4 +1339,12 @@ fn the_admin_api_refuses_bad_credentials_and_bodies() {
     ]);
     assert_eq!(clock.status, 403, "{}", clock.text());
     stack.assert_alive_and_bounded("admin API abuse");
+}
+
+/// Checks an answer's status and, when given, that its body gives `reason`; `context` names the case.
+fn assert_answer(context: &str, status: u16, text: &str, want: u16, reason: Option<&str>) {
+    assert_eq!(status, want, "{context}: {text}");
+    if let Some(reason) = reason {
+        assert!(text.contains(reason), "{context}: {text}");
+    }
 }
