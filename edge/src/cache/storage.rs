@@ -127,7 +127,7 @@ impl WriteCheck {
     /// entry is written again alone, so that no burst drops it again, and checked again.
     async fn check(&self, cache: &HybridCache<String, Bytes>, disk: &DiskTier) -> usize {
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        if batch.is_empty() || disk.failed.load(Ordering::Relaxed) {
+        if batch.is_empty() || !disk.configured || disk.failed.load(Ordering::Relaxed) {
             return 0;
         }
         // Every entry enqueued before this is now on disk, or was dropped.
@@ -181,9 +181,10 @@ impl WriteCheck {
     }
 }
 
-/// Whether the disk tier is in use. Once it fails, reads and writes go to the memory tier alone until a restart:
-/// foyer's disk state after a failed write cannot be trusted.
+/// Whether the disk tier is in use: configured (`disk_bytes` > 0) and not failed. Once it fails, reads and
+/// writes go to the memory tier alone until a restart: foyer's disk state after a failed write cannot be trusted.
 struct DiskTier {
+    configured: bool,
     failed: AtomicBool,
     /// Why it failed, logged once by the next cache operation (the failure is often noticed inside the logging
     /// of foyer's own error event, where logging again is not allowed).
@@ -202,8 +203,12 @@ impl DiskTier {
         }
     }
 
-    /// Whether the disk tier is gone; the first caller to see it so logs why.
-    fn failed(&self) -> bool {
+    /// Whether reads and writes skip the disk tier: there is none, or it failed (the first caller to see a
+    /// failure logs why).
+    fn off(&self) -> bool {
+        if !self.configured {
+            return true;
+        }
         if !self.failed.load(Ordering::Relaxed) {
             return false;
         }
@@ -370,6 +375,7 @@ impl FoyerStorage {
     /// Opens (and recovers) the cache. `disk_bytes == 0` keeps everything in memory.
     pub async fn open(dir: &Path, sizes: StorageSizes) -> anyhow::Result<FoyerStorage> {
         let disk = Arc::new(DiskTier {
+            configured: sizes.disk_bytes > 0,
             failed: AtomicBool::new(false),
             reason: Mutex::new(None),
             reported: AtomicBool::new(false),
@@ -443,10 +449,6 @@ impl FoyerStorage {
             written.spawn(cache.clone(), &disk);
             cache
         };
-        if sizes.disk_bytes == 0 {
-            disk.failed.store(true, Ordering::SeqCst);
-            disk.reported.store(true, Ordering::SeqCst);
-        }
         let decoded = foyer::CacheBuilder::new(decoded_metas_bytes(sizes.memory_bytes))
             .with_weighter(|key: &String, meta: &Arc<ObjectMeta>| key.len() + meta.approx_bytes())
             .build();
@@ -459,7 +461,7 @@ impl FoyerStorage {
     }
 
     async fn get(&self, key: String) -> Option<(Bytes, Tier)> {
-        if self.disk.failed() {
+        if self.disk.off() {
             let entry = self.cache.memory().get(&key)?;
             return Some((entry.value().clone(), Tier::Memory));
         }
@@ -486,7 +488,7 @@ impl FoyerStorage {
     }
 
     fn insert(&self, key: String, value: Bytes) {
-        if self.disk.failed() {
+        if self.disk.off() {
             self.cache.memory().insert(key, value);
             return;
         }
@@ -551,7 +553,7 @@ impl CacheStorage for FoyerStorage {
 
     fn contains_slice(&self, key: &CacheKey, generation: u64, index: u64) -> bool {
         let key = key.slice_key(generation, index);
-        if self.disk.failed() {
+        if self.disk.off() {
             return self.cache.memory().contains(&key);
         }
         self.cache.contains(&key)
@@ -560,7 +562,7 @@ impl CacheStorage for FoyerStorage {
     fn remove(&self, key: &CacheKey) {
         let meta_key = key.meta_key();
         self.decoded.remove(&meta_key);
-        if self.disk.failed() {
+        if self.disk.off() {
             self.cache.memory().remove(&meta_key);
         } else {
             self.cache.remove(&meta_key);
@@ -574,7 +576,7 @@ impl CacheStorage for FoyerStorage {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             self.written.closed.store(true, Ordering::SeqCst);
-            if self.disk.failed() {
+            if self.disk.off() {
                 // Flushing to a failed disk could hang or panic; what it holds is lost with the process.
                 return;
             }
