@@ -1,7 +1,8 @@
 //! The integration test kit, a crate of its own that only tests depend on: every integration test of the
 //! project starts real servers and real clients through it. By role: `process` (the project's binaries and
 //! PostgreSQL, started on port 0), `origins` (object folders, scripted and trickling origins, an S3 server),
-//! `clients` (curl, ffmpeg, two HTTP/3 clients), `certs` (a test CA).
+//! `clients` (curl, ffmpeg, two HTTP/3 clients), `certs` (a test CA), `configs` (config text for property
+//! tests).
 //!
 //! - [`ServerProcess`]: runs a project binary with a config that listens on port 0, waits for its `listening`
 //!   log line (no sleeps) and reads the bound addresses from it; keeps its log; stops it with SIGTERM.
@@ -12,11 +13,13 @@
 
 mod certs;
 mod clients;
+mod configs;
 mod origins;
 mod process;
 
 pub use certs::*;
 pub use clients::*;
+pub use configs::*;
 pub use origins::*;
 pub use process::*;
 
