@@ -1,13 +1,15 @@
 //! The control plane: the catalog in SQL (`catalog`), its search index (`search`), the JSON API with signed
 //! playback URLs (`api`), and `origin ingest`, which uploads a packaged title and registers it (`ingest`,
 //! reading what its manifests reference with `manifests`), and the fleet of edges that report themselves
-//! (`fleet`).
+//! (`fleet`), and how viewers are steered to them: the ranking (`steering`) and the manifests that carry it
+//! to players (`steered`).
 
 pub mod api;
 pub mod catalog;
 pub mod fleet;
 pub mod ingest;
 pub mod manifests;
+pub mod playback;
 pub mod search;
 pub mod steered;
 pub mod steering;
