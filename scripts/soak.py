@@ -825,12 +825,13 @@ class Run:
                "mem_tier_mib": msum(metrics, "edge_cache_memory_bytes") / MiB if metrics else None,
                # jemalloc's view: live bytes (a leak grows these) and resident pages (fragmentation grows these).
                "alloc_mib": msum(metrics, "edge_allocator_bytes", state="allocated") / MiB if metrics else None,
-               "resident_mib": msum(metrics, "edge_allocator_bytes", state="resident") / MiB if metrics else None}
+               "resident_mib": msum(metrics, "edge_allocator_bytes", state="resident") / MiB if metrics else None,
+               "marks": msum(metrics, "edge_cache_marks") if metrics else None}
         self.rows.append(row)
         return row, metrics if metrics is not None else prev_metrics
 
     HEADER = (" min  rss_MiB   fds  tcp:cli/up/cw  conns quic   reqs  h1/h2/h3          4xx_ok  bad(gap)  "
-              "xport(gap)  5xx_edge  5xx_gap  hit%  memtier  alloc/resid  purges  origin")
+              "xport(gap)  5xx_edge  5xx_gap  hit%  memtier  alloc/resid  marks  purges  origin")
 
     def print_row(self, row, protos):
         c, tcp = row["counts"], row["tcp"] or {}
@@ -843,7 +844,7 @@ class Run:
               f"{int(row['conns_metric'] or 0):5d} {int(row['quic_open'] or 0):4d}  {c['reqs']:6d}  "
               f"{protos.get('h1', 0):5d}/{protos.get('h2', 0):5d}/{protos.get('h3', 0):<3d}  {c['exp4xx']:6d}  "
               f"{c['bad']:3d}({c['bad_gap']:3d})  {c['xport']:4d}({c['xport_gap']:4d})  {c['5xx_edge']:8d}  "
-              f"{c['5xx_gap']:7d}  {hit}  {mem:>7}  {alloc:>11}  {c['purges']:6d}  "
+              f"{c['5xx_gap']:7d}  {hit}  {mem:>7}  {alloc:>11}  {int(row['marks'] or 0):5d}  {c['purges']:6d}  "
               f"{'up' if row['origin_up'] else 'DOWN'} r{row['restarts']}", flush=True)
 
     # -- main loop --

@@ -71,6 +71,15 @@ impl AdminService {
         metrics
             .memory_bytes
             .set(self.edge.storage().memory_usage() as i64);
+        let (passing, failing) = self.edge.engine().mark_counts();
+        metrics
+            .marks
+            .with_label_values(&["pass"])
+            .set(passing as i64);
+        metrics
+            .marks
+            .with_label_values(&["failing"])
+            .set(failing as i64);
         if let Some(stats) = crate::allocator::stats() {
             for (state, bytes) in [
                 ("allocated", stats.allocated),

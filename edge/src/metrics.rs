@@ -65,6 +65,9 @@ pub struct EdgeMetrics {
     pub lookups: IntCounterVec,
     /// `edge_cache_memory_bytes`: bytes held by the memory tier (set at scrape time).
     pub memory_bytes: IntGauge,
+    /// `edge_cache_marks{kind}`: URLs remembered as not storable (`pass`) or backing off after upstream
+    /// failures (`failing`), expired ones included until swept (set at scrape time).
+    pub marks: IntGaugeVec,
     /// `edge_allocator_bytes{state}`: jemalloc's `allocated`, `active`, `resident` and `retained` bytes (set at
     /// scrape time; absent where jemalloc is not the allocator).
     pub allocator_bytes: IntGaugeVec,
@@ -250,6 +253,14 @@ impl EdgeMetrics {
                 "Bytes held by the memory tier.",
             )
             .expect("valid"),
+            marks: IntGaugeVec::new(
+                Opts::new(
+                    "edge_cache_marks",
+                    "URLs remembered as not storable (pass) or backing off after upstream failures (failing).",
+                ),
+                &["kind"],
+            )
+            .expect("valid"),
             allocator_bytes: IntGaugeVec::new(
                 Opts::new(
                     "edge_allocator_bytes",
@@ -327,6 +338,7 @@ impl EdgeMetrics {
             Box::new(m.lookups.clone()),
             Box::new(m.memory_bytes.clone()),
             Box::new(m.allocator_bytes.clone()),
+            Box::new(m.marks.clone()),
             Box::new(m.slices_stored.clone()),
             Box::new(m.forwarded.clone()),
             Box::new(m.purges.clone()),

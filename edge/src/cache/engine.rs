@@ -86,6 +86,25 @@ const PASS_MARK_MS: u64 = 30_000;
 /// URLs remembered as not storable, at most.
 const MAX_PASS_MARKS: usize = 100_000;
 
+/// Before an insert into a bounded map of marks: once it holds [`SWEEP_MARKS_AT`] entries, drops those `live`
+/// says are over, and if it is still full ([`MAX_PASS_MARKS`]) clears it. Expired marks of URLs never asked for
+/// again (cache-busting queries, one-off paths) would otherwise stay until the map filled.
+fn make_room<V>(marks: &mut HashMap<String, V>, key: &str, live: impl Fn(&V) -> bool) {
+    let len = marks.len();
+    let due = len >= MAX_PASS_MARKS || (len >= SWEEP_MARKS_AT && len.is_power_of_two());
+    // Only a new key grows the map (and so sweeps at most once per size reached).
+    if !due || marks.contains_key(key) {
+        return;
+    }
+    marks.retain(|_, v| live(v));
+    if marks.len() >= MAX_PASS_MARKS {
+        marks.clear();
+    }
+}
+
+/// Entries a map of marks holds before expired ones are swept (again at each power of two past it).
+const SWEEP_MARKS_AT: usize = 1024;
+
 /// The largest body of a whole (non-200) response that is stored.
 const MAX_WHOLE_BODY_BYTES: usize = 64 * 1024;
 
@@ -221,14 +240,26 @@ impl Engine {
             .map(|(_, detail)| *detail)
     }
 
-    /// Remembers for [`PASS_MARK_MS`] that `key`'s response was not storable (the set is bounded: when full, it
-    /// is cleared, which costs only a fill attempt per URL).
+    /// Remembers for [`PASS_MARK_MS`] that `key`'s response was not storable (the set is bounded: expired marks
+    /// are swept as it grows, and when it is full of live ones it is cleared, which costs only a fill attempt
+    /// per URL).
     pub(crate) fn mark_pass(&self, key: &CacheKey, detail: &'static str, now: SystemTime) {
+        let now = unix_millis(now);
         let mut marks = self.pass_marks.lock().unwrap_or_else(|e| e.into_inner());
-        if marks.len() >= MAX_PASS_MARKS {
-            marks.clear();
-        }
-        marks.insert(key.to_string(), (unix_millis(now) + PASS_MARK_MS, detail));
+        let key = key.to_string();
+        make_room(&mut marks, &key, |(until, _)| *until > now);
+        marks.insert(key, (now + PASS_MARK_MS, detail));
+    }
+
+    /// How many URLs are marked to pass and how many back off after upstream failures (for `/metrics`).
+    pub fn mark_counts(&self) -> (usize, usize) {
+        let passing = self
+            .pass_marks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len();
+        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (passing, failing)
     }
 
     /// Whether the upstream failed for `key` so recently that it is not asked again yet.
@@ -251,9 +282,11 @@ impl Engine {
             }
             return;
         }
-        if failing.len() >= MAX_PASS_MARKS {
-            failing.clear();
-        }
+        let at = unix_millis(now);
+        // A key's failure count matters until a back-off could still be running from it.
+        make_room(&mut failing, key.as_str(), |(until, _)| {
+            until.saturating_add(MAX_BACKOFF_MS) > at
+        });
         let (until, failures) = failing.entry(key.as_str().to_string()).or_insert((0, 0));
         *failures = failures.saturating_add(1);
         let backoff = (FIRST_BACKOFF_MS << (*failures - 1).min(16)).min(MAX_BACKOFF_MS);
@@ -990,6 +1023,42 @@ fn variant_fields(values: &[(String, String)]) -> HeaderMap {
     let mut fields = HeaderMap::new();
     apply_variant(&mut fields, values);
     fields
+}
+
+#[cfg(test)]
+mod mark_tests {
+    use super::*;
+
+    #[test]
+    fn expired_marks_are_swept_as_the_map_grows_and_live_ones_kept() {
+        let mut marks: HashMap<String, u64> = HashMap::new();
+        // One-off URLs marked over time: marks older than 100 are over by the time 2,000 more arrive.
+        for i in 0..10_000u64 {
+            let key = format!("/bust?{i}");
+            make_room(&mut marks, &key, |until| *until > i);
+            marks.insert(key, i + 100);
+        }
+        assert!(
+            marks.len() <= 2 * SWEEP_MARKS_AT,
+            "{} marks kept",
+            marks.len()
+        );
+        assert!(marks.contains_key("/bust?9999") && marks.contains_key("/bust?9950"));
+        // Live marks are never swept; a map full of them is cleared rather than grown past the bound.
+        let mut live: HashMap<String, u64> = HashMap::new();
+        for i in 0..MAX_PASS_MARKS + 10 {
+            let key = format!("/k{i}");
+            make_room(&mut live, &key, |_| true);
+            live.insert(key, 0);
+        }
+        assert!(live.len() <= MAX_PASS_MARKS, "{}", live.len());
+        // Re-marking a key already there never sweeps.
+        let mut one: HashMap<String, u64> = (0..SWEEP_MARKS_AT as u64)
+            .map(|i| (format!("{i}"), 0))
+            .collect();
+        make_room(&mut one, "0", |_| false);
+        assert_eq!(one.len(), SWEEP_MARKS_AT);
+    }
 }
 
 #[cfg(test)]
