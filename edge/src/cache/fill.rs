@@ -254,11 +254,10 @@ impl Default for Fills {
     }
 }
 
-/// Concatenates a fill's chunks into one slice value (one copy, at the end of the fill).
+/// Concatenates a fill's chunks into one slice value (one copy, at the end of the fill). A single chunk is
+/// copied too: it is a view into the connection's read buffer, and kept in the cache it would pin that whole
+/// buffer (kilobytes to hundreds of kilobytes) while the memory tier counts only the chunk's length.
 pub fn concat(chunks: &[Bytes]) -> Bytes {
-    if chunks.len() == 1 {
-        return chunks[0].clone();
-    }
     let mut buf = bytes::BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
     for chunk in chunks {
         buf.extend_from_slice(chunk);
@@ -475,5 +474,11 @@ mod tests {
             Bytes::from_static(b"abc")
         );
         assert_eq!(concat(&[]), Bytes::new());
+        // One chunk cut from a larger buffer: the value is a copy of its bytes, not a view pinning the buffer.
+        let buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let chunk = buffer.slice(100..1124);
+        let value = concat(std::slice::from_ref(&chunk));
+        assert_eq!(value, chunk);
+        assert_ne!(value.as_ptr(), chunk.as_ptr());
     }
 }
