@@ -30,8 +30,11 @@
 # requests, from the edge's edge_http_requests_total by cache_status, over that minute).
 #
 # The verdict; the run fails (exit 1) when
-#   - RSS grew: the largest minute-end RSS after warm-up (minutes > W, W = 5 for runs of 15 minutes or more,
-#     else minutes/3) is more than 5 % above the median of the minute-end RSS of minutes W-2..W;
+#   - RSS grew: the largest median of three consecutive minute-end RSS readings after warm-up (minutes > W,
+#     W = 5 for runs of 15 minutes or more, else minutes/3) is more than 5 % above the median of minutes W-2..W
+#     (a single minute swings by several MiB with nothing kept: thread stacks, buffers in flight);
+#   - the heap grew: jemalloc's allocated bytes (edge_allocator_bytes) in any minute after warm-up are more than
+#     5 % above their median over minutes W-2..W (live bytes do not swing: this is the leak test proper);
 #   - descriptors leak: open fds 10 s after the load stops (re-read every 5 s, up to 80 s, while above the
 #     limit, to let idle connections time out) exceed the median of minutes W-2..W by more than 16;
 #   - the edge caused a 5xx: any 500, and any 5xx that does not overlap an origin gap (from the signal to the
