@@ -54,6 +54,15 @@ pub fn read(name: &str, text: &[u8]) -> Result<Manifest, String> {
 }
 
 fn read_hls(text: &[u8]) -> Result<Manifest, String> {
+    // RFC 8216 §4.1: playlists are UTF-8. Checked first because m3u8-rs 6 takes time quadratic in a line's
+    // length when the line holds a byte that is not UTF-8 (found by fuzzing: 0.7 s for one 28 KB line, 2.8 s
+    // for 56 KB), so such a playlist must never reach it.
+    if let Err(e) = std::str::from_utf8(text) {
+        return Err(format!(
+            "not a valid HLS playlist: not UTF-8 (RFC 8216 §4.1) at byte {}",
+            e.valid_up_to()
+        ));
+    }
     let playlist = m3u8_rs::parse_playlist_res(text).map_err(|e| {
         let mut detail = e.to_string();
         detail.truncate(120);
@@ -531,6 +540,33 @@ fn iso_duration(text: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_playlist_that_is_not_utf8_is_refused_before_the_parser_sees_it() {
+        // The fuzzer's slow input, minimised: a long comment line with one byte that is not UTF-8.
+        let mut text = b"#EXTM3U\n".to_vec();
+        text.extend(std::iter::repeat_n(b'#', 28_000));
+        text.push(0xfe);
+        text.extend(std::iter::repeat_n(b'#', 28_000));
+        text.push(b'\n');
+        let refused = read("master.m3u8", &text).unwrap_err();
+        assert!(
+            refused.contains("not UTF-8") && refused.contains("28008"),
+            "{refused}"
+        );
+        // The same line in UTF-8 is an ordinary comment.
+        let fine = text
+            .iter()
+            .map(|&b| if b == 0xfe { b'#' } else { b })
+            .collect::<Vec<_>>();
+        assert!(
+            read(
+                "master.m3u8",
+                &[fine.as_slice(), b"#EXTINF:4,\na.ts\n"].concat()
+            )
+            .is_ok()
+        );
+    }
 
     fn rendition(
         kind: &str,
