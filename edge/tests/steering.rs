@@ -121,13 +121,7 @@ impl Fleet {
 
     /// GETs the origin's media listener answered so far.
     fn origin_gets(&self) -> u64 {
-        let text = curl(&[&format!("{}/metrics", self.origin.url("admin_addr"))]).text();
-        text.lines()
-            .filter(|l| {
-                l.starts_with("origin_http_requests_total{") && l.contains("method=\"GET\"")
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        self.origin.origin_gets()
     }
 
     /// `POST /v1/playback` with `body`; the answer.

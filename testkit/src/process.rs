@@ -140,6 +140,17 @@ impl ServerProcess {
             .expect("VmRSS")
     }
 
+    /// For an origin: the GETs its media listener answered so far (`origin_http_requests_total`).
+    pub fn origin_gets(&self) -> u64 {
+        let text = crate::curl(&[&format!("{}/metrics", self.url("admin_addr"))]).text();
+        text.lines()
+            .filter(|l| {
+                l.starts_with("origin_http_requests_total{") && l.contains("method=\"GET\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     /// Sends SIGTERM and waits for a clean exit; returns whether it exited with status 0.
     pub fn stop(self) -> bool {
         self.terminate();
