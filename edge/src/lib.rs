@@ -6,6 +6,7 @@ pub mod access;
 pub mod admin;
 pub mod allocator;
 pub mod cache;
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -253,6 +253,14 @@ impl EdgeServer {
                 },
                 capacity: self.config.limits.max_connections as u64,
             };
+            tokio::spawn(crate::changes::follow_forever(
+                control.clone(),
+                identity.name.clone(),
+                Arc::clone(&self.edge),
+                crate::changes::state_file(&self.config.data_dir),
+                self.config.cache.disk_bytes > 0,
+                stop_rx.clone(),
+            ));
             let edge = Arc::clone(&self.edge);
             tokio::spawn(crate::report::report_forever(
                 control,

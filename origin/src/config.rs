@@ -52,6 +52,8 @@ pub struct OriginConfig {
     pub fleet: FleetConfig,
     /// How viewers are sent to edges: regions, distances, load bounds, Content Steering.
     pub steering: SteeringConfig,
+    /// The message bus (see `bus`).
+    pub bus: BusConfig,
     /// Keys that sign playback URLs; the edges verify with the same keys. The first signs; the others are
     /// accepted by edges during a rotation.
     #[serde(rename = "signing_key")]
@@ -203,6 +205,7 @@ impl Default for OriginConfig {
             playback: PlaybackConfig::default(),
             fleet: FleetConfig::default(),
             steering: SteeringConfig::default(),
+            bus: BusConfig::default(),
             signing_keys: Vec::new(),
         }
     }
@@ -218,6 +221,42 @@ pub struct FleetConfig {
     /// An edge not heard from for this long is down (out of the fleet's healthy count) until its next report.
     /// Default: 15.
     pub heartbeat_timeout_secs: u64,
+}
+
+/// The message bus: the embedded log by default, Kafka by URL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `kafka://host:port[,host:port…]` for Kafka, `file:///folder` for the embedded log in that folder.
+    /// Default: the embedded log in `<data_dir>/bus`.
+    pub url: Option<String>,
+    /// Partitions of each topic the control plane creates. 1 to 1024. Default: 8.
+    pub partitions: u32,
+    /// The embedded log starts a new segment file past this size; 1 MiB to 1 GiB. Default: 64 MiB.
+    pub segment_bytes: u64,
+    /// The embedded log deletes a partition's whole segments older than this. 1 to 87600. Default: 168 (a week).
+    pub retention_hours: u64,
+    /// The embedded log keeps at most this many bytes per partition (whole old segments go first).
+    /// Default: 1 GiB.
+    pub retention_bytes: u64,
+    /// Kafka: the replication factor of the topics it creates. Default: 1.
+    pub replication: i32,
+    /// Kafka: librdkafka settings passed as they are (`"security.protocol" = "ssl"`, …).
+    pub options: BTreeMap<String, String>,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            url: None,
+            partitions: 8,
+            segment_bytes: 64 * 1024 * 1024,
+            retention_hours: 168,
+            retention_bytes: 1024 * 1024 * 1024,
+            replication: 1,
+            options: BTreeMap::new(),
+        }
+    }
 }
 
 /// How the playback API and the Content Steering server rank edges for a viewer (see `control::steering`).
@@ -358,6 +397,66 @@ impl OriginConfig {
         Ok(config)
     }
 
+    /// The consumer group of this instance's `role`: `<role>.<host>-<api port>`, so each instance of the control
+    /// plane keeps its own derived state and finds its offsets again after a restart.
+    pub fn bus_group(&self, role: &str, api: SocketAddr) -> String {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".into());
+        let host: String = host
+            .trim()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .take(60)
+            .collect();
+        format!("{role}.{host}-{}", api.port())
+    }
+
+    fn validate_bus(&self) -> Result<(), ConfigError> {
+        let b = &self.bus;
+        if let Some(url) = &b.url {
+            let ok = match url.strip_prefix("kafka://") {
+                Some(brokers) => brokers.split(',').all(|broker| {
+                    broker
+                        .rsplit_once(':')
+                        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                }),
+                None => url.strip_prefix("file:///").is_some_and(|p| !p.is_empty()),
+            };
+            ensure(
+                ok,
+                "bus.url",
+                format!("`{url}` is neither kafka://host:port[,host:port…] nor file:///folder"),
+            )?;
+        }
+        ensure(
+            (1..=1024).contains(&b.partitions),
+            "bus.partitions",
+            "must be 1 to 1024",
+        )?;
+        ensure(
+            (1 << 20..=1 << 30).contains(&b.segment_bytes),
+            "bus.segment_bytes",
+            "must be 1 MiB to 1 GiB",
+        )?;
+        ensure(
+            (1..=87_600).contains(&b.retention_hours),
+            "bus.retention_hours",
+            "must be 1 to 87600",
+        )?;
+        ensure(
+            b.retention_bytes >= b.segment_bytes,
+            "bus.retention_bytes",
+            "must be at least bus.segment_bytes",
+        )?;
+        ensure(
+            (1..=16).contains(&b.replication),
+            "bus.replication",
+            "must be 1 to 16",
+        )
+    }
+
     fn validate_steering(&self) -> Result<(), ConfigError> {
         let s = &self.steering;
         let region = |field: &str, name: &str| {
@@ -418,6 +517,7 @@ impl OriginConfig {
 
     /// Checks every field; the error names the first offending one.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_bus()?;
         ensure(
             !self.data_dir.as_os_str().is_empty(),
             "data_dir",
@@ -739,6 +839,17 @@ mod tests {
             ),
             ("[log]\nlevel = \"\"", "log.level"),
             ("data_dir = \"\"", "data_dir"),
+            ("[bus]\nurl = \"redis://h:1\"", "bus.url"),
+            ("[bus]\nurl = \"kafka://h\"", "bus.url"),
+            ("[bus]\nurl = \"kafka://h:1,:2\"", "bus.url"),
+            ("[bus]\npartitions = 0", "bus.partitions"),
+            ("[bus]\nsegment_bytes = 1000", "bus.segment_bytes"),
+            ("[bus]\nretention_hours = 0", "bus.retention_hours"),
+            (
+                "[bus]\nretention_bytes = 1048576\nsegment_bytes = 2097152",
+                "bus.retention_bytes",
+            ),
+            ("[bus]\nreplication = 0", "bus.replication"),
         ];
         for (text, field) in table {
             let err = parse(text).unwrap_err();

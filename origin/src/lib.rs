@@ -5,6 +5,7 @@
 //! and `admin` serve both.
 
 pub mod admin;
+pub mod bus;
 pub mod config;
 pub mod control;
 pub mod media;

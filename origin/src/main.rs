@@ -1,5 +1,5 @@
 //! The `origin` binary: `origin serve` runs the media origin and the control plane's API, `origin check` validates
-//! a config, `origin ingest` uploads and registers a packaged title.
+//! a config, `origin ingest` uploads and registers a packaged title, `origin takedown` withdraws one.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,22 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Take a title down: it leaves lists, search and playback, the media origin answers 410 for its objects,
+    /// and every registered edge purges `/titles/<slug>/` (they read the change from the control plane). The
+    /// objects stay in the store; `--restore` brings the title back.
+    Takedown {
+        /// The title's slug.
+        slug: String,
+        /// Bring a taken-down title back instead.
+        #[arg(long)]
+        restore: bool,
+        /// Why (kept in the catalog).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// TOML config file naming the catalog and the bus.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +82,12 @@ fn main() -> ExitCode {
             config,
             quiet,
         } => return ingest(&dir, &title, meta.as_deref(), config.as_deref(), quiet),
+        Command::Takedown {
+            slug,
+            restore,
+            reason,
+            config,
+        } => return takedown(&slug, restore, &reason, config.as_deref()),
     };
     let config = match &config_path {
         Some(path) => OriginConfig::load(path),
@@ -102,6 +124,74 @@ fn main() -> ExitCode {
     })
 }
 
+/// The config at `path`, or the embedded defaults; an unreadable one is reported.
+fn load_config(path: Option<&std::path::Path>) -> Result<OriginConfig, ExitCode> {
+    path.map(OriginConfig::load)
+        .unwrap_or_else(|| Ok(OriginConfig::default()))
+        .map_err(|e| {
+            eprintln!("origin: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Publishes a change the catalog already holds to the bus, for the control plane's consumers.
+async fn announce(
+    config: &OriginConfig,
+    change: origin::control::changes::CatalogChange,
+) -> Result<(), String> {
+    let bus = origin::bus::Bus::open(&config.bus, &config.data_dir)
+        .await
+        .map_err(|e| format!("bus (bus.url): {e}"))?;
+    origin::control::changes::publish(&bus, &change)
+        .await
+        .map_err(|e| format!("the catalog changed but the change could not be published: {e}"))
+}
+
+fn takedown(slug: &str, restore: bool, reason: &str, config: Option<&std::path::Path>) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        let catalog = origin::control::catalog::Catalog::open(&config.catalog_url())
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = origin::bus::now_ms();
+        let seq = catalog
+            .set_taken_down(slug, !restore, reason, now / 1000)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no title `{slug}` in the catalog"))?;
+        let kind = if restore {
+            origin::control::changes::ChangeKind::Restored
+        } else {
+            origin::control::changes::ChangeKind::TakenDown
+        };
+        // Published even when the state did not change: a run that failed to publish can be repeated.
+        let change = origin::control::changes::CatalogChange {
+            kind,
+            slug: slug.to_string(),
+            at_ms: now,
+            seq,
+        };
+        announce(&config, change).await?;
+        Ok::<_, String>(seq.is_some())
+    });
+    match result {
+        Ok(changed) => {
+            let what = if restore { "restored" } else { "taken down" };
+            let note = if changed { "" } else { " (it already was)" };
+            println!("origin takedown: {slug}: {what}{note}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("origin takedown: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn ingest(
     dir: &std::path::Path,
     slug: &str,
@@ -109,15 +199,9 @@ fn ingest(
     config: Option<&std::path::Path>,
     quiet: bool,
 ) -> ExitCode {
-    let config = match config
-        .map(OriginConfig::load)
-        .unwrap_or_else(|| Ok(OriginConfig::default()))
-    {
+    let config = match load_config(config) {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("origin: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     let plan = match origin::control::ingest::plan(dir, slug, meta) {
         Ok(plan) => plan,
@@ -135,6 +219,13 @@ fn ingest(
         let (files, bytes, manifests) =
             (plan.files.len(), plan.total_bytes(), plan.manifests.len());
         origin::control::ingest::run(plan, dir, store.inner(), &catalog, !quiet).await?;
+        let change = origin::control::changes::CatalogChange {
+            kind: origin::control::changes::ChangeKind::Upserted,
+            slug: slug.to_string(),
+            at_ms: origin::bus::now_ms(),
+            seq: None,
+        };
+        announce(&config, change).await?;
         Ok::<_, String>((files, bytes, manifests))
     });
     match result {

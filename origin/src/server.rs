@@ -67,6 +67,7 @@ impl Origin {
             cache_control: config.cache_control.clone(),
             cors_allow_origin,
             metrics: Arc::clone(&metrics),
+            taken_down: Default::default(),
         });
         let admin = Arc::new(AdminService {
             metrics: Arc::clone(&metrics),
@@ -91,10 +92,26 @@ impl Origin {
                 let fleet = Arc::new(crate::control::fleet::Fleet::new(Duration::from_secs(
                     config.fleet.heartbeat_timeout_secs,
                 )));
-                tokio::spawn(refresh_derived(
-                    Arc::clone(&catalog),
-                    Arc::clone(&search),
-                    Arc::clone(&details),
+                let bus = crate::bus::Bus::open(&config.bus, &config.data_dir)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("bus (bus.url): {e}"))?;
+                tracing::info!(bus = %bus.description(), "bus opened");
+                let changes = crate::control::changes::ChangeFeed::default();
+                crate::control::changes::spawn_consumers(
+                    &bus,
+                    &config.bus_group("derived", listener.local_addr()?),
+                    crate::control::changes::Derived {
+                        catalog: Arc::clone(&catalog),
+                        search: Arc::clone(&search),
+                        details: Arc::clone(&details),
+                        taken_down: media.taken_down.clone(),
+                        feed: changes.clone(),
+                    },
+                )
+                .await?;
+                tokio::spawn(crate::control::qoe::run(
+                    bus.clone(),
+                    metrics.registry.clone(),
                 ));
                 let service = ApiService {
                     search,
@@ -109,6 +126,8 @@ impl Origin {
                         .map_err(|(field, reason)| anyhow::anyhow!("{field}: {reason}"))?,
                     store: Some(media.store.clone()),
                     metrics: Arc::clone(&metrics),
+                    bus: Some(bus),
+                    changes,
                 };
                 tokio::spawn(sweep_fleet(fleet, Arc::clone(&metrics)));
                 Some((listener, Arc::new(service)))
@@ -331,36 +350,6 @@ async fn sweep_fleet(fleet: Arc<crate::control::fleet::Fleet>, metrics: Arc<Orig
             };
             set("healthy", healthy);
             set("down", registered - healthy);
-        }
-    }
-}
-
-/// Rebuilds the search index and clears the cached title details whenever the catalog changes (`origin ingest`
-/// runs in another process), checked every 10 s.
-async fn refresh_derived(
-    catalog: Arc<Catalog>,
-    search: crate::control::search::SharedIndex,
-    details: crate::control::api::TitleCache,
-) {
-    let mut seen = catalog.version().await.ok();
-    loop {
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        let now = catalog.version().await.ok();
-        if now.is_none() || now == seen {
-            continue;
-        }
-        details.write().unwrap_or_else(|e| e.into_inner()).clear();
-        let rebuilt = match catalog.search_docs().await {
-            Ok(docs) => SearchIndex::build(&docs).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match rebuilt {
-            Ok(index) => {
-                tracing::info!(titles = index.len(), "search index rebuilt");
-                *search.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
-                seen = now;
-            }
-            Err(e) => tracing::warn!(error = %e, "rebuilding the search index failed"),
         }
     }
 }

@@ -44,7 +44,8 @@ fn sample_titles_ingest_and_a_broken_folder_is_refused() {
     std::fs::write(
         &config,
         format!(
-            "[store]\nurl = \"{}\"\n[catalog]\nurl = \"sqlite://{}\"\n",
+            "data_dir = \"{}\"\n[store]\nurl = \"{}\"\n[catalog]\nurl = \"sqlite://{}\"\n",
+            work.path().join("data").display(),
             store.url(),
             db.display()
         ),

@@ -114,7 +114,8 @@ fn ingest_uploads_large_files_to_s3_in_parts() {
     std::fs::write(
         &config,
         format!(
-            "[store]\nurl = \"s3://media/vod\"\n{}[catalog]\nurl = \"sqlite://{}\"\n",
+            "data_dir = \"{}\"\n[store]\nurl = \"s3://media/vod\"\n{}[catalog]\nurl = \"sqlite://{}\"\n",
+            work.path().join("data").display(),
             s3_extra(&s3).trim_start_matches("[store]\n"),
             db.display()
         ),

@@ -14,9 +14,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Writes `config` (TOML) to a temporary file, runs `binary serve --config FILE`, and waits for the JSON log
     /// line whose message is `listening`; every field of that line ending in `_addr` becomes an address.
+    /// [`SERVER_DIR`] in `config` becomes the process's own temporary folder (its `data_dir`, say).
     pub fn start(binary: &Path, config: &str) -> ServerProcess {
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("config.toml");
+        let config = config.replace(SERVER_DIR, &dir.path().display().to_string());
         std::fs::write(&config_path, config).expect("write config");
         let mut child = Command::new(binary)
             .args(["serve", "--config"])
@@ -83,6 +85,16 @@ impl ServerProcess {
     }
 
     /// A bound address by its log field name (`media_addr`, `admin_addr`, …).
+    /// The process's own temporary folder ([`SERVER_DIR`]), which holds its `config.toml`.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The config file it was started with (for a command-line tool working on the same data).
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("config.toml")
+    }
+
     pub fn addr(&self, name: &str) -> SocketAddr {
         *self
             .addrs
@@ -211,12 +223,15 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// An origin config for tests: media, admin and API on port 0, the given store URL, the catalog in memory, JSON
-/// logs, with `extra` TOML
-/// merged over it (`"[cache_control]\nsegment = \"…\"\n"`, `"[admin]\nbearer_token = \"…\"\n"`).
+/// Stands in a config for the server process's own temporary folder (see [`ServerProcess::start`]).
+pub const SERVER_DIR: &str = "@SERVER_DIR@";
+
+/// An origin config for tests: media, admin and API on port 0, the given store URL, the catalog in memory, its
+/// data (the embedded bus) in the process's own folder, JSON logs, with `extra` TOML merged over it
+/// (`"[cache_control]\nsegment = \"…\"\n"`, `"[admin]\nbearer_token = \"…\"\n"`).
 pub fn origin_config(store_url: &str, extra: &str) -> String {
     let base = format!(
-        "[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
+        "data_dir = \"{SERVER_DIR}/data\"\n[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
          [catalog]\nurl = \"sqlite::memory:\"\n[store]\nurl = \"{store_url}\"\n\
          [log]\nformat = \"json\"\nlevel = \"info\"\n"
     );

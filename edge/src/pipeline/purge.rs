@@ -67,6 +67,23 @@ impl Edge {
     }
 }
 
+impl Edge {
+    /// A hard prefix purge of `path` (`/titles/<slug>/`) on every site of this edge: the control plane's
+    /// takedowns name a path, not a host. Returns how many sites it covered.
+    pub async fn purge_path_on_every_site(&self, path: &str) -> Result<usize, PurgeError> {
+        let path = shared::path::canonical_prefix(path)
+            .map_err(|e| PurgeError::Invalid(format!("`{path}` is not a purgeable prefix: {e}")))?;
+        for site in &self.sites {
+            let pattern = CacheKey::new(&site.name, &path, None).as_str().to_string();
+            self.engine
+                .purge(BanKind::Prefix, pattern, None, false)
+                .await
+                .map_err(PurgeError::Io)?;
+        }
+        Ok(self.sites.len())
+    }
+}
+
 /// Why a purge was not recorded.
 pub enum PurgeError {
     /// The request names nothing this edge serves (400).

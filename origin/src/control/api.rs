@@ -54,6 +54,10 @@ pub struct ApiService {
     /// Where steered manifests are read from (the media store); none: `/v1/steered/` answers 404.
     pub store: Option<crate::media::store::Store>,
     pub metrics: Arc<OriginMetrics>,
+    /// The message bus events and catalog changes are published to; none: `POST /v1/events` answers 503.
+    pub bus: Option<crate::bus::Bus>,
+    /// Wakes the edges' change feeds (`GET /v1/edges/<name>/changes`) when the catalog changes.
+    pub changes: crate::control::changes::ChangeFeed,
 }
 
 /// Titles' details by slug, shared with the task that clears it when the catalog changes.
@@ -76,7 +80,7 @@ impl ApiError {
     pub(crate) fn not_found(reason: impl Into<String>) -> Self {
         ApiError(StatusCode::NOT_FOUND, "not_found", reason.into())
     }
-    fn internal(e: anyhow::Error) -> Self {
+    pub(crate) fn internal(e: anyhow::Error) -> Self {
         tracing::warn!(error = %e, "catalog request failed");
         ApiError(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -102,6 +106,8 @@ impl ApiService {
             steering: SteeringPolicy::default(),
             store: None,
             metrics: Arc::new(OriginMetrics::new()),
+            bus: None,
+            changes: crate::control::changes::ChangeFeed::default(),
         }
     }
 
@@ -148,16 +154,8 @@ impl ApiService {
         }
     }
 
-    /// `PUT /v1/edges/<name>`: an edge's registration or report.
-    async fn edge_report<B>(
-        &self,
-        name: &str,
-        req: Request<B>,
-    ) -> Result<serde_json::Value, ApiError>
-    where
-        B: hyper::body::Body,
-        B::Error: std::error::Error + Send + Sync + 'static,
-    {
+    /// The fleet's bearer secret on a request from an edge: registration on and the secret right.
+    fn authorize_edge<B>(&self, req: &Request<B>) -> Result<(), ApiError> {
         let Some(secret) = &self.fleet_secret else {
             return Err(ApiError(
                 StatusCode::FORBIDDEN,
@@ -172,6 +170,20 @@ impl ApiService {
                 "the registration secret (Authorization: Bearer) is missing or wrong".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// `PUT /v1/edges/<name>`: an edge's registration or report.
+    async fn edge_report<B>(
+        &self,
+        name: &str,
+        req: Request<B>,
+    ) -> Result<serde_json::Value, ApiError>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        self.authorize_edge(&req)?;
         let body = shared::body::read_limited(req.into_body(), MAX_BODY_BYTES, BODY_TIMEOUT)
             .await
             .map_err(|e| ApiError(e.status(), "bad_body", e.to_string()))?;
@@ -222,6 +234,17 @@ impl ApiService {
                     ))
                 })?;
                 self.playback(request, peer, control).await
+            }
+            (&Method::POST, "/v1/events") => crate::control::events::accept(self, req).await,
+            (&Method::POST, p) if p.starts_with("/v1/edges/") && p.ends_with("/stats") => {
+                let name = p["/v1/edges/".len()..p.len() - "/stats".len()].to_string();
+                self.authorize_edge(&req)?;
+                crate::control::events::accept_edge_stats(self, &name, req).await
+            }
+            (&Method::GET, p) if p.starts_with("/v1/edges/") && p.ends_with("/changes") => {
+                let name = p["/v1/edges/".len()..p.len() - "/changes".len()].to_string();
+                self.authorize_edge(&req)?;
+                crate::control::changes::feed(self, &name, req.uri().query()).await
             }
             (&Method::PUT, p) if p.starts_with("/v1/edges/") => {
                 let name = p["/v1/edges/".len()..].to_string();

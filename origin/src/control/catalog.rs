@@ -30,6 +30,13 @@ fn migrator() -> Migrator {
             include_str!("../../migrations/0002_ids_and_assets.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            3,
+            Cow::Borrowed("takedowns"),
+            MigrationType::Simple,
+            include_str!("../../migrations/0003_takedowns.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -389,7 +396,9 @@ impl Catalog {
 
     /// The files of a title, by key; `None` for an unknown title.
     pub async fn assets(&self, slug: &str) -> anyhow::Result<Option<Vec<AssetMeta>>> {
-        if sqlx::query("SELECT 1 FROM titles WHERE slug = $1")
+        if sqlx::query(
+            "SELECT 1 FROM titles WHERE slug = $1 AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = $1)",
+        )
             .bind(slug)
             .fetch_optional(&self.pool)
             .await?
@@ -423,6 +432,7 @@ impl Catalog {
             "SELECT t.slug, t.title, t.year, t.language, t.artwork_key, t.id FROM titles t \
              WHERE ($1 IS NULL OR EXISTS (SELECT 1 FROM title_genres g WHERE g.slug = t.slug AND g.genre = $1)) \
              AND ($2 IS NULL OR t.year = $2) AND ($3 IS NULL OR t.language = $3) AND ($4 IS NULL OR t.slug > $4) \
+             AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = t.slug) \
              ORDER BY t.slug LIMIT $5",
         )
         .bind(&q.genre)
@@ -453,7 +463,7 @@ impl Catalog {
     pub async fn get(&self, slug: &str) -> anyhow::Result<Option<TitleDetails>> {
         let Some(row) = sqlx::query(
             "SELECT slug, title, year, language, artwork_key, original_title, director, description, runtime_secs, \
-             id FROM titles WHERE slug = $1",
+             id FROM titles WHERE slug = $1 AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = $1)",
         )
         .bind(slug)
         .fetch_optional(&self.pool)
@@ -522,7 +532,8 @@ impl Catalog {
     /// Every title as the search index takes it.
     pub async fn search_docs(&self) -> anyhow::Result<Vec<crate::control::search::SearchDoc>> {
         let rows = sqlx::query(
-            "SELECT slug, title, original_title, director, description, popularity FROM titles ORDER BY slug",
+            "SELECT slug, title, original_title, director, description, popularity FROM titles t \
+             WHERE NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = t.slug) ORDER BY slug",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -546,12 +557,104 @@ impl Catalog {
         Ok(docs)
     }
 
-    /// Changes when titles are added, removed or registered again (for rebuilding derived data).
-    pub async fn version(&self) -> anyhow::Result<(i64, i64)> {
-        let row = sqlx::query("SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM titles")
-            .fetch_one(&self.pool)
+    /// Takes a title down (`restore` false) or brings it back, recording the change in the takedown log in the
+    /// same transaction. `None` when the catalog has no such title; else the change's sequence number, or
+    /// `Some(None)` when the title was already in that state (nothing recorded).
+    pub async fn set_taken_down(
+        &self,
+        slug: &str,
+        taken_down: bool,
+        reason: &str,
+        now: i64,
+    ) -> anyhow::Result<Option<Option<i64>>> {
+        let mut tx = self.pool.begin().await?;
+        if sqlx::query("SELECT 1 FROM titles WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let was: bool = sqlx::query("SELECT 1 FROM takedowns WHERE slug = $1")
+            .bind(slug)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if was == taken_down {
+            return Ok(Some(None));
+        }
+        if taken_down {
+            sqlx::query("INSERT INTO takedowns (slug, reason, taken_down_at) VALUES ($1, $2, $3)")
+                .bind(slug)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query("DELETE FROM takedowns WHERE slug = $1")
+                .bind(slug)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM takedown_log")
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        sqlx::query("INSERT INTO takedown_log (seq, slug, kind, at) VALUES ($1, $2, $3, $4)")
+            .bind(seq)
+            .bind(slug)
+            .bind(if taken_down { "taken_down" } else { "restored" })
+            .bind(now)
+            .execute(&mut *tx)
             .await?;
-        Ok((row.try_get(0)?, row.try_get(1)?))
+        tx.commit().await?;
+        Ok(Some(Some(seq)))
+    }
+
+    /// The slugs of the titles taken down now.
+    pub async fn taken_down(&self) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT slug FROM takedowns ORDER BY slug")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get(0).map_err(Into::into))
+            .collect()
+    }
+
+    /// Takedowns and restores after sequence number `after`, oldest first, `limit` at most:
+    /// (seq, slug, taken down).
+    pub async fn takedowns_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(i64, String, bool)>> {
+        let rows = sqlx::query(
+            "SELECT seq, slug, kind FROM takedown_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get::<String, _>(2)? == "taken_down",
+                ))
+            })
+            .collect()
+    }
+
+    /// The sequence number of the last takedown or restore (0 when none).
+    pub async fn last_takedown_seq(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM takedown_log")
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
     }
 
     /// A child table's values grouped by title, in their stored order, for the titles in `slugs` or for every

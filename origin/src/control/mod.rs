@@ -6,10 +6,13 @@
 
 pub mod api;
 pub mod catalog;
+pub mod changes;
+pub mod events;
 pub mod fleet;
 pub mod ingest;
 pub mod manifests;
 pub mod playback;
+pub mod qoe;
 pub mod search;
 pub mod steered;
 pub mod steering;

@@ -10,6 +10,8 @@ pub enum ErrorKind {
     BadRequest,
     /// No such object (404).
     NotFound,
+    /// The title was taken down (410): gone on purpose, not missing.
+    Gone,
     /// Method not allowed (405).
     MethodNotAllowed,
     /// The request path is longer than the origin reads (414, RFC 9110 15.5.15).
@@ -41,6 +43,7 @@ impl OriginError {
         match self.kind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::StoreFailed => StatusCode::BAD_GATEWAY,
@@ -62,6 +65,7 @@ impl OriginError {
         match self.kind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::Gone => "gone",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::StoreFailed => "store_failed",

@@ -29,7 +29,13 @@ pub struct MediaService {
     pub cache_control: CacheControlConfig,
     pub cors_allow_origin: Option<HeaderValue>,
     pub metrics: Arc<OriginMetrics>,
+    /// Slugs of titles taken down: their objects (`titles/<slug>/…`) answer 410. Kept by the catalog-change
+    /// consumer when the control plane runs here.
+    pub taken_down: TakenDown,
 }
+
+/// The slugs of titles taken down, shared with the consumer that keeps it.
+pub type TakenDown = Arc<std::sync::RwLock<std::collections::HashSet<String>>>;
 
 /// The object's bytes, as far as they have been read.
 enum Source {
@@ -61,6 +67,20 @@ impl MediaService {
             };
             OriginError::new(kind, e.reason())
         })?;
+        if let Some(slug) = key
+            .strip_prefix("titles/")
+            .and_then(|rest| rest.split('/').next())
+            && self
+                .taken_down
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(slug)
+        {
+            return Err(OriginError::new(
+                ErrorKind::Gone,
+                format!("the title `{slug}` was taken down"),
+            ));
+        }
         let kind = shared::media::classify(&key);
         let (meta, source) = self.lookup(&key, kind.class).await?;
 
