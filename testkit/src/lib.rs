@@ -2,7 +2,7 @@
 //! project starts real servers and real clients through it. By role: `process` (the project's binaries and
 //! PostgreSQL, started on port 0), `origins` (object folders, scripted and trickling origins, an S3 server),
 //! `clients` (curl, ffmpeg, two HTTP/3 clients), `certs` (a test CA), `configs` (config text for property
-//! tests).
+//! tests), `kafka` (a Kafka-protocol broker, tansu, for the bus).
 //!
 //! - [`ServerProcess`]: runs a project binary with a config that listens on port 0, waits for its `listening`
 //!   log line (no sleeps) and reads the bound addresses from it; keeps its log; stops it with SIGTERM.
@@ -14,12 +14,14 @@
 mod certs;
 mod clients;
 mod configs;
+mod kafka;
 mod origins;
 mod process;
 
 pub use certs::*;
 pub use clients::*;
 pub use configs::*;
+pub use kafka::KafkaBroker;
 pub use origins::*;
 pub use process::*;
 
