@@ -1,6 +1,7 @@
 //! One request of any protocol through the pipeline, logged: the TCP listeners (HTTP/1.1, HTTP/2) and the
 //! QUIC listener (HTTP/3) hand each request here; the answer's body is wrapped so that its end writes the
-//! access log line and the request metrics, whatever the protocol.
+//! access log line, the request metrics and the per-title summary's count, whatever the protocol. The request's
+//! CMCD (as received: the pipeline keeps it out of the cache key and the upstream request) is read here.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,7 +130,18 @@ pub fn log_answer(
         .get(http::header::RANGE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let cmcd = crate::cmcd::from_request(parts.uri.query(), &parts.headers);
+    if let Some(cmcd) = &cmcd {
+        edge.metrics
+            .cmcd_requests
+            .with_label_values(&[cmcd.carrier.as_str(), cmcd.object_type_label()])
+            .inc();
+        if cmcd.rejected > 0 {
+            edge.metrics.cmcd_rejected.inc_by(u64::from(cmcd.rejected));
+        }
+    }
     let metrics = Arc::clone(&edge.metrics);
+    let title_stats = Arc::clone(&edge.title_stats);
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let reporter = Box::new(move |end: BodyEnd| {
@@ -154,6 +166,16 @@ pub fn log_answer(
         if !end.complete {
             metrics.incomplete.inc();
         }
+        let ttfb_ms = ttfb.map(|t| t * 1000.0);
+        title_stats.record(&crate::stats::Observation {
+            path: &path,
+            status,
+            cache_status: label,
+            bytes: end.bytes,
+            ttfb_ms,
+            cmcd: cmcd.as_ref(),
+        });
+        let cmcd = cmcd.as_ref();
         tracing::info!(
             target: "access",
             client = %peer,
@@ -166,10 +188,16 @@ pub fn log_answer(
             complete = end.complete,
             cache_status = label,
             fwd = cache_status.fwd().map(|f| f.as_str()),
-            ttfb_ms = ttfb.map(|t| t * 1000.0),
+            ttfb_ms,
             duration_ms = elapsed * 1000.0,
             upstream_ms,
             error = error.as_deref().or(end.error.as_deref()),
+            cmcd_sid = cmcd.and_then(|c| c.session_id.as_deref()),
+            cmcd_cid = cmcd.and_then(|c| c.content_id.as_deref()),
+            cmcd_br = cmcd.and_then(|c| c.encoded_bitrate_kbps),
+            cmcd_bl = cmcd.and_then(|c| c.buffer_length_ms),
+            cmcd_bs = cmcd.and_then(|c| c.buffer_starvation),
+            cmcd_rejected = cmcd.map(|c| c.rejected).filter(|&n| n > 0),
             "request"
         );
     });

@@ -42,6 +42,8 @@ pub mod defaults {
     pub const CDN_ID: &str = "video-cdn";
     pub const MAX_LOOP_HOPS: usize = 3;
     pub const PARENT_RETRY_SECS: u64 = 10;
+    pub const STATS_SECS: u64 = 5;
+    pub const STATS_MAX_TITLES: usize = 100;
 }
 
 /// Parents a site may list, at most (each is scored for every fill).
@@ -80,7 +82,8 @@ pub struct EdgeConfig {
 pub use shared::token::SigningKeyConfig;
 
 /// The control plane this edge reports itself to: at start and then every `heartbeat_secs`, one
-/// `PUT <url>/v1/edges/<name>` with its region, public URLs, admin address (for Prometheus) and load.
+/// `PUT <url>/v1/edges/<name>` with its region, public URLs, admin address (for Prometheus) and load; and every
+/// `stats_secs`, one `POST <url>/v1/edges/<name>/stats` of its per-title summary.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ControlConfig {
@@ -96,6 +99,15 @@ pub struct ControlConfig {
     pub metrics_target: String,
     /// Seconds between reports. Default: 5.
     pub heartbeat_secs: u64,
+    /// Seconds between per-title summaries, each one `POST <url>/v1/edges/<name>/stats` of the requests by
+    /// cache status, bytes, errors, TTFB percentiles, and the stalls and sessions CMCD reports, per title
+    /// (`/titles/<slug>/…`) over the interval; an interval with no requests sends nothing, and a refused or
+    /// failed post is dropped, never queued. 0 sends none (and counts nothing). At most 3600. Default: 5.
+    pub stats_secs: u64,
+    /// Titles a summary names at most, 1 to 999; requests for the others count under `other`. A title takes a
+    /// place only with a successful answer, so requests for made-up titles cannot push real ones out. Memory:
+    /// about 900 bytes a title, 1 KiB more when its requests carry CMCD session ids. Default: 100.
+    pub stats_max_titles: usize,
 }
 
 impl Default for ControlConfig {
@@ -107,6 +119,8 @@ impl Default for ControlConfig {
             public_urls: Vec::new(),
             metrics_target: String::new(),
             heartbeat_secs: 5,
+            stats_secs: defaults::STATS_SECS,
+            stats_max_titles: defaults::STATS_MAX_TITLES,
         }
     }
 }
@@ -201,7 +215,11 @@ pub struct SiteConfig {
     pub strip_request_fields: Vec<String>,
     /// Which query parameters make a cache key: `"all"` (sorted, so their order does not matter), `"none"`
     /// (the query is sent upstream but ignored by the cache, so cache-busting parameters cannot fill it), or
-    /// `"listed"` (only the parameters named in `query_params`). Default: `"all"`.
+    /// `"listed"` (only the parameters named in `query_params`). Default: `"all"`. Whatever it says, CMCD
+    /// (CTA-5004 player data: the `CMCD` parameter in any percent-encoded spelling, and the `CMCD-*` request
+    /// fields) is never part of a key and is not sent upstream, as CDNs do unless told to forward it: one
+    /// player's data on a fill shared by every viewer would mislead the origin and split its cache. The edge
+    /// logs it and counts it in its per-title summaries (`[control] stats_secs`) instead.
     #[serde(default)]
     pub query_key: QueryKey,
     /// With `query_key = "listed"`: the parameter names that count. Default: none.
@@ -805,6 +823,16 @@ impl EdgeConfig {
                 "control.heartbeat_secs",
                 "must be between 1 and 300",
             )?;
+            ensure(
+                control.stats_secs <= crate::stats::MAX_INTERVAL_SECS,
+                "control.stats_secs",
+                "must be between 0 (no summaries) and 3600",
+            )?;
+            ensure(
+                (1..=999).contains(&control.stats_max_titles),
+                "control.stats_max_titles",
+                "must be between 1 and 999 (the control plane takes 1000 titles a summary, `other` among them)",
+            )?;
         }
         let l = &self.limits;
         for (field, value) in [
@@ -952,6 +980,10 @@ mod tests {
         let sites = config.effective_sites();
         assert_eq!(sites[0].upstream, "http://127.0.0.1:8080");
         assert_eq!(config.disk_dir(), PathBuf::from("data/edge/cache"));
+        assert_eq!(
+            (config.control.stats_secs, config.control.stats_max_titles),
+            (5, 100)
+        );
     }
 
     #[test]
@@ -1067,6 +1099,18 @@ mod tests {
                 "control.registration_secret",
             ),
             ("[control]\nurl = \"https://c.example/x\"", "control.url"),
+            (
+                "[control]\nurl = \"http://127.0.0.1:8000\"\nregistration_secret = \"0123456789abcdef\"\nstats_secs = 3601",
+                "control.stats_secs",
+            ),
+            (
+                "[control]\nurl = \"http://127.0.0.1:8000\"\nregistration_secret = \"0123456789abcdef\"\nstats_max_titles = 0",
+                "control.stats_max_titles",
+            ),
+            (
+                "[control]\nurl = \"http://127.0.0.1:8000\"\nregistration_secret = \"0123456789abcdef\"\nstats_max_titles = 1000",
+                "control.stats_max_titles",
+            ),
             ("[cache]\nmemory_bytes = 10", "cache.memory_bytes"),
             ("[cache]\ndisk_bytes = 1000", "cache.disk_bytes"),
             (

@@ -1,7 +1,8 @@
 //! Which header fields travel, in both directions, decided in one place.
 //!
 //! Upstream, a request carries the end-to-end fields of the client's request (RFC 9110 §7.6.1: never the
-//! hop-by-hop ones, nor those named in `Connection`), less a site's deny list. A fill is shared by every
+//! hop-by-hop ones, nor those named in `Connection`), less a site's deny list and the `CMCD-*` fields (CTA-5004
+//! player data: it describes one player, not the object, and stays at the edge like the `CMCD=` parameter). A fill is shared by every
 //! request that joins it, so it also drops what would make its answer one client's: the client's conditional
 //! and range fields (the edge asks for the slice it stores), and `Authorization` and `Cookie` unless the site
 //! sets `forward_credentials`. The fields a stored response varies on are sent normalised, so the answer is the
@@ -31,6 +32,10 @@ const HOP_BY_HOP: [&str; 9] = [
 
 /// Request fields the edge sets itself on every upstream request.
 const SET_BY_EDGE: [&str; 5] = ["host", "content-length", "expect", "via", "early-data"];
+
+/// The prefix of the CMCD request fields (`CMCD-Request`, `-Object`, `-Status`, `-Session`, and later versions'),
+/// never sent upstream.
+const CMCD_FIELDS_PREFIX: &str = "cmcd-";
 
 /// A client's preconditions (RFC 9110 §13.1): answered by the edge from what it stores, never sent on a fill.
 pub const PRECONDITIONS: [HeaderName; 5] = [
@@ -117,6 +122,7 @@ pub fn upstream_request(request: &HeaderMap, purpose: Purpose, policy: &Forwardi
     for (name, value) in end_to_end(request) {
         let name_str = name.as_str();
         let skip = SET_BY_EDGE.contains(&name_str)
+            || name_str.starts_with(CMCD_FIELDS_PREFIX)
             || policy.deny.contains(name)
             || (purpose == Purpose::Fill
                 // The edge asks for a whole slice, unconditionally.
@@ -197,6 +203,10 @@ mod tests {
             ("cookie", "a=b"),
             ("x-secret", "s"),
             ("early-data", "1"),
+            ("cmcd-request", "bl=21300"),
+            ("cmcd-object", "br=3200"),
+            ("cmcd-status", "bs"),
+            ("cmcd-session", "sid=\"s\""),
         ]);
         let policy = Forwarding {
             forward_credentials: false,

@@ -1,6 +1,8 @@
 //! The edge: players fetch HLS/DASH segments from it over HTTPS. Requests go through one pipeline
 //! (`pipeline`) in front of a tiered memory + disk cache (`cache`) that stores objects as fixed-size slices and
-//! fills misses from the upstream with coalesced, streaming fills.
+//! fills misses from the upstream with coalesced, streaming fills. What players report of themselves (CMCD,
+//! `cmcd`) goes to the access log and, with every request's outcome, into per-title summaries (`stats`) posted
+//! to the control plane.
 
 pub mod access;
 pub mod admin;
@@ -8,6 +10,7 @@ pub mod allocator;
 pub mod cache;
 pub mod changes;
 pub mod clock;
+pub mod cmcd;
 pub mod config;
 pub mod error;
 pub mod fields;
@@ -17,6 +20,7 @@ pub mod pipeline;
 pub mod report;
 pub mod server;
 pub mod shield;
+pub mod stats;
 pub mod status;
 pub mod upstream;
 

@@ -85,6 +85,15 @@ pub struct EdgeMetrics {
     pub invalidations: IntCounter,
     /// `edge_signed_url_refusals_total{reason}`: requests refused for a missing or invalid URL token.
     pub signed_url_refusals: IntCounterVec,
+    /// `edge_cmcd_requests_total{carrier, object_type}`: requests carrying CMCD (CTA-5004), by where (`query`,
+    /// `headers`, `both`) and the object type they report (`ot`: `m a v av i c tt k o`, or `none`).
+    pub cmcd_requests: IntCounterVec,
+    /// `edge_cmcd_rejected_values_total`: CMCD values dropped for a wrong type, range or length, or a malformed
+    /// pair (the key is ignored, never the request).
+    pub cmcd_rejected: IntCounter,
+    /// `edge_stats_posts_total{outcome}`: per-title summaries posted to the control plane, by outcome: `sent`,
+    /// `refused` (an answer other than 2xx) or `failed` (no answer); a refused or failed summary is dropped.
+    pub stats_posts: IntCounterVec,
     /// Children of the per-request metrics, resolved once per label combination (no label hashing per request).
     request_series: Box<[OnceLock<RequestSeries>]>,
 }
@@ -302,6 +311,20 @@ impl EdgeMetrics {
                 "Requests refused for a missing or invalid signed-URL token, by reason.",
                 &["reason"],
             ),
+            cmcd_requests: counter_vec(
+                "edge_cmcd_requests_total",
+                "Requests carrying CMCD, by carrier (query, headers, both) and object type (ot, or none).",
+                &["carrier", "object_type"],
+            ),
+            cmcd_rejected: counter(
+                "edge_cmcd_rejected_values_total",
+                "CMCD values dropped for a wrong type, range or length, or a malformed pair.",
+            ),
+            stats_posts: counter_vec(
+                "edge_stats_posts_total",
+                "Per-title summaries posted to the control plane, by outcome (sent, refused, failed).",
+                &["outcome"],
+            ),
             request_series: (0..PROTOCOLS.len()
                 * METHODS.len()
                 * STATUS_CLASSES.len()
@@ -346,9 +369,15 @@ impl EdgeMetrics {
             Box::new(m.ban_matches.clone()),
             Box::new(m.invalidations.clone()),
             Box::new(m.signed_url_refusals.clone()),
+            Box::new(m.cmcd_requests.clone()),
+            Box::new(m.cmcd_rejected.clone()),
+            Box::new(m.stats_posts.clone()),
         ];
         for fwd in crate::status::Fwd::ALL {
             m.forwarded.with_label_values(&[fwd.as_str()]);
+        }
+        for outcome in ["sent", "refused", "failed"] {
+            m.stats_posts.with_label_values(&[outcome]);
         }
         for verdict in ["drop", "stale"] {
             m.ban_matches.with_label_values(&[verdict]);

@@ -261,6 +261,12 @@ impl EdgeServer {
                 self.config.cache.disk_bytes > 0,
                 stop_rx.clone(),
             ));
+            tokio::spawn(crate::stats::post_forever(
+                control.clone(),
+                identity.name.clone(),
+                Arc::clone(&self.edge),
+                stop_rx.clone(),
+            ));
             let edge = Arc::clone(&self.edge);
             tokio::spawn(crate::report::report_forever(
                 control,

@@ -31,7 +31,7 @@ pub struct Site {
     pub passes: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
-/// Which query parameters are part of a site's cache keys (the upstream always gets the whole query).
+/// Which query parameters are part of a site's cache keys (the upstream always gets the whole query, less CMCD).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryPolicy {
     All,
@@ -76,7 +76,7 @@ pub struct Canonical<'a> {
     pub site: &'a Site,
     /// The canonical path, without a signed URL's token.
     pub path: String,
-    /// The canonical query, if any.
+    /// The canonical query without CMCD, if anything is left.
     pub query: Option<String>,
     /// The cache key: site, canonical path and sorted query.
     pub key: CacheKey,
@@ -136,11 +136,7 @@ impl Edge {
                 "this path is served only through a signed URL (/t/<token>/...)".into(),
             );
         }
-        let query = parts
-            .uri
-            .query()
-            .filter(|q| !q.is_empty())
-            .map(shared::path::canonical_query);
+        let query = canonical_query(parts.uri.query());
         let key = CacheKey::new(
             &site.name,
             &path,
@@ -248,6 +244,15 @@ impl Edge {
     }
 }
 
+/// The canonical spelling of a request's query, without CMCD (`None` when nothing is left): what keys the cache
+/// and goes upstream. CMCD describes the player, not the object: it keys nothing and is not sent upstream (the
+/// access log and the per-title summaries read it from the request as received). Dropped after
+/// canonicalisation, so every spelling of its name that means `CMCD` (`%43MCD`, `C%4dCD`) is dropped.
+pub(super) fn canonical_query(raw: Option<&str>) -> Option<String> {
+    let query = shared::path::canonical_query(raw.filter(|q| !q.is_empty())?);
+    crate::cmcd::query_without_cmcd(&query).map(std::borrow::Cow::into_owned)
+}
+
 /// The canonical spelling of a request path, or a 400 (414 for a long one, 404 for a directory) with the
 /// reason.
 fn canonical_path(path: &str) -> Result<String, EdgeError> {
@@ -280,7 +285,24 @@ pub(super) fn host_without_port(authority: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{QueryPolicy, host_without_port};
+    use super::{QueryPolicy, canonical_query, host_without_port};
+
+    #[test]
+    fn the_query_is_canonical_and_cmcd_free() {
+        let table = [
+            (None, None),
+            (Some(""), None),
+            (Some("CMCD=br%3D3200"), None),
+            (Some("%43MCD=br%3D3200"), None),
+            (Some("C%4dCD=br%3d1&a=%31"), Some("a=1")),
+            (Some("b=2&CMCD=x&a=1"), Some("b=2&a=1")),
+            (Some("cmcd=1"), Some("cmcd=1")),
+            (Some("a=%7e"), Some("a=~")),
+        ];
+        for (raw, want) in table {
+            assert_eq!(canonical_query(raw).as_deref(), want, "{raw:?}");
+        }
+    }
 
     #[test]
     fn query_policies_choose_what_keys_the_cache() {

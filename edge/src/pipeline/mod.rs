@@ -59,6 +59,8 @@ pub struct Edge {
     /// Keys that verify signed URLs.
     signing_keys: Vec<SigningKey>,
     loops: LoopGuard,
+    /// The per-title counts of the interval being summarised (counting nothing until the poster starts it).
+    pub title_stats: Arc<crate::stats::TitleStats>,
 }
 
 /// Loop prevention (RFC 8586): this CDN's `CDN-Loop` member, and how many times a request may already carry it.
@@ -179,6 +181,7 @@ impl Edge {
             bodies: setup.bodies,
             signing_keys: setup.signing_keys,
             loops: setup.loops,
+            title_stats: Arc::default(),
         }
     }
 

@@ -206,12 +206,9 @@ impl Edge {
 }
 
 /// The cache key of `uri` on `site`, spelled canonically (`None` when its path is not an object's); the query
-/// is part of it when `with_query`.
+/// (without CMCD, as admission keys it) is part of it when `with_query`.
 pub(super) fn canonical_key(site: &str, uri: &http::Uri, with_query: bool) -> Option<CacheKey> {
     let path = shared::path::canonical_path(uri.path()).ok()?;
-    let query = uri
-        .query()
-        .filter(|q| with_query && !q.is_empty())
-        .map(shared::path::canonical_query);
+    let query = super::admit::canonical_query(uri.query().filter(|_| with_query));
     Some(CacheKey::new(site, &path, query.as_deref()))
 }
