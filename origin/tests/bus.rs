@@ -1,4 +1,4 @@
-//! The embedded bus: the contract every bus keeps (`bus_contract`), and what only a log in a folder must
+//! The embedded bus: the contract every bus keeps (`bus_contract`, also run against Kafka), and what only a log in a folder must
 //! survive: a reopen (a restart), a torn write at the end of a segment, several segments and their retention,
 //! and other processes appending to the same partitions.
 
@@ -21,25 +21,36 @@ async fn embedded(dir: &std::path::Path, partitions: u32) -> Bus {
 #[tokio::test]
 async fn order_per_partition() {
     let dir = tempfile::tempdir().unwrap();
-    bus_contract::order_per_partition(&embedded(dir.path(), 4).await, "t").await;
+    let bus = embedded(dir.path(), bus_contract::PARTITIONS).await;
+    bus_contract::order_per_partition(&bus, "t", Some(origin::bus::partition_for)).await;
 }
 
 #[tokio::test]
 async fn members_share_partitions() {
     let dir = tempfile::tempdir().unwrap();
-    bus_contract::members_share_partitions(&embedded(dir.path(), 4).await, "t", 4).await;
+    let bus = embedded(dir.path(), bus_contract::PARTITIONS).await;
+    bus_contract::members_share_partitions(&bus, "t").await;
 }
 
 #[tokio::test]
-async fn resume_from_commit() {
+async fn restart_resumes_after_commit() {
     let dir = tempfile::tempdir().unwrap();
-    bus_contract::resume_from_commit(&embedded(dir.path(), 4).await, "t").await;
+    let bus = embedded(dir.path(), bus_contract::PARTITIONS).await;
+    bus_contract::restart_resumes_after_commit(&bus, "t").await;
+}
+
+#[tokio::test]
+async fn redelivery_without_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = embedded(dir.path(), bus_contract::PARTITIONS).await;
+    bus_contract::redelivery_without_commit(&bus, "t").await;
 }
 
 #[tokio::test]
 async fn latest_sees_only_new() {
     let dir = tempfile::tempdir().unwrap();
-    bus_contract::latest_sees_only_new(&embedded(dir.path(), 4).await, "t").await;
+    let bus = embedded(dir.path(), bus_contract::PARTITIONS).await;
+    bus_contract::latest_sees_only_new(&bus, "t").await;
 }
 
 /// Records and committed offsets outlive the process that wrote them; a torn record at the end of a segment
