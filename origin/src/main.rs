@@ -1,5 +1,5 @@
 //! The `origin` binary: `origin serve` runs the media origin and the control plane's API, `origin check` validates
-//! a config, `origin ingest` uploads and registers a packaged title, `origin takedown` withdraws one.
+//! a config, `origin ingest` uploads and registers a packaged title, `origin takedown` withdraws one, `origin report` summarises playback quality.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +51,16 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Print the quality of experience of the playback events on the bus over the last `--since`: per title
+    /// (sessions, startup, stall ratio, average bitrate, switches, errors, abandonment), per edge and per region.
+    Report {
+        /// How far back: `90s`, `30m`, `24h`, `7d`.
+        #[arg(long, default_value = "24h", value_parser = parse_span)]
+        since: std::time::Duration,
+        /// TOML config file naming the bus.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Take a title down: it leaves lists, search and playback, the media origin answers 410 for its objects,
     /// and every registered edge purges `/titles/<slug>/` (they read the change from the control plane). The
     /// objects stay in the store; `--restore` brings the title back.
@@ -82,6 +92,7 @@ fn main() -> ExitCode {
             config,
             quiet,
         } => return ingest(&dir, &title, meta.as_deref(), config.as_deref(), quiet),
+        Command::Report { since, config } => return report(since, config.as_deref()),
         Command::Takedown {
             slug,
             restore,
@@ -145,6 +156,54 @@ async fn announce(
     origin::control::changes::publish(&bus, &change)
         .await
         .map_err(|e| format!("the catalog changed but the change could not be published: {e}"))
+}
+
+/// `90s`, `30m`, `24h`, `7d`: a span of time.
+fn parse_span(text: &str) -> Result<std::time::Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a span such as 90s, 30m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{text}`: the unit is s, m, h or d")),
+    };
+    n.checked_mul(secs)
+        .filter(|s| *s > 0)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("`{text}` is not a positive span"))
+}
+
+fn report(since: std::time::Duration, config: Option<&std::path::Path>) -> ExitCode {
+    let config = match load_config(config) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let result = runtime.block_on(async {
+        let bus = origin::bus::Bus::open(&config.bus, &config.data_dir)
+            .await
+            .map_err(|e| format!("bus (bus.url): {e}"))?;
+        origin::control::qoe::report(&bus, since)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(table) => {
+            print!("{table}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("origin report: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn takedown(slug: &str, restore: bool, reason: &str, config: Option<&std::path::Path>) -> ExitCode {

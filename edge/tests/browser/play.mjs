@@ -5,11 +5,14 @@
 //
 //   node play.mjs URL --player hls|dash --cert CERT.pem [--proto http/1.1|h2|h3|alt-svc] [--min-time 8]
 //        [--screenshot FILE] [--timeout 40] [--max-buffer SECS] [--progress] [--tolerate-failures]
+//        [--events API --title SLUG]
 //
 // --max-buffer: the player buffers at most this far ahead (so a failure upstream is felt while playing);
 // --progress: one JSON line {"progress": currentTime} a second on stdout before the result, for a driver that
 // acts mid-playback (a test that kills an edge); --tolerate-failures: failed media responses (and dash.js's
-// non-fatal segment download errors) are reported but do not fail the run: playback must still reach --min-time. The result always lists `hosts` (the host:port of each run of media
+// non-fatal segment download errors) are reported but do not fail the run: playback must still reach --min-time.
+// --events: the page loads the control plane's player-events script from API and reports the session (the end,
+// as abandoned, when the run stops); the result's `events` says what it queued, sent and dropped. The result always lists `hosts` (the host:port of each run of media
 // responses, in order, with its count) and `steering` (Content Steering requests seen).
 //
 // --proto http/1.1: HTTP/2 disabled in the browser; h2: plain HTTPS; h3: QUIC forced for the URL's origin (the
@@ -27,7 +30,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const { chromium } = createRequire(join(here, 'package.json'))('playwright-core');
 
 const opt = { player: null, cert: null, proto: 'h2', minTime: 8, screenshot: null, timeout: 40, maxBuffer: null,
-  progress: false, tolerateFailures: false };
+  progress: false, tolerateFailures: false, events: null, title: null };
 let url = null;
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
@@ -42,6 +45,8 @@ for (let i = 0; i < argv.length; i++) {
     case '--max-buffer': opt.maxBuffer = next(); break;
     case '--progress': opt.progress = true; break;
     case '--tolerate-failures': opt.tolerateFailures = true; break;
+    case '--events': opt.events = next(); break;
+    case '--title': opt.title = next(); break;
     default: url = argv[i];
   }
 }
@@ -107,6 +112,7 @@ try {
   const query = { src: url, player: opt.player };
   if (opt.maxBuffer) query.buf = opt.maxBuffer;
   if (opt.tolerateFailures) query.tolerate = '1';
+  if (opt.events) { query.events = opt.events; query.title = opt.title || ''; }
   await page.goto(prefix + 'player.html?' + new URLSearchParams(query), { timeout: 15000 });
   let st;
   let reported = 0;
@@ -120,6 +126,12 @@ try {
     if (st.currentTime >= opt.minTime) { result.pass = true; break; }
     if (Date.now() - started > opt.timeout * 1000) { result.reason = `timeout at currentTime ${st.currentTime}`; break; }
     await page.waitForTimeout(200);
+  }
+  if (opt.events) {
+    // The session ends as a viewer leaving would end it; its last batch is given a moment to arrive.
+    await page.evaluate(() => window.__events && window.__events.end('abandoned'));
+    await page.waitForTimeout(1000);
+    result.events = await page.evaluate(() => window.__events && window.__events.stats());
   }
   if (opt.screenshot) await page.screenshot({ path: opt.screenshot });
   Object.assign(result, { currentTime: st.currentTime, fragments: st.frags, video: `${st.width}x${st.height}`,

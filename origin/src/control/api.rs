@@ -36,6 +36,8 @@ use crate::metrics::OriginMetrics;
 const MAX_BODY_BYTES: usize = 16 * 1024;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const DEFAULT_PAGE: i64 = 20;
+/// The script players load to report their events (`origin/web/player-events.js`).
+const PLAYER_EVENTS_SCRIPT: &str = "/v1/player-events.js";
 const MAX_PAGE: i64 = 100;
 
 pub struct ApiService {
@@ -123,6 +125,59 @@ impl ApiService {
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let path = req.uri().path();
+        let get = matches!(*req.method(), Method::GET | Method::HEAD);
+        // Players post their events from their own page's origin, anonymously (no cookies, no credentials), so
+        // any origin may, and the script that collects them may be loaded from anywhere.
+        if path == "/v1/events" || path == PLAYER_EVENTS_SCRIPT {
+            let mut response = if *req.method() == Method::OPTIONS {
+                let mut preflight = Response::new(shared::body::full(Bytes::new()));
+                *preflight.status_mut() = StatusCode::NO_CONTENT;
+                let headers = preflight.headers_mut();
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_METHODS,
+                    HeaderValue::from_static("POST"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_HEADERS,
+                    HeaderValue::from_static("content-type"),
+                );
+                headers.insert(
+                    header::ACCESS_CONTROL_MAX_AGE,
+                    HeaderValue::from_static("86400"),
+                );
+                preflight
+            } else if get && path == PLAYER_EVENTS_SCRIPT {
+                let mut script = Response::new(shared::body::full(Bytes::from_static(
+                    include_bytes!("../../web/player-events.js"),
+                )));
+                let headers = script.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/javascript; charset=utf-8"),
+                );
+                headers.insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
+                script
+            } else {
+                self.answer(req, if_none_match).await
+            };
+            response.headers_mut().insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+            return response;
+        }
+        self.answer(req, if_none_match).await
+    }
+
+    async fn answer<B>(&self, req: Request<B>, if_none_match: Option<String>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let path = req.uri().path();
         let get = matches!(*req.method(), Method::GET | Method::HEAD);
         let steering = if !get {

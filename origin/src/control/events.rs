@@ -226,6 +226,12 @@ pub struct TitleStats {
     /// Time to first byte percentiles, ms; absent when there was no request to measure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttfb_ms: Option<Percentiles>,
+    /// Requests whose CMCD said the player's buffer ran dry (`bs`), when any carried CMCD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalls: Option<u64>,
+    /// Distinct CMCD sessions (`sid`) seen in the interval (an estimate), when any request carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sessions: Option<u64>,
 }
 
 /// p50, p90 and p99 of a distribution.
@@ -510,6 +516,8 @@ fn parse_title_stats(path: &str, value: Value) -> Result<TitleStats, String> {
     let bytes = f.required("bytes", integer)?;
     let errors = f.required("errors", integer)?;
     let ttfb_ms = f.optional("ttfb_ms", |v| Ok(v.clone()))?;
+    let stalls = f.optional("stalls", integer)?;
+    let sessions = f.optional("sessions", integer)?;
     f.finish("a title's summary")?;
     Ok(TitleStats {
         title,
@@ -519,6 +527,8 @@ fn parse_title_stats(path: &str, value: Value) -> Result<TitleStats, String> {
         ttfb_ms: ttfb_ms
             .map(|v| percentiles(&format!("{path}.ttfb_ms"), v))
             .transpose()?,
+        stalls,
+        sessions,
     })
 }
 

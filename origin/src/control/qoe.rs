@@ -40,7 +40,8 @@
 //! (`qoe_labels_folded_total` counts the sessions and summaries so folded). A missing edge or region is `none`.
 //!
 //! The edges' summaries become `qoe_edge_requests_total{edge, cache_status}`, `qoe_edge_response_bytes_total`,
-//! `qoe_edge_errors_total` and the TTFB percentiles weighed by requests,
+//! `qoe_edge_errors_total`, `qoe_edge_buffer_starvation_total` (requests whose CMCD said `bs`) and the TTFB
+//! percentiles weighed by requests,
 //! `qoe_edge_ttfb_weighted_seconds_total{edge, quantile}` over `qoe_edge_ttfb_requests_total{edge}` (the mean
 //! over titles and intervals of each reported percentile, not a percentile of the whole).
 
@@ -674,6 +675,7 @@ pub struct QoeMetrics {
     edge_requests: IntCounterVec,
     edge_bytes: IntCounterVec,
     edge_errors: IntCounterVec,
+    edge_stalls: IntCounterVec,
     edge_ttfb: CounterVec,
     edge_ttfb_requests: IntCounterVec,
 }
@@ -783,6 +785,11 @@ impl QoeMetrics {
                 "Error responses the edges summarised.",
                 &["edge"],
             ),
+            edge_stalls: int_vec(
+                "qoe_edge_buffer_starvation_total",
+                "Requests the edges saw whose CMCD said the player's buffer ran dry (bs).",
+                &["edge"],
+            ),
             edge_ttfb: float_vec(
                 "qoe_edge_ttfb_weighted_seconds_total",
                 "Each summarised TTFB percentile times the requests it covers (divide by qoe_edge_ttfb_requests_total).",
@@ -814,6 +821,7 @@ impl QoeMetrics {
             Box::new(m.edge_requests.clone()),
             Box::new(m.edge_bytes.clone()),
             Box::new(m.edge_errors.clone()),
+            Box::new(m.edge_stalls.clone()),
             Box::new(m.edge_ttfb.clone()),
             Box::new(m.edge_ttfb_requests.clone()),
         ];
@@ -884,6 +892,9 @@ impl QoeMetrics {
                 self.edge_errors
                     .with_label_values(&[edge])
                     .inc_by(r.stats.errors);
+                if let Some(stalls) = r.stats.stalls {
+                    self.edge_stalls.with_label_values(&[edge]).inc_by(stalls);
+                }
                 let requests: u64 = r.stats.requests.values().sum();
                 if let Some(t) = r.stats.ttfb_ms
                     && requests > 0
@@ -1908,6 +1919,8 @@ mod tests {
                     p90: 20.0,
                     p99: 40.0,
                 }),
+                stalls: Some(2),
+                sessions: Some(3),
             },
         }
     }
