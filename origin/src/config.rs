@@ -407,7 +407,13 @@ impl OriginConfig {
         let host: String = host
             .trim()
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .take(60)
             .collect();
         format!("{role}.{host}-{}", api.port())
