@@ -5,7 +5,8 @@ embedded log and on a Kafka-protocol broker (tansu), with a release `origin`.
 For each bus: h2load posts batches of 50 events (HTTP/1.1, 8 connections) for a fixed time; the result is events
 accepted per second and per CPU-second of the origin process (read from /proc), the broker's CPU beside it, and
 the end-to-end lag to the QoE metrics: while the load runs, a probe batch with a fresh `seek` event is posted
-every second and the origin's /metrics is polled until `qoe_events_total{kind="seek"}` counts it. The load's
+every second and the origin's /metrics is polled until `qoe_events_total{kind="seek"}` counts it; then how long
+the backlog takes to drain after the load, and the lag of a quiet pipeline. The load's
 batches repeat one body (the same ids), so the QoE consumer counts them as duplicates and still reads every one.
 Run through `scripts/bench-events.sh`, which builds the release binary first.
 """
@@ -77,20 +78,26 @@ def qoe_count(metrics_url, kind):
     return total
 
 
+def probe(api, metrics_url, give_up_s):
+    """Posts one fresh seek event and returns the ms until the QoE metrics count it (None past `give_up_s`)."""
+    before = qoe_count(metrics_url, "seek")
+    sent = time.monotonic()
+    req = urllib.request.Request(f"{api}/v1/events", data=batch(1, "seek", str(uuid.uuid4())), method="POST")
+    urllib.request.urlopen(req, timeout=10).read()
+    while qoe_count(metrics_url, "seek") <= before:
+        if time.monotonic() - sent > give_up_s:
+            return None
+        time.sleep(0.01)
+    return (time.monotonic() - sent) * 1000
+
+
 def probe_lags(api, metrics_url, stop, lags):
-    """Every second, a fresh seek event; its lag is the time until the QoE metrics count it."""
+    """Every second while the load runs, a probe; one still waiting when the load ends stops there (the drain
+    after the load measures the backlog)."""
     while not stop.is_set():
-        before = qoe_count(metrics_url, "seek")
         sent = time.monotonic()
-        req = urllib.request.Request(f"{api}/v1/events", data=batch(1, "seek", str(uuid.uuid4())), method="POST")
-        urllib.request.urlopen(req, timeout=10).read()
-        while qoe_count(metrics_url, "seek") <= before:
-            if time.monotonic() - sent > 30:
-                lags.append(float("inf"))
-                break
-            time.sleep(0.01)
-        else:
-            lags.append((time.monotonic() - sent) * 1000)
+        lag = probe(api, metrics_url, 10)
+        lags.append(float("inf") if lag is None else lag)
         stop.wait(max(0.0, 1.0 - (time.monotonic() - sent)))
 
 
@@ -140,6 +147,10 @@ def run(bus_name, bin_dir, seconds, tansu):
             bcpu = (cpu_seconds(broker.pid) - bcpu0) if broker else 0.0
             stop.set()
             prober.join()
+            # The backlog: how long after the load a probe takes to be counted; then the lag of a quiet loop.
+            drain = probe(api, metrics_url, 300)
+            idle = [probe(api, metrics_url, 30) for _ in range(10)]
+            idle = sorted(x for x in idle if x is not None)
             ok = 0
             for line in out.splitlines():
                 if line.strip().startswith("status codes:"):
@@ -153,6 +164,8 @@ def run(bus_name, bin_dir, seconds, tansu):
                 "lag_ms_median": round(statistics.median(finite)) if finite else None,
                 "lag_ms_max": round(finite[-1]) if finite else None, "probes": len(lags),
                 "probes_lost": len(lags) - len(finite),
+                "drain_s": round(drain / 1000, 1) if drain is not None else None,
+                "idle_lag_ms_median": round(statistics.median(idle)) if idle else None,
             }
         finally:
             origin.terminate()
@@ -184,16 +197,18 @@ def main():
             results.append(r)
     print(f"\nevents through POST /v1/events, batches of 50, 8 HTTP/1.1 connections, {args.seconds} s per run, "
           f"medians of {args.repeat} (spread min-max)")
+    print("lag under load: a probe event a second during the load, until the QoE metrics count it (behind: "
+          "over 10 s); drain: a probe just after the load; idle: 10 probes with nothing else")
     print(f"{'bus':10} {'events/s':>18} {'events/origin CPU-s':>22} {'broker CPU-s':>13} {'lag p50 ms':>16} "
-          f"{'lag max ms':>11} {'lost':>5}")
+          f"{'behind':>7} {'drain s':>14} {'idle lag ms':>16}")
     for bus in buses:
         rs = [r for r in results if r["bus"] == bus]
         def col(key):
             xs = [r[key] for r in rs if r[key] is not None]
-            return f"{statistics.median(xs):,.0f} ({min(xs):,.0f}-{max(xs):,.0f})" if xs else "-"
+            return f"{statistics.median(xs):,.1f} ({min(xs):,.1f}-{max(xs):,.1f})" if xs else "-"
         print(f"{bus:10} {col('events_per_s'):>18} {col('events_per_origin_cpu_s'):>22} "
               f"{statistics.median([r['broker_cpu_s'] for r in rs]):>13} {col('lag_ms_median'):>16} "
-              f"{max((r['lag_ms_max'] or 0) for r in rs):>11,} {sum(r['probes_lost'] for r in rs):>5}")
+              f"{sum(r['probes_lost'] for r in rs):>7} {col('drain_s'):>14} {col('idle_lag_ms_median'):>16}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 

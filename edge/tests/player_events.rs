@@ -93,6 +93,22 @@ fn a_chromium_session_reports_events_and_the_qoe_metrics_move() {
         );
     }
     assert!(metric_sum(&text, "qoe_events_total", &["kind=\"start\""]) >= 2.0);
+    assert!(
+        metric_sum(
+            &text,
+            "control_events_accepted_total",
+            &["source=\"player\""]
+        ) >= 8.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "control_event_batches_total",
+            &["outcome=\"refused\""]
+        ),
+        0.0
+    );
     assert!(metric_sum(&text, "qoe_events_total", &["kind=\"heartbeat\""]) >= 2.0);
 
     // The players sent CMCD on their segment requests, with the session ids of the events: the edge logs them.

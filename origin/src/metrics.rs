@@ -34,6 +34,14 @@ pub struct OriginMetrics {
     /// `control_playback_steered_total{region, edge_region}`: playback answers by the viewer's region and the
     /// region of the edge ranked first (`none` when unknown): how often viewers are served out of region.
     pub playback_steered: IntCounterVec,
+    /// `control_event_batches_total{source, outcome}`: batches posted to the events routes, `source` `player`
+    /// (`POST /v1/events`) or `edge` (an edge's summary), `outcome` `accepted`, `refused` (4xx) or `unavailable`
+    /// (the bus failed).
+    pub event_batches: IntCounterVec,
+    /// `control_events_accepted_total{source}`: events (a summary's titles) put on the bus.
+    pub events_accepted: IntCounterVec,
+    /// `control_catalog_changes_applied_total`: catalog changes this instance applied (search, caches, takedowns).
+    pub catalog_changes_applied: IntCounter,
 }
 
 impl OriginMetrics {
@@ -112,8 +120,32 @@ impl OriginMetrics {
             &["region", "edge_region"],
         )
         .expect("valid metric");
+        let event_batches = IntCounterVec::new(
+            Opts::new(
+                "control_event_batches_total",
+                "Batches posted to the events routes, by source (player, edge) and outcome (accepted, refused, unavailable).",
+            ),
+            &["source", "outcome"],
+        )
+        .expect("valid metric");
+        let events_accepted = IntCounterVec::new(
+            Opts::new(
+                "control_events_accepted_total",
+                "Events put on the bus, by source (player events; an edge summary's titles).",
+            ),
+            &["source"],
+        )
+        .expect("valid metric");
+        let catalog_changes_applied = IntCounter::new(
+            "control_catalog_changes_applied_total",
+            "Catalog changes this instance applied to its search index, caches and takedowns.",
+        )
+        .expect("valid");
         for collector in [
             Box::new(fleet_edges.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(event_batches.clone()),
+            Box::new(events_accepted.clone()),
+            Box::new(catalog_changes_applied.clone()),
             Box::new(steering_requests.clone()),
             Box::new(playback_steered.clone()),
             Box::new(requests.clone()),
@@ -144,6 +176,9 @@ impl OriginMetrics {
             fleet_edges,
             steering_requests,
             playback_steered,
+            event_batches,
+            events_accepted,
+            catalog_changes_applied,
         }
     }
 }

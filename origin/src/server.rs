@@ -102,6 +102,7 @@ impl Origin {
                     &config.bus_group("derived", listener.local_addr()?),
                     crate::control::changes::Derived {
                         catalog: Arc::clone(&catalog),
+                        applied: metrics.catalog_changes_applied.clone(),
                         search: Arc::clone(&search),
                         details: Arc::clone(&details),
                         taken_down: media.taken_down.clone(),

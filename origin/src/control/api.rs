@@ -209,6 +209,26 @@ impl ApiService {
         }
     }
 
+    /// Counts a batch posted to an events route by what became of it.
+    fn count_events(&self, source: &str, answer: &Result<serde_json::Value, ApiError>) {
+        let outcome = match answer {
+            Ok(value) => {
+                let n = value["accepted"].as_u64().unwrap_or(0);
+                self.metrics
+                    .events_accepted
+                    .with_label_values(&[source])
+                    .inc_by(n);
+                "accepted"
+            }
+            Err(ApiError(status, _, _)) if status.is_server_error() => "unavailable",
+            Err(_) => "refused",
+        };
+        self.metrics
+            .event_batches
+            .with_label_values(&[source, outcome])
+            .inc();
+    }
+
     /// The fleet's bearer secret on a request from an edge: registration on and the secret right.
     fn authorize_edge<B>(&self, req: &Request<B>) -> Result<(), ApiError> {
         let Some(secret) = &self.fleet_secret else {
@@ -290,11 +310,17 @@ impl ApiService {
                 })?;
                 self.playback(request, peer, control).await
             }
-            (&Method::POST, "/v1/events") => crate::control::events::accept(self, req).await,
+            (&Method::POST, "/v1/events") => {
+                let accepted = crate::control::events::accept(self, req).await;
+                self.count_events("player", &accepted);
+                accepted
+            }
             (&Method::POST, p) if p.starts_with("/v1/edges/") && p.ends_with("/stats") => {
                 let name = p["/v1/edges/".len()..p.len() - "/stats".len()].to_string();
                 self.authorize_edge(&req)?;
-                crate::control::events::accept_edge_stats(self, &name, req).await
+                let accepted = crate::control::events::accept_edge_stats(self, &name, req).await;
+                self.count_events("edge", &accepted);
+                accepted
             }
             (&Method::GET, p) if p.starts_with("/v1/edges/") && p.ends_with("/changes") => {
                 let name = p["/v1/edges/".len()..p.len() - "/changes".len()].to_string();

@@ -181,6 +181,8 @@ pub(crate) async fn feed(
 /// What a control-plane instance derives from the catalog.
 pub struct Derived {
     pub catalog: Arc<Catalog>,
+    /// Counts the changes applied (`control_catalog_changes_applied_total`).
+    pub applied: prometheus::IntCounter,
     pub search: SharedIndex,
     pub details: TitleCache,
     pub taken_down: TakenDown,
@@ -275,6 +277,7 @@ async fn follow(mut consumer: crate::bus::Consumer, derived: Derived) {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
+        derived.applied.inc_by(changed.len() as u64);
         if let Err(e) = consumer.commit().await {
             tracing::warn!(error = %e, "committing catalog-change offsets failed");
         }
