@@ -205,7 +205,10 @@ def main():
         rs = [r for r in results if r["bus"] == bus]
         def col(key):
             xs = [r[key] for r in rs if r[key] is not None]
-            return f"{statistics.median(xs):,.1f} ({min(xs):,.1f}-{max(xs):,.1f})" if xs else "-"
+            if not xs:
+                return "-"
+            f = ",.0f" if max(xs) >= 100 else ",.1f"
+            return f"{statistics.median(xs):{f}} ({min(xs):{f}}-{max(xs):{f}})"
         print(f"{bus:10} {col('events_per_s'):>18} {col('events_per_origin_cpu_s'):>22} "
               f"{statistics.median([r['broker_cpu_s'] for r in rs]):>13} {col('lag_ms_median'):>16} "
               f"{sum(r['probes_lost'] for r in rs):>7} {col('drain_s'):>14} {col('idle_lag_ms_median'):>16}")
