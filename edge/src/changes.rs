@@ -65,6 +65,8 @@ pub async fn follow_forever(
         after = Some(0);
     }
     let mut backoff = Duration::from_secs(1);
+    // Said once per spell of failures: the next polls would say the same.
+    let mut failing = false;
     loop {
         let url = match after {
             Some(seq) => format!("{base}?after={seq}&wait={WAIT_SECS}"),
@@ -77,6 +79,10 @@ pub async fn follow_forever(
         match answer {
             Ok(answer) => {
                 backoff = Duration::from_secs(1);
+                if failing {
+                    tracing::info!(url = %base, "the control plane's changes are read again");
+                    failing = false;
+                }
                 for change in &answer.changes {
                     let Some(path) = &change.purge else { continue };
                     match edge.purge_path_on_every_site(path).await {
@@ -108,7 +114,10 @@ pub async fn follow_forever(
                 }
             }
             Err(reason) => {
-                tracing::warn!(url = %url, reason = %reason, "reading the control plane's changes failed; retrying");
+                if !failing {
+                    tracing::warn!(url = %url, reason = %reason, "reading the control plane's changes failed; retrying");
+                    failing = true;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = stop.changed() => return,
