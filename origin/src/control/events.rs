@@ -743,18 +743,7 @@ pub fn resolve_edge(edge: &str, known: &[KnownEdge]) -> (String, Option<String>)
     if is_name(edge) {
         return (edge.to_string(), None);
     }
-    let name: String = edge
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect();
-    (name.trim_matches('-').to_string(), None)
+    (crate::control::playback::pathway_name(edge), None)
 }
 
 /// The playback records of a checked batch: (key = title, value = JSON).

@@ -44,7 +44,7 @@ impl PlaybackEdges {
 
 /// A configured edge's name (and pathway id): its URL's host and port in the letters a pathway id allows
 /// (`https://edge1.example:8443` → `edge1.example-8443`).
-fn pathway_name(url: &str) -> String {
+pub(crate) fn pathway_name(url: &str) -> String {
     let authority = url
         .split_once("://")
         .map_or(url, |(_, rest)| rest)
