@@ -39,6 +39,8 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
         &format!("{keys}[playback]\nedges = [\"https://127.0.0.1:{port}\"]\n"),
     );
     let playback = testkit::curl(&[
+        "-H",
+        testkit::SERVICE_AUTH,
         "-d",
         "{\"title\": \"test-pattern\", \"protocol\": \"dash\"}",
         &format!("{}/v1/playback", control.url("api_addr")),

@@ -182,6 +182,8 @@ fn the_loop(bus: &str, patience: Patience) {
     let playback = curl(&[
         "-X",
         "POST",
+        "-H",
+        testkit::SERVICE_AUTH,
         "-d",
         r#"{"title": "quokka-sunrise"}"#,
         &format!("{api}/v1/playback"),

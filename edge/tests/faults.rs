@@ -478,6 +478,8 @@ fn with_the_control_plane_down_edges_keep_serving_and_verifying_tokens() {
         &format!("{keys}[playback]\nedges = [\"https://127.0.0.1:{port}\"]\n"),
     );
     let playback = curl(&[
+        "-H",
+        testkit::SERVICE_AUTH,
         "-d",
         "{\"title\": \"test-pattern\", \"protocol\": \"hls\"}",
         &format!("{}/v1/playback", control.url("api_addr")),

@@ -126,7 +126,13 @@ impl Fleet {
 
     /// `POST /v1/playback` with `body`; the answer.
     fn playback(&self, body: &str) -> Value {
-        let answer = curl(&["-d", body, &format!("{}/v1/playback", self.api())]);
+        let answer = curl(&[
+            "-H",
+            testkit::SERVICE_AUTH,
+            "-d",
+            body,
+            &format!("{}/v1/playback", self.api()),
+        ]);
         assert_eq!(answer.status, 200, "{}", answer.text());
         serde_json::from_slice(&answer.body).unwrap()
     }

@@ -54,6 +54,10 @@ pub struct OriginConfig {
     pub steering: SteeringConfig,
     /// The message bus (see `bus`).
     pub bus: BusConfig,
+    /// Viewers' accounts and sessions.
+    pub accounts: AccountsConfig,
+    /// The web front end.
+    pub web: WebConfig,
     /// Keys that sign playback URLs; the edges verify with the same keys. The first signs; the others are
     /// accepted by edges during a rotation.
     #[serde(rename = "signing_key")]
@@ -66,6 +70,45 @@ pub struct OriginConfig {
 pub struct ApiConfig {
     /// Address to listen on; empty disables the API. Default: `127.0.0.1:8000`.
     pub listen: String,
+}
+
+/// Viewers' accounts, sessions and sign-in limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountsConfig {
+    /// Lifetime of a session. Default: 2592000 (30 days).
+    pub session_ttl_secs: u64,
+    /// Whether the session cookie is `Secure` (sent over HTTPS only; browsers also keep it for
+    /// http://localhost). Default: true.
+    pub secure_cookies: bool,
+    /// Failed sign-ins per email and per client address before further attempts wait out the window.
+    /// Default: 5.
+    pub signin_max_failures: u32,
+    /// Default: 300.
+    pub signin_window_secs: u64,
+    /// Bearer credentials of servers that may ask `POST /v1/playback` without a viewer's session (each at least
+    /// 16 characters). Default: none.
+    pub service_tokens: Vec<String>,
+}
+
+impl Default for AccountsConfig {
+    fn default() -> Self {
+        AccountsConfig {
+            session_ttl_secs: 30 * 24 * 3600,
+            secure_cookies: true,
+            signin_max_failures: 5,
+            signin_window_secs: 300,
+            service_tokens: Vec::new(),
+        }
+    }
+}
+
+/// The web front end, served on the API listener.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// The front end's folder (the repository's `origin/web`, its players installed with `npm ci`); none: off.
+    pub dir: Option<PathBuf>,
 }
 
 /// The catalog database.
@@ -206,6 +249,8 @@ impl Default for OriginConfig {
             fleet: FleetConfig::default(),
             steering: SteeringConfig::default(),
             bus: BusConfig::default(),
+            accounts: AccountsConfig::default(),
+            web: WebConfig::default(),
             signing_keys: Vec::new(),
         }
     }
@@ -419,6 +464,42 @@ impl OriginConfig {
         format!("{role}.{host}-{}", api.port())
     }
 
+    fn validate_accounts(&self) -> Result<(), ConfigError> {
+        let a = &self.accounts;
+        ensure(
+            (60..=365 * 24 * 3600).contains(&a.session_ttl_secs),
+            "accounts.session_ttl_secs",
+            "must be 60 to 31536000",
+        )?;
+        ensure(
+            (1..=1000).contains(&a.signin_max_failures),
+            "accounts.signin_max_failures",
+            "must be 1 to 1000",
+        )?;
+        ensure(
+            (1..=86_400).contains(&a.signin_window_secs),
+            "accounts.signin_window_secs",
+            "must be 1 to 86400",
+        )?;
+        for (i, token) in a.service_tokens.iter().enumerate() {
+            ensure(
+                token.len() >= 16
+                    && token.len() <= 256
+                    && token.bytes().all(|b| b.is_ascii_graphic()),
+                &format!("accounts.service_tokens[{i}]"),
+                "must be 16 to 256 visible ASCII characters",
+            )?;
+        }
+        if let Some(dir) = &self.web.dir {
+            ensure(
+                dir.is_dir(),
+                "web.dir",
+                format!("{} is not a folder", dir.display()),
+            )?;
+        }
+        Ok(())
+    }
+
     fn validate_bus(&self) -> Result<(), ConfigError> {
         let b = &self.bus;
         if let Some(url) = &b.url {
@@ -524,6 +605,7 @@ impl OriginConfig {
     /// Checks every field; the error names the first offending one.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_bus()?;
+        self.validate_accounts()?;
         ensure(
             !self.data_dir.as_os_str().is_empty(),
             "data_dir",
@@ -856,6 +938,27 @@ mod tests {
                 "bus.retention_bytes",
             ),
             ("[bus]\nreplication = 0", "bus.replication"),
+            (
+                "[accounts]\nsession_ttl_secs = 5",
+                "accounts.session_ttl_secs",
+            ),
+            (
+                "[accounts]\nsignin_max_failures = 0",
+                "accounts.signin_max_failures",
+            ),
+            (
+                "[accounts]\nsignin_window_secs = 0",
+                "accounts.signin_window_secs",
+            ),
+            (
+                "[accounts]\nservice_tokens = [\"0123456789abcdef\", \"short\"]",
+                "accounts.service_tokens[1]",
+            ),
+            (
+                "[accounts]\nservice_tokens = [\"0123456789 abcdef\"]",
+                "accounts.service_tokens[0]",
+            ),
+            ("[web]\ndir = \"/nonexistent/web\"", "web.dir"),
         ];
         for (text, field) in table {
             let err = parse(text).unwrap_err();

@@ -38,6 +38,16 @@ pub struct OriginMetrics {
     /// (`POST /v1/events`) or `edge` (an edge's summary), `outcome` `accepted`, `refused` (4xx) or `unavailable`
     /// (the bus failed).
     pub event_batches: IntCounterVec,
+    /// `control_signins_total{outcome}`: sign-in attempts, `signed_in`, `refused` (wrong email or password) or
+    /// `limited` (too many failures).
+    pub signins: IntCounterVec,
+    /// `control_playback_requests_total{caller}`: playback answers by who asked: `viewer` (a signed-in
+    /// profile), `service` (a service credential); `refused` for a request with neither.
+    pub playback_requests: IntCounterVec,
+    /// `control_recommender_trainings_total{outcome}` and the last training's duration and size.
+    pub recs_trainings: IntCounterVec,
+    pub recs_train_seconds: prometheus::Gauge,
+    pub recs_interactions: prometheus::IntGauge,
     /// `control_events_accepted_total{source}`: events (a summary's titles) put on the bus.
     pub events_accepted: IntCounterVec,
     /// `control_catalog_changes_applied_total`: catalog changes this instance applied (search, caches, takedowns).
@@ -136,6 +146,40 @@ impl OriginMetrics {
             &["source"],
         )
         .expect("valid metric");
+        let signins = IntCounterVec::new(
+            Opts::new(
+                "control_signins_total",
+                "Sign-in attempts, by outcome (signed_in, refused, limited).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let playback_requests = IntCounterVec::new(
+            Opts::new(
+                "control_playback_requests_total",
+                "Playback requests, by caller (viewer, service) or refused without either.",
+            ),
+            &["caller"],
+        )
+        .expect("valid metric");
+        let recs_trainings = IntCounterVec::new(
+            Opts::new(
+                "control_recommender_trainings_total",
+                "Recommender trainings, by outcome (ok, failed).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let recs_train_seconds = prometheus::Gauge::new(
+            "control_recommender_train_seconds",
+            "How long the last recommender training took.",
+        )
+        .expect("valid");
+        let recs_interactions = prometheus::IntGauge::new(
+            "control_recommender_interactions",
+            "Interactions (viewing history entries) the serving recommender was trained on.",
+        )
+        .expect("valid");
         let catalog_changes_applied = IntCounter::new(
             "control_catalog_changes_applied_total",
             "Catalog changes this instance applied to its search index, caches and takedowns.",
@@ -144,6 +188,11 @@ impl OriginMetrics {
         for collector in [
             Box::new(fleet_edges.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(event_batches.clone()),
+            Box::new(signins.clone()),
+            Box::new(playback_requests.clone()),
+            Box::new(recs_trainings.clone()),
+            Box::new(recs_train_seconds.clone()),
+            Box::new(recs_interactions.clone()),
             Box::new(events_accepted.clone()),
             Box::new(catalog_changes_applied.clone()),
             Box::new(steering_requests.clone()),
@@ -177,6 +226,11 @@ impl OriginMetrics {
             steering_requests,
             playback_steered,
             event_batches,
+            signins,
+            playback_requests,
+            recs_trainings,
+            recs_train_seconds,
+            recs_interactions,
             events_accepted,
             catalog_changes_applied,
         }

@@ -114,6 +114,8 @@ impl Origin {
                     bus.clone(),
                     metrics.registry.clone(),
                 ));
+                let (catalog_pool, catalog_backend) = (catalog.pool().clone(), catalog.backend);
+                let recommender = crate::control::home::SharedRecommender::default();
                 let service = ApiService {
                     search,
                     details,
@@ -129,6 +131,19 @@ impl Origin {
                     metrics: Arc::clone(&metrics),
                     bus: Some(bus),
                     changes,
+                    accounts: Arc::new(crate::control::accounts::Accounts::new(
+                        crate::control::docs::DocStore::new(catalog_pool, catalog_backend),
+                        config.accounts.session_ttl_secs as i64,
+                        crate::control::accounts::SigninLimits {
+                            max_failures: config.accounts.signin_max_failures,
+                            window_secs: config.accounts.signin_window_secs as i64,
+                            ..Default::default()
+                        },
+                    )),
+                    service_tokens: config.accounts.service_tokens.clone(),
+                    secure_cookies: config.accounts.secure_cookies,
+                    web_dir: config.web.dir.clone(),
+                    recommender,
                 };
                 tokio::spawn(sweep_fleet(fleet, Arc::clone(&metrics)));
                 Some((listener, Arc::new(service)))

@@ -131,7 +131,13 @@ fn catalog_listing_details_and_errors(catalog: &str) -> Vec<(String, i64)> {
             r.text()
         );
     }
-    let bad = curl(&["-d", "{\"titel\": \"x\"}", &format!("{api}/v1/playback")]);
+    let bad = curl(&[
+        "-H",
+        testkit::SERVICE_AUTH,
+        "-d",
+        "{\"titel\": \"x\"}",
+        &format!("{api}/v1/playback"),
+    ]);
     assert_eq!(bad.status, 400);
     assert!(
         json(&bad)["reason"]
@@ -139,7 +145,13 @@ fn catalog_listing_details_and_errors(catalog: &str) -> Vec<(String, i64)> {
             .unwrap()
             .contains("unknown field `titel`")
     );
-    let unknown = curl(&["-d", "{\"title\": \"nope\"}", &format!("{api}/v1/playback")]);
+    let unknown = curl(&[
+        "-H",
+        testkit::SERVICE_AUTH,
+        "-d",
+        "{\"title\": \"nope\"}",
+        &format!("{api}/v1/playback"),
+    ]);
     assert_eq!(unknown.status, 404);
     ids
 }
@@ -178,6 +190,8 @@ fn playback_urls_are_signed_and_play_through_the_edge() {
     let api = control.url("api_addr");
 
     let r = curl(&[
+        "-H",
+        testkit::SERVICE_AUTH,
         "-d",
         "{\"title\": \"test-pattern\", \"protocol\": \"hls\"}",
         &format!("{api}/v1/playback"),
@@ -221,6 +235,8 @@ fn playback_urls_are_signed_and_play_through_the_edge() {
 
     // Bound to a client: only that address may use it.
     let bound = json(&curl(&[
+        "-H",
+        testkit::SERVICE_AUTH,
         "-d",
         "{\"title\": \"mandelbrot\", \"client\": \"10.1.2.3\"}",
         &format!("{api}/v1/playback"),
@@ -244,6 +260,8 @@ fn playback_urls_are_signed_and_play_through_the_edge() {
     );
 
     let words = curl(&[
+        "-H",
+        testkit::SERVICE_AUTH,
         "-d",
         "{\"title\": \"words-only\", \"protocol\": \"dash\"}",
         &format!("{api}/v1/playback"),
@@ -267,6 +285,8 @@ fn playback_ranks_the_edges_per_title_by_rendezvous_hashing() {
     let api = origin.url("api_addr");
     let order = |title: &str| -> Vec<String> {
         let r = curl(&[
+            "-H",
+            testkit::SERVICE_AUTH,
             "-d",
             &format!("{{\"title\": \"{title}\"}}"),
             &format!("{api}/v1/playback"),

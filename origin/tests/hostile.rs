@@ -158,7 +158,13 @@ fn the_control_plane_api_refuses_bad_bodies_with_a_reason() {
             "protocol must be",
         ),
     ] {
-        let r = curl(&["--data-binary", body, &playback]);
+        let r = curl(&[
+            "-H",
+            testkit::SERVICE_AUTH,
+            "--data-binary",
+            body,
+            &playback,
+        ]);
         assert_eq!(r.status, status, "{what}: {}", r.text());
         let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         let text = json["reason"].as_str().unwrap_or_default();
@@ -183,12 +189,16 @@ fn the_control_plane_api_bounds_bodies_in_size_and_time() {
     let origin = start_origin(&store.url(), "[media]\nheader_read_timeout_secs = 1\n");
     let api = origin.addr("api_addr");
     let big = format!(
-        "POST /v1/playback HTTP/1.1\r\nHost: o\r\nContent-Length: 1048576\r\n\r\n{}",
+        "POST /v1/playback HTTP/1.1\r\nHost: o\r\n{}\r\nContent-Length: 1048576\r\n\r\n{}",
+        testkit::SERVICE_AUTH,
         " ".repeat(1 << 20)
     );
     let (answer, _) = exchange(api, big.as_bytes(), Duration::from_secs(5));
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-    let slow = "POST /v1/playback HTTP/1.1\r\nHost: o\r\nContent-Length: 100\r\n\r\n{\"title\":";
+    let slow = format!(
+        "POST /v1/playback HTTP/1.1\r\nHost: o\r\n{}\r\nContent-Length: 100\r\n\r\n{{\"title\":",
+        testkit::SERVICE_AUTH
+    );
     let (answer, _) = exchange(api, slow.as_bytes(), Duration::from_secs(8));
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }

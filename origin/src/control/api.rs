@@ -33,7 +33,7 @@ use crate::media::handler::Body;
 use crate::metrics::OriginMetrics;
 
 /// Largest request body read (playback requests are tiny), and the time it has to arrive.
-const MAX_BODY_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const DEFAULT_PAGE: i64 = 20;
 /// The script players load to report their events (`origin/web/player-events.js`).
@@ -60,6 +60,16 @@ pub struct ApiService {
     pub bus: Option<crate::bus::Bus>,
     /// Wakes the edges' change feeds (`GET /v1/edges/<name>/changes`) when the catalog changes.
     pub changes: crate::control::changes::ChangeFeed,
+    /// Viewers' accounts, sessions and profiles (in the catalog's database).
+    pub accounts: Arc<crate::control::accounts::Accounts>,
+    /// Bearer credentials of servers that may ask for playback without a viewer's session.
+    pub service_tokens: Vec<String>,
+    /// Whether the session cookie says `Secure`.
+    pub secure_cookies: bool,
+    /// The web front end's folder (`web.dir`); none: `/` answers 404.
+    pub web_dir: Option<std::path::PathBuf>,
+    /// The recommender serving reads (`control::home`), swapped in by training.
+    pub recommender: crate::control::home::SharedRecommender,
 }
 
 /// Titles' details by slug, shared with the task that clears it when the catalog changes.
@@ -97,7 +107,6 @@ impl ApiService {
     /// server (and a test or a tool) sets what it needs.
     pub fn new(catalog: Arc<Catalog>, search: crate::control::search::SharedIndex) -> Self {
         ApiService {
-            catalog,
             edges: PlaybackEdges::new(Vec::new()),
             token_ttl_secs: 3600,
             signing_keys: Vec::new(),
@@ -110,6 +119,16 @@ impl ApiService {
             metrics: Arc::new(OriginMetrics::new()),
             bus: None,
             changes: crate::control::changes::ChangeFeed::default(),
+            accounts: Arc::new(crate::control::accounts::Accounts::new(
+                crate::control::docs::DocStore::new(catalog.pool().clone(), catalog.backend),
+                30 * 24 * 3600,
+                crate::control::accounts::SigninLimits::default(),
+            )),
+            service_tokens: Vec::new(),
+            secure_cookies: true,
+            web_dir: None,
+            recommender: Default::default(),
+            catalog,
         }
     }
 
@@ -179,6 +198,9 @@ impl ApiService {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let path = req.uri().path();
+        if crate::control::viewer::handles(path) {
+            return self.viewer(req).await;
+        }
         let get = matches!(*req.method(), Method::GET | Method::HEAD);
         let steering = if !get {
             None
@@ -299,6 +321,13 @@ impl ApiService {
             (&Method::POST, "/v1/playback") => {
                 let peer = peer_ip(&req);
                 let control = self.control_base(&req);
+                let caller = self.caller(&req).await?;
+                if matches!(caller, crate::control::viewer::Caller::Anonymous) {
+                    // Refused before the body is read.
+                    return self
+                        .playback(PlaybackRequest::default(), caller, peer, control)
+                        .await;
+                }
                 let body =
                     shared::body::read_limited(req.into_body(), MAX_BODY_BYTES, BODY_TIMEOUT)
                         .await
@@ -308,7 +337,7 @@ impl ApiService {
                         "the body must be JSON such as {{\"title\": \"test-pattern\"}}: {e}"
                     ))
                 })?;
-                self.playback(request, peer, control).await
+                self.playback(request, caller, peer, control).await
             }
             (&Method::POST, "/v1/events") => {
                 let accepted = crate::control::events::accept(self, req).await;

@@ -12,9 +12,15 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
 
-/// The migrations, embedded in the binary.
-fn migrator() -> Migrator {
+/// The migrations, embedded in the binary. Viewer documents (4) differ by database: JSON text in SQLite, JSONB in
+/// PostgreSQL.
+fn migrator(backend: &str) -> Migrator {
     use sqlx::SqlSafeStr;
+    let documents = if backend == "postgres" {
+        include_str!("../../migrations/0004_documents.postgres.sql")
+    } else {
+        include_str!("../../migrations/0004_documents.sqlite.sql")
+    };
     Migrator::with_migrations(vec![
         Migration::new(
             1,
@@ -35,6 +41,13 @@ fn migrator() -> Migrator {
             Cow::Borrowed("takedowns"),
             MigrationType::Simple,
             include_str!("../../migrations/0003_takedowns.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            Cow::Borrowed("documents"),
+            MigrationType::Simple,
+            documents.into_sql_str(),
             false,
         ),
     ])
@@ -240,6 +253,11 @@ pub struct Catalog {
 
 impl Catalog {
     /// Connects (creating a SQLite file if missing) and runs the migrations.
+    /// The connections, shared with the viewer documents (`control::docs`).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn open(url: &str) -> anyhow::Result<Catalog> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
@@ -295,7 +313,7 @@ impl Catalog {
                 .execute(&pool)
                 .await?;
         }
-        migrator()
+        migrator(backend)
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("catalog migrations: {e}"))?;
@@ -457,6 +475,49 @@ impl Catalog {
             .then(|| titles.last().map(|t| t.slug.clone()))
             .flatten();
         Ok(Page { titles, next_after })
+    }
+
+    /// The most popular titles (by the catalog's `popularity`, then slug), of a genre when one is given.
+    pub async fn popular(
+        &self,
+        genre: Option<&str>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<TitleSummary>> {
+        let rows = sqlx::query(
+            "SELECT t.slug, t.title, t.year, t.language, t.artwork_key, t.id FROM titles t \
+             WHERE ($1 IS NULL OR EXISTS (SELECT 1 FROM title_genres g WHERE g.slug = t.slug AND g.genre = $1)) \
+             AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = t.slug) \
+             ORDER BY t.popularity DESC, t.slug LIMIT $2",
+        )
+        .bind(genre)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let slugs = rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<Vec<String>, _>>()?;
+        let mut genres = self.values_by_slug(Child::Genres, Some(&slugs)).await?;
+        rows.iter().map(|row| summary(row, &mut genres)).collect()
+    }
+
+    /// Every title that may be shown (not taken down) with its genres and popularity, for the recommenders.
+    pub async fn items(&self) -> anyhow::Result<Vec<(String, Vec<String>, i64)>> {
+        let rows = sqlx::query(
+            "SELECT t.slug, t.popularity FROM titles t \
+             WHERE NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = t.slug) ORDER BY t.slug",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut genres = self.values_by_slug(Child::Genres, None).await?;
+        rows.iter()
+            .map(|row| {
+                let slug: String = row.try_get(0)?;
+                let popularity: i64 = row.try_get(1)?;
+                let g = genres.remove(&slug).unwrap_or_default();
+                Ok((slug, g, popularity))
+            })
+            .collect()
     }
 
     /// A title by slug.
@@ -731,7 +792,7 @@ mod tests {
         sqlx::any::install_default_drivers();
         {
             let pool = AnyPoolOptions::new().connect(&url).await.unwrap();
-            let mut first_only = migrator();
+            let mut first_only = migrator("sqlite");
             first_only.migrations = Cow::Owned(vec![first_only.migrations[0].clone()]);
             first_only.run(&pool).await.unwrap();
             for slug in ["b", "a"] {

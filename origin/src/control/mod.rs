@@ -2,13 +2,17 @@
 //! playback URLs (`api`), and `origin ingest`, which uploads a packaged title and registers it (`ingest`,
 //! reading what its manifests reference with `manifests`), and the fleet of edges that report themselves
 //! (`fleet`), and how viewers are steered to them: the ranking (`steering`) and the manifests that carry it
-//! to players (`steered`).
+//! to players (`steered`); the viewer's side: accounts, sessions and profiles (`accounts`) kept as versioned
+//! documents (`docs`), their routes and the web front end (`viewer`), and the home page's rows (`home`).
 
+pub mod accounts;
 pub mod api;
 pub mod catalog;
 pub mod changes;
+pub mod docs;
 pub mod events;
 pub mod fleet;
+pub mod home;
 pub mod ingest;
 pub mod manifests;
 pub mod playback;
@@ -16,3 +20,4 @@ pub mod qoe;
 pub mod search;
 pub mod steered;
 pub mod steering;
+pub mod viewer;

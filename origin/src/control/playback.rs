@@ -18,6 +18,7 @@ use shared::token::Grant;
 use crate::control::api::{ApiError, ApiService, shown};
 use crate::control::fleet::is_name;
 use crate::control::steering::{Candidate, SteeringPolicy};
+use crate::control::viewer::{Caller, bound_client, record_progress, resume_point};
 use crate::media::handler::Body;
 
 /// Largest manifest steered (a multivariant playlist or an MPD).
@@ -63,7 +64,7 @@ pub(crate) fn pathway_name(url: &str) -> String {
     name.trim_matches('-').to_string()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PlaybackRequest {
     title: String,
@@ -74,6 +75,9 @@ pub(crate) struct PlaybackRequest {
     /// The viewer's region, when the caller knows it better than the CIDR table.
     #[serde(default)]
     region: Option<String>,
+    /// The signed-in viewer's profile that plays (required with a session).
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -89,12 +93,52 @@ struct PlaybackEdge {
 }
 
 impl ApiService {
+    /// `POST /v1/playback`: for a signed-in viewer's profile (the token bound to the address the request came
+    /// from, the play recorded in the profile's history, the answer saying where to resume) or a service
+    /// credential (bound to `client`, else to the caller's address).
     pub(crate) async fn playback(
         &self,
         request: PlaybackRequest,
+        caller: Caller,
         peer: Option<IpAddr>,
         control: Option<String>,
     ) -> Result<serde_json::Value, ApiError> {
+        let (caller_label, profile) = match &caller {
+            Caller::Anonymous => {
+                self.metrics
+                    .playback_requests
+                    .with_label_values(&["refused"])
+                    .inc();
+                return Err(ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "playback needs a signed-in profile (POST /v1/sessions) or a service credential".into(),
+                ));
+            }
+            Caller::Viewer(session, _) => {
+                if request.client.is_some() {
+                    return Err(ApiError::bad(
+                        "client is for service credentials: a viewer's URLs are bound to the address the request came from",
+                    ));
+                }
+                let id = request.profile.as_deref().ok_or_else(|| {
+                    ApiError::bad("profile is required: one of the account's profiles (GET /v1/me)")
+                })?;
+                let owned =
+                    self.accounts.own_profile(session, id).await.map_err(|e| {
+                        ApiError::internal(anyhow::anyhow!("viewer documents: {e}"))
+                    })?;
+                if owned.is_none() {
+                    return Err(ApiError(
+                        StatusCode::FORBIDDEN,
+                        "forbidden",
+                        format!("profile `{}` is not one of this account's", shown(id)),
+                    ));
+                }
+                ("viewer", Some(id.to_string()))
+            }
+            Caller::Service => ("service", None),
+        };
         let protocol = request.protocol.as_deref();
         if protocol.is_some_and(|p| p != "hls" && p != "dash") {
             return Err(ApiError::bad("protocol must be `hls` or `dash`"));
@@ -119,11 +163,14 @@ impl ApiService {
             )));
         }
         let slug = &title.summary.slug;
-        let viewer = request
-            .client
-            .as_deref()
-            .and_then(|c| c.parse::<IpAddr>().ok())
-            .or(peer);
+        let client = match request.client.as_deref() {
+            Some(c) => Some(
+                c.parse::<IpAddr>()
+                    .map_err(|_| ApiError::bad("client must be an IP address"))?,
+            ),
+            None => peer,
+        };
+        let viewer = client;
         let region = self
             .steering
             .viewer_region(request.region.as_deref(), viewer);
@@ -164,7 +211,7 @@ impl ApiService {
                     key_id: key.id.clone(),
                     expires,
                     prefix: prefix.clone(),
-                    client: request.client.clone().unwrap_or_default(),
+                    client: bound_client(client),
                 },
             )
         });
@@ -209,8 +256,33 @@ impl ApiService {
                     .collect()
             })
             .unwrap_or_default();
+        self.metrics
+            .playback_requests
+            .with_label_values(&[caller_label])
+            .inc();
+        let resume_secs = match &profile {
+            Some(profile) => {
+                let resume = resume_point(self, profile, slug).await;
+                let duration = title.runtime_secs.unwrap_or(0) as f64;
+                if resume == 0.0 && duration > 0.0 {
+                    // The play is recorded: the title enters the profile's history (and the recommenders' data).
+                    record_progress(
+                        self,
+                        profile,
+                        slug,
+                        0.0,
+                        duration,
+                        crate::control::viewer::now_secs(),
+                    )
+                    .await?;
+                }
+                resume
+            }
+            None => 0.0,
+        };
         Ok(json!({
             "title": slug,
+            "resume_secs": resume_secs,
             "signed": token.is_some(),
             "expires": expires,
             "region": region,

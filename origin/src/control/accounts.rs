@@ -1,0 +1,614 @@
+//! Viewers' accounts, sessions and profiles, kept as documents (`control::docs`):
+//! - `account/<email>`: `{id, email, password (an Argon2id PHC string), profiles: [ids], created}`;
+//! - `session/<SHA-256 of the token, hex>`: `{account, email, expires}` — the token itself is never stored;
+//! - `profile/<id>`: `{account, name, settings}`.
+//!
+//! Passwords are hashed with Argon2id (the `argon2` crate's defaults) on blocking threads, a bounded number at a
+//! time. Sign-in failures are counted per email and per client address ([`SigninLimiter`], pure, time passed in):
+//! after [`SigninLimits::max_failures`] within the window, further attempts are refused until it passes, whether
+//! or not the password is right.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use serde_json::{Value, json};
+
+use crate::control::docs::{Doc, DocStore, WriteError};
+
+/// Shortest password accepted.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest password and email accepted (hashing a megabyte is a cost an attacker chooses).
+pub const MAX_PASSWORD_BYTES: usize = 256;
+pub const MAX_EMAIL_BYTES: usize = 254;
+/// Profiles an account may have.
+pub const MAX_PROFILES: usize = 8;
+/// Longest profile name.
+pub const MAX_PROFILE_NAME_CHARS: usize = 40;
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "cdn_session";
+
+/// How sign-in failures are limited.
+#[derive(Debug, Clone, Copy)]
+pub struct SigninLimits {
+    pub max_failures: u32,
+    pub window_secs: i64,
+    /// Emails and addresses tracked at most (the oldest entries go first when full).
+    pub max_tracked: usize,
+}
+
+impl Default for SigninLimits {
+    fn default() -> Self {
+        SigninLimits {
+            max_failures: 5,
+            window_secs: 300,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// Sign-in failures per key (an email, an address) within a window.
+#[derive(Debug, Default)]
+pub struct SigninLimiter {
+    limits: SigninLimits,
+    /// key → (failures, when the first of them happened).
+    failures: HashMap<String, (u32, i64)>,
+}
+
+impl SigninLimiter {
+    pub fn new(limits: SigninLimits) -> Self {
+        SigninLimiter {
+            limits,
+            failures: HashMap::new(),
+        }
+    }
+
+    /// None: the key may try now; Some(seconds): refused for that long.
+    pub fn check(&self, key: &str, now: i64) -> Option<i64> {
+        let &(count, since) = self.failures.get(key)?;
+        let until = since + self.limits.window_secs;
+        (count >= self.limits.max_failures && now < until).then_some(until - now)
+    }
+
+    pub fn failed(&mut self, key: &str, now: i64) {
+        if self.failures.len() >= self.limits.max_tracked && !self.failures.contains_key(key) {
+            let window = self.limits.window_secs;
+            self.failures
+                .retain(|_, &mut (_, since)| now - since < window);
+            if self.failures.len() >= self.limits.max_tracked {
+                // Still full of live entries: drop the oldest, so a flood of keys cannot grow the map.
+                if let Some(oldest) = self
+                    .failures
+                    .iter()
+                    .min_by_key(|(_, (_, since))| *since)
+                    .map(|(k, _)| k.clone())
+                {
+                    self.failures.remove(&oldest);
+                }
+            }
+        }
+        let entry = self.failures.entry(key.to_string()).or_insert((0, now));
+        if now - entry.1 >= self.limits.window_secs {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    pub fn succeeded(&mut self, key: &str) {
+        self.failures.remove(key);
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.failures.len()
+    }
+}
+
+/// An email as accounts are keyed: trimmed and lower-cased; None when it does not look like one.
+pub fn normalize_email(email: &str) -> Option<String> {
+    let email = email.trim().to_lowercase();
+    let (local, domain) = email.split_once('@')?;
+    let ok = !local.is_empty()
+        && !domain.is_empty()
+        && email.len() <= MAX_EMAIL_BYTES
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    ok.then_some(email)
+}
+
+/// Why a password is refused at sign-up, if it is.
+pub fn password_problem(password: &str) -> Option<String> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        Some(format!(
+            "the password must be at least {MIN_PASSWORD_CHARS} characters"
+        ))
+    } else if password.len() > MAX_PASSWORD_BYTES {
+        Some(format!(
+            "the password must be at most {MAX_PASSWORD_BYTES} bytes"
+        ))
+    } else {
+        None
+    }
+}
+
+/// A profile name, trimmed; None when empty or too long or holding control characters.
+pub fn profile_name(name: &str) -> Option<String> {
+    let name = name.trim();
+    let ok = !name.is_empty()
+        && name.chars().count() <= MAX_PROFILE_NAME_CHARS
+        && !name.chars().any(char::is_control);
+    ok.then(|| name.to_string())
+}
+
+/// A random identifier or secret: `bytes` random bytes as lowercase hex.
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut buf).expect("the system's random number generator");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A session token as stored: its SHA-256, hex.
+pub fn token_digest(token: &str) -> String {
+    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
+}
+
+pub fn password_matches(password: &str, hash: &str) -> bool {
+    Argon2::default()
+        .verify_password(password.as_bytes(), hash)
+        .is_ok()
+}
+
+/// A signed-in caller's session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub account: String,
+    pub email: String,
+    pub expires: i64,
+}
+
+/// What sign-in can end in.
+#[derive(Debug)]
+pub enum SigninError {
+    /// Too many failures for this email or address: retry after that many seconds.
+    Limited(i64),
+    /// Unknown email or wrong password (the same answer for both).
+    Wrong,
+    Store(anyhow::Error),
+}
+
+/// What creating an account or a profile can end in.
+#[derive(Debug)]
+pub enum CreateError {
+    Exists,
+    Invalid(String),
+    Store(anyhow::Error),
+}
+
+/// The accounts: their documents, the sign-in limiter and the bound on concurrent password hashing.
+pub struct Accounts {
+    pub docs: DocStore,
+    pub session_ttl_secs: i64,
+    limiter: std::sync::Mutex<SigninLimiter>,
+    hashing: tokio::sync::Semaphore,
+}
+
+/// Password hashes computed at once at most (each takes ~19 MiB and tens of milliseconds of a core).
+const CONCURRENT_HASHES: usize = 2;
+
+impl Accounts {
+    pub fn new(docs: DocStore, session_ttl_secs: i64, limits: SigninLimits) -> Accounts {
+        Accounts {
+            docs,
+            session_ttl_secs,
+            limiter: std::sync::Mutex::new(SigninLimiter::new(limits)),
+            hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
+        }
+    }
+
+    async fn hash(&self, password: String) -> anyhow::Result<String> {
+        let _permit = self.hashing.acquire().await?;
+        tokio::task::spawn_blocking(move || hash_password(&password)).await?
+    }
+
+    async fn verify(&self, password: String, hash: String) -> anyhow::Result<bool> {
+        let _permit = self.hashing.acquire().await?;
+        Ok(tokio::task::spawn_blocking(move || password_matches(&password, &hash)).await?)
+    }
+
+    /// A new account with one profile (named after the email's local part); its document.
+    pub async fn create_account(
+        &self,
+        email: &str,
+        password: &str,
+        now: i64,
+    ) -> Result<Value, CreateError> {
+        let email = normalize_email(email)
+            .ok_or_else(|| CreateError::Invalid("the email must look like name@domain".into()))?;
+        if let Some(problem) = password_problem(password) {
+            return Err(CreateError::Invalid(problem));
+        }
+        if self
+            .docs
+            .get("account", &email)
+            .await
+            .map_err(CreateError::Store)?
+            .is_some()
+        {
+            return Err(CreateError::Exists);
+        }
+        let hash = self
+            .hash(password.to_string())
+            .await
+            .map_err(CreateError::Store)?;
+        let account = random_hex(12);
+        let profile = random_hex(8);
+        let first_name =
+            profile_name(email.split('@').next().unwrap_or("me")).unwrap_or_else(|| "me".into());
+        let body = json!({
+            "id": account, "email": email, "password": hash, "profiles": [profile], "created": now,
+        });
+        match self.docs.create("account", &email, &body, now).await {
+            Ok(_) => {}
+            Err(WriteError::Conflict(_)) => return Err(CreateError::Exists),
+            Err(WriteError::Store(e)) => return Err(CreateError::Store(e)),
+        }
+        self.docs
+            .create(
+                "profile",
+                &profile,
+                &new_profile(&account, &first_name),
+                now,
+            )
+            .await
+            .map_err(|e| CreateError::Store(anyhow::anyhow!("{e}")))?;
+        Ok(body)
+    }
+
+    /// Signs in: a new session token (returned once, stored only as its digest) and the account's document.
+    pub async fn sign_in(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<IpAddr>,
+        now: i64,
+    ) -> Result<(String, Session, Value), SigninError> {
+        let email = normalize_email(email).unwrap_or_else(|| email.trim().to_lowercase());
+        let keys = [
+            format!("email:{email}"),
+            client.map_or_else(String::new, |ip| format!("ip:{ip}")),
+        ];
+        {
+            let limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(wait) = keys
+                .iter()
+                .filter(|k| !k.is_empty())
+                .filter_map(|k| limiter.check(k, now))
+                .max()
+            {
+                return Err(SigninError::Limited(wait));
+            }
+        }
+        let account = self
+            .docs
+            .get("account", &email)
+            .await
+            .map_err(SigninError::Store)?;
+        let right = match (&account, password.len() <= MAX_PASSWORD_BYTES) {
+            (Some(doc), true) => {
+                let hash = doc.body["password"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.verify(password.to_string(), hash)
+                    .await
+                    .map_err(SigninError::Store)?
+            }
+            _ => false,
+        };
+        let account = {
+            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            let (Some(account), true) = (account, right) else {
+                for key in keys.iter().filter(|k| !k.is_empty()) {
+                    limiter.failed(key, now);
+                }
+                return Err(SigninError::Wrong);
+            };
+            limiter.succeeded(&keys[0]);
+            account
+        };
+        let token = random_hex(32);
+        let session = Session {
+            account: account.body["id"].as_str().unwrap_or_default().to_string(),
+            email: email.clone(),
+            expires: now + self.session_ttl_secs,
+        };
+        let body =
+            json!({ "account": session.account, "email": email, "expires": session.expires });
+        self.docs
+            .create("session", &token_digest(&token), &body, now)
+            .await
+            .map_err(|e| SigninError::Store(anyhow::anyhow!("{e}")))?;
+        Ok((token, session, account.body))
+    }
+
+    /// The live session a token opens, if any (an expired one is deleted).
+    pub async fn session(&self, token: &str, now: i64) -> anyhow::Result<Option<Session>> {
+        if token.is_empty() || token.len() > 128 {
+            return Ok(None);
+        }
+        let digest = token_digest(token);
+        let Some(doc) = self.docs.get("session", &digest).await? else {
+            return Ok(None);
+        };
+        let session = Session {
+            account: doc.body["account"].as_str().unwrap_or_default().to_string(),
+            email: doc.body["email"].as_str().unwrap_or_default().to_string(),
+            expires: doc.body["expires"].as_i64().unwrap_or(0),
+        };
+        if session.expires <= now {
+            self.docs.delete("session", &digest).await?;
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    pub async fn sign_out(&self, token: &str) -> anyhow::Result<bool> {
+        self.docs.delete("session", &token_digest(token)).await
+    }
+
+    pub async fn account(&self, session: &Session) -> anyhow::Result<Option<Doc>> {
+        self.docs.get("account", &session.email).await
+    }
+
+    /// The account's profiles, each `{id, name, version, settings}`.
+    pub async fn profiles(&self, session: &Session) -> anyhow::Result<Vec<Value>> {
+        let Some(account) = self.account(session).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for id in account.body["profiles"].as_array().into_iter().flatten() {
+            let Some(id) = id.as_str() else { continue };
+            if let Some(doc) = self.docs.get("profile", id).await? {
+                out.push(profile_view(id, &doc));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A profile of the session's account; None when it does not exist or is another account's.
+    pub async fn own_profile(&self, session: &Session, id: &str) -> anyhow::Result<Option<Doc>> {
+        let doc = self.docs.get("profile", id).await?;
+        Ok(doc.filter(|doc| doc.body["account"].as_str() == Some(session.account.as_str())))
+    }
+
+    /// Adds a profile to the session's account.
+    pub async fn add_profile(
+        &self,
+        session: &Session,
+        name: &str,
+        now: i64,
+    ) -> Result<Value, CreateError> {
+        let name = profile_name(name).ok_or_else(|| {
+            CreateError::Invalid(format!(
+                "a profile's name is 1 to {MAX_PROFILE_NAME_CHARS} characters"
+            ))
+        })?;
+        let id = random_hex(8);
+        let mut full = false;
+        self.docs
+            .update("account", &session.email, now, |body| {
+                let mut body = body.cloned().unwrap_or(Value::Null);
+                if let Some(list) = body["profiles"].as_array_mut() {
+                    full = list.len() >= MAX_PROFILES;
+                    if !full {
+                        list.push(json!(id));
+                    }
+                }
+                body
+            })
+            .await
+            .map_err(|e| CreateError::Store(anyhow::anyhow!("{e}")))?;
+        if full {
+            return Err(CreateError::Invalid(format!(
+                "an account has {MAX_PROFILES} profiles at most"
+            )));
+        }
+        let doc = self
+            .docs
+            .create("profile", &id, &new_profile(&session.account, &name), now)
+            .await
+            .map_err(|e| CreateError::Store(anyhow::anyhow!("{e}")))?;
+        Ok(profile_view(&id, &doc))
+    }
+}
+
+fn new_profile(account: &str, name: &str) -> Value {
+    json!({
+        "account": account,
+        "name": name,
+        "settings": { "captions": true, "autoplay_next": true },
+    })
+}
+
+/// A profile as the API shows it.
+pub fn profile_view(id: &str, doc: &Doc) -> Value {
+    json!({
+        "id": id,
+        "name": doc.body["name"],
+        "version": doc.version,
+        "settings": doc.body["settings"],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_past_the_limit_refuse_until_the_window_passes() {
+        let mut limiter = SigninLimiter::new(SigninLimits {
+            max_failures: 3,
+            window_secs: 60,
+            max_tracked: 10,
+        });
+        for t in 0..3 {
+            assert_eq!(limiter.check("email:a@b", 100 + t), None);
+            limiter.failed("email:a@b", 100 + t);
+        }
+        assert_eq!(limiter.check("email:a@b", 103), Some(57));
+        assert_eq!(
+            limiter.check("email:c@d", 103),
+            None,
+            "other keys unaffected"
+        );
+        assert_eq!(limiter.check("email:a@b", 159), Some(1));
+        assert_eq!(limiter.check("email:a@b", 160), None, "the window passed");
+        // A failure after the window starts a new count.
+        limiter.failed("email:a@b", 160);
+        assert_eq!(limiter.check("email:a@b", 161), None);
+        limiter.succeeded("email:a@b");
+        assert_eq!(limiter.tracked(), 0);
+    }
+
+    #[test]
+    fn the_limiter_stays_bounded_under_a_flood_of_keys() {
+        let mut limiter = SigninLimiter::new(SigninLimits {
+            max_failures: 1,
+            window_secs: 1_000,
+            max_tracked: 100,
+        });
+        for i in 0..10_000 {
+            limiter.failed(&format!("ip:{i}"), i);
+        }
+        assert!(limiter.tracked() <= 100, "{}", limiter.tracked());
+        // The newest are the ones kept.
+        assert!(limiter.check("ip:9999", 10_000).is_some());
+    }
+
+    #[test]
+    fn emails_passwords_and_names_are_checked() {
+        assert_eq!(
+            normalize_email("  Ada@Example.ORG "),
+            Some("ada@example.org".into())
+        );
+        for bad in ["", "ada", "@x", "ada@", "a da@x", "a\u{0}@x"] {
+            assert_eq!(normalize_email(bad), None, "{bad:?}");
+        }
+        assert!(normalize_email(&format!("{}@x", "a".repeat(300))).is_none());
+        assert!(password_problem("short").is_some());
+        assert!(password_problem("long enough").is_none());
+        assert!(password_problem(&"x".repeat(300)).is_some());
+        assert_eq!(profile_name("  Kids "), Some("Kids".into()));
+        assert_eq!(profile_name(" "), None);
+        assert_eq!(profile_name(&"x".repeat(41)), None);
+    }
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let hash = hash_password("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(password_matches("correct horse", &hash));
+        assert!(!password_matches("correct horsE", &hash));
+        assert!(!password_matches("correct horse", "not a hash"));
+        assert_ne!(hash, hash_password("correct horse").unwrap(), "salted");
+    }
+
+    async fn accounts() -> Accounts {
+        let catalog = crate::control::catalog::Catalog::open("sqlite::memory:")
+            .await
+            .unwrap();
+        Accounts::new(
+            DocStore::new(catalog.pool().clone(), catalog.backend),
+            3600,
+            SigninLimits::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_session_lasts_its_lifetime_and_no_longer() {
+        let accounts = accounts().await;
+        accounts
+            .create_account("v@x.org", "long enough", 1_000)
+            .await
+            .unwrap();
+        let (token, session, _) = accounts
+            .sign_in("V@x.org", "long enough", None, 1_000)
+            .await
+            .unwrap();
+        assert_eq!(session.expires, 4_600);
+        assert_eq!(
+            accounts.session(&token, 4_599).await.unwrap(),
+            Some(session)
+        );
+        assert_eq!(accounts.session(&token, 4_600).await.unwrap(), None);
+        // An expired session is deleted: it does not come back at an earlier clock either.
+        assert_eq!(accounts.session(&token, 1_000).await.unwrap(), None);
+        assert!(matches!(
+            accounts.sign_in("v@x.org", "wrong one!", None, 1_000).await,
+            Err(SigninError::Wrong)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stale_version_is_refused_with_the_current_document() {
+        let accounts = accounts().await;
+        let docs = &accounts.docs;
+        let first = docs
+            .create("list", "p", &json!({"items": []}), 1)
+            .await
+            .unwrap();
+        assert_eq!(first.version, 1);
+        assert!(matches!(
+            docs.create("list", "p", &json!({}), 2).await,
+            Err(WriteError::Conflict(Some(Doc { version: 1, .. })))
+        ));
+        let second = docs
+            .replace("list", "p", 1, &json!({"items": ["a"]}), 3)
+            .await
+            .unwrap();
+        assert_eq!(second.version, 2);
+        match docs
+            .replace("list", "p", 1, &json!({"items": ["b"]}), 4)
+            .await
+        {
+            Err(WriteError::Conflict(Some(current))) => assert_eq!(current, second),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            docs.replace("list", "q", 1, &json!({}), 4).await,
+            Err(WriteError::Conflict(None))
+        ));
+        // The server's own merge: read, change, write.
+        let merged = docs
+            .update("list", "p", 5, |body| {
+                let mut body = body.cloned().unwrap();
+                body["items"].as_array_mut().unwrap().push(json!("c"));
+                body
+            })
+            .await
+            .unwrap();
+        assert_eq!(merged.body, json!({"items": ["a", "c"]}));
+        assert_eq!(merged.version, 3);
+    }
+
+    #[test]
+    fn tokens_are_random_and_stored_as_digests() {
+        let (a, b) = (random_hex(32), random_hex(32));
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, b);
+        assert_eq!(
+            token_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,238 @@
+//! Viewer data as versioned JSON documents (accounts, sessions, profiles, viewing history, ratings, "my list"),
+//! beside the SQL catalog in the same database: JSON text in SQLite, JSONB in PostgreSQL (migration 4), behind
+//! this one interface. A document is named by a kind and an id; every write names the version it read, and a
+//! write over a newer version is refused with the current document ([`WriteError::Conflict`]): two writers never
+//! lose an update, the second is told to read again. [`DocStore::update`] is that loop for the server's own
+//! merges (recording progress), retried a bounded number of times.
+
+use serde_json::Value;
+use sqlx::{AnyPool, Row};
+
+/// How many times [`DocStore::update`] reads again after losing a race before it gives up.
+const MAX_UPDATE_ATTEMPTS: usize = 8;
+
+/// A document as stored: its version (1 when created, +1 per write), body and last write (unix seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Doc {
+    pub version: i64,
+    pub body: Value,
+    pub updated: i64,
+}
+
+#[derive(Debug)]
+pub enum WriteError {
+    /// The document is not at the version the write named (or exists, for a create): here is what it is now
+    /// (`None`: it does not exist).
+    Conflict(Option<Doc>),
+    /// The database failed.
+    Store(anyhow::Error),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(e: sqlx::Error) -> Self {
+        WriteError::Store(e.into())
+    }
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Conflict(Some(doc)) => {
+                write!(f, "conflict: now at version {}", doc.version)
+            }
+            WriteError::Conflict(None) => write!(f, "conflict: the document does not exist"),
+            WriteError::Store(e) => write!(f, "document store: {e}"),
+        }
+    }
+}
+
+/// The statements that differ by database.
+struct Statements {
+    get: &'static str,
+    create: &'static str,
+    replace: &'static str,
+    all: &'static str,
+}
+
+const SQLITE: Statements = Statements {
+    get: "SELECT version, body, updated_at FROM documents WHERE kind = $1 AND id = $2",
+    create: "INSERT INTO documents (kind, id, version, body, updated_at) VALUES ($1, $2, 1, $3, $4) \
+             ON CONFLICT (kind, id) DO NOTHING",
+    replace: "UPDATE documents SET body = $1, version = version + 1, updated_at = $2 \
+              WHERE kind = $3 AND id = $4 AND version = $5",
+    all: "SELECT id, version, body, updated_at FROM documents WHERE kind = $1 ORDER BY id LIMIT $2",
+};
+
+const POSTGRES: Statements = Statements {
+    get: "SELECT version, body::text, updated_at FROM documents WHERE kind = $1 AND id = $2",
+    create: "INSERT INTO documents (kind, id, version, body, updated_at) VALUES ($1, $2, 1, CAST($3 AS JSONB), $4) \
+             ON CONFLICT (kind, id) DO NOTHING",
+    replace: "UPDATE documents SET body = CAST($1 AS JSONB), version = version + 1, updated_at = $2 \
+              WHERE kind = $3 AND id = $4 AND version = $5",
+    all: "SELECT id, version, body::text, updated_at FROM documents WHERE kind = $1 ORDER BY id LIMIT $2",
+};
+
+#[derive(Clone)]
+pub struct DocStore {
+    pool: AnyPool,
+    postgres: bool,
+}
+
+impl DocStore {
+    /// The documents of the catalog's database (`catalog.backend` says which SQL to speak).
+    pub fn new(pool: AnyPool, backend: &str) -> DocStore {
+        DocStore {
+            pool,
+            postgres: backend == "postgres",
+        }
+    }
+
+    /// The statements, in the database's SQL: JSONB is cast to text for the portable driver, and text to JSONB.
+    fn sql(&self) -> &'static Statements {
+        if self.postgres { &POSTGRES } else { &SQLITE }
+    }
+
+    pub async fn get(&self, kind: &str, id: &str) -> anyhow::Result<Option<Doc>> {
+        let row = sqlx::query(self.sql().get)
+            .bind(kind)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| -> anyhow::Result<Doc> {
+            let text: String = row.try_get(1)?;
+            Ok(Doc {
+                version: row.try_get(0)?,
+                body: serde_json::from_str(&text)?,
+                updated: row.try_get(2)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Creates a document at version 1; a conflict when one of that kind and id exists.
+    pub async fn create(
+        &self,
+        kind: &str,
+        id: &str,
+        body: &Value,
+        now: i64,
+    ) -> Result<Doc, WriteError> {
+        let done = sqlx::query(self.sql().create)
+            .bind(kind)
+            .bind(id)
+            .bind(body.to_string())
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Doc {
+                version: 1,
+                body: body.clone(),
+                updated: now,
+            });
+        }
+        Err(WriteError::Conflict(self.current(kind, id).await?))
+    }
+
+    /// Replaces the document if it is still at `version`; else a conflict with what it is now.
+    pub async fn replace(
+        &self,
+        kind: &str,
+        id: &str,
+        version: i64,
+        body: &Value,
+        now: i64,
+    ) -> Result<Doc, WriteError> {
+        let done = sqlx::query(self.sql().replace)
+            .bind(body.to_string())
+            .bind(now)
+            .bind(kind)
+            .bind(id)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 1 {
+            return Ok(Doc {
+                version: version + 1,
+                body: body.clone(),
+                updated: now,
+            });
+        }
+        Err(WriteError::Conflict(self.current(kind, id).await?))
+    }
+
+    /// Deletes the document (at any version); whether there was one.
+    pub async fn delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
+        let done = sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
+            .bind(kind)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Reads, changes and writes back the document until no other writer came in between (at most
+    /// [`MAX_UPDATE_ATTEMPTS`] reads): `change` gets the current body (`None`: none yet) and returns the new one.
+    pub async fn update<F>(
+        &self,
+        kind: &str,
+        id: &str,
+        now: i64,
+        mut change: F,
+    ) -> Result<Doc, WriteError>
+    where
+        F: FnMut(Option<&Value>) -> Value,
+    {
+        let mut current = self.get(kind, id).await.map_err(WriteError::Store)?;
+        for _ in 0..MAX_UPDATE_ATTEMPTS {
+            let written = match &current {
+                None => self.create(kind, id, &change(None), now).await,
+                Some(doc) => {
+                    self.replace(kind, id, doc.version, &change(Some(&doc.body)), now)
+                        .await
+                }
+            };
+            match written {
+                Err(WriteError::Conflict(now_is)) => current = now_is,
+                other => return other,
+            }
+        }
+        Err(WriteError::Conflict(current))
+    }
+
+    /// Every document of a kind, by id, `limit` at most (training reads the viewing histories).
+    pub async fn all(&self, kind: &str, limit: i64) -> anyhow::Result<Vec<(String, Doc)>> {
+        let rows = sqlx::query(self.sql().all)
+            .bind(kind)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|row| {
+                let text: String = row.try_get(2)?;
+                Ok((
+                    row.try_get(0)?,
+                    Doc {
+                        version: row.try_get(1)?,
+                        body: serde_json::from_str(&text)?,
+                        updated: row.try_get(3)?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes documents of a kind last written before `before` (expired sessions); how many.
+    pub async fn delete_older(&self, kind: &str, before: i64) -> anyhow::Result<u64> {
+        let done = sqlx::query("DELETE FROM documents WHERE kind = $1 AND updated_at < $2")
+            .bind(kind)
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn current(&self, kind: &str, id: &str) -> Result<Option<Doc>, WriteError> {
+        self.get(kind, id).await.map_err(WriteError::Store)
+    }
+}
