@@ -2,7 +2,7 @@
 """Benchmark (not a test) of the control plane on a realistic catalogue: the 3,200 films of the npm package
 `vega-datasets` (movies.json, written by scripts/movie_catalogue.py as metadata-only titles) beside the playable
 sample titles in a store folder, registered by a release `origin`; then h2load drives, at a fixed rate, POST
-/v1/playback of a sample title (goal: p99 <= 5 ms at 2,000 req/s) and GET /v1/search with queries typed with
+/v1/playback of a sample title as a server with a service credential (goal: p99 <= 5 ms at 2,000 req/s) and GET /v1/search with queries typed with
 typos and prefixes (goal: p99 <= 10 ms). Latencies come from h2load's per-request log. Run it through
 `scripts/bench-control-plane.sh`, which builds the release binary first.
 """
@@ -105,6 +105,8 @@ listen = "127.0.0.1:{args.port}"
 url = "file://{work}/objects"
 [catalog]
 url = "sqlite://{work}/catalog.db"
+[accounts]
+service_tokens = ["control-plane-bench-service-token"]
 [playback]
 edges = ["https://edge-1.example:8443", "https://edge-2.example:8443"]
 [[signing_key]]
@@ -137,6 +139,7 @@ level = "warn"
         total = args.rate * args.seconds
         results["playback"] = h2load(["-c", str(clients), "--rps", str(args.rate // clients), "-n", str(total),
                                       "-d", str(body), "-H", "Content-Type: application/json",
+                                      "-H", "Authorization: Bearer control-plane-bench-service-token",
                                       f"{api}/v1/playback"], work / "playback.log")
         # Search: queries with typos and prefixes, as fast as 8 clients go, then at a fixed 500 req/s.
         uris = work / "search.uris"

@@ -45,7 +45,16 @@ titles=$(curl -fsS "http://$api/v1/titles?genre=Test")
 echo "$titles" | grep -q '"slug":"test-pattern"' || { echo "smoke-up: catalog: $titles"; exit 1; }
 assets=$(curl -fsS "http://$api/v1/titles/test-pattern/assets")
 echo "$assets" | grep -q '"key":"titles/test-pattern/hls/v0/seg_000.ts"' || { echo "smoke-up: assets: $assets"; exit 1; }
-playback=$(curl -fsS -d '{"title": "test-pattern", "protocol": "hls"}' "http://$api/v1/playback")
+# The web front end and the demo viewer up.sh prints: sign in, play as its profile.
+grep -q "demo account: demo@example.org / demo-password" "$work/up.log" || { cat "$work/up.log"; echo "smoke-up: no demo account"; exit 1; }
+curl -fsS "http://$api/" | grep -qi '<html' || { echo "smoke-up: no web front end at http://$api/"; exit 1; }
+session=$(curl -fsS -d '{"email": "demo@example.org", "password": "demo-password"}' "http://$api/v1/sessions")
+token=$(echo "$session" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+profile=$(echo "$session" | python3 -c 'import json, sys; print(json.load(sys.stdin)["profiles"][0]["id"])')
+code=$(curl -sS -o /dev/null -w '%{http_code}' -d '{"title": "test-pattern"}' "http://$api/v1/playback")
+[ "$code" = 401 ] || { echo "smoke-up: playback without a session: $code"; exit 1; }
+playback=$(curl -fsS -H "Authorization: Bearer $token" \
+  -d "{\"title\": \"test-pattern\", \"protocol\": \"hls\", \"profile\": \"$profile\"}" "http://$api/v1/playback")
 signed=$(echo "$playback" | grep -Eo 'https://localhost:[0-9]+/t/[^"]+/master.m3u8' | head -1)
 [ -n "$signed" ] || { echo "smoke-up: playback: $playback"; exit 1; }
 code=$(curl -sS --cacert "$ca" -o /dev/null -w '%{http_code}' "$signed")
@@ -92,7 +101,8 @@ PY
 [ "$count" -ge 3000 ] || { echo "smoke-up: the large catalogue lists $count titles"; exit 1; }
 search=$(curl -fsS "http://$api/v1/search?q=godfathr+part")
 echo "$search" | grep -q '"slug":"the-godfather-part-ii-1974"' || { echo "smoke-up: search: $search"; exit 1; }
-code=$(curl -sS -o /dev/null -w '%{http_code}' -d '{"title": "the-godfather-1972"}' "http://$api/v1/playback")
+code=$(curl -sS -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" \
+  -d "{\"title\": \"the-godfather-1972\", \"profile\": \"$profile\"}" "http://$api/v1/playback")
 [ "$code" = 404 ] || { echo "smoke-up: playback of a metadata-only title: $code"; exit 1; }
 
 kill -INT -- -$up_pid

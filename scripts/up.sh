@@ -3,7 +3,8 @@
 # stops it cleanly. The stack: the media origin over a local object-store folder holding the sample titles
 # (ingested on first run), and one edge (HTTPS, HTTP/1.1 + HTTP/2) in front of it with its cache under the data
 # folder and a local certificate authority made on first run; and the control plane's API (catalog in SQLite
-# under the data folder, playback URLs signed with a key the origin and the edge share, made on first run).
+# under the data folder, playback URLs signed with a key the origin and the edge share, made on first run) with
+# the web front end (sign in, browse, search, play) and a demo account.
 #
 # Options:
 #   --large-catalog       also list the 3,200 films of the npm package vega-datasets as metadata-only titles
@@ -63,6 +64,20 @@ if [ ! -s "$data/signing.secret" ]; then
   (umask 077; head -c 36 /dev/urandom | base64 | tr -d '\n/+=' > "$data/signing.secret")
 fi
 secret=$(cat "$data/signing.secret")
+# The service credential servers (and this script) ask for playback with, made on first run.
+if [ ! -s "$data/service.token" ]; then
+  (umask 077; head -c 36 /dev/urandom | base64 | tr -d '\n/+=' > "$data/service.token")
+fi
+service_token=$(cat "$data/service.token")
+# The web front end's players (hls.js, dash.js) from npm, installed into origin/web on first run.
+if [ ! -d "$root/origin/web/node_modules/hls.js" ]; then
+  if command -v npm >/dev/null; then
+    echo "up.sh: installing the web front end's players (npm ci in origin/web)"
+    (cd "$root/origin/web" && npm ci --no-audit --no-fund --loglevel=error)
+  else
+    echo "up.sh: npm is not installed: the web front end will load without its players" >&2
+  fi
+fi
 # Several edges register with the control plane (a secret made on first run) instead of being listed.
 if [ "$edges" -gt 1 ]; then
   if [ ! -s "$data/fleet.secret" ]; then
@@ -89,6 +104,10 @@ listen = "$media"
 listen = "$origin_admin"
 [api]
 listen = "$api"
+[accounts]
+service_tokens = ["$service_token"]
+[web]
+dir = "$root/origin/web"
 $edges_toml
 [[signing_key]]
 id = "local"
@@ -179,7 +198,11 @@ port=${edge_tls##*:}
 done
 echo "Try: ffplay https://localhost:$port/titles/test-pattern/hls/master.m3u8"
 echo "     curl --cacert $data/edge/tls/ca.pem -I https://localhost:$port/titles/test-pattern/hls/master.m3u8"
-echo "Catalog: curl http://$api/v1/titles    signed playback URLs: curl -d '{\"title\": \"test-pattern\"}' http://$api/v1/playback"
+# A demo viewer (created once; 409 when it exists).
+curl -fsS -o /dev/null -d '{"email": "demo@example.org", "password": "demo-password"}' "http://$api/v1/accounts" 2>/dev/null || true
+echo "Web front end: http://localhost:${api##*:}/    demo account: demo@example.org / demo-password"
+echo "Catalog: curl http://$api/v1/titles    signed playback URLs (as a server, with the service credential):"
+echo "  curl -H 'Authorization: Bearer $service_token' -d '{\"title\": \"test-pattern\"}' http://$api/v1/playback"
 echo "Origin (the edge's upstream): http://$media    metrics: http://$origin_admin/metrics  http://$edge_admin/metrics"
 if [ "$edges" -gt 1 ]; then
   # Every edge registered (its first report), then one steered playback per region.
@@ -191,7 +214,8 @@ if [ "$edges" -gt 1 ]; then
   echo
   echo "$edges edges in two regions: curl http://$api/v1/edges    (Prometheus service discovery: /v1/edges/prometheus-sd)"
   for region in eu-west us-east; do
-    answer=$(curl -fsS -d "{\"title\": \"test-pattern\", \"region\": \"$region\"}" "http://$api/v1/playback")
+    answer=$(curl -fsS -H "Authorization: Bearer $service_token" \
+      -d "{\"title\": \"test-pattern\", \"region\": \"$region\"}" "http://$api/v1/playback")
     steered=$(echo "$answer" | grep -Eo "http://[^\"]+/v1/steered/[^\"]+/master.m3u8[^\"]*" | head -1)
     ranked=$(echo "$answer" | grep -Eo '"name":"[^"]+"' | cut -d'"' -f4 | tr '\n' ' ')
     echo "  a viewer in $region: edges ranked $ranked"
