@@ -58,6 +58,8 @@ pub struct OriginConfig {
     pub accounts: AccountsConfig,
     /// The web front end.
     pub web: WebConfig,
+    /// The recommender behind the home page.
+    pub recs: RecsConfig,
     /// Keys that sign playback URLs; the edges verify with the same keys. The first signs; the others are
     /// accepted by edges during a rotation.
     #[serde(rename = "signing_key")]
@@ -99,6 +101,29 @@ impl Default for AccountsConfig {
             signin_max_failures: 5,
             signin_window_secs: 300,
             service_tokens: Vec::new(),
+        }
+    }
+}
+
+/// The recommender: which model, and when it is trained again.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecsConfig {
+    /// `blend` (the default: the best on the offline evaluation), `ease`, `item-knn`, `sequential` or
+    /// `popularity`.
+    pub model: String,
+    /// Trained again at least this often. Default: 600.
+    pub train_secs: u64,
+    /// And as soon as the playback topic has carried this many new plays. Default: 200.
+    pub retrain_after_plays: u64,
+}
+
+impl Default for RecsConfig {
+    fn default() -> Self {
+        RecsConfig {
+            model: "blend".into(),
+            train_secs: 600,
+            retrain_after_plays: 200,
         }
     }
 }
@@ -251,6 +276,7 @@ impl Default for OriginConfig {
             bus: BusConfig::default(),
             accounts: AccountsConfig::default(),
             web: WebConfig::default(),
+            recs: RecsConfig::default(),
             signing_keys: Vec::new(),
         }
     }
@@ -490,6 +516,21 @@ impl OriginConfig {
                 "must be 16 to 256 visible ASCII characters",
             )?;
         }
+        ensure(
+            ["blend", "ease", "item-knn", "sequential", "popularity"].contains(&self.recs.model.as_str()),
+            "recs.model",
+            "must be blend, ease, item-knn, sequential or popularity",
+        )?;
+        ensure(
+            (10..=7 * 86_400).contains(&self.recs.train_secs),
+            "recs.train_secs",
+            "must be 10 to 604800",
+        )?;
+        ensure(
+            self.recs.retrain_after_plays >= 1,
+            "recs.retrain_after_plays",
+            "must be at least 1",
+        )?;
         if let Some(dir) = &self.web.dir {
             ensure(
                 dir.is_dir(),
@@ -959,6 +1000,9 @@ mod tests {
                 "accounts.service_tokens[0]",
             ),
             ("[web]\ndir = \"/nonexistent/web\"", "web.dir"),
+            ("[recs]\nmodel = \"svd\"", "recs.model"),
+            ("[recs]\ntrain_secs = 1", "recs.train_secs"),
+            ("[recs]\nretrain_after_plays = 0", "recs.retrain_after_plays"),
         ];
         for (text, field) in table {
             let err = parse(text).unwrap_err();
