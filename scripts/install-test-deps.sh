@@ -4,8 +4,9 @@
 # besides; curl, ffmpeg, nginx,
 # nghttp2-client, wrk, python3-venv, chromium, and postgresql, whose binaries the tests use to start their own
 # servers), a Python venv at .venv with moto (the S3-compatible test server), aioquic and curl_cffi (two independent HTTP/3 clients), and the browser test's npm packages
-# (playwright-core, hls.js, dash.js; Debian's Chromium is the browser, none is downloaded), and tansu, the
-# Kafka-protocol broker the Kafka bus tests start (built with cargo into ~/.cache/tansu-0.6.0).
+# (playwright-core, hls.js, dash.js, axe-core; Debian's Chromium is the browser, none is downloaded), the web
+# front end's (hls.js, dash.js in origin/web, which the control plane serves), and tansu, the Kafka-protocol
+# broker the Kafka bus tests start (built with cargo into ~/.cache/tansu-0.6.0).
 # Each step is skipped when what it installs is already there.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,9 +31,14 @@ if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import aioquic, 
   "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.*' 'aioquic==1.*' 'curl_cffi==0.*' 'h2==4.*'
 fi
 browser="$root/edge/tests/browser"
-if [ ! -d "$browser/node_modules/playwright-core" ] || [ ! -d "$browser/node_modules/hls.js" ]; then
+if [ ! -d "$browser/node_modules/playwright-core" ] || [ ! -d "$browser/node_modules/hls.js" ] || [ ! -d "$browser/node_modules/axe-core" ]; then
   echo "install-test-deps: npm packages for the browser test"
   (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+fi
+web="$root/origin/web"
+if [ ! -d "$web/node_modules/hls.js" ] || [ ! -d "$web/node_modules/dashjs" ]; then
+  echo "install-test-deps: npm packages of the web front end (hls.js, dash.js, served by the control plane)"
+  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 tansu_root="$HOME/.cache/tansu-0.6.0"
 if [ ! -x "$tansu_root/bin/tansu" ]; then
