@@ -517,7 +517,8 @@ impl OriginConfig {
             )?;
         }
         ensure(
-            ["blend", "ease", "item-knn", "sequential", "popularity"].contains(&self.recs.model.as_str()),
+            ["blend", "ease", "item-knn", "sequential", "popularity"]
+                .contains(&self.recs.model.as_str()),
             "recs.model",
             "must be blend, ease, item-knn, sequential or popularity",
         )?;
@@ -1002,7 +1003,10 @@ mod tests {
             ("[web]\ndir = \"/nonexistent/web\"", "web.dir"),
             ("[recs]\nmodel = \"svd\"", "recs.model"),
             ("[recs]\ntrain_secs = 1", "recs.train_secs"),
-            ("[recs]\nretrain_after_plays = 0", "recs.retrain_after_plays"),
+            (
+                "[recs]\nretrain_after_plays = 0",
+                "recs.retrain_after_plays",
+            ),
         ];
         for (text, field) in table {
             let err = parse(text).unwrap_err();
