@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod media;
 pub mod metrics;
+pub mod recs;
 pub mod server;
 
 pub use config::OriginConfig;
