@@ -12,13 +12,15 @@ use crate::metrics::OriginMetrics;
 pub struct AdminService {
     pub metrics: Arc<OriginMetrics>,
     pub bearer_token: Option<String>,
+    /// Wakes the recommender's trainer (`POST /recs/train`).
+    pub train: Arc<tokio::sync::Notify>,
 }
 
 impl AdminService {
     pub fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
         match req.uri().path() {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
-            "/metrics" if !self.authorized(req) => {
+            "/metrics" | "/recs/train" if !self.authorized(req) => {
                 let mut response = plain(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
                 response
                     .headers_mut()
@@ -33,9 +35,16 @@ impl AdminService {
                 }
                 response
             }
+            "/recs/train" if req.method() == http::Method::POST => {
+                self.train.notify_one();
+                plain(
+                    StatusCode::ACCEPTED,
+                    "the recommender trains now; control_recommender_trainings_total counts it when done\n",
+                )
+            }
             _ => plain(
                 StatusCode::NOT_FOUND,
-                "not found: the admin listener serves /healthz and /metrics\n",
+                "not found: the admin listener serves /healthz, /metrics and POST /recs/train\n",
             ),
         }
     }

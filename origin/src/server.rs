@@ -69,9 +69,11 @@ impl Origin {
             metrics: Arc::clone(&metrics),
             taken_down: Default::default(),
         });
+        let train = Arc::new(tokio::sync::Notify::new());
         let admin = Arc::new(AdminService {
             metrics: Arc::clone(&metrics),
             bearer_token: config.admin.bearer_token.clone(),
+            train: Arc::clone(&train),
         });
         let api = match config.api_addr()? {
             Some(addr) => {
@@ -116,6 +118,24 @@ impl Origin {
                 ));
                 let (catalog_pool, catalog_backend) = (catalog.pool().clone(), catalog.backend);
                 let recommender = crate::control::home::SharedRecommender::default();
+                let trainer = crate::control::training::Trainer {
+                    docs: crate::control::docs::DocStore::new(
+                        catalog_pool.clone(),
+                        catalog_backend,
+                    ),
+                    catalog: Arc::clone(&catalog),
+                    target: Arc::clone(&recommender),
+                    metrics: Arc::clone(&metrics),
+                    kind: crate::recs::ModelKind::from_name(&config.recs.model)
+                        .unwrap_or(crate::recs::ModelKind::Blend),
+                    every: Duration::from_secs(config.recs.train_secs),
+                    retrain_after_plays: config.recs.retrain_after_plays,
+                    wake: train,
+                };
+                tokio::spawn(trainer.run(Some((
+                    bus.clone(),
+                    config.bus_group("recs", listener.local_addr()?),
+                ))));
                 let service = ApiService {
                     search,
                     details,

@@ -3,7 +3,8 @@
 //! reading what its manifests reference with `manifests`), and the fleet of edges that report themselves
 //! (`fleet`), and how viewers are steered to them: the ranking (`steering`) and the manifests that carry it
 //! to players (`steered`); the viewer's side: accounts, sessions and profiles (`accounts`) kept as versioned
-//! documents (`docs`), their routes and the web front end (`viewer`), and the home page's rows (`home`).
+//! documents (`docs`), their routes and the web front end (`viewer`), the home page's rows (`home`) and the
+//! recommender's training (`training`, over the models of `crate::recs`).
 
 pub mod accounts;
 pub mod api;
@@ -20,4 +21,5 @@ pub mod qoe;
 pub mod search;
 pub mod steered;
 pub mod steering;
+pub mod training;
 pub mod viewer;
