@@ -109,8 +109,8 @@ impl Default for AccountsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecsConfig {
-    /// `blend` (the default: the best on the offline evaluation), `ease`, `item-knn`, `sequential` or
-    /// `popularity`.
+    /// `blend` (the default: the best on the offline evaluation), `ease`, `item-knn`, `sequential`,
+    /// `sequential-linear` or `popularity`.
     pub model: String,
     /// Trained again at least this often. Default: 600.
     pub train_secs: u64,
@@ -517,10 +517,9 @@ impl OriginConfig {
             )?;
         }
         ensure(
-            ["blend", "ease", "item-knn", "sequential", "popularity"]
-                .contains(&self.recs.model.as_str()),
+            crate::recs::ModelKind::from_name(&self.recs.model).is_some(),
             "recs.model",
-            "must be blend, ease, item-knn, sequential or popularity",
+            "must be blend, ease, item-knn, sequential, sequential-linear or popularity",
         )?;
         ensure(
             (10..=7 * 86_400).contains(&self.recs.train_secs),
