@@ -218,16 +218,7 @@ impl ApiService {
         };
         match result {
             Ok(value) => json_response(StatusCode::OK, &value, if_none_match.as_deref()),
-            Err(ApiError(status, error, reason)) => {
-                let mut response =
-                    json_response(status, &json!({ "error": error, "reason": reason }), None);
-                if status == StatusCode::UNAUTHORIZED {
-                    response
-                        .headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                }
-                response
-            }
+            Err(e) => error_response(e),
         }
     }
 
@@ -515,7 +506,18 @@ fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
     String::from_utf8(bytes).map_err(|_| bad())
 }
 
-fn json_response(
+/// A refusal as JSON `{"error", "reason"}`; a 401 says which scheme to answer with.
+pub(crate) fn error_response(ApiError(status, error, reason): ApiError) -> Response<Body> {
+    let mut response = json_response(status, &json!({ "error": error, "reason": reason }), None);
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+pub(crate) fn json_response(
     status: StatusCode,
     value: &serde_json::Value,
     if_none_match: Option<&str>,

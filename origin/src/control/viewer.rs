@@ -21,7 +21,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::control::accounts::{CreateError, SESSION_COOKIE, Session, SigninError, profile_view};
-use crate::control::api::{ApiError, ApiService, shown};
+use crate::control::api::{ApiError, ApiService, error_response, json_response, shown};
 use crate::control::docs::{Doc, WriteError};
 use crate::control::playback::peer_ip;
 use crate::media::handler::Body;
@@ -66,6 +66,8 @@ struct Reply {
     status: StatusCode,
     value: Value,
     cookie: Option<String>,
+    /// Seconds for `Retry-After`.
+    retry_after: Option<i64>,
 }
 
 impl Reply {
@@ -74,6 +76,7 @@ impl Reply {
             status: StatusCode::OK,
             value,
             cookie: None,
+            retry_after: None,
         }
     }
     fn created(value: Value) -> Self {
@@ -81,6 +84,7 @@ impl Reply {
             status: StatusCode::CREATED,
             value,
             cookie: None,
+            retry_after: None,
         }
     }
 }
@@ -114,6 +118,7 @@ fn conflict(current: Option<Doc>, view: impl Fn(&Doc) -> Value) -> Reply {
             "current": current.as_ref().map(view),
         }),
         cookie: None,
+        retry_after: None,
     }
 }
 
@@ -213,11 +218,16 @@ impl ApiService {
         let answer = self.viewer_route(req, &path).await;
         let mut response = match answer {
             Ok(reply) => {
-                let mut response = json_reply(reply.status, &reply.value);
+                let mut response = json_response(reply.status, &reply.value, None);
                 if let Some(cookie) = reply.cookie
                     && let Ok(value) = HeaderValue::from_str(&cookie)
                 {
                     response.headers_mut().insert(header::SET_COOKIE, value);
+                }
+                if let Some(secs) = reply.retry_after {
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
                 }
                 response
             }
@@ -288,15 +298,20 @@ impl ApiService {
                                 "token": token, "account": session.account, "email": session.email,
                                 "expires": session.expires, "profiles": profiles,
                             }),
+                            retry_after: None,
                         })
                     }
                     Err(SigninError::Limited(wait)) => {
                         self.metrics.signins.with_label_values(&["limited"]).inc();
-                        Err(ApiError(
-                            StatusCode::TOO_MANY_REQUESTS,
-                            "too_many_attempts",
-                            format!("too many failed sign-ins: try again in {wait} s"),
-                        ))
+                        Ok(Reply {
+                            status: StatusCode::TOO_MANY_REQUESTS,
+                            value: json!({
+                                "error": "too_many_attempts",
+                                "reason": format!("too many failed sign-ins: try again in {wait} s"),
+                            }),
+                            cookie: None,
+                            retry_after: Some(wait),
+                        })
                     }
                     Err(SigninError::Wrong) => {
                         self.metrics.signins.with_label_values(&["refused"]).inc();
@@ -316,6 +331,7 @@ impl ApiService {
                     status: StatusCode::OK,
                     value: json!({ "signed_out": true }),
                     cookie: Some(self.session_cookie("", 0)),
+                    retry_after: None,
                 })
             }
             (&Method::GET | &Method::HEAD, ["v1", "me"]) => {
@@ -584,36 +600,6 @@ fn file_response(bytes: Bytes, content_type: &'static str, cache: &'static str) 
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    response
-}
-
-fn json_reply(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut body = serde_json::to_vec(value).expect("serializable");
-    body.push(b'\n');
-    let mut response = Response::new(shared::body::full(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn error_response(ApiError(status, error, reason): ApiError) -> Response<Body> {
-    let mut response = json_reply(status, &json!({ "error": error, "reason": reason }));
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    if status == StatusCode::TOO_MANY_REQUESTS
-        && let Some(wait) = reason
-            .split_whitespace()
-            .find_map(|w| w.parse::<u64>().ok())
-        && let Ok(value) = HeaderValue::from_str(&wait.to_string())
-    {
-        response.headers_mut().insert(header::RETRY_AFTER, value);
-    }
     response
 }
 
