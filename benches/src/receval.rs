@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use benches::rng::SplitMix64;
 use clap::Parser;
 use origin::recs::{BlendWeights, Interaction, ItemInfo, Model, ModelKind, TrainParams};
 
@@ -138,36 +139,6 @@ fn load_ml100k(dir: &Path) -> Result<Dataset> {
     })
 }
 
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// SplitMix64: deterministic for a seed, and enough for workload generation.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [low, high).
-    fn below(&mut self, low: usize, high: usize) -> usize {
-        low + (self.next_f64() * (high - low) as f64) as usize
-    }
-
-    fn chance(&mut self, probability: f64) -> bool {
-        self.next_f64() < probability
-    }
-}
-
 const GENRES: [&str; 18] = [
     "Action",
     "Adventure",
@@ -198,21 +169,25 @@ struct SyntheticTitle {
 
 /// The synthetic viewing log (see the top of this file).
 fn synthetic(users: usize, titles: usize, seed: u64) -> Dataset {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut catalog: Vec<SyntheticTitle> = Vec::with_capacity(titles);
     while catalog.len() < titles {
-        let mut genres = vec![rng.below(0, GENRES.len())];
-        for _ in 0..rng.below(0, 3) {
-            let genre = rng.below(0, GENRES.len());
+        let mut genres = vec![rng.between(0, GENRES.len())];
+        for _ in 0..rng.between(0, 3) {
+            let genre = rng.between(0, GENRES.len());
             if !genres.contains(&genre) {
                 genres.push(genre);
             }
         }
-        let episodes = if rng.chance(0.12) { rng.below(2, 9) } else { 1 };
-        let minutes = if episodes > 1 {
-            rng.below(25, 60)
+        let episodes = if rng.chance(0.12) {
+            rng.between(2, 9)
         } else {
-            rng.below(80, 150)
+            1
+        };
+        let minutes = if episodes > 1 {
+            rng.between(25, 60)
+        } else {
+            rng.between(80, 150)
         } as f64;
         for episode in 0..episodes.min(titles - catalog.len()) {
             let next_episode = (episode + 1 < episodes).then_some(catalog.len() + 1);
@@ -230,7 +205,7 @@ fn synthetic(users: usize, titles: usize, seed: u64) -> Dataset {
     // its first, so they share its appeal.
     let mut appeal_order: Vec<usize> = (0..titles).collect();
     for i in (1..titles).rev() {
-        appeal_order.swap(i, rng.below(0, i + 1));
+        appeal_order.swap(i, rng.between(0, i + 1));
     }
     let mut cumulative = Vec::with_capacity(titles);
     let mut total = 0.0;
@@ -247,7 +222,7 @@ fn synthetic(users: usize, titles: usize, seed: u64) -> Dataset {
             by_genre[genre].push((running[genre], title));
         }
     }
-    let pick = |rng: &mut Rng, genre: Option<usize>| -> Option<usize> {
+    let pick = |rng: &mut SplitMix64, genre: Option<usize>| -> Option<usize> {
         match genre {
             Some(genre) => {
                 let titles = &by_genre[genre];
@@ -271,7 +246,7 @@ fn synthetic(users: usize, titles: usize, seed: u64) -> Dataset {
     for user in 0..users {
         let mut favourites = Vec::with_capacity(3);
         while favourites.len() < 3 {
-            let genre = rng.below(0, GENRES.len());
+            let genre = rng.between(0, GENRES.len());
             if !favourites.contains(&genre) {
                 favourites.push(genre);
             }
@@ -295,7 +270,7 @@ fn synthetic(users: usize, titles: usize, seed: u64) -> Dataset {
                 None
             };
             let mut at = session_start;
-            for _ in 0..rng.below(1, 5) {
+            for _ in 0..rng.between(1, 5) {
                 let next_episode = last_title
                     .and_then(|title| catalog[title].next_episode)
                     .filter(|episode| !watched.contains(episode));

@@ -26,6 +26,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
+use benches::rng::{SplitMix64, mix64};
 use clap::Parser;
 use shared::rendezvous::{Load, node_seed, rank, rank_bounded};
 use twox_hash::XxHash3_64;
@@ -82,44 +83,6 @@ struct Args {
     fail_hour: u32,
 }
 
-/// The SplitMix64 finaliser.
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// SplitMix64: deterministic for a seed, and enough for workload generation.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1).
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn exponential(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.next_f64()).ln()
-    }
-
-    /// Knuth's method: the rates here are a few arrivals per tick at most.
-    fn poisson(&mut self, mean: f64) -> u32 {
-        let limit = (-mean).exp();
-        let mut product = self.next_f64();
-        let mut count = 0;
-        while product > limit {
-            product *= self.next_f64();
-            count += 1;
-        }
-        count
-    }
-}
-
 /// Title ranks 0.. with probability proportional to 1/(rank+1)^alpha, by binary search of the CDF.
 struct Zipf {
     cumulative: Vec<f64>,
@@ -137,7 +100,7 @@ impl Zipf {
         Zipf { cumulative }
     }
 
-    fn sample(&self, rng: &mut Rng) -> u32 {
+    fn sample(&self, rng: &mut SplitMix64) -> u32 {
         let target = rng.next_f64() * self.cumulative.last().copied().unwrap_or(0.0);
         let rank = self.cumulative.partition_point(|&c| c <= target);
         rank.min(self.cumulative.len().saturating_sub(1)) as u32
@@ -168,7 +131,7 @@ struct Workload {
 }
 
 fn generate(args: &Args) -> Workload {
-    let mut rng = Rng(args.seed);
+    let mut rng = SplitMix64::new(args.seed);
     let titles: Vec<Title> = (0..args.titles)
         .map(|i| {
             let minutes = TITLE_MINUTES.0 + rng.next_f64() * (TITLE_MINUTES.1 - TITLE_MINUTES.0);
@@ -724,7 +687,7 @@ mod tests {
     #[test]
     fn zipf_frequencies_follow_the_exponent() {
         let zipf = Zipf::new(1000, 1.0);
-        let mut rng = Rng(7);
+        let mut rng = SplitMix64::new(7);
         let mut counts = [0u32; 3];
         for _ in 0..200_000 {
             if let Some(c) = counts.get_mut(zipf.sample(&mut rng) as usize) {

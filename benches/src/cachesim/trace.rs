@@ -4,6 +4,8 @@
 //! abandoned early more often than watched to the end. Every request is an object key and its size; the same key
 //! always has the same size.
 
+use benches::rng::unit_interval;
+pub use benches::rng::{SplitMix64, mix64};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -107,52 +109,6 @@ fn object_size(seed: u64, key: u64, object: Object) -> u32 {
         Object::MasterPlaylist => (MASTER_PLAYLIST_BYTES as f64 * variation) as u64,
     };
     bytes as u32
-}
-
-/// The SplitMix64 finaliser: a strong 64-bit mix, used both by the PRNG and to derive per-object values.
-pub fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A value in [0, 1) from 64 random bits.
-fn unit_interval(bits: u64) -> f64 {
-    (bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-}
-
-/// SplitMix64: small, fast, and good enough for workload generation; deterministic for a seed.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        unit_interval(self.next_u64())
-    }
-
-    /// Uniform in [0, n) (Lemire's multiply-shift; the bias is negligible for the small n used here).
-    pub fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    pub fn chance(&mut self, probability: f64) -> bool {
-        self.next_f64() < probability
-    }
-
-    /// Exponentially distributed with this mean.
-    pub fn exponential(&mut self, mean: f64) -> f64 {
-        -mean * (1.0 - self.next_f64()).ln()
-    }
 }
 
 /// Draws title ranks 0.. with probability proportional to 1/(rank+1)^alpha, by binary search of the CDF.
