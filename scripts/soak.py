@@ -648,7 +648,7 @@ class Run:
         origin_cfg = os.path.join(self.dir, "origin.toml")
         with open(origin_cfg, "w") as f:
             f.write(f'data_dir = "{self.dir}/origin-data"\n[media]\nlisten = "127.0.0.1:{self.origin_port}"\n'
-                    f'[admin]\nlisten = "127.0.0.1:0"\n[api]\nlisten = ""\n[catalog]\nurl = "sqlite::memory:"\n'
+                    f'[admin]\nlisten = "127.0.0.1:0"\n[api]\nlisten = ""\n'
                     f'[store]\nurl = "file://{self.objdir}"\n[log]\nformat = "json"\nlevel = "info"\n')
         edge_cfg = os.path.join(self.dir, "edge.toml")
         os.makedirs(os.path.join(self.dir, "edge", "cache"), exist_ok=True)

@@ -165,6 +165,14 @@ fn a_viewer_signs_in_searches_plays_through_the_edge_and_resumes_and_the_pages_p
     let result: Value = serde_json::from_str(&line)
         .unwrap_or_else(|_| panic!("no result line from web.mjs:\n{stdout}\n{stderr}"));
     eprintln!("web.mjs: {line}");
+    if result["pass"] != true {
+        let warnings: Vec<String> = control
+            .log_lines()
+            .into_iter()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
+        eprintln!("the control plane's warnings:\n{}", warnings.join("\n"));
+    }
     assert_eq!(result["pass"], true, "{}", result["reason"]);
 
     // Signed in with the session in a cookie the page's scripts cannot read.

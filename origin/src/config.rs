@@ -674,6 +674,12 @@ impl OriginConfig {
                 "catalog.url",
                 format!("`{url}` must be sqlite:///path or postgres://…"),
             )?;
+            ensure(
+                !url.contains(":memory:") && !url.contains("mode=memory"),
+                "catalog.url",
+                "an in-memory SQLite database is lost whenever the pool replaces a connection (viewers' \
+                 accounts with it): give a file, sqlite:///path",
+            )?;
         }
         for (i, edge) in self.playback.edges.iter().enumerate() {
             ensure(
@@ -1001,6 +1007,7 @@ mod tests {
             ),
             ("[web]\ndir = \"/nonexistent/web\"", "web.dir"),
             ("[recs]\nmodel = \"svd\"", "recs.model"),
+            ("[catalog]\nurl = \"sqlite::memory:\"", "catalog.url"),
             ("[recs]\ntrain_secs = 1", "recs.train_secs"),
             (
                 "[recs]\nretrain_after_plays = 0",

@@ -233,14 +233,15 @@ pub const SERVICE_TOKEN: &str = "testkit-service-token-0123456789";
 /// The header curl sends it in.
 pub const SERVICE_AUTH: &str = "Authorization: Bearer testkit-service-token-0123456789";
 
-/// An origin config for tests: media, admin and API on port 0, the given store URL, the catalog in memory, its
-/// data (the embedded bus) in the process's own folder, the [`SERVICE_TOKEN`], the repository's web front end,
+/// An origin config for tests: media, admin and API on port 0, the given store URL, its data (the catalog in
+/// SQLite, as by default, and the embedded bus) in the process's own folder — not an in-memory catalog, whose
+/// database vanishes when the pool replaces its one connection — the [`SERVICE_TOKEN`], the repository's web front end,
 /// JSON logs, with `extra` TOML merged over it
 /// (`"[cache_control]\nsegment = \"…\"\n"`, `"[admin]\nbearer_token = \"…\"\n"`).
 pub fn origin_config(store_url: &str, extra: &str) -> String {
     let base = format!(
         "data_dir = \"{SERVER_DIR}/data\"\n[media]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[api]\nlisten = \"127.0.0.1:0\"\n\
-         [catalog]\nurl = \"sqlite::memory:\"\n[store]\nurl = \"{store_url}\"\n\
+         [store]\nurl = \"{store_url}\"\n\
          [accounts]\nservice_tokens = [\"{SERVICE_TOKEN}\"]\n[web]\ndir = \"{web}\"\n\
          [log]\nformat = \"json\"\nlevel = \"info\"\n",
         web = crate::repo_root().join("origin/web").display(),
