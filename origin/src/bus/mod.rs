@@ -153,6 +153,22 @@ impl Consumer {
         }
     }
 
+    /// [`Consumer::poll`] for a follower that must not stop: a failed poll is logged (reading `what`) and tried
+    /// again after a back-off doubling from 0.1 s to 10 s; an empty batch is a wait that found nothing.
+    pub async fn poll_retrying(&mut self, max: usize, wait: Duration, what: &str) -> Vec<Record> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.poll(max, wait).await {
+                Ok(records) => return records,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading {what} failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
     /// Commits the group's offsets past every record `poll` has returned to this member: after a restart (of
     /// this member or another taking its partitions) reading resumes there.
     pub async fn commit(&mut self) -> anyhow::Result<()> {

@@ -231,20 +231,10 @@ impl Derived {
 }
 
 async fn follow(mut consumer: crate::bus::Consumer, derived: Derived) {
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let records = match consumer.poll(BATCH, Duration::from_secs(1)).await {
-            Ok(records) => {
-                backoff = Duration::from_millis(100);
-                records
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading catalog changes failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
+        let records = consumer
+            .poll_retrying(BATCH, Duration::from_secs(1), "catalog changes")
+            .await;
         if records.is_empty() {
             continue;
         }

@@ -183,20 +183,10 @@ impl Trainer {
 /// Counts plays (`start` events) on the playback topic and wakes the trainer every `after` of them.
 async fn count_plays(mut consumer: crate::bus::Consumer, after: u64, wake: Arc<Notify>) {
     let mut plays = 0u64;
-    let mut backoff = Duration::from_millis(100);
     loop {
-        let records = match consumer.poll(500, Duration::from_secs(1)).await {
-            Ok(records) => {
-                backoff = Duration::from_millis(100);
-                records
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "reading plays for the recommender failed; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
+        let records = consumer
+            .poll_retrying(500, Duration::from_secs(1), "plays for the recommender")
+            .await;
         for record in &records {
             let is_start =
                 serde_json::from_slice::<crate::control::events::PlaybackRecord>(&record.value)
