@@ -20,11 +20,11 @@
 // host but not forced, so the first requests go over HTTP/2 and later ones over HTTP/3 once Alt-Svc is seen.
 // Chromium never leaves loopback: --host-resolver-rules maps every other name to nothing.
 import { createRequire } from 'node:module';
-import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromiumArgs } from './chromium.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { chromium } = createRequire(join(here, 'package.json'))('playwright-core');
@@ -51,17 +51,7 @@ for (let i = 0; i < argv.length; i++) {
   }
 }
 const origin = new URL(url);
-const spki = createHash('sha256')
-  .update(new X509Certificate(readFileSync(opt.cert)).publicKey.export({ type: 'spki', format: 'der' }))
-  .digest('base64');
-const args = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--mute-audio', '--disable-dev-shm-usage',
-  '--autoplay-policy=no-user-gesture-required',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
-  '--ignore-certificate-errors-spki-list=' + spki,
-  // The page is answered by the driver (no address of its own), so Local Network Access would hold its
-  // requests to the loopback edges for a permission prompt no one answers.
-  '--disable-features=LocalNetworkAccessChecks'];
+const args = chromiumArgs(opt.cert);
 if (opt.proto === 'http/1.1') args.push('--disable-http2', '--disable-quic');
 if (opt.proto === 'h2') args.push('--disable-quic');
 if (opt.proto === 'h3') args.push('--enable-quic', '--origin-to-force-quic-on=' + origin.host);

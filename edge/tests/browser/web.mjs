@@ -16,11 +16,11 @@
 // rules) runs on the home (after the reload), search, title and player pages at 1280×800 and 390×844, and each
 // is saved as a screenshot in --shots at both sizes.
 import { createRequire } from 'node:module';
-import { createHash, X509Certificate } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { chromiumArgs } from './chromium.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { chromium } = createRequire(join(here, 'package.json'))('playwright-core');
@@ -60,15 +60,8 @@ const result = {
   bad: [], progressPosts: [], searchRequests: 0, pageErrors: [], consoleErrors: [],
 };
 const started = Date.now();
-const spki = createHash('sha256')
-  .update(new X509Certificate(readFileSync(opt.cert)).publicKey.export({ type: 'spki', format: 'der' }))
-  .digest('base64');
-const args = ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--mute-audio', '--disable-dev-shm-usage',
-  '--autoplay-policy=no-user-gesture-required',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
-  '--ignore-certificate-errors-spki-list=' + spki,
-  '--disable-features=LocalNetworkAccessChecks', '--disable-quic'];
+// Plain HTTPS to the edge (HTTP/3 is play.mjs's to test).
+const args = [...chromiumArgs(opt.cert), '--disable-quic'];
 
 const userDir = mkdtempSync(join(tmpdir(), 'web-chromium-'));
 let context = null;
