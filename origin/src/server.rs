@@ -132,6 +132,16 @@ impl Origin {
                     retrain_after_plays: config.recs.retrain_after_plays,
                     wake: train,
                 };
+                let accounts = Arc::new(crate::control::accounts::Accounts::new(
+                    crate::control::docs::DocStore::new(catalog_pool.clone(), catalog_backend),
+                    config.accounts.session_ttl_secs as i64,
+                    crate::control::accounts::SigninLimits {
+                        max_failures: config.accounts.signin_max_failures,
+                        window_secs: config.accounts.signin_window_secs as i64,
+                        ..Default::default()
+                    },
+                ));
+                tokio::spawn(sweep_sessions(Arc::clone(&accounts)));
                 tokio::spawn(trainer.run(Some((
                     bus.clone(),
                     config.bus_group("recs", listener.local_addr()?),
@@ -151,15 +161,7 @@ impl Origin {
                     metrics: Arc::clone(&metrics),
                     bus: Some(bus),
                     changes,
-                    accounts: Arc::new(crate::control::accounts::Accounts::new(
-                        crate::control::docs::DocStore::new(catalog_pool, catalog_backend),
-                        config.accounts.session_ttl_secs as i64,
-                        crate::control::accounts::SigninLimits {
-                            max_failures: config.accounts.signin_max_failures,
-                            window_secs: config.accounts.signin_window_secs as i64,
-                            ..Default::default()
-                        },
-                    )),
+                    accounts: Arc::clone(&accounts),
                     service_tokens: config.accounts.service_tokens.clone(),
                     secure_cookies: config.accounts.secure_cookies,
                     web_dir: config.web.dir.clone(),
@@ -360,6 +362,22 @@ async fn plain_listener<F, Fut>(
 }
 
 /// Every second: logs the edges that went down or came back, and sets `control_fleet_edges`.
+/// Deletes expired sessions every hour.
+async fn sweep_sessions(accounts: Arc<crate::control::accounts::Accounts>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match accounts
+            .sweep_sessions(crate::control::viewer::now_secs())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "deleting expired sessions failed"),
+        }
+    }
+}
+
 async fn sweep_fleet(fleet: Arc<crate::control::fleet::Fleet>, metrics: Arc<OriginMetrics>) {
     use crate::control::fleet::Change;
     let mut tick = tokio::time::interval(Duration::from_secs(1));

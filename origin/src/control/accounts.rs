@@ -162,6 +162,12 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("hashing a password: {e}"))
 }
 
+/// A hash no password is checked against for real: what sign-in verifies when the email is unknown.
+fn unknown_account_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&random_hex(16)).unwrap_or_default())
+}
+
 pub fn password_matches(password: &str, hash: &str) -> bool {
     Argon2::default()
         .verify_password(password.as_bytes(), hash)
@@ -303,6 +309,7 @@ impl Accounts {
             .get("account", &email)
             .await
             .map_err(SigninError::Store)?;
+        // An unknown email costs the same hash as a known one: the time taken does not say which emails exist.
         let right = match (&account, password.len() <= MAX_PASSWORD_BYTES) {
             (Some(doc), true) => {
                 let hash = doc.body["password"]
@@ -312,6 +319,12 @@ impl Accounts {
                 self.verify(password.to_string(), hash)
                     .await
                     .map_err(SigninError::Store)?
+            }
+            (None, true) => {
+                self.verify(password.to_string(), unknown_account_hash().to_string())
+                    .await
+                    .map_err(SigninError::Store)?;
+                false
             }
             _ => false,
         };
@@ -360,6 +373,14 @@ impl Accounts {
             return Ok(None);
         }
         Ok(Some(session))
+    }
+
+    /// Deletes the sessions past their lifetime (a session is written once, at sign-in); how many. Run every
+    /// so often, so sessions never looked up again do not pile up.
+    pub async fn sweep_sessions(&self, now: i64) -> anyhow::Result<u64> {
+        self.docs
+            .delete_older("session", now - self.session_ttl_secs)
+            .await
     }
 
     pub async fn sign_out(&self, token: &str) -> anyhow::Result<bool> {
@@ -553,6 +574,14 @@ mod tests {
         assert_eq!(accounts.session(&token, 4_600).await.unwrap(), None);
         // An expired session is deleted: it does not come back at an earlier clock either.
         assert_eq!(accounts.session(&token, 1_000).await.unwrap(), None);
+        // Sessions never looked up again are swept once past their lifetime.
+        let (other, _, _) = accounts
+            .sign_in("v@x.org", "long enough", None, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(accounts.sweep_sessions(5_599).await.unwrap(), 0);
+        assert_eq!(accounts.sweep_sessions(5_601).await.unwrap(), 1);
+        assert_eq!(accounts.session(&other, 2_001).await.unwrap(), None);
         assert!(matches!(
             accounts.sign_in("v@x.org", "wrong one!", None, 1_000).await,
             Err(SigninError::Wrong)
