@@ -115,6 +115,7 @@ pub fn log_answer(
         cache_status,
         error,
         upstream_ms,
+        route,
     } = answer;
     if let Some(fwd) = cache_status.fwd() {
         edge.metrics
@@ -158,6 +159,12 @@ pub fn log_answer(
             label,
         );
         series.requests.inc();
+        if let Some(route) = &route {
+            metrics
+                .route_requests
+                .with_label_values(&[route, label])
+                .inc();
+        }
         series.response_bytes.inc_by(end.bytes);
         series.duration.observe(elapsed);
         if let Some(ttfb) = ttfb {
@@ -182,6 +189,7 @@ pub fn log_answer(
             protocol,
             method = %method,
             path = %path,
+            route = route.as_deref(),
             range = range.as_deref(),
             status,
             bytes = end.bytes,

@@ -237,6 +237,221 @@ pub struct SiteConfig {
     /// answers that may not be stored) go to `upstream` directly: no parent could cache them. Default: none.
     #[serde(default)]
     pub parents: Vec<String>,
+    /// Path routes: requests whose canonical path a route matches go to the route's pool of upstream instances
+    /// instead of `upstream` (the control plane's API and web front end beside the media, say). An exact
+    /// `paths` entry wins, then the longest matching prefix. Default: none.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A path route of a site: the paths it takes and the pool of interchangeable instances that serve them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name in logs and metric labels (`edge_pool_*{route}`), unique within the site.
+    pub name: String,
+    /// Path prefixes this route takes, compared with the canonical path. Default: none.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Exact paths this route takes (`/` for a front end's page). Default: none.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Base URLs (`http://host:port`) of the instances, 1 to 64; requests go to the one with fewer outstanding
+    /// requests of two chosen at random among the healthy.
+    pub upstreams: Vec<String>,
+    /// As the site's: send `Authorization` and `Cookie` on cacheable fills. An API whose shared answers never
+    /// depend on who asks (and say `private` when they do) needs it. Default: false.
+    #[serde(default)]
+    pub forward_credentials: bool,
+    /// As the site's. Default: `"all"`.
+    #[serde(default)]
+    pub query_key: QueryKey,
+    #[serde(default)]
+    pub query_params: Vec<String>,
+    /// As the site's. Default: 1000.
+    #[serde(default = "default_max_passes")]
+    pub max_passes: usize,
+    /// Other instances an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) is sent to after one fails to
+    /// answer (unreachable, timed out, 502, 503, 504). Any request is sent again when its connection was
+    /// refused, since it never reached an instance. Default: 2.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Failed answers in a row (unreachable, timed out, 5xx) that take an instance out (passive outlier
+    /// ejection); 0 turns it off. Default: 3.
+    #[serde(default = "default_eject_after")]
+    pub eject_after_failures: u32,
+    /// Seconds a first ejection lasts; each ejection in a row lasts twice the last, up to 8×. Default: 10.
+    #[serde(default = "default_eject_secs")]
+    pub eject_secs: u64,
+    /// Active health checks; without them, only passive ejection judges the instances. Default: none.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+/// An active health check: `GET path` on every instance each interval.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path probed; any 2xx within the timeout is good. Default: `/healthz`.
+    pub path: String,
+    /// Milliseconds between probes of one instance. Default: 1000.
+    pub interval_ms: u64,
+    /// Milliseconds a probe may take. Default: 1000.
+    pub timeout_ms: u64,
+    /// Good probes in a row that bring an instance back. Default: 2.
+    pub healthy_threshold: u32,
+    /// Bad probes in a row that take an instance out. Default: 2.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            path: "/healthz".into(),
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            healthy_threshold: 2,
+            unhealthy_threshold: 2,
+        }
+    }
+}
+
+/// Most instances in one route's pool.
+pub const MAX_POOL: usize = 64;
+
+/// A base URL an upstream is named by: `http://HOST[:PORT]`, nothing more; its `host:port`.
+pub fn upstream_authority(field: &str, url: &str) -> Result<String, ConfigError> {
+    let parsed = url::Url::parse(url)
+        .map_err(|e| ConfigError::new(field, format!("`{url}` is not a URL: {e}")))?;
+    ensure(
+        parsed.scheme() == "http"
+            && parsed.host_str().is_some()
+            && parsed.path() == "/"
+            && parsed.query().is_none()
+            && parsed.username().is_empty(),
+        field,
+        format!("`{url}` must be http://HOST[:PORT] with no path"),
+    )?;
+    Ok(format!(
+        "{}:{}",
+        parsed.host_str().unwrap_or_default(),
+        parsed.port_or_known_default().unwrap_or(80)
+    ))
+}
+
+fn validate_routes(site: usize, routes: &[RouteConfig]) -> Result<(), ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    let mut taken = std::collections::HashSet::new();
+    for (j, route) in routes.iter().enumerate() {
+        let field = |name: &str| format!("site[{site}].route[{j}].{name}");
+        ensure(
+            !route.name.is_empty()
+                && route
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            &field("name"),
+            "must be letters, digits, - and _",
+        )?;
+        ensure(
+            names.insert(route.name.clone()),
+            &field("name"),
+            format!("`{}` names two routes", route.name),
+        )?;
+        ensure(
+            !route.prefixes.is_empty() || !route.paths.is_empty(),
+            &field("prefixes"),
+            "a route needs at least one prefix or path",
+        )?;
+        for (name, list) in [("prefixes", &route.prefixes), ("paths", &route.paths)] {
+            for path in list {
+                ensure(
+                    path.starts_with('/'),
+                    &field(name),
+                    format!("`{path}` must start with /"),
+                )?;
+                let canonical = shared::path::canonical_prefix(path).map_err(|e| {
+                    ConfigError::new(field(name), format!("`{path}` is not a path: {e}"))
+                })?;
+                ensure(
+                    taken.insert((name, canonical)),
+                    &field(name),
+                    format!("`{path}` is taken by two routes"),
+                )?;
+            }
+        }
+        ensure(
+            (1..=MAX_POOL).contains(&route.upstreams.len()),
+            &field("upstreams"),
+            format!("needs 1 to {MAX_POOL} base URLs"),
+        )?;
+        let mut seen = std::collections::HashSet::new();
+        for (k, url) in route.upstreams.iter().enumerate() {
+            let authority =
+                upstream_authority(&format!("site[{site}].route[{j}].upstreams[{k}]"), url)?;
+            ensure(
+                seen.insert(authority),
+                &field("upstreams"),
+                format!("`{url}` is listed twice"),
+            )?;
+        }
+        ensure(
+            (1..=MAX_CONNECTIONS).contains(&route.max_passes),
+            &field("max_passes"),
+            format!("must be between 1 and {MAX_CONNECTIONS}"),
+        )?;
+        ensure(
+            route.query_key == QueryKey::Listed || route.query_params.is_empty(),
+            &field("query_params"),
+            "is read only with query_key = \"listed\"",
+        )?;
+        ensure(route.retries <= 8, &field("retries"), "must be at most 8")?;
+        ensure(
+            (1..=3600).contains(&route.eject_secs),
+            &field("eject_secs"),
+            "must be between 1 and 3600",
+        )?;
+        if let Some(check) = &route.health_check {
+            ensure(
+                check.path.starts_with('/') && shared::path::canonical_prefix(&check.path).is_ok(),
+                &field("health_check.path"),
+                format!("`{}` is not a path", check.path),
+            )?;
+            ensure(
+                (100..=60_000).contains(&check.interval_ms),
+                &field("health_check.interval_ms"),
+                "must be between 100 and 60000",
+            )?;
+            ensure(
+                (10..=60_000).contains(&check.timeout_ms),
+                &field("health_check.timeout_ms"),
+                "must be between 10 and 60000",
+            )?;
+            for (name, n) in [
+                ("healthy_threshold", check.healthy_threshold),
+                ("unhealthy_threshold", check.unhealthy_threshold),
+            ] {
+                ensure(
+                    (1..=100).contains(&n),
+                    &field(&format!("health_check.{name}")),
+                    "must be between 1 and 100",
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_eject_after() -> u32 {
+    3
+}
+
+fn default_eject_secs() -> u64 {
+    10
 }
 
 /// Which query parameters are part of a cache key.
@@ -529,6 +744,7 @@ impl EdgeConfig {
             query_params: Vec::new(),
             max_passes: default_max_passes(),
             parents: Vec::new(),
+            routes: Vec::new(),
         }]
     }
 
@@ -747,6 +963,7 @@ impl EdgeConfig {
                 &field("signed_paths"),
                 "needs at least one [[signing_key]]",
             )?;
+            validate_routes(i, &site.routes)?;
         }
         let c = &self.cache;
         ensure(
@@ -1057,6 +1274,54 @@ mod tests {
             (
                 "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site]]\nhosts = [\"b\"]\nupstream = \"http://o\"\nparents = [\"http://p:1?x=1\"]",
                 "site[1].parents[0]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nupstreams = [\"http://i:1\"]",
+                "site[0].route[0].prefixes",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"a b\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1\"]",
+                "site[0].route[0].name",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = []",
+                "site[0].route[0].upstreams",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1/api\"]",
+                "site[0].route[0].upstreams[0]",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1\", \"http://I:1/\"]",
+                "site[0].route[0].upstreams",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"v1/\"]\nupstreams = [\"http://i:1\"]",
+                "site[0].route[0].prefixes",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/%2e%2e/\"]\nupstreams = [\"http://i:1\"]",
+                "site[0].route[0].prefixes",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1\"]\nretries = 9",
+                "site[0].route[0].retries",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1\"]\n[site.route.health_check]\ninterval_ms = 5",
+                "site[0].route[0].health_check.interval_ms",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1\"]\n[site.route.health_check]\nhealthy_threshold = 0",
+                "site[0].route[0].health_check.healthy_threshold",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1\"]\n[[site.route]]\nname = \"web\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:2\"]",
+                "site[0].route[1].prefixes",
+            ),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\n[[site.route]]\nname = \"api\"\nprefixes = [\"/v1/\"]\nupstreams = [\"http://i:1\"]\n[[site.route]]\nname = \"api\"\nprefixes = [\"/web/\"]\nupstreams = [\"http://i:2\"]",
+                "site[0].route[1].name",
             ),
             ("cdn_id = \"video cdn\"", "cdn_id"),
             ("cdn_id = \"\"", "cdn_id"),

@@ -31,7 +31,17 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Request fields the edge sets itself on every upstream request.
-const SET_BY_EDGE: [&str; 5] = ["host", "content-length", "expect", "via", "early-data"];
+const SET_BY_EDGE: [&str; 6] = [
+    "host",
+    "content-length",
+    "expect",
+    "via",
+    "early-data",
+    "x-forwarded-for",
+];
+
+/// `X-Forwarded-For`: the addresses a request came through, the client's last (set by [`forwarded_for`]).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The prefix of the CMCD request fields (`CMCD-Request`, `-Object`, `-Status`, `-Session`, and later versions'),
 /// never sent upstream.
@@ -137,6 +147,26 @@ pub fn upstream_request(request: &HeaderMap, purpose: Purpose, policy: &Forwardi
     out
 }
 
+/// `X-Forwarded-For` for the upstream: the addresses the request's own field lines carry, in order, then
+/// `client`. An upstream believes only the entries added by proxies it trusts, counting from the right, so what
+/// a client wrote there cannot pass for its address.
+pub fn forwarded_for(request: &HeaderMap, client: std::net::IpAddr) -> String {
+    let mut list: Vec<&str> = request
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        // A client's long list is cut from the left: the entries nearest the edge are the ones that count.
+        .collect();
+    let keep = list.len().saturating_sub(15);
+    list.drain(..keep);
+    let client = client.to_string();
+    list.push(&client);
+    list.join(", ")
+}
+
 /// The fields of a response head to store with a version, less those `no-cache="…"`/`private="…"` name
 /// (`strip`, lower case) and those with fields of their own in the record (`Content-Type`, `ETag`,
 /// `Last-Modified`, `Cache-Control`).
@@ -185,6 +215,24 @@ mod tests {
         let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         names
+    }
+
+    #[test]
+    fn the_client_is_appended_to_x_forwarded_for() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(forwarded_for(&head(&[]), ip("192.0.2.1")), "192.0.2.1");
+        let carried = head(&[
+            ("x-forwarded-for", "10.0.0.1, 10.0.0.2"),
+            ("X-Forwarded-For", "10.0.0.3"),
+        ]);
+        assert_eq!(
+            forwarded_for(&carried, ip("::1")),
+            "10.0.0.1, 10.0.0.2, 10.0.0.3, ::1"
+        );
+        let long = "1.1.1.1, ".repeat(40);
+        let listed = forwarded_for(&head(&[("x-forwarded-for", &long)]), ip("192.0.2.9"));
+        assert_eq!(listed.split(", ").count(), 16);
+        assert!(listed.ends_with("192.0.2.9"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod fields;
 pub mod h3;
 pub mod metrics;
 pub mod pipeline;
+pub mod pool;
 pub mod report;
 pub mod server;
 pub mod shield;

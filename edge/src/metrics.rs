@@ -52,6 +52,18 @@ pub struct EdgeMetrics {
     pub parent_requests: IntCounterVec,
     /// `edge_parent_up{parent}`: 1 while a parent edge is used, 0 from a failure until it answers again.
     pub parent_up: IntGaugeVec,
+    /// `edge_route_requests_total{route, cache_status}`: requests a site's path route took (the control plane's
+    /// API, say), by cache status; the requests themselves are in `edge_http_requests_total` too.
+    pub route_requests: IntCounterVec,
+    /// `edge_pool_requests_total{route, member, result}`: requests sent to a pool's instances, by how the
+    /// instance answered: `ok` (any answer below 500), `5xx`, `connect`, `timeout`.
+    pub pool_requests: IntCounterVec,
+    /// `edge_pool_retries_total{route}`: requests sent again to another instance after one failed.
+    pub pool_retries: IntCounterVec,
+    /// `edge_pool_member_up{route, member}`: 1 while an instance is chosen, 0 while probes or ejection keep it out.
+    pub pool_member_up: IntGaugeVec,
+    /// `edge_pool_probes_total{route, member, result}`: active health checks, `ok` or `failed`.
+    pub pool_probes: IntCounterVec,
     /// `edge_loops_refused_total`: requests refused with 508 because their `CDN-Loop` named this CDN too often.
     pub loops_refused: IntCounter,
     /// `edge_cache_fills_in_flight`.
@@ -237,6 +249,34 @@ impl EdgeMetrics {
                 &["parent"],
             )
             .expect("valid metric"),
+            route_requests: counter_vec(
+                "edge_route_requests_total",
+                "Requests taken by a site's path route, by route and cache status.",
+                &["route", "cache_status"],
+            ),
+            pool_requests: counter_vec(
+                "edge_pool_requests_total",
+                "Requests sent to a route's pool instances, by route, instance and result (ok, 5xx, connect, timeout).",
+                &["route", "member", "result"],
+            ),
+            pool_retries: counter_vec(
+                "edge_pool_retries_total",
+                "Requests sent again to another pool instance after one failed.",
+                &["route"],
+            ),
+            pool_member_up: IntGaugeVec::new(
+                Opts::new(
+                    "edge_pool_member_up",
+                    "Whether a pool instance is chosen (1) or kept out by health checks or ejection (0).",
+                ),
+                &["route", "member"],
+            )
+            .expect("valid metric"),
+            pool_probes: counter_vec(
+                "edge_pool_probes_total",
+                "Active health checks of pool instances, by result (ok, failed).",
+                &["route", "member", "result"],
+            ),
             loops_refused: counter(
                 "edge_loops_refused_total",
                 "Requests refused with 508 Loop Detected (CDN-Loop, RFC 8586).",
@@ -354,6 +394,11 @@ impl EdgeMetrics {
             Box::new(m.upstream_latency.clone()),
             Box::new(m.parent_requests.clone()),
             Box::new(m.parent_up.clone()),
+            Box::new(m.route_requests.clone()),
+            Box::new(m.pool_requests.clone()),
+            Box::new(m.pool_retries.clone()),
+            Box::new(m.pool_member_up.clone()),
+            Box::new(m.pool_probes.clone()),
             Box::new(m.loops_refused.clone()),
             Box::new(m.fills_in_flight.clone()),
             Box::new(m.fills_waiting.clone()),

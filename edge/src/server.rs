@@ -22,7 +22,9 @@ use crate::clock::Clock;
 use crate::config::{EdgeConfig, slice_block_bytes};
 use crate::error::EdgeError;
 use crate::metrics::EdgeMetrics;
-use crate::pipeline::{BodyLimits, Cors, Edge, EdgeSetup, Forwarding, QueryPolicy, Site};
+use crate::pipeline::{
+    BodyLimits, Cors, Edge, EdgeSetup, Forwarding, QueryPolicy, Site, SiteRoute,
+};
 use crate::status::CacheStatus;
 use crate::upstream::Upstream;
 
@@ -102,6 +104,12 @@ impl EdgeServer {
                 .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
                 .unwrap_or_default()
         };
+        let pool_metrics = crate::upstream::PoolMetrics {
+            requests: metrics.pool_requests.clone(),
+            retries: metrics.pool_retries.clone(),
+            up: metrics.pool_member_up.clone(),
+            probes: metrics.pool_probes.clone(),
+        };
         let sites = config
             .effective_sites()
             .into_iter()
@@ -126,29 +134,76 @@ impl EdgeServer {
                     authority =
                         upstream.add_route(i, route, &metrics.parent_requests, &metrics.parent_up);
                 }
-                (
-                    Site {
-                        name: s.name,
-                        upstream: authority,
-                        bypass_paths: canonical_prefixes(&s.bypass_paths),
-                        signed_paths: canonical_prefixes(&s.signed_paths),
-                        query_key: match s.query_key {
-                            crate::config::QueryKey::All => QueryPolicy::All,
-                            crate::config::QueryKey::None => QueryPolicy::None,
-                            crate::config::QueryKey::Listed => QueryPolicy::Listed(s.query_params),
-                        },
-                        passes: Arc::new(Semaphore::new(s.max_passes)),
-                        forwarding: Forwarding {
-                            forward_credentials: s.forward_credentials,
-                            deny: s
-                                .strip_request_fields
-                                .iter()
-                                .filter_map(|f| http::HeaderName::from_bytes(f.as_bytes()).ok())
-                                .collect(),
-                        },
-                    },
-                    s.hosts,
-                )
+                let forwarding = |forward_credentials| Forwarding {
+                    forward_credentials,
+                    deny: s
+                        .strip_request_fields
+                        .iter()
+                        .filter_map(|f| http::HeaderName::from_bytes(f.as_bytes()).ok())
+                        .collect(),
+                };
+                let query_policy = |key: crate::config::QueryKey, params: &[String]| match key {
+                    crate::config::QueryKey::All => QueryPolicy::All,
+                    crate::config::QueryKey::None => QueryPolicy::None,
+                    crate::config::QueryKey::Listed => QueryPolicy::Listed(params.to_vec()),
+                };
+                let own = Site {
+                    name: s.name.clone(),
+                    upstream: authority,
+                    bypass_paths: canonical_prefixes(&s.bypass_paths),
+                    signed_paths: canonical_prefixes(&s.signed_paths),
+                    query_key: query_policy(s.query_key, &s.query_params),
+                    passes: Arc::new(Semaphore::new(s.max_passes)),
+                    forwarding: forwarding(s.forward_credentials),
+                    route: None,
+                    routes: Vec::new(),
+                };
+                let routes = s
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        let label = format!("{}/{}", s.name, r.name);
+                        let members = r
+                            .upstreams
+                            .iter()
+                            .map(|url| crate::pool::Member::new(url, &authority_of(url)))
+                            .collect();
+                        let check = r.health_check.as_ref();
+                        let pool = crate::pool::Pool::new(
+                            members,
+                            crate::pool::PoolSettings {
+                                eject_after: r.eject_after_failures,
+                                eject_for: Duration::from_secs(r.eject_secs),
+                                healthy_threshold: check.map_or(1, |c| c.healthy_threshold),
+                                unhealthy_threshold: check.map_or(1, |c| c.unhealthy_threshold),
+                            },
+                        );
+                        let name = upstream.add_pool(crate::upstream::PoolRoute {
+                            label: label.clone(),
+                            pool,
+                            retries: r.retries,
+                            probe: check.map(|c| crate::upstream::Probe {
+                                path: c.path.clone(),
+                                interval: Duration::from_millis(c.interval_ms),
+                                timeout: Duration::from_millis(c.timeout_ms),
+                            }),
+                            metrics: pool_metrics.clone(),
+                        });
+                        SiteRoute {
+                            paths: canonical_prefixes(&r.paths),
+                            prefixes: canonical_prefixes(&r.prefixes),
+                            site: Site {
+                                upstream: name,
+                                query_key: query_policy(r.query_key, &r.query_params),
+                                passes: Arc::new(Semaphore::new(r.max_passes)),
+                                forwarding: forwarding(r.forward_credentials),
+                                route: Some(label.into()),
+                                ..own.clone()
+                            },
+                        }
+                    })
+                    .collect();
+                (Site { routes, ..own }, s.hosts)
             })
             .collect();
         let cors = Cors {
@@ -237,6 +292,11 @@ impl EdgeServer {
             "listening"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Dropped (so aborted) when the server stops.
+        let mut background = tokio::task::JoinSet::new();
+        for task in self.edge.engine().upstream().pool_tasks() {
+            background.spawn(task);
+        }
         if !self.config.control.url.is_empty() {
             let control = self.config.control.clone();
             let tls_addr = addr(&self.tls_listener);

@@ -1,10 +1,13 @@
 //! The upstream client: pooled HTTP/1.1 connections to the origin and to parent edges (the shield tier), with a
 //! connect timeout, a response-head timeout, and a body idle timeout per chunk. A site with parents is a
 //! [`Route`]: its fills go to the parent the cache key ranks first among those not out, then the next, then the
-//! origin; a parent that fails is out for a while (`shield.rs` decides, this module does the I/O). Every request
-//! carries this CDN's hop in `CDN-Loop` (RFC 8586).
+//! origin; a parent that fails is out for a while (`shield.rs` decides, this module does the I/O). A site's path
+//! route sends to a [`PoolRoute`]: one of several interchangeable instances (`pool.rs` decides which and judges
+//! their health), with bounded retries on another instance and active health probes. Every request carries
+//! this CDN's hop in `CDN-Loop` (RFC 8586).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,6 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use prometheus::{IntCounterVec, IntGaugeVec};
 
 use crate::cache::fill::FillError;
+use crate::pool::{self, Pool};
 use crate::shield::{self, Change, Parents, Verdict};
 
 /// The client shared by every fill and pass-through request.
@@ -33,6 +37,45 @@ pub struct Upstream {
     /// origin's `host:port`.
     routes: HashMap<String, Route>,
     parent_metrics: Option<ParentMetrics>,
+    /// Path routes' pools, by the name their `Site::upstream` holds.
+    pools: HashMap<String, Arc<PoolRoute>>,
+}
+
+/// A site's path route: a pool of interchangeable instances.
+pub struct PoolRoute {
+    /// `site/route`: the metric label and what logs name.
+    pub label: String,
+    pub pool: Pool,
+    /// Other instances a failed idempotent request is sent to, at most.
+    pub retries: u32,
+    /// The active health check, if any.
+    pub probe: Option<Probe>,
+    pub metrics: PoolMetrics,
+}
+
+/// An active health check: `GET path` on each instance every `interval`, answered 2xx within `timeout`.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+/// `edge_pool_requests_total`, `edge_pool_retries_total`, `edge_pool_member_up` and `edge_pool_probes_total`.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    pub requests: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub up: IntGaugeVec,
+    pub probes: IntCounterVec,
+}
+
+/// Why one request to one instance failed, and whether it reached it.
+struct SendFailure {
+    error: FillError,
+    /// The connection was refused or never made: the request reached nobody, so sending it elsewhere is safe
+    /// whatever its method.
+    never_sent: bool,
 }
 
 /// A site that fills from parent edges before its origin.
@@ -81,6 +124,7 @@ impl Upstream {
             cdn_id: crate::config::defaults::CDN_ID.into(),
             routes: HashMap::new(),
             parent_metrics: None,
+            pools: HashMap::new(),
         }
     }
 
@@ -110,6 +154,29 @@ impl Upstream {
         let name = format!("{} via site[{site}].parents", route.origin);
         self.routes.insert(name.clone(), route);
         name
+    }
+
+    /// Adds a path route's pool; returns the name the route's requests give as their upstream.
+    pub fn add_pool(&mut self, route: PoolRoute) -> String {
+        for member in route.pool.members() {
+            route
+                .metrics
+                .up
+                .with_label_values(&[&route.label, &member.url])
+                .set(1);
+        }
+        let name = format!("pool {}", route.label);
+        self.pools.insert(name.clone(), Arc::new(route));
+        name
+    }
+
+    /// The health-keeping task of every pool, for the caller to spawn: probes (when configured) and the
+    /// `edge_pool_member_up` gauge.
+    pub fn pool_tasks(&self) -> Vec<impl std::future::Future<Output = ()> + Send + 'static> {
+        self.pools
+            .values()
+            .map(|route| keep_pool_health(self.client.clone(), Arc::clone(route)))
+            .collect()
     }
 
     /// Sends `method` for `path_and_query` to `upstream` (a route's name, or an origin's `host:port`) with
@@ -169,10 +236,17 @@ impl Upstream {
         if let Some(hops) = shield::append_hop(&headers, &self.cdn_id) {
             headers.insert(shield::CDN_LOOP, hops);
         }
+        if let Some(pool) = self.pools.get(upstream) {
+            let response = self
+                .send_to_pool(pool, method, path_and_query, &headers, &body)
+                .await?;
+            return Ok((response, started.elapsed()));
+        }
         let Some(route) = self.routes.get(upstream) else {
             let response = self
                 .send(method, upstream, None, path_and_query, &headers, &body)
-                .await?;
+                .await
+                .map_err(|f| f.error)?;
             return Ok((response, started.elapsed()));
         };
         // Only safe requests go to parents: an unsafe one is never sent to two places.
@@ -189,6 +263,7 @@ impl Upstream {
                         &body,
                     )
                     .await;
+                let result = result.map_err(|f| f.error);
                 let (verdict, label) = match &result {
                     Ok(response) => match shield::verdict(response.status()) {
                         Verdict::Up => (Verdict::Up, "ok"),
@@ -209,8 +284,81 @@ impl Upstream {
         }
         let response = self
             .send(method, &route.origin, None, path_and_query, &headers, &body)
-            .await?;
+            .await
+            .map_err(|f| f.error)?;
         Ok((response, started.elapsed()))
+    }
+
+    /// One request to a pool: to the instance [`Pool::choose`] picks, and after a failure to another, as long
+    /// as retries are left and the request may be sent again: an idempotent one after no answer or a 502, 503
+    /// or 504, any one whose connection was refused. A failed instance's answer is dropped unread.
+    async fn send_to_pool(
+        &self,
+        route: &PoolRoute,
+        method: &http::Method,
+        path_and_query: &str,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response<Incoming>, FillError> {
+        let idempotent = method.is_idempotent();
+        let mut tried = Vec::new();
+        loop {
+            let Some(index) = route.pool.choose(Instant::now(), &tried, pool::random()) else {
+                // Not reached: retries stop before every instance was tried.
+                return Err(FillError::Upstream {
+                    timeout: false,
+                    message: format!("every instance of {} failed", route.label),
+                });
+            };
+            tried.push(index);
+            let member = route.pool.get(index);
+            let result = {
+                let _outstanding = route.pool.start(index);
+                self.send(
+                    method,
+                    &member.authority,
+                    None,
+                    path_and_query,
+                    headers,
+                    body,
+                )
+                .await
+            };
+            let (verdict, label, again) = match &result {
+                Ok(response) => {
+                    let status = response.status();
+                    let gateway = matches!(status.as_u16(), 502..=504);
+                    match pool::verdict(status) {
+                        pool::Verdict::Good => (pool::Verdict::Good, "ok", false),
+                        pool::Verdict::Bad => (pool::Verdict::Bad, "5xx", idempotent && gateway),
+                    }
+                }
+                Err(f) if f.never_sent => (pool::Verdict::Bad, "connect", true),
+                Err(SendFailure {
+                    error: FillError::Upstream { timeout: true, .. },
+                    ..
+                }) => (pool::Verdict::Bad, "timeout", idempotent),
+                Err(_) => (pool::Verdict::Bad, "connect", idempotent),
+            };
+            route
+                .metrics
+                .requests
+                .with_label_values(&[route.label.as_str(), member.url.as_str(), label])
+                .inc();
+            if let Some(change) = route.pool.record_answer(index, verdict, Instant::now()) {
+                note_member_change(route, index, change, label);
+            }
+            let left =
+                tried.len() <= route.retries as usize && tried.len() < route.pool.members().len();
+            if !again || !left {
+                return result.map_err(|f| f.error);
+            }
+            route
+                .metrics
+                .retries
+                .with_label_values(&[&route.label])
+                .inc();
+        }
     }
 
     /// Counts a parent's answer and records its health; a change is logged and shown in `edge_parent_up`.
@@ -257,7 +405,7 @@ impl Upstream {
         path_and_query: &str,
         headers: &HeaderMap,
         body: &Bytes,
-    ) -> Result<Response<Incoming>, FillError> {
+    ) -> Result<Response<Incoming>, SendFailure> {
         let started = Instant::now();
         let uri = format!("http://{authority}{path_and_query}");
         let host = match host {
@@ -274,34 +422,47 @@ impl Upstream {
             }
             request
                 .body(Full::new(body.clone()))
-                .map_err(|e| FillError::Upstream {
-                    timeout: false,
-                    message: format!("bad upstream request: {e}"),
+                .map_err(|e| SendFailure {
+                    error: FillError::Upstream {
+                        timeout: false,
+                        message: format!("bad upstream request: {e}"),
+                    },
+                    never_sent: true,
                 })
         };
         // A safe request that fails before any response (a pooled connection the upstream had just closed) is
         // sent once more, on a new connection.
         let attempts = if method.is_safe() { 2 } else { 1 };
         let mut last_error = String::new();
+        let mut never_sent = true;
         for _ in 0..attempts {
             let deadline = self.header_timeout.saturating_sub(started.elapsed());
             match tokio::time::timeout(deadline, self.client.request(build()?)).await {
                 Ok(Ok(response)) => return Ok(response),
-                Ok(Err(e)) => last_error = error_chain(&e),
+                Ok(Err(e)) => {
+                    never_sent = e.is_connect();
+                    last_error = error_chain(&e);
+                }
                 Err(_) => {
-                    return Err(FillError::Upstream {
-                        timeout: true,
-                        message: format!(
-                            "{authority} sent no response head within {:?}",
-                            self.header_timeout
-                        ),
+                    return Err(SendFailure {
+                        error: FillError::Upstream {
+                            timeout: true,
+                            message: format!(
+                                "{authority} sent no response head within {:?}",
+                                self.header_timeout
+                            ),
+                        },
+                        never_sent: false,
                     });
                 }
             }
         }
-        Err(FillError::Upstream {
-            timeout: false,
-            message: format!("{authority} unreachable: {last_error}"),
+        Err(SendFailure {
+            error: FillError::Upstream {
+                timeout: false,
+                message: format!("{authority} unreachable: {last_error}"),
+            },
+            never_sent,
         })
     }
 
@@ -322,6 +483,91 @@ impl Upstream {
             if let Ok(data) = frame.into_data() {
                 return Ok(Some(data));
             }
+        }
+    }
+}
+
+/// Logs a pool instance going out or coming back, and sets its `edge_pool_member_up`.
+fn note_member_change(route: &PoolRoute, index: usize, change: pool::Change, why: &str) {
+    let member = route.pool.get(index);
+    let up = i64::from(change == pool::Change::CameBack);
+    route
+        .metrics
+        .up
+        .with_label_values(&[&route.label, &member.url])
+        .set(up);
+    match change {
+        pool::Change::WentDown => {
+            tracing::warn!(route = %route.label, member = %member.url, why, "pool instance out; requests go to the others")
+        }
+        pool::Change::CameBack => {
+            tracing::info!(route = %route.label, member = %member.url, why, "pool instance back")
+        }
+    }
+}
+
+/// Keeps a pool's health for as long as the process runs: probes every instance each interval (when the route
+/// has a health check) and refreshes `edge_pool_member_up`, which an ejection's end changes without an event.
+async fn keep_pool_health(client: Client<HttpConnector, Full<Bytes>>, route: Arc<PoolRoute>) {
+    let interval = route
+        .probe
+        .as_ref()
+        .map_or(Duration::from_secs(1), |p| p.interval);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Some(probe) = &route.probe {
+            let probes = route.pool.members().iter().map(|member| {
+                let client = client.clone();
+                async move {
+                    let request =
+                        Request::get(format!("http://{}{}", member.authority, probe.path))
+                            .header(header::USER_AGENT, "edge-health-check")
+                            .body(Full::new(Bytes::new()));
+                    let Ok(request) = request else { return false };
+                    match tokio::time::timeout(probe.timeout, client.request(request)).await {
+                        Ok(Ok(response)) => {
+                            let ok = response.status().is_success();
+                            // Read to the end so the connection goes back to the pool.
+                            let _ =
+                                tokio::time::timeout(probe.timeout, response.into_body().collect())
+                                    .await;
+                            ok
+                        }
+                        _ => false,
+                    }
+                }
+            });
+            let results = futures::future::join_all(probes).await;
+            for (index, ok) in results.into_iter().enumerate() {
+                let member = route.pool.get(index);
+                route
+                    .metrics
+                    .probes
+                    .with_label_values(&[
+                        route.label.as_str(),
+                        member.url.as_str(),
+                        if ok { "ok" } else { "failed" },
+                    ])
+                    .inc();
+                let verdict = if ok {
+                    pool::Verdict::Good
+                } else {
+                    pool::Verdict::Bad
+                };
+                if let Some(change) = route.pool.record_probe(index, verdict, Instant::now()) {
+                    note_member_change(&route, index, change, "health check");
+                }
+            }
+        }
+        let now = Instant::now();
+        for (index, member) in route.pool.members().iter().enumerate() {
+            route
+                .metrics
+                .up
+                .with_label_values(&[&route.label, &member.url])
+                .set(i64::from(route.pool.is_usable(index, now)));
         }
     }
 }

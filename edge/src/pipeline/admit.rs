@@ -29,6 +29,45 @@ pub struct Site {
     pub query_key: QueryPolicy,
     /// Passes to the upstream running at once, at most (its permits).
     pub passes: std::sync::Arc<tokio::sync::Semaphore>,
+    /// For a path route's settings: its `site/route` label; `None` for the site's own.
+    pub route: Option<std::sync::Arc<str>>,
+    /// The site's path routes, each with the settings its requests use.
+    pub routes: Vec<SiteRoute>,
+}
+
+/// A path route of a site: the canonical paths and prefixes it takes, and what its requests use instead of the
+/// site's settings (same name, so the same cache keys and purges; another upstream).
+#[derive(Debug, Clone)]
+pub struct SiteRoute {
+    pub paths: Vec<String>,
+    pub prefixes: Vec<String>,
+    pub site: Site,
+}
+
+impl Site {
+    /// The settings a request for canonical `path` uses: the route with `path` among its exact paths, else the
+    /// one with the longest prefix of it, else the site's own.
+    pub fn route_for(&self, path: &str) -> &Site {
+        if let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| r.paths.iter().any(|p| p == path))
+        {
+            return &route.site;
+        }
+        self.routes
+            .iter()
+            .filter_map(|r| {
+                r.prefixes
+                    .iter()
+                    .filter(|p| path.starts_with(p.as_str()))
+                    .map(String::len)
+                    .max()
+                    .map(|len| (len, &r.site))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map_or(self, |(_, site)| site)
+    }
 }
 
 /// Which query parameters are part of a site's cache keys (the upstream always gets the whole query, less CMCD).
@@ -119,7 +158,18 @@ impl Edge {
         }
         self.check_loop(parts)?;
         let site = self.site_for(parts)?;
-        let mut path = canonical_path(parts.uri.path())?;
+        let mut path = match shared::path::canonical_path(parts.uri.path()) {
+            Ok(path) => path,
+            // A folder (`/`, `/v1/titles/`) names no stored object, but a path route's upstream (an API, a web
+            // front end's page) may answer it: in its one canonical spelling, for a route only.
+            Err(shared::path::PathError::Directory) => {
+                shared::path::canonical_prefix(parts.uri.path())
+                    .ok()
+                    .filter(|folder| site.route_for(folder).route.is_some())
+                    .map_or_else(|| canonical_path(parts.uri.path()), Ok)?
+            }
+            Err(_) => canonical_path(parts.uri.path())?,
+        };
         let signed = self.take_token(parts, &mut path)?;
         if !signed
             && site
@@ -136,6 +186,8 @@ impl Edge {
                 "this path is served only through a signed URL (/t/<token>/...)".into(),
             );
         }
+        // A path route's settings from here on (its upstream, its credentials and query policy).
+        let site = site.route_for(&path);
         let query = canonical_query(parts.uri.query());
         let key = CacheKey::new(
             &site.name,
@@ -285,7 +337,58 @@ pub(super) fn host_without_port(authority: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::{QueryPolicy, canonical_query, host_without_port};
+    use super::{QueryPolicy, Site, SiteRoute, canonical_query, host_without_port};
+
+    fn site(upstream: &str, routes: Vec<SiteRoute>) -> Site {
+        Site {
+            name: "default".into(),
+            upstream: upstream.into(),
+            bypass_paths: Vec::new(),
+            signed_paths: Vec::new(),
+            forwarding: Default::default(),
+            query_key: QueryPolicy::All,
+            passes: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            route: None,
+            routes,
+        }
+    }
+
+    fn route(name: &str, paths: &[&str], prefixes: &[&str]) -> SiteRoute {
+        SiteRoute {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            prefixes: prefixes.iter().map(|p| p.to_string()).collect(),
+            site: Site {
+                route: Some(name.into()),
+                ..site(name, Vec::new())
+            },
+        }
+    }
+
+    #[test]
+    fn exact_paths_win_then_the_longest_prefix_then_the_site() {
+        let s = site(
+            "media",
+            vec![
+                route("api", &["/"], &["/v1/", "/web/"]),
+                route("search", &["/v1/search/"], &["/v1/search"]),
+            ],
+        );
+        let table = [
+            ("/", "api"),
+            ("/v1/titles", "api"),
+            ("/v1/search", "search"),
+            ("/v1/searches", "search"),
+            ("/v1/search/", "search"),
+            ("/web/app.js", "api"),
+            ("/titles/x/master.m3u8", "media"),
+            ("/v1", "media"),
+            ("/index.html", "media"),
+        ];
+        for (path, upstream) in table {
+            assert_eq!(s.route_for(path).upstream, upstream, "{path}");
+        }
+        assert!(s.route_for("/titles/a").route.is_none());
+    }
 
     #[test]
     fn the_query_is_canonical_and_cmcd_free() {

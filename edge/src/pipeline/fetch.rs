@@ -255,6 +255,7 @@ impl Cut {
             cache_status,
             error,
             upstream_ms,
+            route,
         } = answer;
         let (mut head, body) = response.into_parts();
         match &self.content_range {
@@ -279,6 +280,7 @@ impl Cut {
             cache_status,
             error,
             upstream_ms,
+            route,
         }
     }
 }

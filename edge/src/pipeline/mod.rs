@@ -31,7 +31,7 @@ use crate::status::{CacheStatus, Fwd, StaleReason};
 
 pub use crate::fields::Forwarding;
 use crate::fields::put;
-pub use admit::{Canonical, ClientAddr, EarlyData, QueryPolicy, Site};
+pub use admit::{Canonical, ClientAddr, EarlyData, QueryPolicy, Site, SiteRoute};
 pub use purge::PurgeError;
 
 /// Response bodies: cached slices and fill chunks as `Bytes`, never copied.
@@ -121,10 +121,14 @@ pub struct Answer {
     pub error: Option<String>,
     /// Time spent waiting for the upstream's response head, when this request waited for one.
     pub upstream_ms: Option<f64>,
+    /// The site's path route that took the request (`site/route`), if one did.
+    pub route: Option<Arc<str>>,
 }
 
 /// One pass through the cached path: an answer, or "run again" — and why — when what the lookup found turned
 /// out not to be this request's before anything was sent.
+// Returned once per pass and never stored: boxing the answer would cost an allocation per request instead.
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     Answer(Answer),
     RunAgain(Again),
@@ -200,19 +204,31 @@ impl Edge {
             Ok(request) => request,
             Err(e) => return self.error_answer(parts, e, CacheStatus::Local),
         };
+        let route = request.site.route.clone();
+        let mut answer = self.handle_admitted(parts, &request, body).await;
+        answer.route = route;
+        answer
+    }
+
+    async fn handle_admitted(
+        self: &Arc<Self>,
+        parts: &Parts,
+        request: &Canonical<'_>,
+        body: Bytes,
+    ) -> Answer {
         if parts.method == Method::OPTIONS {
             return self.preflight(parts);
         }
         if is_unsafe(&parts.method) {
-            return self.forward_unsafe(parts, &request, body).await;
+            return self.forward_unsafe(parts, request, body).await;
         }
-        if let Some(status) = self.pass_before_lookup(parts, &request) {
-            return self.pass(parts, &request, status).await;
+        if let Some(status) = self.pass_before_lookup(parts, request) {
+            return self.pass(parts, request, status).await;
         }
         // Key, lookup, plan, and what the plan says; once more if the stored version changed meanwhile.
         let mut again = Again::VersionChanged;
         for _ in 0..2 {
-            match self.cached(parts, &request).await {
+            match self.cached(parts, request).await {
                 Outcome::Answer(answer) => return answer,
                 Outcome::RunAgain(why) => again = why,
             }
@@ -224,7 +240,7 @@ impl Edge {
                     fwd: Fwd::VaryMiss,
                     detail: Some("variant-changed"),
                 };
-                self.pass(parts, &request, status).await
+                self.pass(parts, request, status).await
             }
             Again::VersionChanged => {
                 let changing = EdgeError::Upstream {
@@ -365,6 +381,7 @@ impl Edge {
             cache_status,
             error: Some(reason),
             upstream_ms: None,
+            route: None,
         }
     }
 }

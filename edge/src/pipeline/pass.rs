@@ -20,8 +20,9 @@ use crate::fields::{Purpose, passed_response, upstream_request};
 use crate::status::{CacheStatus, Fwd};
 
 impl Edge {
-    /// The fields of a client's request sent upstream for `purpose`, with `Early-Data: 1` when it arrived in
-    /// 0-RTT (RFC 8470 §5.1: the upstream may answer 425).
+    /// The fields of a client's request sent upstream for `purpose`, with the client's address appended to
+    /// `X-Forwarded-For`, and `Early-Data: 1` when it arrived in 0-RTT (RFC 8470 §5.1: the upstream may answer
+    /// 425).
     pub(super) fn upstream_fields(
         &self,
         parts: &Parts,
@@ -34,6 +35,12 @@ impl Edge {
         fields.remove(crate::shield::CDN_LOOP);
         for value in parts.headers.get_all(crate::shield::CDN_LOOP) {
             fields.append(crate::shield::CDN_LOOP, value.clone());
+        }
+        // The client's address for the upstream (an API binding tokens to it, say), after any the request
+        // carried: the upstream trusts only the entries its own proxies added.
+        if let Some(client) = parts.extensions.get::<super::ClientAddr>() {
+            let forwarded = crate::fields::forwarded_for(&parts.headers, client.0.ip());
+            crate::fields::put(&mut fields, crate::fields::X_FORWARDED_FOR, &forwarded);
         }
         if request.early_data {
             fields.insert(
@@ -173,6 +180,7 @@ impl Edge {
             cache_status,
             error: None,
             upstream_ms: None,
+            route: None,
         }
     }
 

@@ -221,6 +221,7 @@ impl Edge {
             cache_status,
             error,
             upstream_ms: None,
+            route: None,
         })
     }
 
@@ -270,6 +271,7 @@ impl Edge {
             cache_status: CacheStatus::Local,
             error: None,
             upstream_ms: None,
+            route: None,
         }
     }
 
