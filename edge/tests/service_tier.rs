@@ -211,6 +211,45 @@ fn three_instances_share_the_load_survive_a_kill_and_never_mix_viewers() {
         "{edge_metrics}"
     );
 
+    // Two viewers at once on the same personal URLs, and each on the other's: never the other's answer.
+    let (bob_cookie, bob_profile) = tier.sign_up("bob@example.org");
+    let bob_header = format!("Cookie: {bob_cookie}");
+    let viewers = [
+        ("ada@example.org", cookie_header.clone(), profile.clone()),
+        ("bob@example.org", bob_header.clone(), bob_profile.clone()),
+    ];
+    std::thread::scope(|scope| {
+        for (email, header, own) in &viewers {
+            for _ in 0..2 {
+                let (tier, viewers) = (&tier, &viewers);
+                scope.spawn(move || {
+                    for round in 0..15 {
+                        let me = curl(&["-H", header, &tier.edge_url("/v1/me")]);
+                        assert_eq!(me.status, 200, "{}", me.text());
+                        assert_eq!(json(&me)["email"], *email, "round {round}");
+                        for (_, _, profile) in viewers {
+                            let home = curl(&[
+                                "-H",
+                                header,
+                                &tier.edge_url(&format!("/v1/profiles/{profile}/home")),
+                            ]);
+                            if profile == own {
+                                assert_eq!(home.status, 200, "{}", home.text());
+                            } else {
+                                assert_eq!(
+                                    home.status,
+                                    404,
+                                    "another viewer's home is not theirs: {}",
+                                    home.text()
+                                );
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+
     // Load: GETs (personal, and searches the cache has not seen) and playback POSTs from four clients while
     // instance 0 is killed and, later, started again on its port.
     let stop = Arc::new(AtomicBool::new(false));
