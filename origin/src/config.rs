@@ -72,6 +72,23 @@ pub struct OriginConfig {
 pub struct ApiConfig {
     /// Address to listen on; empty disables the API. Default: `127.0.0.1:8000`.
     pub listen: String,
+    /// `max-age` of `Cache-Control` on the answers that are the same for every caller (catalog lists, titles,
+    /// search, similar titles, the anonymous home rows): how long a browser keeps them. 0 to 86400. Default: 10.
+    pub browser_max_age_secs: u64,
+    /// `max-age` of `CDN-Cache-Control` (RFC 9213) on those answers and on the web front end's own files: how
+    /// long the edge keeps them (it obeys `CDN-Cache-Control` before `Cache-Control`). 0 to 86400. Default: 30.
+    pub cdn_max_age_secs: u64,
+    /// `stale-while-revalidate` of `CDN-Cache-Control` on those answers: how long past `cdn_max_age_secs` the
+    /// edge may answer from its copy while it fetches a fresh one. 0 to 86400. Default: 30.
+    pub cdn_stale_while_revalidate_secs: u64,
+    /// Lifetime of a shared 404 (an unknown title), for browsers and the edge alike: short, so a title that
+    /// appears is seen soon. 0 to 3600. Default: 10.
+    pub not_found_max_age_secs: u64,
+    /// Proxies in front of the API (the edge), as CIDR blocks (`["127.0.0.1/32", "::1/128"]`): from a peer in
+    /// one of them, the client's address is the rightmost address of `X-Forwarded-For` that is not itself a
+    /// trusted proxy (token binding, placing the viewer, the sign-in limit, events). From any other peer the
+    /// header is ignored. Default: none (the peer is the client).
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Viewers' accounts, sessions and sign-in limits.
@@ -391,6 +408,11 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             listen: "127.0.0.1:8000".into(),
+            browser_max_age_secs: 10,
+            cdn_max_age_secs: 30,
+            cdn_stale_while_revalidate_secs: 30,
+            not_found_max_age_secs: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -488,6 +510,29 @@ impl OriginConfig {
             .take(60)
             .collect();
         format!("{role}.{host}-{}", api.port())
+    }
+
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        let a = &self.api;
+        for (field, value, max) in [
+            ("api.browser_max_age_secs", a.browser_max_age_secs, 86_400),
+            ("api.cdn_max_age_secs", a.cdn_max_age_secs, 86_400),
+            (
+                "api.cdn_stale_while_revalidate_secs",
+                a.cdn_stale_while_revalidate_secs,
+                86_400,
+            ),
+            (
+                "api.not_found_max_age_secs",
+                a.not_found_max_age_secs,
+                3_600,
+            ),
+        ] {
+            ensure(value <= max, field, format!("must be 0 to {max}"))?;
+        }
+        crate::control::forwarded::TrustedProxies::parse(&a.trusted_proxies)
+            .map(drop)
+            .map_err(|(i, reason)| ConfigError::new(format!("api.trusted_proxies[{i}]"), reason))
     }
 
     fn validate_accounts(&self) -> Result<(), ConfigError> {
@@ -666,6 +711,7 @@ impl OriginConfig {
                 "must differ from media.listen and admin.listen",
             )?;
         }
+        self.validate_api()?;
         if let Some(url) = &self.catalog.url {
             ensure(
                 url.starts_with("sqlite:")
@@ -973,6 +1019,23 @@ mod tests {
                 "cache_control.segment",
             ),
             ("[log]\nlevel = \"\"", "log.level"),
+            (
+                "[api]\nbrowser_max_age_secs = 86401",
+                "api.browser_max_age_secs",
+            ),
+            ("[api]\ncdn_max_age_secs = 100000", "api.cdn_max_age_secs"),
+            (
+                "[api]\ncdn_stale_while_revalidate_secs = 100000",
+                "api.cdn_stale_while_revalidate_secs",
+            ),
+            (
+                "[api]\nnot_found_max_age_secs = 3601",
+                "api.not_found_max_age_secs",
+            ),
+            (
+                "[api]\ntrusted_proxies = [\"127.0.0.1/32\", \"10.0.0.1/8\"]",
+                "api.trusted_proxies[1]",
+            ),
             ("data_dir = \"\"", "data_dir"),
             ("[bus]\nurl = \"redis://h:1\"", "bus.url"),
             ("[bus]\nurl = \"kafka://h\"", "bus.url"),

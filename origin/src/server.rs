@@ -166,6 +166,11 @@ impl Origin {
                     secure_cookies: config.accounts.secure_cookies,
                     web_dir: config.web.dir.clone(),
                     recommender,
+                    caching: crate::control::api::SharedCaching::from_config(&config.api),
+                    trusted_proxies: crate::control::forwarded::TrustedProxies::parse(
+                        &config.api.trusted_proxies,
+                    )
+                    .map_err(|(i, reason)| anyhow::anyhow!("api.trusted_proxies[{i}]: {reason}"))?,
                 };
                 tokio::spawn(sweep_fleet(fleet, Arc::clone(&metrics)));
                 Some((listener, Arc::new(service)))

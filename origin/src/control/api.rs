@@ -3,18 +3,32 @@
 //!   cursor (`next_cursor`) for the next page;
 //! - `GET /v1/titles/<slug>`: a title with its cast, renditions and asset totals;
 //! - `GET /v1/titles/<slug>/assets`: the files of the title (store key, kind, bytes);
+//! - `GET /v1/titles/<slug>/similar?limit=`: titles like it (the recommender's, else the popular ones of its
+//!   genres);
 //! - `GET /v1/search?q=&limit=`: titles ranked for a query typed so far (typos, prefixes, accents, CJK), with
 //!   the matched words highlighted;
+//! - `GET /v1/home`: the home page's rows for a visitor who is not signed in (trending, popular genres);
 //! - `POST /v1/playback`, `GET /v1/steered/…`, `GET /v1/steering/…`: sending viewers to edges, with signed
 //!   URLs and Content Steering (`control::playback`);
 //! - `PUT /v1/edges/<name>` (bearer `fleet.registration_secret`): an edge registers or reports (its region,
 //!   URLs, metrics address and load as JSON); `GET /v1/edges`: the fleet, each edge healthy or down;
-//!   `GET /v1/edges/prometheus-sd`: the edges' metrics addresses in Prometheus's HTTP service discovery format.
+//!   `GET /v1/edges/prometheus-sd`: the edges' metrics addresses in Prometheus's HTTP service discovery format;
+//! - the viewer's routes (accounts, sessions, profiles, the web front end): `control::viewer`.
 //!
-//! Responses carry an `ETag` (304 for a matching `If-None-Match`); errors are JSON `{"error", "reason"}` with
-//! 400 for bad parameters, 404 for unknown titles and paths.
+//! Which answers are shared ([`audience`]): the `GET`s of `/v1/titles…`, `/v1/search` and `/v1/home` (and the
+//! player-events script) are the same for every caller, so the edge in front of the instances may keep them:
+//! `Cache-Control: public, max-age=<api.browser_max_age_secs>` and `CDN-Cache-Control: max-age=<api.cdn_max_age_secs>,
+//! stale-while-revalidate=<api.cdn_stale_while_revalidate_secs>` (RFC 9213: the edge obeys it first), a 404
+//! `public, max-age=<api.not_found_max_age_secs>` on both. Their requests lose `Cookie` and `Authorization`
+//! before they are answered, and their answers never carry `Set-Cookie`, so a shared answer cannot depend on who
+//! asked. The web front end's files (`/`, `/web/…`) stay `no-cache` for browsers and get `CDN-Cache-Control:
+//! max-age=<api.cdn_max_age_secs>`. Everything else — whatever reads the session, playback, steering, the fleet —
+//! is `private, no-store`.
+//!
+//! JSON answers carry an `ETag` (a hash of the body, the same on every instance; 304 for a matching
+//! `If-None-Match`); errors are JSON `{"error", "reason"}` with 400 for bad parameters, 404 for unknown titles and
+//! paths.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,6 +45,7 @@ use crate::control::playback::{PlaybackRequest, peer_ip};
 use crate::control::steering::SteeringPolicy;
 use crate::media::handler::Body;
 use crate::metrics::OriginMetrics;
+use std::net::IpAddr;
 
 /// Largest request body read (playback requests are tiny), and the time it has to arrive.
 pub(crate) const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -70,6 +85,91 @@ pub struct ApiService {
     pub web_dir: Option<std::path::PathBuf>,
     /// The recommender serving reads (`control::home`), swapped in by training.
     pub recommender: crate::control::home::SharedRecommender,
+    /// How long shared answers may be kept (`[api]`).
+    pub caching: SharedCaching,
+    /// Proxies (the edge) whose `X-Forwarded-For` names the client (`api.trusted_proxies`).
+    pub trusted_proxies: crate::control::forwarded::TrustedProxies,
+}
+
+/// How long the answers that are the same for every caller may be kept, by browsers and by the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SharedCaching {
+    pub browser_max_age_secs: u64,
+    pub cdn_max_age_secs: u64,
+    pub cdn_stale_while_revalidate_secs: u64,
+    pub not_found_max_age_secs: u64,
+}
+
+impl Default for SharedCaching {
+    fn default() -> Self {
+        SharedCaching::from_config(&crate::config::ApiConfig::default())
+    }
+}
+
+impl SharedCaching {
+    pub fn from_config(api: &crate::config::ApiConfig) -> Self {
+        SharedCaching {
+            browser_max_age_secs: api.browser_max_age_secs,
+            cdn_max_age_secs: api.cdn_max_age_secs,
+            cdn_stale_while_revalidate_secs: api.cdn_stale_while_revalidate_secs,
+            not_found_max_age_secs: api.not_found_max_age_secs,
+        }
+    }
+
+    /// `Cache-Control` and `CDN-Cache-Control` of a shared answer with this status; `None`: not to be kept
+    /// (a 400 or a 5xx stays `private, no-store`).
+    pub fn headers(&self, status: StatusCode) -> Option<(String, String)> {
+        match status {
+            StatusCode::OK | StatusCode::NOT_MODIFIED => Some((
+                format!("public, max-age={}", self.browser_max_age_secs),
+                format!(
+                    "max-age={}, stale-while-revalidate={}",
+                    self.cdn_max_age_secs, self.cdn_stale_while_revalidate_secs
+                ),
+            )),
+            StatusCode::NOT_FOUND => Some((
+                format!("public, max-age={}", self.not_found_max_age_secs),
+                format!("max-age={}", self.not_found_max_age_secs),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// `CDN-Cache-Control` (RFC 9213): how long the edge keeps an answer, obeyed before `Cache-Control`.
+pub(crate) const CDN_CACHE_CONTROL: header::HeaderName =
+    header::HeaderName::from_static("cdn-cache-control");
+
+/// Who an answer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The same for every caller: catalog, titles, search, similar titles, anonymous home rows, artwork, the
+    /// player-events script. Shared by the edge; the request's credentials are never read.
+    Public,
+    /// The web front end's files: the same for everyone, kept briefly by the edge, revalidated by browsers.
+    WebFile,
+    /// Everything else: what reads the session, playback, steering, the fleet, writes. Never shared.
+    Personal,
+}
+
+/// Who the answer to `method path` is for (see the module's head).
+pub fn audience(method: &Method, path: &str) -> Audience {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return Audience::Personal;
+    }
+    if path == "/" || path.starts_with("/web/") {
+        return Audience::WebFile;
+    }
+    let public = path == "/v1/titles"
+        || path.starts_with("/v1/titles/")
+        || path == "/v1/search"
+        || path == "/v1/home"
+        || path == PLAYER_EVENTS_SCRIPT;
+    if public {
+        Audience::Public
+    } else {
+        Audience::Personal
+    }
 }
 
 /// Titles' details by slug, shared with the task that clears it when the catalog changes.
@@ -128,13 +228,76 @@ impl ApiService {
             secure_cookies: true,
             web_dir: None,
             recommender: Default::default(),
+            caching: SharedCaching::default(),
+            trusted_proxies: Default::default(),
             catalog,
         }
     }
 
     /// Answers a request; the connection's peer address, when the listener put it in the request's
-    /// extensions, places the viewer.
-    pub async fn respond<B>(&self, req: Request<B>) -> Response<Body>
+    /// extensions, places the viewer. A shared answer ([`audience`]) is made without the request's
+    /// credentials and leaves with its lifetimes for browsers and for the edge.
+    pub async fn respond<B>(&self, mut req: Request<B>) -> Response<Body>
+    where
+        B: hyper::body::Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let audience = audience(req.method(), req.uri().path());
+        if audience != Audience::Personal {
+            // What every caller gets must not depend on who this caller is.
+            let headers = req.headers_mut();
+            headers.remove(header::COOKIE);
+            headers.remove(header::AUTHORIZATION);
+        }
+        let mut response = self.respond_to(req).await;
+        let status = response.status();
+        let headers = response.headers_mut();
+        match audience {
+            Audience::Personal => {}
+            Audience::Public => {
+                headers.remove(header::SET_COOKIE);
+                // Artwork and the events script name their own, longer, public lifetimes.
+                let own_public_lifetime = status.is_success()
+                    && headers
+                        .get(header::CACHE_CONTROL)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("public"));
+                if !own_public_lifetime {
+                    let policy = self.caching.headers(status);
+                    if let Some((browser, cdn)) = policy
+                        && let (Ok(browser), Ok(cdn)) =
+                            (HeaderValue::from_str(&browser), HeaderValue::from_str(&cdn))
+                    {
+                        headers.insert(header::CACHE_CONTROL, browser);
+                        headers.insert(CDN_CACHE_CONTROL, cdn);
+                    }
+                }
+            }
+            Audience::WebFile => {
+                headers.remove(header::SET_COOKIE);
+                let revalidated = headers
+                    .get(header::CACHE_CONTROL)
+                    .is_some_and(|v| v.as_bytes() == b"no-cache");
+                let cdn = format!("max-age={}", self.caching.cdn_max_age_secs);
+                if status == StatusCode::OK
+                    && revalidated
+                    && let Ok(cdn) = HeaderValue::from_str(&cdn)
+                {
+                    headers.insert(CDN_CACHE_CONTROL, cdn);
+                }
+            }
+        }
+        response
+    }
+
+    /// The client's address: the connection's peer, or behind a trusted proxy the address it forwarded
+    /// (`control::forwarded`). Everything that binds, places or limits a client asks this, never the peer.
+    pub(crate) fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        let peer = peer_ip(req)?;
+        Some(self.trusted_proxies.client(peer, req.headers()))
+    }
+
+    async fn respond_to<B>(&self, req: Request<B>) -> Response<Body>
     where
         B: hyper::body::Body,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -292,8 +455,18 @@ impl ApiService {
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET | &Method::HEAD, "/v1/titles") => self.list(req.uri().query()).await,
+            (&Method::GET | &Method::HEAD, "/v1/home") => {
+                let rows = crate::control::home::anonymous_rows(self).await?;
+                Ok(json!({ "rows": rows }))
+            }
             (&Method::GET | &Method::HEAD, p) if p.starts_with("/v1/titles/") => {
                 let slug = &p["/v1/titles/".len()..];
+                if let Some(slug) = slug.strip_suffix("/similar") {
+                    let limit = crate::control::viewer::limit_param(req.uri().query(), 12, 50)?;
+                    self.title(slug).await?;
+                    let similar = self.similar_titles(slug, limit).await;
+                    return Ok(json!({ "title": slug, "similar": similar }));
+                }
                 if let Some(slug) = slug.strip_suffix("/assets") {
                     let assets = self
                         .catalog
@@ -310,7 +483,7 @@ impl ApiService {
             }
             (&Method::GET | &Method::HEAD, "/v1/search") => self.search(req.uri().query()),
             (&Method::POST, "/v1/playback") => {
-                let peer = peer_ip(&req);
+                let peer = self.client_ip(&req);
                 let control = self.control_base(&req);
                 let caller = self.caller(&req).await?;
                 if matches!(caller, crate::control::viewer::Caller::Anonymous) {
@@ -524,9 +697,8 @@ pub(crate) fn json_response(
 ) -> Response<Body> {
     let mut body = serde_json::to_vec(value).expect("serializable");
     body.push(b'\n');
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    body.hash(&mut hasher);
-    let etag = format!("\"{:016x}\"", hasher.finish());
+    // A hash fixed across builds and instances: the edge revalidates an answer from one instance with another.
+    let etag = format!("\"{:016x}\"", twox_hash::XxHash3_64::oneshot(&body));
     let not_modified = status == StatusCode::OK
         && if_none_match.is_some_and(|inm| {
             inm.split(',')
@@ -544,7 +716,11 @@ pub(crate) fn json_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Private unless `ApiService::respond` finds the route shared.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     if (status == StatusCode::OK || status == StatusCode::NOT_MODIFIED)
         && let Ok(value) = HeaderValue::from_str(&etag)
     {
@@ -556,6 +732,205 @@ pub(crate) fn json_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answers_the_same_for_everyone_are_public() {
+        for path in [
+            "/v1/titles",
+            "/v1/titles/test-pattern",
+            "/v1/titles/test-pattern/assets",
+            "/v1/titles/test-pattern/similar",
+            "/v1/titles/test-pattern/artwork",
+            "/v1/search",
+            "/v1/home",
+            "/v1/player-events.js",
+        ] {
+            assert_eq!(audience(&Method::GET, path), Audience::Public, "{path}");
+            assert_eq!(audience(&Method::HEAD, path), Audience::Public, "{path}");
+            assert_eq!(
+                audience(&Method::POST, path),
+                Audience::Personal,
+                "POST {path}"
+            );
+        }
+        for path in ["/", "/web/app.js", "/web/vendor/hls.js"] {
+            assert_eq!(audience(&Method::GET, path), Audience::WebFile, "{path}");
+        }
+        for path in [
+            "/v1/me",
+            "/v1/profiles/p1",
+            "/v1/profiles/p1/home",
+            "/v1/profiles/p1/history",
+            "/v1/sessions",
+            "/v1/accounts",
+            "/v1/playback",
+            "/v1/steered/titles/x/hls/master.m3u8",
+            "/v1/steering/x",
+            "/v1/edges",
+            "/v1/edges/e1/changes",
+            "/v1/titlesx",
+            "/v1/homes",
+            "/healthz",
+        ] {
+            assert_eq!(audience(&Method::GET, path), Audience::Personal, "{path}");
+        }
+    }
+
+    #[test]
+    fn shared_lifetimes_by_status() {
+        let caching = SharedCaching {
+            browser_max_age_secs: 10,
+            cdn_max_age_secs: 30,
+            cdn_stale_while_revalidate_secs: 60,
+            not_found_max_age_secs: 5,
+        };
+        let ok = Some((
+            "public, max-age=10".to_string(),
+            "max-age=30, stale-while-revalidate=60".to_string(),
+        ));
+        assert_eq!(caching.headers(StatusCode::OK), ok);
+        assert_eq!(caching.headers(StatusCode::NOT_MODIFIED), ok);
+        assert_eq!(
+            caching.headers(StatusCode::NOT_FOUND),
+            Some(("public, max-age=5".to_string(), "max-age=5".to_string()))
+        );
+        for status in [
+            StatusCode::BAD_REQUEST,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            assert_eq!(caching.headers(status), None, "{status}");
+        }
+    }
+
+    /// An API over a SQLite catalog with one title, `test-pattern`.
+    async fn service(dir: &std::path::Path) -> ApiService {
+        let catalog = Catalog::open(&format!("sqlite://{}/catalog.db", dir.display()))
+            .await
+            .unwrap();
+        let meta: crate::control::catalog::TitleMeta = serde_json::from_value(json!({
+            "slug": "test-pattern", "title": "Test Pattern", "genres": ["Test"], "popularity": 3,
+        }))
+        .unwrap();
+        catalog.upsert(&meta, 0).await.unwrap();
+        let index =
+            crate::control::search::SearchIndex::build(&catalog.search_docs().await.unwrap())
+                .unwrap();
+        ApiService::new(
+            Arc::new(catalog),
+            Arc::new(std::sync::RwLock::new(Arc::new(index))),
+        )
+    }
+
+    async fn get(api: &ApiService, path: &str, headers: &[(&str, &str)]) -> Response<Body> {
+        let mut req = Request::get(path);
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        api.respond(req.body(String::new()).unwrap()).await
+    }
+
+    fn header<'a>(response: &'a Response<Body>, name: &str) -> Option<&'a str> {
+        response.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    async fn body_of(response: Response<Body>) -> Bytes {
+        use http_body_util::BodyExt;
+        response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn public_answers_are_shared_and_personal_ones_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = service(dir.path()).await;
+        let credentials = [
+            ("cookie", "cdn_session=someone"),
+            ("authorization", "Bearer someone-else"),
+        ];
+        for path in [
+            "/v1/titles",
+            "/v1/titles/test-pattern",
+            "/v1/titles/test-pattern/assets",
+            "/v1/titles/test-pattern/similar",
+            "/v1/search?q=test",
+            "/v1/home",
+        ] {
+            let anonymous = get(&api, path, &[]).await;
+            assert_eq!(anonymous.status(), StatusCode::OK, "{path}");
+            assert_eq!(
+                header(&anonymous, "cache-control"),
+                Some("public, max-age=10"),
+                "{path}"
+            );
+            assert_eq!(
+                header(&anonymous, "cdn-cache-control"),
+                Some("max-age=30, stale-while-revalidate=30"),
+                "{path}"
+            );
+            assert_eq!(header(&anonymous, "vary"), None, "{path}");
+            assert_eq!(header(&anonymous, "set-cookie"), None, "{path}");
+            let etag = header(&anonymous, "etag").expect("an ETag").to_string();
+            // With credentials: the very same answer.
+            let signed = get(&api, path, &credentials).await;
+            assert_eq!(header(&signed, "etag"), Some(etag.as_str()), "{path}");
+            assert_eq!(body_of(signed).await, body_of(anonymous).await, "{path}");
+            let again = get(&api, path, &[("if-none-match", &etag)]).await;
+            assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+            assert_eq!(
+                header(&again, "cache-control"),
+                Some("public, max-age=10"),
+                "{path}"
+            );
+        }
+        let home: serde_json::Value =
+            serde_json::from_slice(&body_of(get(&api, "/v1/home", &[]).await).await).unwrap();
+        assert_eq!(home["rows"][0]["id"], "trending", "{home}");
+        assert_eq!(
+            home["rows"][0]["items"][0]["slug"], "test-pattern",
+            "{home}"
+        );
+
+        for path in [
+            "/v1/titles/no-such-title",
+            "/v1/titles/no-such-title/similar",
+        ] {
+            let missing = get(&api, path, &[]).await;
+            assert_eq!(missing.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(
+                header(&missing, "cache-control"),
+                Some("public, max-age=10")
+            );
+            assert_eq!(header(&missing, "cdn-cache-control"), Some("max-age=10"));
+        }
+        let bad = get(&api, "/v1/titles?limit=0", &[]).await;
+        assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(header(&bad, "cache-control"), Some("private, no-store"));
+        assert_eq!(header(&bad, "cdn-cache-control"), None);
+
+        for path in [
+            "/v1/me",
+            "/v1/profiles/p1/home",
+            "/v1/edges",
+            "/v1/steering/test-pattern",
+        ] {
+            let personal = get(&api, path, &credentials).await;
+            assert_eq!(
+                header(&personal, "cache-control"),
+                Some("private, no-store"),
+                "{path}"
+            );
+            assert_eq!(header(&personal, "cdn-cache-control"), None, "{path}");
+        }
+        let signin = api
+            .respond(
+                Request::post("/v1/sessions")
+                    .body(r#"{"email": "a@b.org", "password": "long enough"}"#.to_string())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(signin.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&signin, "cache-control"), Some("private, no-store"));
+    }
 
     #[test]
     fn cursors_round_trip_and_refuse_forgeries() {

@@ -30,7 +30,6 @@ use serde_json::{Map, Value, json};
 use crate::bus::{TOPIC_EDGE_STATS, TOPIC_PLAYBACK, now_ms};
 use crate::control::api::{ApiError, ApiService};
 use crate::control::fleet::is_name;
-use crate::control::playback::peer_ip;
 
 /// Largest body of either route; past it the answer is 413.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -877,7 +876,7 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let bus = bus_of(api)?;
-    let client = peer_ip(&req);
+    let client = api.client_ip(&req);
     let body = read_body(req).await?;
     let events = parse_batch(&body)?;
     let accepted = events.len();

@@ -1,5 +1,6 @@
 //! A profile's home page as rows of titles — continue watching, top picks, because you watched …, trending, and
-//! the profile's favourite genres — and a title's similar titles. Rows come from the recommender last trained
+//! the profile's favourite genres — the rows of a visitor who is not signed in (trending and the popular titles'
+//! genres: the same for everyone, so shared by the edge), and a title's similar titles. Rows come from the recommender last trained
 //! (`control::training` swaps it in; serving only reads it); until one is ready, and for what it cannot answer,
 //! from the catalog's popularity.
 
@@ -198,21 +199,7 @@ pub(crate) async fn rows(
         );
     }
 
-    // Trending: the model's recent plays, else the catalog's popularity.
-    let trending: Vec<String> = model
-        .as_ref()
-        .map(|m| m.trending(ROW_TITLES))
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(s, _)| s)
-        .collect();
-    let trending = if trending.is_empty() {
-        popular.iter().map(|t| t.slug.clone()).collect()
-    } else {
-        trending
-    };
-    let trending = api.entries(trending, ROW_TITLES).await;
-    push_row(&mut rows, "trending", "Trending now", trending);
+    push_trending(api, &mut rows, model.as_deref(), &popular).await;
 
     // The profile's favourite genres (by titles watched), else the most popular titles' genres.
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -224,12 +211,65 @@ pub(crate) async fn rows(
         }
     }
     if counts.is_empty() {
-        for t in &popular {
-            for g in &t.genres {
-                *counts.entry(g.clone()).or_default() += 1;
-            }
+        counts = popular_genres(&popular);
+    }
+    push_genres(api, &mut rows, counts).await?;
+    Ok(rows)
+}
+
+/// The home rows of a visitor who is not signed in: trending, then the genres of the most popular titles. No
+/// viewer's data is read, so every visitor gets the same rows (`GET /v1/home` is shared by the edge).
+pub(crate) async fn anonymous_rows(api: &ApiService) -> Result<Vec<Value>, ApiError> {
+    let popular = api
+        .catalog
+        .popular(None, (ROW_TITLES * 3) as i64)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut rows = Vec::new();
+    push_trending(api, &mut rows, api.recommender().as_deref(), &popular).await;
+    push_genres(api, &mut rows, popular_genres(&popular)).await?;
+    Ok(rows)
+}
+
+/// Trending: the model's recent plays, else the catalog's popularity.
+async fn push_trending(
+    api: &ApiService,
+    rows: &mut Vec<Value>,
+    model: Option<&dyn Recommender>,
+    popular: &[TitleSummary],
+) {
+    let trending: Vec<String> = model
+        .map(|m| m.trending(ROW_TITLES))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    let trending = if trending.is_empty() {
+        popular.iter().map(|t| t.slug.clone()).collect()
+    } else {
+        trending
+    };
+    let trending = api.entries(trending, ROW_TITLES).await;
+    push_row(rows, "trending", "Trending now", trending);
+}
+
+/// How many of the popular titles have each genre.
+fn popular_genres(popular: &[TitleSummary]) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for t in popular {
+        for g in &t.genres {
+            *counts.entry(g.clone()).or_default() += 1;
         }
     }
+    counts
+}
+
+/// A row of the most popular titles of each of the [`GENRE_ROWS`] genres counted most (ties by name).
+async fn push_genres(
+    api: &ApiService,
+    rows: &mut Vec<Value>,
+    counts: HashMap<String, usize>,
+) -> Result<(), ApiError> {
     let mut genres: Vec<(String, usize)> = counts.into_iter().collect();
     genres.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     for (genre, _) in genres.into_iter().take(GENRE_ROWS) {
@@ -240,13 +280,13 @@ pub(crate) async fn rows(
             .map_err(ApiError::internal)?;
         let items: Vec<Value> = titles.iter().map(entry).collect();
         push_row(
-            &mut rows,
+            rows,
             &format!("genre-{}", genre.to_lowercase().replace(' ', "-")),
             &genre,
             items,
         );
     }
-    Ok(rows)
+    Ok(())
 }
 
 fn push_row(rows: &mut Vec<Value>, id: &str, title: &str, items: Vec<Value>) {

@@ -1,7 +1,7 @@
 //! The control plane: the catalog in SQL (`catalog`), its search index (`search`), the JSON API with signed
 //! playback URLs (`api`), and `origin ingest`, which uploads a packaged title and registers it (`ingest`,
 //! reading what its manifests reference with `manifests`), and the fleet of edges that report themselves
-//! (`fleet`), and how viewers are steered to them: the ranking (`steering`) and the manifests that carry it
+//! (`fleet`), the client's address behind the edge (`forwarded`), and how viewers are steered to them: the ranking (`steering`) and the manifests that carry it
 //! to players (`steered`); the viewer's side: accounts, sessions and profiles (`accounts`) kept as versioned
 //! documents (`docs`), their routes and the web front end (`viewer`), the home page's rows (`home`) and the
 //! recommender's training (`training`, over the models of `crate::recs`).
@@ -13,6 +13,7 @@ pub mod changes;
 pub mod docs;
 pub mod events;
 pub mod fleet;
+pub mod forwarded;
 pub mod home;
 pub mod ingest;
 pub mod manifests;

@@ -349,7 +349,7 @@ impl ApiService {
             .and_then(|rest| rest.split_once('/'))
             .map(|(slug, _)| slug)
             .ok_or_else(|| ApiError::not_found(format!("no manifest `{}`", shown(key))))?;
-        let peer = peer_ip(req);
+        let peer = self.client_ip(req);
         let token = if self.signing_keys.is_empty() {
             None
         } else {
@@ -560,7 +560,8 @@ fn edge_url(base: &str, token: Option<&str>, key: &str) -> String {
     }
 }
 
-/// The connection's peer address, which the listener puts in a request's extensions.
+/// The connection's peer address, which the listener puts in a request's extensions: the client's own, or a
+/// proxy's (`ApiService::client_ip` tells the client's address behind a trusted proxy).
 pub(crate) fn peer_ip<B>(req: &Request<B>) -> Option<IpAddr> {
     req.extensions().get::<SocketAddr>().map(|a| a.ip())
 }

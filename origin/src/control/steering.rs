@@ -63,7 +63,7 @@ pub fn parse_cidr(cidr: &str) -> Result<(IpAddr, u8), String> {
 }
 
 /// The address as 128 bits (IPv4 in the low 32) and whether it is IPv6; IPv4-mapped IPv6 counts as IPv4.
-fn widen(addr: IpAddr) -> (u128, bool) {
+pub(crate) fn widen(addr: IpAddr) -> (u128, bool) {
     match addr {
         IpAddr::V4(v4) => (u32::from(v4) as u128, false),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -74,7 +74,7 @@ fn widen(addr: IpAddr) -> (u128, bool) {
 }
 
 /// The top `prefix` bits of a `width`-bit address.
-fn mask(prefix: u8, width: u8) -> u128 {
+pub(crate) fn mask(prefix: u8, width: u8) -> u128 {
     if prefix == 0 {
         return 0;
     }

@@ -1,4 +1,5 @@
-//! The viewer's side of the API (`control::api` hands these routes here), every answer `private, no-store`:
+//! The viewer's side of the API (`control::api` hands these routes here), every JSON answer `private, no-store`
+//! (artwork and the web front end's files are the same for everyone: `control::api::audience`):
 //! - `POST /v1/accounts` `{email, password}`: a new account with one profile;
 //! - `POST /v1/sessions` `{email, password}`: signs in — a session cookie (`HttpOnly`, `SameSite=Lax`, `Secure`
 //!   unless `accounts.secure_cookies = false`) and the same token in the answer for `Authorization: Bearer`;
@@ -8,7 +9,7 @@
 //! - `GET`/`PUT /v1/profiles/<id>/ratings` (`{version, items: {slug: 1-5}}`) and `…/list` (`{version, items:
 //!   [slug]}`); a `PUT` naming a stale version gets 409 with the current document;
 //! - `GET /v1/profiles/<id>/home`: the rows of the home page (`control::home`);
-//! - `GET /v1/titles/<slug>/similar`, `GET /v1/titles/<slug>/artwork`;
+//! - `GET /v1/titles/<slug>/artwork`;
 //! - the web front end: `GET /` and `GET /web/<file>` from `web.dir`, and the players from its `node_modules`.
 
 use std::net::IpAddr;
@@ -23,7 +24,6 @@ use serde_json::{Value, json};
 use crate::control::accounts::{CreateError, SESSION_COOKIE, Session, SigninError, profile_view};
 use crate::control::api::{ApiError, ApiService, error_response, json_response, shown};
 use crate::control::docs::{Doc, WriteError};
-use crate::control::playback::peer_ip;
 use crate::media::handler::Body;
 
 /// Largest viewer document a client may write (a profile's ratings or list).
@@ -57,8 +57,7 @@ pub(crate) fn handles(path: &str) -> bool {
         || path == "/v1/me"
         || path == "/v1/profiles"
         || path.starts_with("/v1/profiles/")
-        || (path.starts_with("/v1/titles/")
-            && (path.ends_with("/similar") || path.ends_with("/artwork")))
+        || (path.starts_with("/v1/titles/") && path.ends_with("/artwork"))
 }
 
 /// A JSON answer with the cookie it sets, if any.
@@ -278,7 +277,7 @@ impl ApiService {
                 }
             }
             (&Method::POST, ["v1", "sessions"]) => {
-                let client = peer_ip(&req);
+                let client = self.client_ip(&req);
                 let body: Value = read_json(req, super::api::MAX_BODY_BYTES).await?;
                 let (email, password) = credentials(&body)?;
                 match self.accounts.sign_in(email, password, client, now).await {
@@ -362,13 +361,6 @@ impl ApiService {
                 let id = id.to_string();
                 let profile = self.own_profile(&session, &id).await?;
                 self.profile_route(req, &id, profile, rest, now).await
-            }
-            (&Method::GET | &Method::HEAD, ["v1", "titles", slug, "similar"]) => {
-                let slug = slug.to_string();
-                let limit = limit_param(req.uri().query(), 12, 50)?;
-                self.title(&slug).await?;
-                let similar = self.similar_titles(&slug, limit).await;
-                Ok(Reply::ok(json!({ "title": slug, "similar": similar })))
             }
             _ => Err(ApiError::not_found(format!(
                 "no route for {method} {}",
@@ -650,7 +642,11 @@ fn is_slug(s: &str) -> bool {
         && !s.chars().any(char::is_control)
 }
 
-fn limit_param(query: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+pub(crate) fn limit_param(
+    query: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
     let mut limit = default;
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match name.as_ref() {

@@ -1,0 +1,286 @@
+//! The control plane as one of several instances behind the edge: answers that are the same for everyone say how
+//! long the edge and browsers may keep them (and never depend on the caller's credentials), personal ones stay
+//! `private, no-store`; behind a trusted proxy the client's address is the one it forwarded (token binding, the
+//! sign-in limit), from anyone else `X-Forwarded-For` is ignored.
+
+use serde_json::{Value, json};
+use testkit::{CurlResponse, SERVICE_AUTH, TempStore, curl, start_origin};
+
+fn body(r: &CurlResponse) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+/// `curl -X method [-H header]… [--data-binary json] base+path`.
+fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    json: Option<&Value>,
+) -> CurlResponse {
+    let url = format!("{base}{path}");
+    let data = json.map(|j| j.to_string());
+    let mut args = vec!["-X", method];
+    for h in headers {
+        args.extend(["-H", *h]);
+    }
+    if let Some(d) = &data {
+        args.extend([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            d.as_str(),
+        ]);
+    }
+    args.push(&url);
+    curl(&args)
+}
+
+#[test]
+fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
+    let store = TempStore::with_samples();
+    let origin = start_origin(
+        &store.url(),
+        "[api]\nbrowser_max_age_secs = 7\ncdn_max_age_secs = 40\ncdn_stale_while_revalidate_secs = 50\n\
+         not_found_max_age_secs = 3\n",
+    );
+    let api = origin.url("api_addr");
+    let account = json!({"email": "sharer@example.org", "password": "sharer password"});
+    assert_eq!(
+        call(&api, "POST", "/v1/accounts", &[], Some(&account)).status,
+        201
+    );
+    let signed = call(&api, "POST", "/v1/sessions", &[], Some(&account));
+    assert_eq!(signed.status, 201, "{}", signed.text());
+    let token = body(&signed)["token"].as_str().unwrap().to_string();
+    let profile = body(&signed)["profiles"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cookie = format!("Cookie: cdn_session={token}");
+    let bearer = format!("Authorization: Bearer {token}");
+
+    for path in [
+        "/v1/titles",
+        "/v1/titles?genre=Test",
+        "/v1/titles/test-pattern",
+        "/v1/titles/test-pattern/assets",
+        "/v1/titles/test-pattern/similar",
+        "/v1/search?q=test%20patern",
+        "/v1/home",
+    ] {
+        let anonymous = call(&api, "GET", path, &[], None);
+        assert_eq!(anonymous.status, 200, "{path}: {}", anonymous.text());
+        assert_eq!(
+            anonymous.header("cache-control"),
+            Some("public, max-age=7"),
+            "{path}"
+        );
+        assert_eq!(
+            anonymous.header("cdn-cache-control"),
+            Some("max-age=40, stale-while-revalidate=50"),
+            "{path}"
+        );
+        assert_eq!(anonymous.header("vary"), None, "{path}");
+        assert_eq!(anonymous.header("set-cookie"), None, "{path}");
+        let etag = anonymous.header("etag").expect("an ETag").to_string();
+        // A signed-in viewer gets the very same answer: nothing shared reads who asked.
+        let viewer = call(&api, "GET", path, &[&cookie, &bearer], None);
+        assert_eq!(viewer.body, anonymous.body, "{path}");
+        assert_eq!(viewer.header("etag"), Some(etag.as_str()), "{path}");
+        assert_eq!(viewer.header("set-cookie"), None, "{path}");
+        let revalidated = call(
+            &api,
+            "GET",
+            path,
+            &[&format!("If-None-Match: {etag}")],
+            None,
+        );
+        assert_eq!(revalidated.status, 304, "{path}");
+        assert_eq!(
+            revalidated.header("cache-control"),
+            Some("public, max-age=7"),
+            "{path}"
+        );
+        assert_eq!(revalidated.header("etag"), Some(etag.as_str()), "{path}");
+    }
+    let home = body(&call(&api, "GET", "/v1/home", &[], None));
+    let rows: Vec<&str> = home["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(rows.first(), Some(&"trending"), "{home}");
+    assert!(
+        !rows
+            .iter()
+            .any(|r| ["continue", "top-picks"].contains(r) || r.starts_with("because-")),
+        "no personal rows: {home}"
+    );
+
+    // An unknown title: shared, briefly.
+    let missing = call(&api, "GET", "/v1/titles/no-such-title", &[], None);
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.header("cache-control"), Some("public, max-age=3"));
+    assert_eq!(missing.header("cdn-cache-control"), Some("max-age=3"));
+    // Artwork keeps its own public lifetime (the sample titles have none: a shared 404).
+    let artwork = call(
+        &api,
+        "GET",
+        "/v1/titles/test-pattern/artwork",
+        &[&cookie],
+        None,
+    );
+    assert!(
+        artwork
+            .header("cache-control")
+            .is_some_and(|c| c.starts_with("public")),
+        "{:?}",
+        artwork.headers
+    );
+
+    // The web front end: revalidated by browsers, held briefly by the edge.
+    for path in ["/", "/web/app.js"] {
+        let file = call(&api, "GET", path, &[&cookie], None);
+        assert_eq!(file.status, 200, "{path}");
+        assert_eq!(file.header("cache-control"), Some("no-cache"), "{path}");
+        assert_eq!(
+            file.header("cdn-cache-control"),
+            Some("max-age=40"),
+            "{path}"
+        );
+        assert_eq!(file.header("set-cookie"), None, "{path}");
+    }
+
+    // Whatever reads the session is private and never stored.
+    for (method, path) in [
+        ("GET", "/v1/me".to_string()),
+        ("GET", format!("/v1/profiles/{profile}")),
+        ("GET", format!("/v1/profiles/{profile}/home")),
+        ("GET", format!("/v1/profiles/{profile}/history")),
+        ("GET", format!("/v1/profiles/{profile}/ratings")),
+        ("GET", "/v1/edges".to_string()),
+    ] {
+        let personal = call(&api, method, &path, &[&bearer], None);
+        assert_eq!(personal.status, 200, "{path}: {}", personal.text());
+        assert_eq!(
+            personal.header("cache-control"),
+            Some("private, no-store"),
+            "{path}"
+        );
+        assert_eq!(personal.header("cdn-cache-control"), None, "{path}");
+    }
+    assert_eq!(signed.header("cache-control"), Some("private, no-store"));
+    let playback = call(
+        &api,
+        "POST",
+        "/v1/playback",
+        &[&bearer],
+        Some(&json!({"title": "test-pattern", "profile": profile})),
+    );
+    assert_eq!(playback.status, 200, "{}", playback.text());
+    assert_eq!(playback.header("cache-control"), Some("private, no-store"));
+    let unauthorized = call(&api, "GET", "/v1/me", &[], None);
+    assert_eq!(unauthorized.status, 401);
+    assert_eq!(
+        unauthorized.header("cache-control"),
+        Some("private, no-store")
+    );
+}
+
+const SIGNING_SECRET: &str = "instances-test signing secret, 32+ bytes";
+
+/// The client a playback answer's first manifest URL is bound to, told by verifying its token as `client`.
+fn bound_to(playback: &Value, client: &str) -> bool {
+    let url = playback["edges"][0]["manifests"]
+        .as_object()
+        .and_then(|m| m.values().next())
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("a manifest URL: {playback}"));
+    let (_, after) = url.split_once("/t/").expect("a signed URL");
+    let (token, path) = after.split_once('/').expect("token/path");
+    let key = shared::token::SigningKey::new("k1", SIGNING_SECRET.as_bytes());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    shared::token::verify(&[key], token, &format!("/{path}"), client, now).is_ok()
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
+    let store = TempStore::with_samples();
+    let keys = format!("[[signing_key]]\nid = \"k1\"\nsecret = \"{SIGNING_SECRET}\"\n");
+    let behind = start_origin(
+        &store.url(),
+        &format!(
+            "{keys}[api]\ntrusted_proxies = [\"127.0.0.1/32\", \"::1/128\"]\n\
+             [accounts]\nsignin_max_failures = 3\n"
+        ),
+    );
+    let api = behind.url("api_addr");
+    let ask = |api: &str, forwarded: &str| {
+        let r = call(
+            api,
+            "POST",
+            "/v1/playback",
+            &[SERVICE_AUTH, forwarded],
+            Some(&json!({"title": "test-pattern"})),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        body(&r)
+    };
+    // The client wrote the first address; the edge (on loopback, trusted) appended the one it saw.
+    let playback = ask(&api, "X-Forwarded-For: 6.6.6.6, 203.0.113.7");
+    assert!(bound_to(&playback, "203.0.113.7"), "{playback}");
+    assert!(!bound_to(&playback, "127.0.0.1"));
+    assert!(!bound_to(&playback, "6.6.6.6"));
+    // Garbage: the peer.
+    let playback = ask(&api, "X-Forwarded-For: not an address");
+    assert!(bound_to(&playback, "127.0.0.1"), "{playback}");
+
+    // The sign-in limit counts the forwarded address: three failures from one client, with three emails, stop
+    // that client, not another one behind the same edge.
+    let from = |ip: &str| format!("X-Forwarded-For: {ip}");
+    for email in ["a@example.org", "b@example.org", "c@example.org"] {
+        let wrong = json!({"email": email, "password": "wrong password"});
+        let r = call(
+            &api,
+            "POST",
+            "/v1/sessions",
+            &[&from("203.0.113.7")],
+            Some(&wrong),
+        );
+        assert_eq!(r.status, 401, "{}", r.text());
+    }
+    let wrong = json!({"email": "d@example.org", "password": "wrong password"});
+    let limited = call(
+        &api,
+        "POST",
+        "/v1/sessions",
+        &[&from("203.0.113.7")],
+        Some(&wrong),
+    );
+    assert_eq!(limited.status, 429, "{}", limited.text());
+    assert!(limited.header("retry-after").is_some());
+    let other = call(
+        &api,
+        "POST",
+        "/v1/sessions",
+        &[&from("198.51.100.9")],
+        Some(&wrong),
+    );
+    assert_eq!(
+        other.status,
+        401,
+        "another client is not limited: {}",
+        other.text()
+    );
+
+    // Without trusted proxies (the default) a forwarded address is a claim anyone can make: ignored.
+    let direct = start_origin(&store.url(), &keys);
+    let playback = ask(&direct.url("api_addr"), "X-Forwarded-For: 203.0.113.7");
+    assert!(bound_to(&playback, "127.0.0.1"), "{playback}");
+    assert!(!bound_to(&playback, "203.0.113.7"));
+}
