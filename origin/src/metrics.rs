@@ -52,6 +52,46 @@ pub struct OriginMetrics {
     pub events_accepted: IntCounterVec,
     /// `control_catalog_changes_applied_total`: catalog changes this instance applied (search, caches, takedowns).
     pub catalog_changes_applied: IntCounter,
+    /// `control_db_queries_total{op}`: SQL statements this instance sent to its database.
+    pub db_queries: DbQueries,
+}
+
+/// `control_db_queries_total{op}`: SQL statements sent to the catalog's database (the catalog, the viewers'
+/// documents, the shared state of the instances), one per statement, by a short name of what they were for
+/// (`title`, `titles_list`, `doc_get`, …). Cloned into every store; unregistered until [`OriginMetrics`] makes it.
+#[derive(Clone)]
+pub struct DbQueries(IntCounterVec);
+
+impl DbQueries {
+    fn new() -> Self {
+        DbQueries(
+            IntCounterVec::new(
+                Opts::new(
+                    "control_db_queries_total",
+                    "SQL statements sent to the database, by what they were for.",
+                ),
+                &["op"],
+            )
+            .expect("valid metric"),
+        )
+    }
+
+    /// Counts one statement for `op`.
+    pub fn count(&self, op: &str) {
+        self.0.with_label_values(&[op]).inc();
+    }
+
+    /// How many statements `op` sent so far.
+    pub fn get(&self, op: &str) -> u64 {
+        self.0.with_label_values(&[op]).get()
+    }
+}
+
+impl Default for DbQueries {
+    /// A counter no registry exports (tools, tests).
+    fn default() -> Self {
+        DbQueries::new()
+    }
 }
 
 impl OriginMetrics {
@@ -185,8 +225,10 @@ impl OriginMetrics {
             "Catalog changes this instance applied to its search index, caches and takedowns.",
         )
         .expect("valid");
+        let db_queries = DbQueries::new();
         for collector in [
-            Box::new(fleet_edges.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(db_queries.0.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(fleet_edges.clone()),
             Box::new(event_batches.clone()),
             Box::new(signins.clone()),
             Box::new(playback_requests.clone()),
@@ -233,6 +275,7 @@ impl OriginMetrics {
             recs_interactions,
             events_accepted,
             catalog_changes_applied,
+            db_queries,
         }
     }
 }

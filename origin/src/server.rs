@@ -78,7 +78,9 @@ impl Origin {
         let api = match config.api_addr()? {
             Some(addr) => {
                 let listener = bind(addr, "api.listen").await?;
-                let catalog = Catalog::open(&config.catalog_url()).await?;
+                let catalog = Catalog::open(&config.catalog_url())
+                    .await?
+                    .counting(metrics.db_queries.clone());
                 let registered = register_titles(&catalog, &media.store).await;
                 tracing::info!(
                     backend = catalog.backend,
@@ -116,13 +118,9 @@ impl Origin {
                     bus.clone(),
                     metrics.registry.clone(),
                 ));
-                let (catalog_pool, catalog_backend) = (catalog.pool().clone(), catalog.backend);
                 let recommender = crate::control::home::SharedRecommender::default();
                 let trainer = crate::control::training::Trainer {
-                    docs: crate::control::docs::DocStore::new(
-                        catalog_pool.clone(),
-                        catalog_backend,
-                    ),
+                    docs: catalog.docs(),
                     catalog: Arc::clone(&catalog),
                     target: Arc::clone(&recommender),
                     metrics: Arc::clone(&metrics),
@@ -133,7 +131,7 @@ impl Origin {
                     wake: train,
                 };
                 let accounts = Arc::new(crate::control::accounts::Accounts::new(
-                    crate::control::docs::DocStore::new(catalog_pool.clone(), catalog_backend),
+                    catalog.docs(),
                     config.accounts.session_ttl_secs as i64,
                     crate::control::accounts::SigninLimits {
                         max_failures: config.accounts.signin_max_failures,

@@ -284,3 +284,95 @@ fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
     assert!(bound_to(&playback, "127.0.0.1"), "{playback}");
     assert!(!bound_to(&playback, "203.0.113.7"));
 }
+
+/// A metric's value in Prometheus text: the line starting with `series` (name and labels); 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn origin_cli(config: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(testkit::binary("origin"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "origin {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `done` every 50 ms for up to 20 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_title_is_read_from_the_database_once_until_the_catalog_changes() {
+    let store = TempStore::with_samples();
+    let origin = start_origin(&store.url(), "");
+    let (api, admin) = (origin.url("api_addr"), origin.url("admin_addr"));
+    let metrics = || curl(&[&format!("{admin}/metrics")]).text();
+    let title_queries = || metric(&metrics(), "control_db_queries_total{op=\"title\"}");
+    let details = || call(&api, "GET", "/v1/titles/test-pattern", &[], None);
+
+    let before = title_queries();
+    assert_eq!(details().status, 200);
+    let one_read = title_queries() - before;
+    assert!(one_read > 0.0, "reading a title is counted:\n{}", metrics());
+    for _ in 0..50 {
+        assert_eq!(details().status, 200);
+    }
+    // The similar titles and the assets ask for the same title; the details come from the instance's cache.
+    assert_eq!(
+        call(&api, "GET", "/v1/titles/test-pattern/similar", &[], None).status,
+        200
+    );
+    assert_eq!(
+        title_queries() - before,
+        one_read,
+        "51 reads of one title, one database read:\n{}",
+        metrics()
+    );
+    // The other reads are counted too: a list, and the search index built at start.
+    assert_eq!(call(&api, "GET", "/v1/titles", &[], None).status, 200);
+    let text = metrics();
+    for op in ["titles_list", "search_docs"] {
+        assert!(
+            metric(&text, &format!("control_db_queries_total{{op=\"{op}\"}}")) >= 1.0,
+            "{op} is counted:\n{text}"
+        );
+    }
+
+    // A catalog change (the takedown tool, over the bus) drops the cached copy: the title is gone at once, and
+    // back once restored, read from the database once more.
+    origin_cli(&origin.config_path(), &["takedown", "test-pattern"]);
+    eventually("the takedown reaches the API", || details().status == 404);
+    origin_cli(
+        &origin.config_path(),
+        &["takedown", "test-pattern", "--restore"],
+    );
+    eventually("the restore reaches the API", || details().status == 200);
+    let after_restore = title_queries();
+    for _ in 0..20 {
+        assert_eq!(details().status, 200);
+    }
+    assert_eq!(
+        title_queries(),
+        after_restore,
+        "cached again after the change"
+    );
+}

@@ -220,7 +220,7 @@ impl ApiService {
             bus: None,
             changes: crate::control::changes::ChangeFeed::default(),
             accounts: Arc::new(crate::control::accounts::Accounts::new(
-                crate::control::docs::DocStore::new(catalog.pool().clone(), catalog.backend),
+                catalog.docs(),
                 30 * 24 * 3600,
                 crate::control::accounts::SigninLimits::default(),
             )),

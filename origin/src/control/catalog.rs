@@ -249,6 +249,10 @@ pub struct Page {
 pub struct Catalog {
     pool: AnyPool,
     pub backend: &'static str,
+    /// Counts every statement sent (`control_db_queries_total{op}`), `op` naming the method: `title` for
+    /// [`Catalog::get`] (5 statements a title), `titles_list`, `title_assets`, `popular`, `items`, `search_docs`,
+    /// `title_write` (registering), `takedown`, `takedowns`, `takedown_log`.
+    queries: crate::metrics::DbQueries,
 }
 
 impl Catalog {
@@ -317,12 +321,34 @@ impl Catalog {
             .run(&pool)
             .await
             .map_err(|e| anyhow::anyhow!("catalog migrations: {e}"))?;
-        Ok(Catalog { pool, backend })
+        Ok(Catalog {
+            pool,
+            backend,
+            queries: Default::default(),
+        })
+    }
+
+    /// The catalog counting its statements in `queries` (the exported `control_db_queries_total`).
+    pub fn counting(mut self, queries: crate::metrics::DbQueries) -> Catalog {
+        self.queries = queries;
+        self
+    }
+
+    /// Where its statements are counted; the other stores of its database count theirs there too.
+    pub fn queries(&self) -> &crate::metrics::DbQueries {
+        &self.queries
+    }
+
+    /// The viewers' documents in the same database, counted in the same place.
+    pub fn docs(&self) -> crate::control::docs::DocStore {
+        crate::control::docs::DocStore::new(self.pool.clone(), self.backend)
+            .counting(self.queries.clone())
     }
 
     /// Registers (or replaces) a title and its renditions, in one transaction.
     pub async fn upsert(&self, meta: &TitleMeta, now: i64) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
+        self.queries.count("title_write");
         let existing: Option<i64> = sqlx::query("SELECT id FROM titles WHERE slug = $1")
             .bind(&meta.slug)
             .fetch_optional(&mut *tx)
@@ -331,15 +357,20 @@ impl Catalog {
             .transpose()?;
         let id: i64 = match existing {
             Some(id) => id,
-            None => sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM titles")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get(0)?,
+            None => {
+                self.queries.count("title_write");
+                sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM titles")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?
+            }
         };
+        self.queries.count("title_write");
         sqlx::query("DELETE FROM titles WHERE slug = $1")
             .bind(&meta.slug)
             .execute(&mut *tx)
             .await?;
+        self.queries.count("title_write");
         sqlx::query(
             "INSERT INTO titles (slug, title, original_title, year, language, director, description, \
              runtime_secs, artwork_key, popularity, updated_at, id) \
@@ -363,6 +394,7 @@ impl Catalog {
         genres.sort();
         genres.dedup();
         for genre in &genres {
+            self.queries.count("title_write");
             sqlx::query("INSERT INTO title_genres (slug, genre) VALUES ($1, $2)")
                 .bind(&meta.slug)
                 .bind(genre)
@@ -370,6 +402,7 @@ impl Catalog {
                 .await?;
         }
         for (position, name) in meta.cast.iter().enumerate() {
+            self.queries.count("title_write");
             sqlx::query("INSERT INTO title_cast (slug, position, name) VALUES ($1, $2, $3)")
                 .bind(&meta.slug)
                 .bind(position as i64)
@@ -379,6 +412,7 @@ impl Catalog {
         }
         for packaging in &meta.packagings {
             for (position, r) in packaging.renditions.iter().enumerate() {
+                self.queries.count("title_write");
                 sqlx::query(
                     "INSERT INTO renditions (slug, packaging, position, protocol, kind, manifest_key, \
                      bandwidth, resolution, codecs, language) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -398,6 +432,7 @@ impl Catalog {
             }
         }
         for asset in &meta.assets {
+            self.queries.count("title_write");
             sqlx::query(
                 "INSERT INTO assets (slug, object_key, kind, bytes) VALUES ($1, $2, $3, $4)",
             )
@@ -414,6 +449,7 @@ impl Catalog {
 
     /// The files of a title, by key; `None` for an unknown title.
     pub async fn assets(&self, slug: &str) -> anyhow::Result<Option<Vec<AssetMeta>>> {
+        self.queries.count("title_assets");
         if sqlx::query(
             "SELECT 1 FROM titles WHERE slug = $1 AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = $1)",
         )
@@ -424,6 +460,7 @@ impl Catalog {
         {
             return Ok(None);
         }
+        self.queries.count("title_assets");
         let rows = sqlx::query(
             "SELECT object_key, kind, bytes FROM assets WHERE slug = $1 ORDER BY object_key",
         )
@@ -446,6 +483,7 @@ impl Catalog {
     /// One page of titles matching the filters.
     pub async fn list(&self, q: &ListQuery) -> anyhow::Result<Page> {
         // Filters are bound parameters; an absent one is NULL and matches everything.
+        self.queries.count("titles_list");
         let rows = sqlx::query(
             "SELECT t.slug, t.title, t.year, t.language, t.artwork_key, t.id FROM titles t \
              WHERE ($1 IS NULL OR EXISTS (SELECT 1 FROM title_genres g WHERE g.slug = t.slug AND g.genre = $1)) \
@@ -466,7 +504,9 @@ impl Catalog {
             .iter()
             .map(|row| row.try_get(0))
             .collect::<Result<Vec<String>, _>>()?;
-        let mut genres = self.values_by_slug(Child::Genres, Some(&slugs)).await?;
+        let mut genres = self
+            .values_by_slug("titles_list", Child::Genres, Some(&slugs))
+            .await?;
         let titles = rows
             .iter()
             .map(|row| summary(row, &mut genres))
@@ -483,6 +523,7 @@ impl Catalog {
         genre: Option<&str>,
         limit: i64,
     ) -> anyhow::Result<Vec<TitleSummary>> {
+        self.queries.count("popular");
         let rows = sqlx::query(
             "SELECT t.slug, t.title, t.year, t.language, t.artwork_key, t.id FROM titles t \
              WHERE ($1 IS NULL OR EXISTS (SELECT 1 FROM title_genres g WHERE g.slug = t.slug AND g.genre = $1)) \
@@ -497,19 +538,22 @@ impl Catalog {
             .iter()
             .map(|row| row.try_get(0))
             .collect::<Result<Vec<String>, _>>()?;
-        let mut genres = self.values_by_slug(Child::Genres, Some(&slugs)).await?;
+        let mut genres = self
+            .values_by_slug("popular", Child::Genres, Some(&slugs))
+            .await?;
         rows.iter().map(|row| summary(row, &mut genres)).collect()
     }
 
     /// Every title that may be shown (not taken down) with its genres and popularity, for the recommenders.
     pub async fn items(&self) -> anyhow::Result<Vec<(String, Vec<String>, i64)>> {
+        self.queries.count("items");
         let rows = sqlx::query(
             "SELECT t.slug, t.popularity FROM titles t \
              WHERE NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = t.slug) ORDER BY t.slug",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut genres = self.values_by_slug(Child::Genres, None).await?;
+        let mut genres = self.values_by_slug("items", Child::Genres, None).await?;
         rows.iter()
             .map(|row| {
                 let slug: String = row.try_get(0)?;
@@ -522,6 +566,7 @@ impl Catalog {
 
     /// A title by slug.
     pub async fn get(&self, slug: &str) -> anyhow::Result<Option<TitleDetails>> {
+        self.queries.count("title");
         let Some(row) = sqlx::query(
             "SELECT slug, title, year, language, artwork_key, original_title, director, description, runtime_secs, \
              id FROM titles WHERE slug = $1 AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = $1)",
@@ -535,13 +580,16 @@ impl Catalog {
         let one = [slug.to_string()];
         let summary = summary(
             &row,
-            &mut self.values_by_slug(Child::Genres, Some(&one)).await?,
+            &mut self
+                .values_by_slug("title", Child::Genres, Some(&one))
+                .await?,
         )?;
         let cast = self
-            .values_by_slug(Child::Cast, Some(&one))
+            .values_by_slug("title", Child::Cast, Some(&one))
             .await?
             .remove(slug)
             .unwrap_or_default();
+        self.queries.count("title");
         let rows = sqlx::query(
             "SELECT packaging, protocol, manifest_key, kind, bandwidth, resolution, codecs, language \
              FROM renditions WHERE slug = $1 ORDER BY packaging, position",
@@ -550,6 +598,7 @@ impl Catalog {
         .fetch_all(&self.pool)
         .await?;
         // COUNT and SUM are BIGINT on SQLite; on PostgreSQL SUM(bigint) is numeric, hence the cast.
+        self.queries.count("title");
         let totals =
             sqlx::query("SELECT COUNT(*), CAST(SUM(bytes) AS BIGINT) FROM assets WHERE slug = $1")
                 .bind(slug)
@@ -592,14 +641,19 @@ impl Catalog {
 
     /// Every title as the search index takes it.
     pub async fn search_docs(&self) -> anyhow::Result<Vec<crate::control::search::SearchDoc>> {
+        self.queries.count("search_docs");
         let rows = sqlx::query(
             "SELECT slug, title, original_title, director, description, popularity FROM titles t \
              WHERE NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = t.slug) ORDER BY slug",
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut cast = self.values_by_slug(Child::Cast, None).await?;
-        let mut genres = self.values_by_slug(Child::Genres, None).await?;
+        let mut cast = self
+            .values_by_slug("search_docs", Child::Cast, None)
+            .await?;
+        let mut genres = self
+            .values_by_slug("search_docs", Child::Genres, None)
+            .await?;
         let mut docs = Vec::with_capacity(rows.len());
         for row in &rows {
             let slug: String = row.try_get(0)?;
@@ -629,6 +683,7 @@ impl Catalog {
         now: i64,
     ) -> anyhow::Result<Option<Option<i64>>> {
         let mut tx = self.pool.begin().await?;
+        self.queries.count("takedown");
         if sqlx::query("SELECT 1 FROM titles WHERE slug = $1")
             .bind(slug)
             .fetch_optional(&mut *tx)
@@ -637,6 +692,7 @@ impl Catalog {
         {
             return Ok(None);
         }
+        self.queries.count("takedown");
         let was: bool = sqlx::query("SELECT 1 FROM takedowns WHERE slug = $1")
             .bind(slug)
             .fetch_optional(&mut *tx)
@@ -646,6 +702,7 @@ impl Catalog {
             return Ok(Some(None));
         }
         if taken_down {
+            self.queries.count("takedown");
             sqlx::query("INSERT INTO takedowns (slug, reason, taken_down_at) VALUES ($1, $2, $3)")
                 .bind(slug)
                 .bind(reason)
@@ -653,15 +710,18 @@ impl Catalog {
                 .execute(&mut *tx)
                 .await?;
         } else {
+            self.queries.count("takedown");
             sqlx::query("DELETE FROM takedowns WHERE slug = $1")
                 .bind(slug)
                 .execute(&mut *tx)
                 .await?;
         }
+        self.queries.count("takedown");
         let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 FROM takedown_log")
             .fetch_one(&mut *tx)
             .await?
             .try_get(0)?;
+        self.queries.count("takedown");
         sqlx::query("INSERT INTO takedown_log (seq, slug, kind, at) VALUES ($1, $2, $3, $4)")
             .bind(seq)
             .bind(slug)
@@ -675,6 +735,7 @@ impl Catalog {
 
     /// The slugs of the titles taken down now.
     pub async fn taken_down(&self) -> anyhow::Result<Vec<String>> {
+        self.queries.count("takedowns");
         let rows = sqlx::query("SELECT slug FROM takedowns ORDER BY slug")
             .fetch_all(&self.pool)
             .await?;
@@ -690,6 +751,7 @@ impl Catalog {
         after: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<(i64, String, bool)>> {
+        self.queries.count("takedown_log");
         let rows = sqlx::query(
             "SELECT seq, slug, kind FROM takedown_log WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
@@ -710,6 +772,7 @@ impl Catalog {
 
     /// The sequence number of the last takedown or restore (0 when none).
     pub async fn last_takedown_seq(&self) -> anyhow::Result<i64> {
+        self.queries.count("takedown_log");
         Ok(
             sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM takedown_log")
                 .fetch_one(&self.pool)
@@ -722,6 +785,7 @@ impl Catalog {
     /// title: one query, not one per title.
     async fn values_by_slug(
         &self,
+        op: &str,
         child: Child,
         slugs: Option<&[String]>,
     ) -> anyhow::Result<HashMap<String, Vec<String>>> {
@@ -740,6 +804,7 @@ impl Catalog {
         };
         // Table and column names are the constants above; the slugs are bound parameters.
         let sql = format!("SELECT slug, {column} FROM {table}{filter} ORDER BY slug, {order}");
+        self.queries.count(op);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for slug in slugs.unwrap_or_default() {
             query = query.bind(slug);

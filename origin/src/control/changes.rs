@@ -208,13 +208,8 @@ impl Derived {
     /// Reads the takedowns and rebuilds the search index from the catalog, and drops the cached details of
     /// `changed` (of every title when `changed` is empty).
     async fn refresh(&self, changed: &[String]) -> anyhow::Result<()> {
-        let taken_down = self.catalog.taken_down().await?;
-        *self.taken_down.write().unwrap_or_else(|e| e.into_inner()) =
-            taken_down.into_iter().collect();
-        let docs = self.catalog.search_docs().await?;
-        let index = SearchIndex::build(&docs).map_err(|e| anyhow::anyhow!("search index: {e}"))?;
-        tracing::info!(titles = index.len(), "search index rebuilt");
-        *self.search.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
+        // Dropped first: the database already holds the change, so from here on a title is read afresh, and
+        // nobody finds it gone from search while its old details are still served.
         {
             let mut details = self.details.write().unwrap_or_else(|e| e.into_inner());
             if changed.is_empty() {
@@ -225,6 +220,13 @@ impl Derived {
                 }
             }
         }
+        let taken_down = self.catalog.taken_down().await?;
+        *self.taken_down.write().unwrap_or_else(|e| e.into_inner()) =
+            taken_down.into_iter().collect();
+        let docs = self.catalog.search_docs().await?;
+        let index = SearchIndex::build(&docs).map_err(|e| anyhow::anyhow!("search index: {e}"))?;
+        tracing::info!(titles = index.len(), "search index rebuilt");
+        *self.search.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(index);
         self.feed.advance(self.catalog.last_takedown_seq().await?);
         Ok(())
     }

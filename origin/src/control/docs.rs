@@ -76,6 +76,9 @@ const POSTGRES: Statements = Statements {
 pub struct DocStore {
     pool: AnyPool,
     postgres: bool,
+    /// Counts every statement (`control_db_queries_total{op}`: `doc_get`, `doc_create`, `doc_replace`,
+    /// `doc_delete`, `doc_all`, `doc_sweep`).
+    queries: crate::metrics::DbQueries,
 }
 
 impl DocStore {
@@ -84,7 +87,14 @@ impl DocStore {
         DocStore {
             pool,
             postgres: backend == "postgres",
+            queries: Default::default(),
         }
+    }
+
+    /// The store counting its statements in `queries`.
+    pub fn counting(mut self, queries: crate::metrics::DbQueries) -> DocStore {
+        self.queries = queries;
+        self
     }
 
     /// The statements, in the database's SQL: JSONB is cast to text for the portable driver, and text to JSONB.
@@ -93,6 +103,7 @@ impl DocStore {
     }
 
     pub async fn get(&self, kind: &str, id: &str) -> anyhow::Result<Option<Doc>> {
+        self.queries.count("doc_get");
         let row = sqlx::query(self.sql().get)
             .bind(kind)
             .bind(id)
@@ -117,6 +128,7 @@ impl DocStore {
         body: &Value,
         now: i64,
     ) -> Result<Doc, WriteError> {
+        self.queries.count("doc_create");
         let done = sqlx::query(self.sql().create)
             .bind(kind)
             .bind(id)
@@ -143,6 +155,7 @@ impl DocStore {
         body: &Value,
         now: i64,
     ) -> Result<Doc, WriteError> {
+        self.queries.count("doc_replace");
         let done = sqlx::query(self.sql().replace)
             .bind(body.to_string())
             .bind(now)
@@ -163,6 +176,7 @@ impl DocStore {
 
     /// Deletes the document (at any version); whether there was one.
     pub async fn delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
+        self.queries.count("doc_delete");
         let done = sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
             .bind(kind)
             .bind(id)
@@ -202,6 +216,7 @@ impl DocStore {
 
     /// Every document of a kind, by id, `limit` at most (training reads the viewing histories).
     pub async fn all(&self, kind: &str, limit: i64) -> anyhow::Result<Vec<(String, Doc)>> {
+        self.queries.count("doc_all");
         let rows = sqlx::query(self.sql().all)
             .bind(kind)
             .bind(limit)
@@ -224,6 +239,7 @@ impl DocStore {
 
     /// Deletes documents of a kind last written before `before` (expired sessions); how many.
     pub async fn delete_older(&self, kind: &str, before: i64) -> anyhow::Result<u64> {
+        self.queries.count("doc_sweep");
         let done = sqlx::query("DELETE FROM documents WHERE kind = $1 AND updated_at < $2")
             .bind(kind)
             .bind(before)
