@@ -7,21 +7,32 @@
 # With --edges N: the multi-edge demo instead (no large catalogue): every edge registers, each region's viewer is
 # ranked onto its region's edges first, the steered playlist names every edge as a Content Steering pathway, its
 # steering server answers, and a signed URL plays through every edge.
+#
+# With --scale N: N control-plane instances on PostgreSQL behind the edge (no large catalogue): the web front end
+# and the API through the edge, a catalog answer served again from the edge's cache, a viewer signed in through
+# the edge plays through it with the cookie alone, the edge counts every instance up, and Ctrl-C stops every
+# server and PostgreSQL.
 set -euo pipefail
 edges=1
+scale=0
 if [ "${1:-}" = --edges ]; then edges=$2; fi
+if [ "${1:-}" = --scale ]; then scale=$2; fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
+chmod 755 "$work" # PostgreSQL (--scale) runs as its own user and keeps its data under it
 up_pid=""
 trap '[ -n "$up_pid" ] && kill -INT -- -$up_pid 2>/dev/null; rm -rf "$work"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 edge_tls="127.0.0.1:$(port)"
+edge_admin="127.0.0.1:$(port)"
 api="127.0.0.1:$(port)"
+pg="127.0.0.1:$(port)"
+if [ "$scale" != 0 ]; then mode="--scale $scale"; elif [ "$edges" = 1 ]; then mode=--large-catalog; else mode="--edges $edges"; fi
 
 : >"$work/up.log"
 CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$(port)" ORIGIN_ADMIN_LISTEN="127.0.0.1:$(port)" API_LISTEN="$api" \
-  EDGE_TLS_LISTEN="$edge_tls" EDGE_ADMIN_LISTEN="127.0.0.1:$(port)" CDN_PROFILE=dev \
-  setsid "$root/scripts/up.sh" $([ "$edges" = 1 ] && echo --large-catalog || echo "--edges $edges") >"$work/up.log" 2>&1 &
+  EDGE_TLS_LISTEN="$edge_tls" EDGE_ADMIN_LISTEN="$edge_admin" PG_LISTEN="$pg" CDN_PROFILE=dev \
+  setsid "$root/scripts/up.sh" $mode >"$work/up.log" 2>&1 &
 up_pid=$!
 for _ in $(seq 1 600); do
   grep -q "Press Ctrl-C" "$work/up.log" && break
@@ -59,6 +70,36 @@ signed=$(echo "$playback" | grep -Eo 'https://localhost:[0-9]+/t/[^"]+/master.m3
 [ -n "$signed" ] || { echo "smoke-up: playback: $playback"; exit 1; }
 code=$(curl -sS --cacert "$ca" -o /dev/null -w '%{http_code}' "$signed")
 [ "$code" = 200 ] || { echo "smoke-up: signed URL $signed: $code"; exit 1; }
+stop_up() {
+  kill -INT -- -$up_pid
+  for _ in $(seq 1 150); do kill -0 $up_pid 2>/dev/null || break; sleep 0.1; done
+  if kill -0 $up_pid 2>/dev/null; then echo "smoke-up: up.sh did not stop on Ctrl-C"; exit 1; fi
+  [ "$(grep -c "stopped" "$work/up.log")" -ge "$1" ] || { cat "$work/up.log"; echo "smoke-up: a server did not stop"; exit 1; }
+  up_pid=""
+}
+if [ "$scale" != 0 ]; then
+  edge="https://localhost:${edge_tls##*:}"
+  curl -fsS --cacert "$ca" "$edge/" | grep -qi '<html' || { echo "smoke-up: no web front end at $edge/"; exit 1; }
+  for want in "fwd=" "hit"; do
+    status=$(curl -sS --cacert "$ca" -o /dev/null -D - "$edge/v1/titles/test-pattern" | tr -d '\r' | grep -i '^cache-status:' || true)
+    echo "$status" | grep -q "$want" || { echo "smoke-up: $edge/v1/titles/test-pattern: expected $want, got '$status'"; exit 1; }
+  done
+  cookie=$(curl -sS --cacert "$ca" -o /dev/null -D - -d '{"email": "demo@example.org", "password": "demo-password"}' \
+    "$edge/v1/sessions" | tr -d '\r' | grep -i '^set-cookie:' | sed -E 's/^[^:]+: *([^;]+).*/\1/')
+  [ -n "$cookie" ] || { echo "smoke-up: no session cookie through the edge"; exit 1; }
+  playback=$(curl -fsS --cacert "$ca" -H "Cookie: $cookie" \
+    -d "{\"title\": \"test-pattern\", \"protocol\": \"hls\", \"profile\": \"$profile\"}" "$edge/v1/playback")
+  signed=$(echo "$playback" | grep -Eo 'https://localhost:[0-9]+/t/[^"]+/master.m3u8' | head -1)
+  code=$(curl -sS --cacert "$ca" -o /dev/null -w '%{http_code}' "$signed")
+  [ "$code" = 200 ] || { echo "smoke-up: playback through the edge: $playback -> $code"; exit 1; }
+  up=$(curl -fsS "http://$edge_admin/metrics" | grep '^edge_pool_member_up{' | grep -c ' 1$' || true)
+  [ "$up" = "$scale" ] || { curl -fsS "http://$edge_admin/metrics" | grep edge_pool; echo "smoke-up: $up of $scale instances up"; exit 1; }
+  stop_up $((scale + 1))
+  pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  if "$pg_bin/pg_isready" -q -h "${pg%:*}" -p "${pg##*:}"; then echo "smoke-up: PostgreSQL still runs after Ctrl-C"; exit 1; fi
+  echo "smoke-up: ok ($scale control-plane instances on PostgreSQL behind the edge: the front end, a cached catalog answer, sign-in and playback through the edge, every instance up; clean stop)"
+  exit 0
+fi
 if [ "$edges" != 1 ]; then
   listed=$(curl -fsS "http://$api/v1/edges")
   [ "$(echo "$listed" | grep -o '"healthy":true' | wc -l)" = "$edges" ] || { echo "smoke-up: fleet: $listed"; exit 1; }

@@ -38,5 +38,8 @@ step "scripts/up.sh smoke run"
 step "scripts/up.sh --edges 3 smoke run (two regions, Content Steering)"
 "$root/scripts/smoke-up.sh" --edges 3
 
+step "scripts/up.sh --scale 3 smoke run (three control-plane instances on PostgreSQL behind the edge)"
+"$root/scripts/smoke-up.sh" --scale 3
+
 echo
 echo "all tests passed"

@@ -68,7 +68,7 @@ impl Tier {
                     &store.url(),
                     &format!(
                         "data_dir = \"{data}\"\n{SIGNING}\
-                         [api]\nlisten = \"127.0.0.1:{port}\"\n\
+                         [api]\nlisten = \"127.0.0.1:{port}\"\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
                          [playback]\nedges = [\"https://127.0.0.1:{edge_port}\"]\n",
                         data = data.path().display()
                     ),
