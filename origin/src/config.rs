@@ -129,7 +129,8 @@ pub struct RecsConfig {
     /// `blend` (the default: the best on the offline evaluation), `ease`, `item-knn`, `sequential`,
     /// `sequential-linear` or `popularity`.
     pub model: String,
-    /// Trained again at least this often. Default: 600.
+    /// Trained again at least this often (by whichever instance holds the trainer's lease; the others load the
+    /// model it publishes). Default: 600.
     pub train_secs: u64,
     /// And as soon as the playback topic has carried this many new plays. Default: 200.
     pub retrain_after_plays: u64,

@@ -47,6 +47,9 @@ pub struct OriginMetrics {
     /// `control_recommender_trainings_total{outcome}` and the last training's duration and size.
     pub recs_trainings: IntCounterVec,
     pub recs_train_seconds: prometheus::Gauge,
+    /// `control_recommender_models_loaded_total`: models this instance read from the database (trained by the
+    /// instance holding the trainer's lease, this one or another).
+    pub recs_models_loaded: IntCounter,
     pub recs_interactions: prometheus::IntGauge,
     /// `control_events_accepted_total{source}`: events (a summary's titles) put on the bus.
     pub events_accepted: IntCounterVec,
@@ -220,6 +223,11 @@ impl OriginMetrics {
             "Interactions (viewing history entries) the serving recommender was trained on.",
         )
         .expect("valid");
+        let recs_models_loaded = IntCounter::new(
+            "control_recommender_models_loaded_total",
+            "Recommender models read from the database (trained by the instance holding the trainer's lease).",
+        )
+        .expect("valid");
         let catalog_changes_applied = IntCounter::new(
             "control_catalog_changes_applied_total",
             "Catalog changes this instance applied to its search index, caches and takedowns.",
@@ -235,6 +243,7 @@ impl OriginMetrics {
             Box::new(recs_trainings.clone()),
             Box::new(recs_train_seconds.clone()),
             Box::new(recs_interactions.clone()),
+            Box::new(recs_models_loaded.clone()),
             Box::new(events_accepted.clone()),
             Box::new(catalog_changes_applied.clone()),
             Box::new(steering_requests.clone()),
@@ -273,6 +282,7 @@ impl OriginMetrics {
             recs_trainings,
             recs_train_seconds,
             recs_interactions,
+            recs_models_loaded,
             events_accepted,
             catalog_changes_applied,
             db_queries,

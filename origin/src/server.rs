@@ -129,6 +129,16 @@ impl Origin {
                     every: Duration::from_secs(config.recs.train_secs),
                     retrain_after_plays: config.recs.retrain_after_plays,
                     wake: train,
+                    models: crate::control::training::ModelStore::new(
+                        catalog.pool().clone(),
+                        catalog.queries().clone(),
+                    ),
+                    lease: crate::control::lease::Lease::new(
+                        catalog.pool().clone(),
+                        catalog.queries().clone(),
+                        crate::control::training::TRAINER_LEASE,
+                        crate::control::training::LEASE_TTL,
+                    ),
                 };
                 let accounts = Arc::new(crate::control::accounts::Accounts::new(
                     catalog.docs(),
@@ -136,7 +146,6 @@ impl Origin {
                     crate::control::accounts::SigninLimits {
                         max_failures: config.accounts.signin_max_failures,
                         window_secs: config.accounts.signin_window_secs as i64,
-                        ..Default::default()
                     },
                 ));
                 tokio::spawn(sweep_sessions(Arc::clone(&accounts)));
@@ -144,6 +153,10 @@ impl Origin {
                     bus.clone(),
                     config.bus_group("recs", listener.local_addr()?),
                 ))));
+                let edge_reports = crate::control::fleet::EdgeReports::new(
+                    catalog.pool().clone(),
+                    catalog.queries().clone(),
+                );
                 let service = ApiService {
                     search,
                     details,
@@ -152,6 +165,7 @@ impl Origin {
                     token_ttl_secs: config.playback.token_ttl_secs,
                     signing_keys: shared::token::keys(&config.signing_keys),
                     fleet: Arc::clone(&fleet),
+                    edge_reports: Some(edge_reports),
                     fleet_secret: config.fleet.registration_secret.clone(),
                     steering: crate::control::steering::SteeringPolicy::new(&config.steering)
                         .map_err(|(field, reason)| anyhow::anyhow!("{field}: {reason}"))?,
@@ -170,7 +184,14 @@ impl Origin {
                     )
                     .map_err(|(i, reason)| anyhow::anyhow!("api.trusted_proxies[{i}]: {reason}"))?,
                 };
-                tokio::spawn(sweep_fleet(fleet, Arc::clone(&metrics)));
+                tokio::spawn(sweep_fleet(
+                    fleet,
+                    service
+                        .edge_reports
+                        .clone()
+                        .filter(|_| service.fleet_secret.is_some()),
+                    Arc::clone(&metrics),
+                ));
                 Some((listener, Arc::new(service)))
             }
             None => None,
@@ -364,29 +385,53 @@ async fn plain_listener<F, Fut>(
     .await
 }
 
-/// Every second: logs the edges that went down or came back, and sets `control_fleet_edges`.
-/// Deletes expired sessions every hour.
+/// Deletes expired sessions and the failed sign-ins that no longer count, every hour (every instance does: the
+/// deletes are idempotent and cheap).
 async fn sweep_sessions(accounts: Arc<crate::control::accounts::Accounts>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        match accounts
-            .sweep_sessions(crate::control::viewer::now_secs())
-            .await
-        {
+        let now = crate::control::viewer::now_secs();
+        match accounts.sweep_sessions(now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
             Err(e) => tracing::warn!(error = %e, "deleting expired sessions failed"),
         }
+        match accounts.sweep_failures(now).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(failures = n, "old failed sign-ins deleted"),
+            Err(e) => tracing::warn!(error = %e, "deleting old failed sign-ins failed"),
+        }
     }
 }
 
-async fn sweep_fleet(fleet: Arc<crate::control::fleet::Fleet>, metrics: Arc<OriginMetrics>) {
+/// Every second: reads the edges' reports every instance took (`reports`; none when registration is off), logs
+/// the edges that went down or came back, and sets `control_fleet_edges`.
+async fn sweep_fleet(
+    fleet: Arc<crate::control::fleet::Fleet>,
+    reports: Option<crate::control::fleet::EdgeReports>,
+    metrics: Arc<OriginMetrics>,
+) {
     use crate::control::fleet::Change;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reading = true;
     loop {
         tick.tick().await;
-        let now = std::time::Instant::now();
+        if let Some(reports) = &reports {
+            match reports.load().await {
+                Ok(rows) => {
+                    fleet.merge(rows);
+                    reading = true;
+                }
+                // Said once per outage, not every second; the copy held meanwhile ages into "down".
+                Err(e) if reading => {
+                    reading = false;
+                    tracing::warn!(error = %e, "reading the edges' reports failed");
+                }
+                Err(_) => {}
+            }
+        }
+        let now = crate::bus::now_ms();
         for change in fleet.sweep(now) {
             match change {
                 Change::Down { name, region } => {

@@ -376,3 +376,176 @@ fn a_title_is_read_from_the_database_once_until_the_catalog_changes() {
         "cached again after the change"
     );
 }
+
+#[test]
+fn two_instances_share_their_state_on_sqlite() {
+    let data = tempfile::tempdir().unwrap();
+    two_instances_on_one_database(&format!(
+        "[catalog]\nurl = \"sqlite://{}/catalog.db\"\n",
+        data.path().display()
+    ));
+}
+
+#[test]
+fn two_instances_share_their_state_on_postgresql() {
+    let postgres = testkit::PostgresServer::start();
+    two_instances_on_one_database(&format!("[catalog]\nurl = \"{}\"\n", postgres.url()));
+}
+
+/// Successful trainings of the recommender on an instance.
+fn trainings(admin: &str) -> f64 {
+    let text = curl(&[&format!("{admin}/metrics")]).text();
+    metric(&text, "control_recommender_trainings_total{outcome=\"ok\"}")
+}
+
+/// The first title like `alpha` on the instance at `api`.
+fn first_similar(api: &str) -> Value {
+    body(&call(api, "GET", "/v1/titles/alpha/similar", &[], None))["similar"][0]["slug"].clone()
+}
+
+/// Two instances on one database (`catalog`): an edge reporting to one is seen by the other, failed sign-ins on
+/// one count on the other, and the recommender is trained by one of them at a time while both serve its model.
+fn two_instances_on_one_database(catalog: &str) {
+    const SECRET: &str = "instances-registration-secret";
+    let store = TempStore::with_samples();
+    // Metadata-only titles: charlie is the most popular and shares alpha's genre; bravo is neither.
+    for (slug, genre, popularity) in [
+        ("alpha", "drama", 10),
+        ("bravo", "comedy", 1),
+        ("charlie", "drama", 1000),
+    ] {
+        let meta = json!({
+            "slug": slug, "title": slug.to_uppercase(), "genres": [genre], "popularity": popularity,
+            "duration_secs": 600,
+        });
+        store.put(
+            &format!("titles/{slug}/meta.json"),
+            meta.to_string().as_bytes(),
+        );
+    }
+    let shared = format!(
+        "{catalog}[fleet]\nregistration_secret = \"{SECRET}\"\n[accounts]\nsignin_max_failures = 3\n\
+         [recs]\ntrain_secs = 3600\n"
+    );
+    let (a, b) = (
+        start_origin(&store.url(), &shared),
+        start_origin(&store.url(), &shared),
+    );
+    let (api_a, api_b) = (a.url("api_addr"), b.url("api_addr"));
+    let (admin_a, admin_b) = (a.url("admin_addr"), b.url("admin_addr"));
+
+    // An edge reports to A; B sees it within a second or so, and places viewers on it.
+    let report =
+        json!({"region": "eu-west", "urls": ["https://edge1.example:8443"], "capacity": 100});
+    let auth = format!("Authorization: Bearer {SECRET}");
+    let put = call(&api_a, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(body(&put)["registered"], true);
+    eventually("B sees the edge A took", || {
+        body(&call(&api_b, "GET", "/v1/edges", &[], None))["edges"][0]["name"] == "edge1"
+    });
+    let edges = body(&call(&api_b, "GET", "/v1/edges", &[], None));
+    assert_eq!(edges["edges"][0]["healthy"], true, "{edges}");
+    let playback = call(
+        &api_b,
+        "POST",
+        "/v1/playback",
+        &[SERVICE_AUTH],
+        Some(&json!({"title": "test-pattern"})),
+    );
+    assert_eq!(playback.status, 200, "{}", playback.text());
+    assert_eq!(
+        body(&playback)["edges"][0]["name"],
+        "edge1",
+        "{}",
+        playback.text()
+    );
+    // Its next report, to B, is not a new registration.
+    let again = call(&api_b, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
+    assert_eq!(body(&again)["registered"], false, "{}", again.text());
+
+    // The recommender: trained once at the first start, by one of the two; the other loads that model.
+    let total = || trainings(&admin_a) + trainings(&admin_b);
+    eventually("a first training", || total() >= 1.0);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(total(), 1.0, "one training for both instances");
+
+    // Histories written through B; a training asked for on B (whichever instance trains answers it).
+    let viewer = json!({"email": "family@example.org", "password": "family password"});
+    assert_eq!(
+        call(&api_b, "POST", "/v1/accounts", &[], Some(&viewer)).status,
+        201
+    );
+    let token = body(&call(&api_b, "POST", "/v1/sessions", &[], Some(&viewer)))["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bearer = format!("Authorization: Bearer {token}");
+    let mut profiles = vec![
+        body(&call(&api_b, "GET", "/v1/me", &[&bearer], None))["profiles"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    for name in ["two", "three", "four", "five"] {
+        let r = call(
+            &api_b,
+            "POST",
+            "/v1/profiles",
+            &[&bearer],
+            Some(&json!({"name": name})),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        profiles.push(body(&r)["id"].as_str().unwrap().to_string());
+    }
+    for profile in &profiles {
+        for title in ["alpha", "bravo"] {
+            let progress = json!({"title": title, "position_secs": 600, "duration_secs": 600});
+            let path = format!("/v1/profiles/{profile}/progress");
+            assert_eq!(
+                call(&api_b, "POST", &path, &[&bearer], Some(&progress)).status,
+                200
+            );
+        }
+    }
+    assert_eq!(
+        first_similar(&api_a),
+        "charlie",
+        "the catalog's fallback before the training"
+    );
+    let asked = curl(&["-X", "POST", &format!("{admin_b}/recs/train")]);
+    assert_eq!(asked.status, 202, "{}", asked.text());
+    eventually("the training asked for", || total() >= 2.0);
+    // Both serve the new model: the holder at once, the other once it looked (every 2 s).
+    eventually("both instances serve the trained model", || {
+        first_similar(&api_a) == "bravo" && first_similar(&api_b) == "bravo"
+    });
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(total(), 2.0, "one training per request, on one instance");
+    let loaded = |admin: &str| {
+        metric(
+            &curl(&[&format!("{admin}/metrics")]).text(),
+            "control_recommender_models_loaded_total",
+        )
+    };
+    assert!(
+        loaded(&admin_a) + loaded(&admin_b) >= 2.0,
+        "the instance that did not train loaded both models"
+    );
+
+    // Failed sign-ins on A count on B (last: they stop the test's own address too).
+    let account = json!({"email": "shared@example.org", "password": "the right one"});
+    assert_eq!(
+        call(&api_a, "POST", "/v1/accounts", &[], Some(&account)).status,
+        201
+    );
+    let wrong = json!({"email": "shared@example.org", "password": "a wrong one"});
+    for api in [&api_a, &api_b, &api_a] {
+        assert_eq!(
+            call(api, "POST", "/v1/sessions", &[], Some(&wrong)).status,
+            401
+        );
+    }
+    let limited = call(&api_b, "POST", "/v1/sessions", &[], Some(&account));
+    assert_eq!(limited.status, 429, "{}", limited.text());
+}

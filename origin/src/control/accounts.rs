@@ -4,9 +4,10 @@
 //! - `profile/<id>`: `{account, name, settings}`.
 //!
 //! Passwords are hashed with Argon2id (the `argon2` crate's defaults) on blocking threads, a bounded number at a
-//! time. Sign-in failures are counted per email and per client address ([`SigninLimiter`], pure, time passed in):
-//! after [`SigninLimits::max_failures`] within the window, further attempts are refused until it passes, whether
-//! or not the password is right.
+//! time. Sign-in failures are counted per email and per client address in the database (`signin_failures`, one
+//! row a failure), so every instance of the control plane counts those the others saw: while a key has
+//! [`SigninLimits::max_failures`] within the last window, further attempts are refused ([`signin_wait`], pure,
+//! time passed in), whether or not the password is right; a success clears the email's failures.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,8 +35,6 @@ pub const SESSION_COOKIE: &str = "cdn_session";
 pub struct SigninLimits {
     pub max_failures: u32,
     pub window_secs: i64,
-    /// Emails and addresses tracked at most (the oldest entries go first when full).
-    pub max_tracked: usize,
 }
 
 impl Default for SigninLimits {
@@ -43,64 +42,111 @@ impl Default for SigninLimits {
         SigninLimits {
             max_failures: 5,
             window_secs: 300,
-            max_tracked: 100_000,
         }
     }
 }
 
-/// Sign-in failures per key (an email, an address) within a window.
-#[derive(Debug, Default)]
-pub struct SigninLimiter {
+/// How many seconds a key must wait before it may try again, given when its failures happened (`failures_at`,
+/// unix seconds, any order; the newest `max_failures` are enough): none while fewer than `max_failures` fall in
+/// the window `(now - window_secs, now]`, else until the oldest of the newest `max_failures` leaves it.
+pub fn signin_wait(failures_at: &[i64], now: i64, limits: &SigninLimits) -> Option<i64> {
+    let max = limits.max_failures.max(1) as usize;
+    let mut within: Vec<i64> = failures_at
+        .iter()
+        .copied()
+        .filter(|&at| at > now - limits.window_secs && at <= now)
+        .collect();
+    if within.len() < max {
+        return None;
+    }
+    within.sort_unstable_by(|a, b| b.cmp(a));
+    let wait = within[max - 1] + limits.window_secs - now;
+    (wait > 0).then_some(wait)
+}
+
+/// The failed sign-ins in the database, by key.
+struct SigninFailures {
+    pool: sqlx::AnyPool,
+    queries: crate::metrics::DbQueries,
     limits: SigninLimits,
-    /// key → (failures, when the first of them happened).
-    failures: HashMap<String, (u32, i64)>,
 }
 
-impl SigninLimiter {
-    pub fn new(limits: SigninLimits) -> Self {
-        SigninLimiter {
-            limits,
-            failures: HashMap::new(),
+impl SigninFailures {
+    /// The longest wait among `keys` (empty keys skipped): one query for all of them, reading each key's newest
+    /// `max_failures` failures within the window.
+    async fn wait(&self, keys: &[String], now: i64) -> anyhow::Result<Option<i64>> {
+        use sqlx::Row;
+        let keys: Vec<&String> = keys.iter().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            return Ok(None);
         }
-    }
-
-    /// None: the key may try now; Some(seconds): refused for that long.
-    pub fn check(&self, key: &str, now: i64) -> Option<i64> {
-        let &(count, since) = self.failures.get(key)?;
-        let until = since + self.limits.window_secs;
-        (count >= self.limits.max_failures && now < until).then_some(until - now)
-    }
-
-    pub fn failed(&mut self, key: &str, now: i64) {
-        if self.failures.len() >= self.limits.max_tracked && !self.failures.contains_key(key) {
-            let window = self.limits.window_secs;
-            self.failures
-                .retain(|_, &mut (_, since)| now - since < window);
-            if self.failures.len() >= self.limits.max_tracked {
-                // Still full of live entries: drop the oldest, so a flood of keys cannot grow the map.
-                if let Some(oldest) = self
-                    .failures
-                    .iter()
-                    .min_by_key(|(_, (_, since))| *since)
-                    .map(|(k, _)| k.clone())
-                {
-                    self.failures.remove(&oldest);
-                }
-            }
+        let placeholders: Vec<String> = (0..keys.len()).map(|i| format!("${}", i + 3)).collect();
+        // The placeholders are numbered here; the keys themselves are bound.
+        let sql = format!(
+            "SELECT key, at FROM (SELECT key, at, ROW_NUMBER() OVER (PARTITION BY key ORDER BY at DESC) AS n \
+             FROM signin_failures WHERE at > $1 AND key IN ({})) newest WHERE n <= $2",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now - self.limits.window_secs)
+            .bind(i64::from(self.limits.max_failures));
+        for key in &keys {
+            query = query.bind(key.as_str());
         }
-        let entry = self.failures.entry(key.to_string()).or_insert((0, now));
-        if now - entry.1 >= self.limits.window_secs {
-            *entry = (0, now);
+        self.queries.count("signin_failures_read");
+        let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
+        for row in query.fetch_all(&self.pool).await? {
+            by_key
+                .entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
         }
-        entry.0 += 1;
+        Ok(by_key
+            .values()
+            .filter_map(|ats| signin_wait(ats, now, &self.limits))
+            .max())
     }
 
-    pub fn succeeded(&mut self, key: &str) {
-        self.failures.remove(key);
+    /// Records a failure of each of `keys` (empty keys skipped), in one statement.
+    async fn failed(&self, keys: &[String], now: i64) -> anyhow::Result<()> {
+        let keys: Vec<&String> = keys.iter().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<String> = (0..keys.len())
+            .map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "INSERT INTO signin_failures (key, at) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for key in &keys {
+            query = query.bind(key.as_str()).bind(now);
+        }
+        self.queries.count("signin_failures_write");
+        query.execute(&self.pool).await?;
+        Ok(())
     }
 
-    pub fn tracked(&self) -> usize {
-        self.failures.len()
+    /// Forgets a key's failures (the email's, at a successful sign-in).
+    async fn clear(&self, key: &str) -> anyhow::Result<()> {
+        self.queries.count("signin_failures_write");
+        sqlx::query("DELETE FROM signin_failures WHERE key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the failures that no longer count; how many.
+    async fn sweep(&self, now: i64) -> anyhow::Result<u64> {
+        self.queries.count("signin_failures_sweep");
+        let done = sqlx::query("DELETE FROM signin_failures WHERE at <= $1")
+            .bind(now - self.limits.window_secs)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
 
@@ -200,11 +246,11 @@ pub enum CreateError {
     Store(anyhow::Error),
 }
 
-/// The accounts: their documents, the sign-in limiter and the bound on concurrent password hashing.
+/// The accounts: their documents, the failed sign-ins and the bound on concurrent password hashing.
 pub struct Accounts {
     pub docs: DocStore,
     pub session_ttl_secs: i64,
-    limiter: std::sync::Mutex<SigninLimiter>,
+    failures: SigninFailures,
     hashing: tokio::sync::Semaphore,
 }
 
@@ -212,11 +258,16 @@ pub struct Accounts {
 const CONCURRENT_HASHES: usize = 2;
 
 impl Accounts {
+    /// The accounts in `docs`' database (the failed sign-ins beside the documents).
     pub fn new(docs: DocStore, session_ttl_secs: i64, limits: SigninLimits) -> Accounts {
         Accounts {
+            failures: SigninFailures {
+                pool: docs.pool().clone(),
+                queries: docs.queries().clone(),
+                limits,
+            },
             docs,
             session_ttl_secs,
-            limiter: std::sync::Mutex::new(SigninLimiter::new(limits)),
             hashing: tokio::sync::Semaphore::new(CONCURRENT_HASHES),
         }
     }
@@ -293,16 +344,13 @@ impl Accounts {
             format!("email:{email}"),
             client.map_or_else(String::new, |ip| format!("ip:{ip}")),
         ];
+        if let Some(wait) = self
+            .failures
+            .wait(&keys, now)
+            .await
+            .map_err(SigninError::Store)?
         {
-            let limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(wait) = keys
-                .iter()
-                .filter(|k| !k.is_empty())
-                .filter_map(|k| limiter.check(k, now))
-                .max()
-            {
-                return Err(SigninError::Limited(wait));
-            }
+            return Err(SigninError::Limited(wait));
         }
         let account = self
             .docs
@@ -328,17 +376,17 @@ impl Accounts {
             }
             _ => false,
         };
-        let account = {
-            let mut limiter = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-            let (Some(account), true) = (account, right) else {
-                for key in keys.iter().filter(|k| !k.is_empty()) {
-                    limiter.failed(key, now);
-                }
-                return Err(SigninError::Wrong);
-            };
-            limiter.succeeded(&keys[0]);
-            account
+        let (Some(account), true) = (account, right) else {
+            self.failures
+                .failed(&keys, now)
+                .await
+                .map_err(SigninError::Store)?;
+            return Err(SigninError::Wrong);
         };
+        self.failures
+            .clear(&keys[0])
+            .await
+            .map_err(SigninError::Store)?;
         let token = random_hex(32);
         let session = Session {
             account: account.body["id"].as_str().unwrap_or_default().to_string(),
@@ -381,6 +429,11 @@ impl Accounts {
         self.docs
             .delete_older("session", now - self.session_ttl_secs)
             .await
+    }
+
+    /// Deletes the failed sign-ins that no longer count (run with the sessions' sweep); how many.
+    pub async fn sweep_failures(&self, now: i64) -> anyhow::Result<u64> {
+        self.failures.sweep(now).await
     }
 
     pub async fn sign_out(&self, token: &str) -> anyhow::Result<bool> {
@@ -477,43 +530,90 @@ mod tests {
 
     #[test]
     fn failures_past_the_limit_refuse_until_the_window_passes() {
-        let mut limiter = SigninLimiter::new(SigninLimits {
+        let limits = SigninLimits {
             max_failures: 3,
             window_secs: 60,
-            max_tracked: 10,
-        });
+        };
+        let mut failures = Vec::new();
         for t in 0..3 {
-            assert_eq!(limiter.check("email:a@b", 100 + t), None);
-            limiter.failed("email:a@b", 100 + t);
+            assert_eq!(signin_wait(&failures, 100 + t, &limits), None);
+            failures.push(100 + t);
         }
-        assert_eq!(limiter.check("email:a@b", 103), Some(57));
+        assert_eq!(signin_wait(&failures, 103, &limits), Some(57));
         assert_eq!(
-            limiter.check("email:c@d", 103),
+            signin_wait(&[], 103, &limits),
             None,
             "other keys unaffected"
         );
-        assert_eq!(limiter.check("email:a@b", 159), Some(1));
-        assert_eq!(limiter.check("email:a@b", 160), None, "the window passed");
-        // A failure after the window starts a new count.
-        limiter.failed("email:a@b", 160);
-        assert_eq!(limiter.check("email:a@b", 161), None);
-        limiter.succeeded("email:a@b");
-        assert_eq!(limiter.tracked(), 0);
+        assert_eq!(signin_wait(&failures, 159, &limits), Some(1));
+        assert_eq!(
+            signin_wait(&failures, 160, &limits),
+            None,
+            "the window passed"
+        );
+        // A failure after the window: the two newer ones still count, so one more failure refuses again, until
+        // the oldest of the three newest leaves the window.
+        failures.push(160);
+        assert_eq!(signin_wait(&failures, 160, &limits), Some(1));
+        assert_eq!(signin_wait(&failures, 161, &limits), None);
+        // Order does not matter; failures from a clock ahead of this one do not count yet.
+        assert_eq!(signin_wait(&[102, 100, 101], 103, &limits), Some(57));
+        assert_eq!(signin_wait(&[100, 101, 500], 103, &limits), None);
+        // More failures than the limit (racing attempts): the wait runs from the newest `max_failures`.
+        assert_eq!(signin_wait(&[100, 110, 120, 130], 131, &limits), Some(39));
     }
 
-    #[test]
-    fn the_limiter_stays_bounded_under_a_flood_of_keys() {
-        let mut limiter = SigninLimiter::new(SigninLimits {
-            max_failures: 1,
-            window_secs: 1_000,
-            max_tracked: 100,
-        });
-        for i in 0..10_000 {
-            limiter.failed(&format!("ip:{i}"), i);
+    #[tokio::test]
+    async fn failures_are_counted_in_the_database_for_every_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/catalog.db", dir.path().display());
+        let limits = SigninLimits {
+            max_failures: 3,
+            window_secs: 300,
+        };
+        // Two instances: their own pools, one database file.
+        let mut instances = Vec::new();
+        for _ in 0..2 {
+            let catalog = crate::control::catalog::Catalog::open(&url).await.unwrap();
+            instances.push(Accounts::new(catalog.docs(), 3600, limits));
         }
-        assert!(limiter.tracked() <= 100, "{}", limiter.tracked());
-        // The newest are the ones kept.
-        assert!(limiter.check("ip:9999", 10_000).is_some());
+        let (a, b) = (&instances[0], &instances[1]);
+        a.create_account("v@x.org", "long enough", 1_000)
+            .await
+            .unwrap();
+        let client = Some("203.0.113.7".parse().unwrap());
+        for (instance, t) in [(a, 1_000), (b, 1_001), (a, 1_002)] {
+            assert!(matches!(
+                instance.sign_in("v@x.org", "wrong one!", client, t).await,
+                Err(SigninError::Wrong)
+            ));
+        }
+        // The third failure was on A; B refuses, even the right password, for the rest of the window.
+        match b.sign_in("v@x.org", "long enough", None, 1_003).await {
+            Err(SigninError::Limited(wait)) => assert_eq!(wait, 297),
+            other => panic!("{other:?}"),
+        }
+        // The address too, for another email.
+        assert!(matches!(
+            a.sign_in("w@x.org", "anything at all", client, 1_003).await,
+            Err(SigninError::Limited(_))
+        ));
+        // Once the window passed: signed in on B, which clears the email's failures for A as well.
+        b.sign_in("v@x.org", "long enough", None, 1_301)
+            .await
+            .unwrap();
+        assert!(matches!(
+            a.sign_in("v@x.org", "wrong one!", None, 1_302).await,
+            Err(SigninError::Wrong)
+        ));
+        assert!(
+            a.sign_in("v@x.org", "long enough", None, 1_303)
+                .await
+                .is_ok()
+        );
+        // The sweep deletes what no longer counts: the address's three, past the window.
+        assert_eq!(a.sweep_failures(1_303).await.unwrap(), 3);
+        assert_eq!(b.sweep_failures(2_000).await.unwrap(), 0);
     }
 
     #[test]

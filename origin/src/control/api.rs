@@ -39,7 +39,7 @@ use serde_json::json;
 use shared::token::SigningKey;
 
 use crate::control::catalog::{Catalog, ListQuery, TitleDetails};
-use crate::control::fleet::Fleet;
+use crate::control::fleet::{EdgeReports, Fleet, Saved};
 pub use crate::control::playback::PlaybackEdges;
 use crate::control::playback::{PlaybackRequest, peer_ip};
 use crate::control::steering::SteeringPolicy;
@@ -64,7 +64,10 @@ pub struct ApiService {
     pub search: crate::control::search::SharedIndex,
     /// Titles' details as last read from the catalog; cleared when the catalog changes.
     pub details: TitleCache,
+    /// This instance's copy of the fleet, read again from `edge_reports` every second.
     pub fleet: Arc<Fleet>,
+    /// Where the edges' reports are kept for every instance (none: in this instance's fleet only).
+    pub edge_reports: Option<EdgeReports>,
     /// The bearer secret edges register with; none: registration is off (and `edges` are the edges).
     pub fleet_secret: Option<String>,
     pub steering: SteeringPolicy,
@@ -213,6 +216,10 @@ impl ApiService {
             search,
             details: TitleCache::default(),
             fleet: Arc::new(Fleet::new(std::time::Duration::from_secs(15))),
+            edge_reports: Some(EdgeReports::new(
+                catalog.pool().clone(),
+                catalog.queries().clone(),
+            )),
             fleet_secret: None,
             steering: SteeringPolicy::default(),
             store: None,
@@ -440,11 +447,28 @@ impl ApiService {
             .map_err(|e| ApiError(e.status(), "bad_body", e.to_string()))?;
         let report: crate::control::fleet::EdgeReport = serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad(format!("the body must be an edge's report: {e}")))?;
-        let registered = self
-            .fleet
-            .report(name, report, std::time::Instant::now())
-            .map_err(ApiError::bad)?;
-        Ok(json!({ "name": name, "registered": registered }))
+        crate::control::fleet::check_report(name, &report).map_err(ApiError::bad)?;
+        let now = crate::bus::now_ms();
+        let Some(reports) = &self.edge_reports else {
+            let registered = self
+                .fleet
+                .report(name, report, now)
+                .map_err(ApiError::bad)?;
+            return Ok(json!({ "name": name, "registered": registered }));
+        };
+        // Kept where every instance reads it, then in this instance's copy at once (the others within a second).
+        let saved = reports
+            .save(name, &report, now)
+            .await
+            .map_err(ApiError::internal)?;
+        if saved == Saved::Full {
+            return Err(ApiError::bad(format!(
+                "the fleet holds {} edges at most",
+                crate::control::fleet::MAX_EDGES
+            )));
+        }
+        let _ = self.fleet.report(name, report, now);
+        Ok(json!({ "name": name, "registered": saved == Saved::New }))
     }
 
     async fn route<B>(&self, req: Request<B>) -> Result<serde_json::Value, ApiError>
@@ -525,11 +549,10 @@ impl ApiService {
                 self.edge_report(&name, req).await
             }
             (&Method::GET | &Method::HEAD, "/v1/edges") => {
-                let now = std::time::Instant::now();
-                Ok(json!({ "edges": self.fleet.list(now) }))
+                Ok(json!({ "edges": self.fleet.list(crate::bus::now_ms()) }))
             }
             (&Method::GET | &Method::HEAD, "/v1/edges/prometheus-sd") => {
-                Ok(self.fleet.prometheus_targets(std::time::Instant::now()))
+                Ok(self.fleet.prometheus_targets(crate::bus::now_ms()))
             }
             (_, "/healthz") => Ok(json!({ "status": "ok" })),
             _ => Err(ApiError::not_found(format!(

@@ -13,13 +13,19 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, Row};
 
 /// The migrations, embedded in the binary. Viewer documents (4) differ by database: JSON text in SQLite, JSONB in
-/// PostgreSQL.
+/// PostgreSQL; so does the instances' shared state (5): a model is a BLOB in SQLite, BYTEA in PostgreSQL.
 fn migrator(backend: &str) -> Migrator {
     use sqlx::SqlSafeStr;
-    let documents = if backend == "postgres" {
-        include_str!("../../migrations/0004_documents.postgres.sql")
+    let (documents, shared_state) = if backend == "postgres" {
+        (
+            include_str!("../../migrations/0004_documents.postgres.sql"),
+            include_str!("../../migrations/0005_shared_state.postgres.sql"),
+        )
     } else {
-        include_str!("../../migrations/0004_documents.sqlite.sql")
+        (
+            include_str!("../../migrations/0004_documents.sqlite.sql"),
+            include_str!("../../migrations/0005_shared_state.sqlite.sql"),
+        )
     };
     Migrator::with_migrations(vec![
         Migration::new(
@@ -50,8 +56,18 @@ fn migrator(backend: &str) -> Migrator {
             documents.into_sql_str(),
             false,
         ),
+        Migration::new(
+            5,
+            Cow::Borrowed("shared state"),
+            MigrationType::Simple,
+            shared_state.into_sql_str(),
+            false,
+        ),
     ])
 }
+
+/// Tries at running the migrations before the catalog gives up.
+const MIGRATION_ATTEMPTS: u64 = 5;
 
 /// A packaged title's `meta.json`: the fields the catalog keeps, and any others a packager wrote (kept in `extra`
 /// so that ingest, which rewrites the file with the packagings it derived from the manifests, loses nothing).
@@ -317,10 +333,16 @@ impl Catalog {
                 .execute(&pool)
                 .await?;
         }
-        migrator(backend)
-            .run(&pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("catalog migrations: {e}"))?;
+        // Instances started together race to migrate one SQLite file (PostgreSQL serialises them with a lock): the
+        // loser's migration fails whole and is tried again, when it finds the winner's done.
+        let mut attempts = 0;
+        while let Err(e) = migrator(backend).run(&pool).await {
+            attempts += 1;
+            if attempts >= MIGRATION_ATTEMPTS {
+                return Err(anyhow::anyhow!("catalog migrations: {e}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200 * attempts)).await;
+        }
         Ok(Catalog {
             pool,
             backend,
@@ -883,6 +905,22 @@ mod tests {
         meta.relocate("c");
         catalog.upsert(&meta, 0).await.unwrap();
         assert_eq!(catalog.get("c").await.unwrap().unwrap().summary.id, 3);
+    }
+
+    /// Instances starting together on one new SQLite file: both open it.
+    #[tokio::test]
+    async fn instances_opening_a_new_catalog_together_both_migrate_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/catalog.db", dir.path().display());
+        let (a, b, c) = tokio::join!(
+            Catalog::open(&url),
+            Catalog::open(&url),
+            Catalog::open(&url)
+        );
+        for catalog in [a, b, c] {
+            let catalog = catalog.unwrap();
+            assert!(catalog.get("none").await.unwrap().is_none());
+        }
     }
 
     #[test]

@@ -97,6 +97,16 @@ impl DocStore {
         self
     }
 
+    /// The database's connections, for the small tables beside the documents (failed sign-ins).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Where statements are counted.
+    pub(crate) fn queries(&self) -> &crate::metrics::DbQueries {
+        &self.queries
+    }
+
     /// The statements, in the database's SQL: JSONB is cast to text for the portable driver, and text to JSONB.
     fn sql(&self) -> &'static Statements {
         if self.postgres { &POSTGRES } else { &SQLITE }

@@ -804,7 +804,7 @@ fn known_edges(api: &ApiService) -> Arc<Vec<KnownEdge>> {
     }
     let edges: Arc<Vec<KnownEdge>> = Arc::new(
         api.fleet
-            .list(now)
+            .list(crate::bus::now_ms())
             .into_iter()
             .map(|e| KnownEdge {
                 name: e.name,

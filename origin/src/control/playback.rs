@@ -295,7 +295,7 @@ impl ApiService {
     /// configured ones.
     fn candidates(&self) -> Vec<Candidate> {
         if self.fleet_secret.is_some() {
-            self.fleet.candidates(std::time::Instant::now())
+            self.fleet.candidates(crate::bus::now_ms())
         } else {
             self.edges.0.clone()
         }
@@ -305,7 +305,7 @@ impl ApiService {
     fn edge_urls(&self) -> std::collections::HashMap<String, String> {
         if self.fleet_secret.is_some() {
             self.fleet
-                .list(std::time::Instant::now())
+                .list(crate::bus::now_ms())
                 .into_iter()
                 .map(|e| (e.name, e.report.urls[0].clone()))
                 .collect()

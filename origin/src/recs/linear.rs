@@ -191,6 +191,38 @@ impl Linear {
     pub fn modelled(&self) -> usize {
         self.items.len()
     }
+
+    /// Its parts, as `stored` writes them: the modelled titles, each catalog title's slot, B row-major.
+    pub fn parts(&self) -> (&[u32], &[Option<u32>], &[f32]) {
+        (&self.items, &self.slots, &self.weights)
+    }
+
+    /// A model from its parts over a catalog of `catalog_len` titles; refused unless they fit together (every
+    /// index in range, B square over the modelled titles, the slots the inverse of the titles).
+    pub fn from_parts(
+        items: Vec<u32>,
+        slots: Vec<Option<u32>>,
+        weights: Vec<f32>,
+        catalog_len: usize,
+    ) -> Result<Linear, String> {
+        let n = items.len();
+        let fits = slots.len() == catalog_len
+            && n.checked_mul(n) == Some(weights.len())
+            && items.iter().all(|&item| (item as usize) < catalog_len)
+            && items
+                .iter()
+                .enumerate()
+                .all(|(slot, &item)| slots[item as usize] == Some(slot as u32))
+            && slots.iter().flatten().all(|&slot| (slot as usize) < n);
+        if !fits {
+            return Err("a dense model's parts do not fit together".into());
+        }
+        Ok(Linear {
+            items,
+            slots,
+            weights,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@
 //! (`scripts/recs-eval.sh`), which reports every model against popularity. The dense models (EASE, linear
 //! transitions) cover the `max_dense_items` most popular titles only; the sparse ones any catalogue.
 //!
+//! A model is written as bytes and read back (`stored`) so that one instance of the control plane trains it and
+//! every instance serves it.
+//!
 //! Whatever the kind: only catalog titles are ever returned; a viewer's own history and the titles the caller
 //! excludes are left out; a viewer with no known history gets trending titles; a title nobody has watched yet
 //! gets titles of its genres; titles the model has no opinion on are ordered by popularity, so lists are full
@@ -20,6 +23,7 @@
 mod index;
 mod linear;
 mod neighbours;
+mod stored;
 
 use std::collections::HashSet;
 use std::fmt;
