@@ -3,8 +3,8 @@
 //! passive ejection, least-outstanding balancing and retries. Requests spread over the instances; one killed
 //! under load costs no GET an error (only non-idempotent requests in flight may fail), leaves the pool within
 //! the health checks' thresholds and comes back when it does; a popular catalog request reaches the database
-//! once per lifetime, however many viewers and instances; and two signed-in viewers asking for the same
-//! personal URLs at once never receive each other's answers.
+//! once per lifetime, however many viewers (signed in or not) and instances; and two signed-in viewers asking
+//! for the same personal URLs at once never receive each other's answers.
 
 // Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -209,6 +209,56 @@ fn three_instances_share_the_load_survive_a_kill_and_never_mix_viewers() {
             &["route=\"default/api\""]
         ) >= 60.0,
         "{edge_metrics}"
+    );
+
+    // A popular catalog answer under load, from many viewers (signed in or not) at once: one read of the
+    // database in its lifetime (a title's details are 5 statements), whichever instances the edge uses.
+    let title_queries = |tier: &Tier| -> f64 {
+        tier.instances
+            .iter()
+            .flatten()
+            .map(|i| metric_sum(&metrics(i), "control_db_queries_total", &["op=\"title\""]))
+            .sum()
+    };
+    let before = title_queries(&tier);
+    let sent_before: f64 = (0..3).map(|i| tier.sent_to(i)).sum();
+    let answers: Vec<(String, Vec<u8>)> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|c| {
+                let (tier, cookie_header) = (&tier, &cookie_header);
+                scope.spawn(move || {
+                    (0..25)
+                        .map(|_| {
+                            let url = tier.edge_url("/v1/titles/mandelbrot");
+                            let got = if c % 2 == 0 {
+                                curl(&["-H", cookie_header, &url])
+                            } else {
+                                curl(&[&url])
+                            };
+                            assert_eq!(got.status, 200, "{}", got.text());
+                            (got.cache_status().unwrap_or_default().to_string(), got.body)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    let read = title_queries(&tier) - before;
+    assert!(
+        (1.0..=5.0).contains(&read),
+        "100 requests for one title read its details once: {read} statements"
+    );
+    assert!(answers.iter().all(|(_, body)| body == &answers[0].1));
+    let statuses: Vec<&str> = answers.iter().map(|(status, _)| status.as_str()).collect();
+    let sent: f64 = (0..3).map(|i| tier.sent_to(i)).sum::<f64>() - sent_before;
+    assert_eq!(sent, 1.0, "the edge asked an instance once: {statuses:?}");
+    assert!(
+        statuses.iter().filter(|s| s.ends_with("; hit")).count() >= 90,
+        "{statuses:?}"
     );
 
     // Two viewers at once on the same personal URLs, and each on the other's: never the other's answer.
