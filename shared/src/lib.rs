@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod path;
 pub mod range;
 pub mod rendezvous;
+pub mod segments;
 pub mod serve;
 pub mod tls;
 pub mod token;

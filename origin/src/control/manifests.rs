@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use m3u8_rs::{AlternativeMediaType, Playlist};
 use serde::Deserialize;
+use shared::segments::iso_duration;
 
 use crate::control::catalog::RenditionMeta;
 
@@ -408,40 +409,9 @@ fn expand(
     rep: &Representation,
     period_secs: Option<f64>,
 ) -> Result<Vec<String>, String> {
-    let bandwidth = rep.bandwidth.unwrap_or(0).to_string();
-    let fill = |pattern: &str, number: u64, time: u64| -> String {
-        let mut out = String::new();
-        let mut parts = pattern.split('$');
-        out.push_str(parts.next().unwrap_or(""));
-        let mut inside = true;
-        for part in parts {
-            if inside {
-                let (name, format) = part.split_once('%').unwrap_or((part, ""));
-                // A width past what a file name needs is not formatted (the formatter panics past 65535).
-                let width = format
-                    .strip_prefix('0')
-                    .and_then(|f| f.strip_suffix('d'))
-                    .and_then(|w| w.parse::<usize>().ok())
-                    .unwrap_or(0)
-                    .min(MAX_NUMBER_WIDTH);
-                match name {
-                    "" => out.push('$'),
-                    "RepresentationID" => out.push_str(&rep.id),
-                    "Bandwidth" => out.push_str(&format!("{:0width$}", bandwidth)),
-                    "Number" => out.push_str(&format!("{number:0width$}")),
-                    "Time" => out.push_str(&format!("{time:0width$}")),
-                    other => {
-                        out.push('$');
-                        out.push_str(other);
-                        out.push('$');
-                    }
-                }
-            } else {
-                out.push_str(part);
-            }
-            inside = !inside;
-        }
-        out
+    let bandwidth = rep.bandwidth.unwrap_or(0);
+    let fill = |pattern: &str, number: u64, time: u64| {
+        shared::segments::fill_template(pattern, &rep.id, bandwidth, number, time)
     };
     let mut files = Vec::new();
     if let Some(init) = &template.initialization {
@@ -500,42 +470,8 @@ fn expand(
     Ok(files)
 }
 
-/// Segments one representation may list: a day of 100 ms parts, far past any title.
-const MAX_SEGMENTS: u64 = 1_000_000;
-/// The widest `$Number%0Nd$` formatted.
-const MAX_NUMBER_WIDTH: usize = 32;
-
-/// ISO 8601 duration (`PT1H2M3.5S`) in seconds.
-fn iso_duration(text: &str) -> Result<f64, String> {
-    let bad = || format!("`{text}` is not an ISO 8601 duration");
-    let rest = text.trim().strip_prefix('P').ok_or_else(bad)?;
-    let (days, time) = rest.split_once('T').unwrap_or((rest, ""));
-    let mut seconds = 0.0;
-    if let Some(d) = days.strip_suffix('D') {
-        seconds += d.parse::<f64>().map_err(|_| bad())? * 86400.0;
-    } else if !days.is_empty() {
-        return Err(bad());
-    }
-    let mut number = String::new();
-    for c in time.chars() {
-        match c {
-            'H' | 'M' | 'S' => {
-                let n: f64 = number.parse().map_err(|_| bad())?;
-                seconds += n * match c {
-                    'H' => 3600.0,
-                    'M' => 60.0,
-                    _ => 1.0,
-                };
-                number.clear();
-            }
-            c => number.push(c),
-        }
-    }
-    if !number.is_empty() || !seconds.is_finite() || seconds < 0.0 {
-        return Err(bad());
-    }
-    Ok(seconds)
-}
+/// Segments one representation may list.
+const MAX_SEGMENTS: u64 = shared::segments::MAX_SEGMENTS as u64;
 
 #[cfg(test)]
 mod tests {
