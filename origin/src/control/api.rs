@@ -175,8 +175,58 @@ pub fn audience(method: &Method, path: &str) -> Audience {
     }
 }
 
-/// Titles' details by slug, shared with the task that clears it when the catalog changes.
-pub type TitleCache = Arc<std::sync::RwLock<std::collections::HashMap<String, Arc<TitleDetails>>>>;
+/// Titles' details by slug, shared with the task that drops them when the catalog changes.
+pub type TitleCache = Arc<std::sync::RwLock<ReadCache<TitleDetails>>>;
+
+/// What was last read from the catalog, by slug. Every drop moves the generation on, so a read that started
+/// before a change cannot put what it read (maybe the old value) back after it.
+pub struct ReadCache<V> {
+    titles: std::collections::HashMap<String, Arc<V>>,
+    generation: u64,
+}
+
+impl<V> Default for ReadCache<V> {
+    fn default() -> Self {
+        ReadCache {
+            titles: std::collections::HashMap::new(),
+            generation: 0,
+        }
+    }
+}
+
+impl<V> ReadCache<V> {
+    pub fn get(&self, slug: &str) -> Option<Arc<V>> {
+        self.titles.get(slug).cloned()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Keeps `details`, read when the cache was at `generation`, unless something was dropped since; a full
+    /// cache is emptied first.
+    pub fn keep(&mut self, generation: u64, slug: &str, details: Arc<V>) {
+        if generation != self.generation {
+            return;
+        }
+        if self.titles.len() >= MAX_CACHED_TITLES {
+            self.titles.clear();
+        }
+        self.titles.insert(slug.to_string(), details);
+    }
+
+    /// Drops the details of `slugs`, or of every title when `slugs` is empty.
+    pub fn drop_titles(&mut self, slugs: &[String]) {
+        self.generation += 1;
+        if slugs.is_empty() {
+            self.titles.clear();
+        } else {
+            for slug in slugs {
+                self.titles.remove(slug);
+            }
+        }
+    }
+}
 
 /// Titles kept in the details cache at most (it is cleared when full).
 const MAX_CACHED_TITLES: usize = 100_000;
@@ -607,14 +657,13 @@ impl ApiService {
 
     /// A title's details, from the in-memory copy while the catalog has not changed.
     pub(crate) async fn title(&self, slug: &str) -> Result<Arc<TitleDetails>, ApiError> {
-        if let Some(details) = self
-            .details
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(slug)
-        {
-            return Ok(Arc::clone(details));
-        }
+        let generation = {
+            let cache = self.details.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(details) = cache.get(slug) {
+                return Ok(details);
+            }
+            cache.generation()
+        };
         let details = self
             .catalog
             .get(slug)
@@ -622,11 +671,10 @@ impl ApiService {
             .map_err(ApiError::internal)?
             .map(Arc::new)
             .ok_or_else(|| ApiError::not_found(format!("no title `{}`", shown(slug))))?;
-        let mut cache = self.details.write().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= MAX_CACHED_TITLES {
-            cache.clear();
-        }
-        cache.insert(slug.to_string(), Arc::clone(&details));
+        self.details
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep(generation, slug, Arc::clone(&details));
         Ok(details)
     }
 
@@ -755,6 +803,24 @@ pub(crate) fn json_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_that_started_before_a_change_is_not_kept_after_it() {
+        let mut cache = ReadCache::<u32>::default();
+        let before = cache.generation();
+        cache.keep(before, "a", Arc::new(1));
+        assert_eq!(cache.get("a").as_deref(), Some(&1));
+        // A read starts, the title changes, the read ends: what it read is not kept.
+        let started = cache.generation();
+        cache.drop_titles(&["a".to_string()]);
+        cache.keep(started, "a", Arc::new(1));
+        assert_eq!(cache.get("a"), None);
+        // A read after the change is.
+        cache.keep(cache.generation(), "a", Arc::new(2));
+        assert_eq!(cache.get("a").as_deref(), Some(&2));
+        cache.drop_titles(&[]);
+        assert_eq!(cache.get("a"), None);
+    }
 
     #[test]
     fn the_answers_the_same_for_everyone_are_public() {

@@ -210,16 +210,10 @@ impl Derived {
     async fn refresh(&self, changed: &[String]) -> anyhow::Result<()> {
         // Dropped first: the database already holds the change, so from here on a title is read afresh, and
         // nobody finds it gone from search while its old details are still served.
-        {
-            let mut details = self.details.write().unwrap_or_else(|e| e.into_inner());
-            if changed.is_empty() {
-                details.clear();
-            } else {
-                for slug in changed {
-                    details.remove(slug);
-                }
-            }
-        }
+        self.details
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drop_titles(changed);
         let taken_down = self.catalog.taken_down().await?;
         *self.taken_down.write().unwrap_or_else(|e| e.into_inner()) =
             taken_down.into_iter().collect();
