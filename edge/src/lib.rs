@@ -18,6 +18,7 @@ pub mod h3;
 pub mod metrics;
 pub mod pipeline;
 pub mod pool;
+pub mod prefetch;
 pub mod report;
 pub mod server;
 pub mod shield;

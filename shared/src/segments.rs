@@ -154,6 +154,9 @@ pub fn resolve(manifest_path: &str, reference: &str) -> Option<String> {
 pub fn hls_media(playlist_path: &str, text: &[u8]) -> Result<Rendition, ReadError> {
     // RFC 8216 §4.1: playlists are UTF-8 (and m3u8-rs takes time quadratic in a line's length otherwise).
     std::str::from_utf8(text).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
+    if m3u8_rs::is_master_playlist(text) {
+        return Err("a master playlist lists renditions, not segments".into());
+    }
     let playlist = m3u8_rs::parse_media_playlist_res(text).map_err(|e| {
         let mut detail = e.to_string();
         detail.truncate(120);
@@ -1059,6 +1062,12 @@ mod tests {
         assert!(dash("/v/m.mpd", b"<MPD><Period>").is_err());
         assert!(dash("/v/m.mpd", &[0xff, 0xfe]).is_err());
         assert!(hls_media("/v/i.m3u8", b"not a playlist").is_err());
+        let master = b"#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1000\nv0/index.m3u8\n";
+        assert!(
+            hls_media("/v/master.m3u8", master)
+                .unwrap_err()
+                .contains("master")
+        );
         assert!(hls_media("/v/i.m3u8", b"#EXTM3U\n#EXTINF:4,\n\xfe.ts\n").is_err());
         let huge = br#"<MPD mediaPresentationDuration="PT100000H"><Period><AdaptationSet><Representation id="a">
             <SegmentTemplate duration="1" timescale="1000" media="$Number$.m4s"/></Representation></AdaptationSet>
