@@ -82,11 +82,7 @@ impl Origin {
                     .await?
                     .counting(metrics.db_queries.clone());
                 let registered = register_titles(&catalog, &media.store).await;
-                tracing::info!(
-                    backend = catalog.backend,
-                    titles = registered,
-                    "catalog opened"
-                );
+                tracing::info!(backend = catalog.backend, registered, "catalog opened");
                 let catalog = Arc::new(catalog);
                 let search = Arc::new(std::sync::RwLock::new(Arc::new(
                     SearchIndex::build(&catalog.search_docs().await?)
@@ -456,9 +452,44 @@ async fn sweep_fleet(
     }
 }
 
-/// Registers every packaged title the store holds (`titles/<slug>/meta.json`) in the catalog; returns how many.
-/// A title whose metadata cannot be read is skipped with a warning naming it.
+/// Registers the packaged titles the store holds (`titles/<slug>/meta.json`) in the catalog; returns how many.
+/// Only titles whose metadata changed since they were last registered are written, and one instance at a time
+/// does it (the lease `catalog-register`): instances starting together on one database would otherwise write
+/// every title each, and race. A title whose metadata cannot be read is skipped with a warning naming it.
 async fn register_titles(catalog: &Catalog, store: &Store) -> usize {
+    let lease = crate::control::lease::Lease::new(
+        catalog.pool().clone(),
+        catalog.queries().clone(),
+        "catalog-register",
+        REGISTRATION_LEASE,
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    match lease.hold(now.as_millis() as i64).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(
+                "another instance is registering the store's titles; this one reads the catalog"
+            );
+            return 0;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the registration lease could not be taken; titles not registered");
+            return 0;
+        }
+    }
+    let registered = register_changed_titles(catalog, store, now.as_secs() as i64).await;
+    if let Err(e) = lease.release().await {
+        tracing::warn!(error = %e, "the registration lease could not be released (it lapses by itself)");
+    }
+    registered
+}
+
+/// How long an instance may take to register the store's titles before another may start over.
+const REGISTRATION_LEASE: Duration = Duration::from_secs(900);
+
+async fn register_changed_titles(catalog: &Catalog, store: &Store, now: i64) -> usize {
     let prefix = object_store::path::Path::from("titles");
     let listing = match store.inner().list_with_delimiter(Some(&prefix)).await {
         Ok(listing) => listing,
@@ -467,20 +498,32 @@ async fn register_titles(catalog: &Catalog, store: &Store) -> usize {
             return 0;
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let registered_at = match catalog.registered_at().await {
+        Ok(times) => times,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the catalog; every title is registered again");
+            Default::default()
+        }
+    };
     let mut registered = 0;
     for folder in listing.common_prefixes {
+        // The folder names the title: a title ingested under another slug keeps its packager's meta.json.
+        let slug = folder.filename().unwrap_or_default().to_string();
         let key = format!("{folder}/meta.json");
         let meta = match store.read_small(&key, 1 << 20).await {
+            Ok((object, _))
+                if registered_at
+                    .get(&slug)
+                    // Strictly before: a file rewritten in the second it was registered is registered again.
+                    .is_some_and(|&at| object.last_modified.timestamp() < at) =>
+            {
+                continue;
+            }
             Ok((_, Some(bytes))) => serde_json::from_slice::<TitleMeta>(&bytes)
                 .map_err(|e| format!("{key} is not valid title metadata: {e}")),
             Ok((_, None)) => Err(format!("{key} is larger than 1 MiB")),
             Err((_, e)) => Err(format!("{key}: {e}")),
         };
-        // The folder names the title: a title ingested under another slug keeps its packager's meta.json.
-        let slug = folder.filename().unwrap_or_default().to_string();
         match meta {
             Ok(mut meta) => {
                 meta.relocate(&slug);

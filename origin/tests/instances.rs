@@ -423,6 +423,24 @@ fn two_instances_on_one_database(catalog: &str) {
             meta.to_string().as_bytes(),
         );
     }
+    // Written a while ago, as a store's files are: a file written in the second it is registered is registered
+    // again at the next start (its time cannot tell which came first).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let set_time = |slug: &str, secs: u64| {
+        let touched = std::process::Command::new("touch")
+            .arg("-d")
+            .arg(format!("@{secs}"))
+            .arg(store.path().join(format!("titles/{slug}/meta.json")))
+            .status()
+            .unwrap();
+        assert!(touched.success());
+    };
+    for slug in ["alpha", "bravo", "charlie", "test-pattern", "mandelbrot"] {
+        set_time(slug, now - 10);
+    }
     let shared = format!(
         "{catalog}[fleet]\nregistration_secret = \"{SECRET}\"\n[accounts]\nsignin_max_failures = 3\n\
          [recs]\ntrain_secs = 3600\n"
@@ -433,6 +451,27 @@ fn two_instances_on_one_database(catalog: &str) {
     );
     let (api_a, api_b) = (a.url("api_addr"), b.url("api_addr"));
     let (admin_a, admin_b) = (a.url("admin_addr"), b.url("admin_addr"));
+
+    // The store's titles are registered by one instance: the other finds them registered, or the lease held.
+    let registered = |server: &testkit::ServerProcess| {
+        server.wait_for_event("origin::server", |e| e["message"] == "catalog opened")["registered"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut counts = [registered(&a), registered(&b)];
+    counts.sort_unstable();
+    assert_eq!(counts, [0, 5], "2 samples and 3 metadata-only titles, once");
+    // A title whose metadata changed is registered again by the next instance to start, and only it.
+    store.put(
+        "titles/bravo/meta.json",
+        json!({"slug": "bravo", "title": "BRAVO", "genres": ["comedy"], "popularity": 2, "duration_secs": 600})
+            .to_string()
+            .as_bytes(),
+    );
+    set_time("bravo", now + 5);
+    let c = start_origin(&store.url(), &shared);
+    assert_eq!(registered(&c), 1);
+    drop(c);
 
     // An edge reports to A; B sees it within a second or so, and places viewers on it.
     let report =

@@ -586,6 +586,17 @@ impl Catalog {
             .collect()
     }
 
+    /// When each title was last registered (unix seconds), by slug.
+    pub async fn registered_at(&self) -> anyhow::Result<std::collections::HashMap<String, i64>> {
+        self.queries.count("titles_registered");
+        let rows = sqlx::query("SELECT slug, updated_at FROM titles")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?)))
+            .collect()
+    }
+
     /// A title by slug.
     pub async fn get(&self, slug: &str) -> anyhow::Result<Option<TitleDetails>> {
         self.queries.count("title");
