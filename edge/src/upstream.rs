@@ -76,6 +76,8 @@ struct SendFailure {
     /// The connection was refused or never made: the request reached nobody, so sending it elsewhere is safe
     /// whatever its method.
     never_sent: bool,
+    /// The request could not even be made (the edge's fault, not the upstream's): nothing to judge or retry.
+    unsendable: bool,
 }
 
 /// A site that fills from parent edges before its origin.
@@ -324,6 +326,12 @@ impl Upstream {
                 )
                 .await
             };
+            if let Err(SendFailure {
+                unsendable: true, ..
+            }) = &result
+            {
+                return result.map_err(|f| f.error);
+            }
             let (verdict, label, again) = match &result {
                 Ok(response) => {
                     let status = response.status();
@@ -428,6 +436,7 @@ impl Upstream {
                         message: format!("bad upstream request: {e}"),
                     },
                     never_sent: true,
+                    unsendable: true,
                 })
         };
         // A safe request that fails before any response (a pooled connection the upstream had just closed) is
@@ -453,6 +462,7 @@ impl Upstream {
                             ),
                         },
                         never_sent: false,
+                        unsendable: false,
                     });
                 }
             }
@@ -463,6 +473,7 @@ impl Upstream {
                 message: format!("{authority} unreachable: {last_error}"),
             },
             never_sent,
+            unsendable: false,
         })
     }
 
