@@ -640,7 +640,7 @@ level = "warn,origin::server=info"
             started[i] = time.time()
         deadline = time.time() + self.args.start_timeout
         pending = set(which)
-        registered = {}
+        registered, written = {}, {}
         while pending:
             for i in sorted(pending):
                 proc = self.instances[i]
@@ -651,8 +651,10 @@ level = "warn,origin::server=info"
                     m = re.search(r".*catalog opened.*", text)
                     if m:
                         registered[i] = time.time() - started[i]
-                        n = re.search(r'"?titles"?[=:]\s*(\d+)', m.group(0))
-                        log(f"origin {i}: registered {n.group(1) if n else '?'} titles in {registered[i]:.1f} s")
+                        n = re.search(r'"?(?:titles|registered)"?[=:]\s*(\d+)', m.group(0))
+                        written[i] = int(n.group(1)) if n else None
+                        log(f"origin {i}: catalog opened after {registered[i]:.1f} s, "
+                            f"{written[i] if n else '?'} titles registered")
                 if i in registered:
                     status, _, _ = http(f"http://127.0.0.1:{self.port('api', i)}/healthz", timeout=2)
                     if status == 200:
@@ -666,7 +668,8 @@ level = "warn,origin::server=info"
             log(f"origin {i}: ready in {timing[i][1]:.1f} s (registration {timing[i][0]:.1f} s"
                 f"{f', {warnings} titles not registered' if warnings else ''})")
             self.registration.append({"instance": i, "together_with": sorted(which), "registered_s": timing[i][0],
-                                      "ready_s": timing[i][1], "register_warnings": warnings})
+                                      "ready_s": timing[i][1], "register_warnings": warnings,
+                                      "titles_registered": written.get(i)})
         return timing
 
     def cap_instances(self):
@@ -1265,9 +1268,11 @@ def main():
           "backends flush them up to 10 s late, into the next run); CPU in cores (CPU-seconds per second): the "
           "instances together, the edge (uncapped), PostgreSQL (uncapped), h2load, and the rest of the machine's "
           "busy time (other work on a shared machine); spread = % of the requests the edge sent to each instance")
-    print("registration of the store's titles at start (each instance upserts every title):")
+    print("registration of the store's titles at start (until the catalog opened; then the search index):")
     for reg in tier.registration:
-        print(f"  instance {reg['instance']} (started with {reg['together_with']}): registered in "
+        wrote = reg.get("titles_registered")
+        print(f"  instance {reg['instance']} (started with {reg['together_with']}): "
+              f"{'?' if wrote is None else wrote} titles registered in "
               f"{reg['registered_s']:.1f} s, answering after {reg['ready_s']:.1f} s"
               + (f", {reg['register_warnings']} titles failed to register" if reg["register_warnings"] else "")
               + (f" ({reg['pg_statements_during_start']} PostgreSQL statements for the start"
