@@ -3,6 +3,18 @@
 //! whose sessions start at the beginning or at a resume point, switch rendition now and then (ABR), and are
 //! abandoned early more often than watched to the end. Every request is an object key and its size; the same key
 //! always has the same size.
+//!
+//! Beside each request the trace keeps what a video edge can know when it serves it ([`RequestInfo`]): the trace
+//! time, the session (one viewer's playback of one title: the edge learns it from CMCD `sid` or the playback
+//! token), the title, the object (master playlist, media playlist, or segment N of a rendition) and the title's
+//! segment count (from the media playlist or MPD the edge has served). A session's position is the segment it
+//! requested last; nothing about a session's future (where it will stop, which rendition its bandwidth sustains) is
+//! exposed. The extra fields are recorded alongside and draw nothing from the generator, so a seed gives exactly
+//! the requests it gave before they existed.
+//!
+//! [`TraceParams::day`] draws another day of viewing of the same catalogue (same titles, lengths, object sizes and
+//! popularity, other viewers and sessions): day 0 is the evaluated trace, an earlier day is the history a control
+//! plane would predict tonight's fill from.
 
 use benches::rng::unit_interval;
 pub use benches::rng::{SplitMix64, mix64};
@@ -40,6 +52,9 @@ pub struct TraceParams {
     pub requests: usize,
     /// Viewers watching at the same time (each plays sessions back to back with a pause between them).
     pub viewers: u32,
+    /// Which day of viewing of the catalogue: 0 is the trace the seed always gave; any other day keeps the catalogue,
+    /// the object sizes and the popularity of the titles and draws other sessions.
+    pub day: u64,
 }
 
 /// One request: which object, and how many bytes it is.
@@ -49,27 +64,46 @@ pub struct Request {
     pub size: u32,
 }
 
+/// What a video edge knows about one request when it serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Trace time of the request (ms).
+    pub time_ms: u64,
+    /// The session (numbered from 0 in the order they start).
+    pub session: u32,
+    /// The title (its popularity rank: title 0 is the most popular, which a policy must not assume).
+    pub title: u32,
+    pub object: Object,
+    /// Segments in each rendition of the title (the manifest).
+    pub title_segments: u32,
+}
+
 /// The generated trace and how it came about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
     pub requests: Vec<Request>,
+    /// What the edge knows about each request, index for index with `requests`.
+    pub info: Vec<RequestInfo>,
     /// Sessions started (the last ones are cut short by the end of the trace).
     pub sessions: u64,
     /// Simulated wall-clock time the trace covers (ms).
     pub span_ms: u64,
+    /// The catalogue: segments per rendition of each title (what a control plane knows of every title, watched
+    /// or not).
+    pub title_segments: Vec<u32>,
 }
 
 /// The media tracks of a title.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Track {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Track {
     /// Index into [`VIDEO_BITRATES_BPS`].
     Video(u8),
     Audio,
 }
 
 /// The objects a player fetches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Object {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Object {
     MasterPlaylist,
     MediaPlaylist(Track),
     Segment(Track, u32),
@@ -77,7 +111,7 @@ enum Object {
 
 impl Track {
     /// 0–3 for the video renditions, 4 for audio.
-    fn code(self) -> u64 {
+    pub fn code(self) -> u64 {
         match self {
             Track::Video(rendition) => u64::from(rendition),
             Track::Audio => 4,
@@ -86,7 +120,7 @@ impl Track {
 }
 
 /// The object's key: title in the high 32 bits, then an 8-bit kind, then a 24-bit segment index.
-fn object_key(title: u32, object: Object) -> u64 {
+pub fn object_key(title: u32, object: Object) -> u64 {
     let (kind, index) = match object {
         Object::Segment(track, index) => (track.code(), u64::from(index)),
         Object::MediaPlaylist(track) => (5 + track.code(), 0),
@@ -97,7 +131,7 @@ fn object_key(title: u32, object: Object) -> u64 {
 
 /// The object's size: segments are bitrate × 4 s, video with ±25 % VBR variation (fixed per segment); playlists
 /// vary around their nominal size. Derived from the key, so a key always has one size.
-fn object_size(seed: u64, key: u64, object: Object) -> u32 {
+pub fn object_size(seed: u64, key: u64, object: Object) -> u32 {
     let variation = 0.75 + 0.5 * unit_interval(mix64(seed ^ mix64(key)));
     let bytes = match object {
         Object::Segment(Track::Video(rendition), _) => {
@@ -140,6 +174,7 @@ impl Zipf {
 /// One viewer's playback of one title.
 #[derive(Debug, Clone)]
 struct Session {
+    id: u32,
     title: u32,
     next_segment: u32,
     /// Exclusive.
@@ -188,13 +223,29 @@ pub fn generate(params: &TraceParams) -> Trace {
         })
         .collect();
     let popularity = Zipf::new(params.titles.max(1), params.zipf_alpha);
-    let mut rng = SplitMix64::new(params.seed);
+    // Day 0 keeps the generator the seed always had; other days draw other sessions of the same catalogue.
+    let mut rng = SplitMix64::new(match params.day {
+        0 => params.seed,
+        day => mix64(params.seed ^ mix64(day ^ 0xda7a_da7a_da7a_da7a)),
+    });
     let mut requests = Vec::with_capacity(params.requests);
-    let push = |requests: &mut Vec<Request>, title: u32, object: Object| {
+    let mut info = Vec::with_capacity(params.requests);
+    let push = |requests: &mut Vec<Request>,
+                info: &mut Vec<RequestInfo>,
+                (time_ms, session): (u64, u32),
+                title: u32,
+                object: Object| {
         let key = object_key(title, object);
         requests.push(Request {
             key,
             size: object_size(params.seed, key, object),
+        });
+        info.push(RequestInfo {
+            time_ms,
+            session,
+            title,
+            object,
+            title_segments: title_segments[title as usize],
         });
     };
 
@@ -212,6 +263,7 @@ pub fn generate(params: &TraceParams) -> Trace {
         let slot = &mut viewers[viewer as usize];
         let next_ms = match slot.take() {
             None => {
+                let id = sessions as u32;
                 sessions += 1;
                 let title = popularity.sample(&mut rng);
                 let segments = title_segments[title as usize];
@@ -224,14 +276,24 @@ pub fn generate(params: &TraceParams) -> Trace {
                 let sustainable = sustainable_rendition(&mut rng);
                 // Players start low and climb: at most the second rendition first.
                 let rendition = sustainable.min(1);
-                push(&mut requests, title, Object::MasterPlaylist);
+                let at = (at_ms, id);
+                push(&mut requests, &mut info, at, title, Object::MasterPlaylist);
                 push(
                     &mut requests,
+                    &mut info,
+                    at,
                     title,
                     Object::MediaPlaylist(Track::Video(rendition)),
                 );
-                push(&mut requests, title, Object::MediaPlaylist(Track::Audio));
+                push(
+                    &mut requests,
+                    &mut info,
+                    at,
+                    title,
+                    Object::MediaPlaylist(Track::Audio),
+                );
                 *slot = Some(Session {
+                    id,
                     title,
                     next_segment: start,
                     end_segment: start + watched_segments(&mut rng, segments - start),
@@ -242,17 +304,21 @@ pub fn generate(params: &TraceParams) -> Trace {
                 at_ms + 200
             }
             Some(mut session) => {
+                let at = (at_ms, session.id);
                 let before = session.rendition;
                 adapt_bitrate(&mut rng, &mut session);
                 if session.rendition != before {
                     let track = Track::Video(session.rendition);
-                    push(&mut requests, session.title, Object::MediaPlaylist(track));
+                    let playlist = Object::MediaPlaylist(track);
+                    push(&mut requests, &mut info, at, session.title, playlist);
                 }
                 let index = session.next_segment;
                 let video = Object::Segment(Track::Video(session.rendition), index);
-                push(&mut requests, session.title, video);
+                push(&mut requests, &mut info, at, session.title, video);
                 push(
                     &mut requests,
+                    &mut info,
+                    at,
                     session.title,
                     Object::Segment(Track::Audio, index),
                 );
@@ -274,10 +340,13 @@ pub fn generate(params: &TraceParams) -> Trace {
         events.push(Reverse((next_ms, viewer)));
     }
     requests.truncate(params.requests);
+    info.truncate(params.requests);
     Trace {
         requests,
+        info,
         sessions,
         span_ms: now_ms,
+        title_segments,
     }
 }
 
@@ -305,6 +374,8 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    const FINGERPRINT: u64 = 0xa2ad_11bd_2910_ff65;
+
     fn params(seed: u64) -> TraceParams {
         TraceParams {
             seed,
@@ -312,6 +383,7 @@ mod tests {
             zipf_alpha: 0.9,
             requests: 50_000,
             viewers: 50,
+            day: 0,
         }
     }
 
@@ -321,6 +393,62 @@ mod tests {
         assert_eq!(a, generate(&params(7)));
         assert_eq!(a.requests.len(), 50_000);
         assert_ne!(a.requests, generate(&params(8)).requests);
+    }
+
+    /// A fingerprint of the requests (keys and sizes) of `params(1)`, taken from the generator before the trace
+    /// recorded anything beside them: the same seed must keep giving the same requests.
+    #[test]
+    fn the_requests_of_a_seed_never_change() {
+        let trace = generate(&params(1));
+        let fingerprint = trace.requests.iter().fold(0u64, |acc, r| {
+            mix64(acc ^ r.key).wrapping_add(u64::from(r.size))
+        });
+        assert_eq!(fingerprint, FINGERPRINT, "{fingerprint:#x}");
+        assert_eq!(trace.sessions, 152);
+    }
+
+    #[test]
+    fn the_info_says_what_each_request_is() {
+        let trace = generate(&params(2));
+        assert_eq!(trace.info.len(), trace.requests.len());
+        let mut last_ms = 0;
+        // Per session: its title and the last segment index it fetched.
+        let mut sessions: HashMap<u32, (u32, Option<u32>)> = HashMap::new();
+        for (r, i) in trace.requests.iter().zip(&trace.info) {
+            assert_eq!(r.key, object_key(i.title, i.object));
+            assert_eq!(r.size, object_size(2, r.key, i.object));
+            assert!(i.time_ms >= last_ms, "time goes forward");
+            last_ms = i.time_ms;
+            assert_eq!(i.title_segments, trace.title_segments[i.title as usize]);
+            let (title, position) = sessions.entry(i.session).or_insert((i.title, None));
+            assert_eq!(*title, i.title, "a session plays one title");
+            if let Object::Segment(_, index) = i.object {
+                assert!(index < i.title_segments);
+                // Video and audio of one index, then the next index.
+                if let Some(p) = *position {
+                    assert!(index == p || index == p + 1, "{p} then {index}");
+                }
+                *position = Some(index);
+            } else if let Object::MasterPlaylist = i.object {
+                assert_eq!(*position, None, "the master playlist opens a session");
+            }
+        }
+        assert_eq!(sessions.len() as u64, trace.sessions);
+    }
+
+    #[test]
+    fn another_day_keeps_the_catalogue_and_draws_other_sessions() {
+        let today = generate(&params(3));
+        let other = generate(&TraceParams {
+            day: 1,
+            ..params(3)
+        });
+        assert_eq!(today.title_segments, other.title_segments);
+        assert_ne!(today.requests, other.requests);
+        let mut sizes = HashMap::new();
+        for r in today.requests.iter().chain(&other.requests) {
+            assert_eq!(*sizes.entry(r.key).or_insert(r.size), r.size);
+        }
     }
 
     #[test]
