@@ -567,9 +567,11 @@ fn two_instances_on_one_database(catalog: &str) {
             "control_recommender_models_loaded_total",
         )
     };
+    // The instance that did not train loaded a model (only the newest, if both were published between two of
+    // its looks).
     assert!(
-        loaded(&admin_a) + loaded(&admin_b) >= 2.0,
-        "the instance that did not train loaded both models"
+        loaded(&admin_a) + loaded(&admin_b) >= 1.0,
+        "the instance that did not train loaded the newest model"
     );
 
     // Failed sign-ins on A count on B (last: they stop the test's own address too).
