@@ -10,21 +10,9 @@
 use std::process::Command;
 
 use serde_json::Value;
-use testkit::{TempStore, TestCerts, binary, curl, repo_root, start_edge, start_origin, tool};
-
-/// The value of a metric line starting with `prefix` (labels included up to where the prefix stops).
-fn metric_sum(text: &str, name: &str, label_filter: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.split(['{', ' '])
-                .next()
-                .is_some_and(|metric| metric == name)
-        })
-        .filter(|l| label_filter.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use testkit::{
+    TempStore, TestCerts, binary, curl, metric_sum, repo_root, start_edge, start_origin, tool,
+};
 
 #[test]
 fn a_chromium_session_reports_events_and_the_qoe_metrics_move() {

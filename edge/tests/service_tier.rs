@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::{
-    CurlResponse, ServerProcess, TempStore, TestCerts, binary, curl, free_port, origin_config,
-    start_edge, try_curl,
+    CurlResponse, ServerProcess, TempStore, TestCerts, binary, curl, free_port, metric_sum,
+    origin_config, start_edge, try_curl,
 };
 
 const SIGNING: &str =
@@ -24,16 +24,6 @@ const SIGNING: &str =
 /// Probe interval and thresholds of the edge's health check.
 const PROBE_MS: u64 = 200;
 const THRESHOLD: u64 = 2;
-
-/// The sum of a metric's samples whose labels contain every `filter`.
-fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| filters.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 fn metrics(server: &ServerProcess) -> String {
     curl(&[&format!("{}/metrics", server.url("admin_addr"))]).text()
@@ -133,26 +123,22 @@ impl Tier {
     /// A new account through the edge; its session cookie and first profile.
     fn sign_up(&self, email: &str) -> (String, String) {
         let body = format!("{{\"email\": \"{email}\", \"password\": \"correct horse battery\"}}");
-        let created = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &body,
-            &self.edge_url("/v1/accounts"),
-        ]);
-        assert_eq!(created.status, 201, "{}", created.text());
-        let session = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "-d",
-            &body,
-            &self.edge_url("/v1/sessions"),
-        ]);
-        assert_eq!(session.status, 201, "{}", session.text());
+        let post = |path: &str| {
+            let url = self.edge_url(path);
+            let answer = curl(&[
+                "-X",
+                "POST",
+                "-H",
+                "content-type: application/json",
+                "-d",
+                &body,
+                &url,
+            ]);
+            assert_eq!(answer.status, 201, "{path}: {}", answer.text());
+            answer
+        };
+        let created = post("/v1/accounts");
+        let session = post("/v1/sessions");
         let cookie = session
             .header("set-cookie")
             .and_then(|c| c.split(';').next())

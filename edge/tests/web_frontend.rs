@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use testkit::{TempStore, TestCerts, curl, repo_root, start_edge, start_origin, tool};
+use testkit::{TempStore, TestCerts, curl, metric_sum, repo_root, start_edge, start_origin, tool};
 
 const SIGNING: &str =
     "[[signing_key]]\nid = \"k1\"\nsecret = \"web front end test signing secret, 32+ bytes\"\n";
@@ -22,16 +22,6 @@ const EMAIL: &str = "demo@example.com";
 const PASSWORD: &str = "correct horse battery";
 /// The driver stops itself after this long; the test kills it a little later.
 const DRIVER_SECS: u64 = 110;
-
-/// The sum of a metric's samples whose labels contain every `filter`.
-fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter(|l| filters.iter().all(|f| l.contains(f)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 /// Runs the driver with its output in files (no pipe to fill), killed if it outlives its own bound.
 fn run_driver(args: &[String]) -> (String, String) {

@@ -352,13 +352,7 @@ pub fn sidx_segments(
         offset
     };
     p += 2; // reserved
-    let count = u16::from_be_bytes(
-        bytes
-            .get(p..p + 2)
-            .ok_or("the sidx box is cut short")?
-            .try_into()
-            .map_err(|_| "the sidx box is cut short")?,
-    ) as usize;
+    let count = u16::from_be_bytes(read_be(bytes, p)?) as usize;
     p += 2;
     let box_end = index
         .start
@@ -389,20 +383,20 @@ pub fn sidx_segments(
     Ok(segments)
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Result<u32, ReadError> {
+/// `N` big-endian bytes of `bytes` at `at`, or an error when they run out.
+fn read_be<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], ReadError> {
     bytes
-        .get(at..at.checked_add(4).ok_or("past 2^64")?)
+        .get(at..at.checked_add(N).ok_or("past 2^64")?)
         .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
         .ok_or_else(|| "the index is cut short".to_string())
 }
 
+fn read_u32(bytes: &[u8], at: usize) -> Result<u32, ReadError> {
+    read_be(bytes, at).map(u32::from_be_bytes)
+}
+
 fn read_u64(bytes: &[u8], at: usize) -> Result<u64, ReadError> {
-    bytes
-        .get(at..at.checked_add(8).ok_or("past 2^64")?)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| "the index is cut short".to_string())
+    read_be(bytes, at).map(u64::from_be_bytes)
 }
 
 /// A `BaseURL` level resolved against its parent (the MPD's own path at the top); `None` under a `BaseURL` of
@@ -421,10 +415,6 @@ fn base(parent: Option<String>, base_urls: &[String]) -> Option<String> {
             })
         }
     }
-}
-
-fn fill(pattern: &str, rep: &Representation, number: u64, time: u64) -> String {
-    fill_template(pattern, &rep.id, rep.bandwidth.unwrap_or(0), number, time)
 }
 
 /// `$Identifier$` substitution in a `SegmentTemplate` (ISO/IEC 23009-1 §5.3.9.4.4): `$RepresentationID$`,
@@ -477,81 +467,22 @@ fn expand_template(
     rep_base: &str,
     rendition: &mut Rendition,
 ) -> Result<(), ReadError> {
-    let in_base = |file: String| resolve(rep_base, &file);
-    if let Some(init) = &template.initialization {
-        rendition.init = in_base(fill(init, rep, 0, 0)).map(|path| Segment {
+    let bandwidth = rep.bandwidth.unwrap_or(0);
+    rendition.init = template
+        .initialization_file(&rep.id, bandwidth)
+        .and_then(|file| resolve(rep_base, &file))
+        .map(|path| Segment {
             path,
             range: None,
             duration_secs: 0.0,
             discontinuity: false,
         });
-    }
-    let Some(media) = &template.media else {
-        return Ok(());
-    };
-    let timescale = template.timescale.unwrap_or(1).max(1) as f64;
-    let start_number = template.start_number.unwrap_or(1);
-    let too_many = || format!("a representation lists more than {MAX_SEGMENTS} segments");
-    let overflow = || "a SegmentTimeline's times pass 2^64".to_string();
-    // (time, duration) of each segment, in the timescale.
-    let mut times: Vec<(u64, u64)> = Vec::new();
-    if let Some(timeline) = template.timeline.as_ref().filter(|t| !t.entries.is_empty()) {
-        let mut next = 0u64;
-        for (i, entry) in timeline.entries.iter().enumerate() {
-            let start = entry.t.unwrap_or(next);
-            let repeats = if entry.r >= 0 {
-                entry.r as u64
-            } else {
-                // r = -1: repeat until the next entry's time, or the end of the period.
-                let until = timeline
-                    .entries
-                    .get(i + 1)
-                    .and_then(|e| e.t)
-                    .or_else(|| period_secs.map(|secs| (secs * timescale) as u64));
-                match until {
-                    Some(until) if entry.d > 0 && until > start => {
-                        (until - start).div_ceil(entry.d).saturating_sub(1)
-                    }
-                    _ => 0,
-                }
-            };
-            if times.len() as u64 + repeats >= MAX_SEGMENTS as u64 {
-                return Err(too_many());
-            }
-            for k in 0..=repeats {
-                let time = entry.d.checked_mul(k).and_then(|d| start.checked_add(d));
-                times.push((time.ok_or_else(overflow)?, entry.d));
-            }
-            next = entry
-                .d
-                .checked_mul(repeats + 1)
-                .and_then(|d| start.checked_add(d))
-                .ok_or_else(overflow)?;
-        }
-    } else {
-        let duration = template
-            .duration
-            .filter(|d| *d > 0)
-            .ok_or("a SegmentTemplate has neither a SegmentTimeline nor a duration")?;
-        let total = period_secs
-            .ok_or("a SegmentTemplate@duration needs the period's or the MPD's duration")?;
-        let count = (total / (duration as f64 / timescale)).ceil();
-        if !(0.0..MAX_SEGMENTS as f64).contains(&count) {
-            return Err(too_many());
-        }
-        for i in 0..count as u64 {
-            times.push((i.checked_mul(duration).ok_or_else(overflow)?, duration));
-        }
-    }
-    for (i, (time, duration)) in times.into_iter().enumerate() {
-        let number = start_number
-            .checked_add(i as u64)
-            .ok_or("a SegmentTemplate's numbers pass 2^64")?;
-        if let Some(path) = in_base(fill(media, rep, number, time)) {
+    for (file, duration_secs) in template.media_files(&rep.id, bandwidth, period_secs)? {
+        if let Some(path) = resolve(rep_base, &file) {
             rendition.segments.push(Segment {
                 path,
                 range: None,
-                duration_secs: duration as f64 / timescale,
+                duration_secs,
                 discontinuity: false,
             });
         }
@@ -686,8 +617,9 @@ struct Representation {
     segment_base: Option<SegmentBase>,
 }
 
+/// A `SegmentTemplate` (ISO/IEC 23009-1 §5.3.9.4), as an MPD's serde model may hold it.
 #[derive(Debug, Clone, Default, Deserialize)]
-struct SegmentTemplate {
+pub struct SegmentTemplate {
     #[serde(rename = "@media")]
     media: Option<String>,
     #[serde(rename = "@initialization")]
@@ -704,7 +636,7 @@ struct SegmentTemplate {
 
 impl SegmentTemplate {
     /// A representation's template over its adaptation set's, attribute by attribute (§5.3.9.1).
-    fn inherit(own: Option<&Self>, set: Option<&Self>) -> Option<Self> {
+    pub fn inherit(own: Option<&Self>, set: Option<&Self>) -> Option<Self> {
         match (own, set) {
             (None, None) => None,
             (Some(t), None) | (None, Some(t)) => Some(t.clone()),
@@ -723,14 +655,109 @@ impl SegmentTemplate {
     }
 }
 
+impl SegmentTemplate {
+    /// Whether its timeline repeats an entry to an end it does not say (`r="-1"`).
+    pub fn repeats_open_ended(&self) -> bool {
+        self.timeline
+            .as_ref()
+            .is_some_and(|t| t.entries.iter().any(|e| e.r < 0))
+    }
+
+    /// The init section's file name for a representation, as written (relative to its `BaseURL`).
+    pub fn initialization_file(&self, representation_id: &str, bandwidth: u64) -> Option<String> {
+        let init = self.initialization.as_ref()?;
+        Some(fill_template(init, representation_id, bandwidth, 0, 0))
+    }
+
+    /// The media segments' file names for a representation, as written, with their durations in seconds: over
+    /// the timeline (an `r="-1"` repeats to the next entry's time or the period's end), or the period's
+    /// duration divided by `@duration`.
+    pub fn media_files(
+        &self,
+        representation_id: &str,
+        bandwidth: u64,
+        period_secs: Option<f64>,
+    ) -> Result<Vec<(String, f64)>, ReadError> {
+        let Some(media) = &self.media else {
+            return Ok(Vec::new());
+        };
+        let timescale = self.timescale.unwrap_or(1).max(1) as f64;
+        let start_number = self.start_number.unwrap_or(1);
+        let too_many = || format!("a representation lists more than {MAX_SEGMENTS} segments");
+        let overflow = || "a SegmentTimeline's times pass 2^64".to_string();
+        // (time, duration) of each segment, in the timescale.
+        let mut times: Vec<(u64, u64)> = Vec::new();
+        if let Some(timeline) = self.timeline.as_ref().filter(|t| !t.entries.is_empty()) {
+            let mut next = 0u64;
+            for (i, entry) in timeline.entries.iter().enumerate() {
+                let start = entry.t.unwrap_or(next);
+                let repeats = if entry.r >= 0 {
+                    entry.r as u64
+                } else {
+                    let until = timeline
+                        .entries
+                        .get(i + 1)
+                        .and_then(|e| e.t)
+                        .or_else(|| period_secs.map(|secs| (secs * timescale) as u64));
+                    match until {
+                        Some(until) if entry.d > 0 && until > start => {
+                            (until - start).div_ceil(entry.d).saturating_sub(1)
+                        }
+                        _ => 0,
+                    }
+                };
+                if times.len() as u64 + repeats >= MAX_SEGMENTS as u64 {
+                    return Err(too_many());
+                }
+                for k in 0..=repeats {
+                    let time = entry.d.checked_mul(k).and_then(|d| start.checked_add(d));
+                    times.push((time.ok_or_else(overflow)?, entry.d));
+                }
+                next = entry
+                    .d
+                    .checked_mul(repeats + 1)
+                    .and_then(|d| start.checked_add(d))
+                    .ok_or_else(overflow)?;
+            }
+        } else {
+            let duration = self
+                .duration
+                .filter(|d| *d > 0)
+                .ok_or("a SegmentTemplate has neither a SegmentTimeline nor a duration")?;
+            let total = period_secs
+                .ok_or("a SegmentTemplate@duration needs the period's or the MPD's duration")?;
+            let count = (total / (duration as f64 / timescale)).ceil();
+            if !(0.0..MAX_SEGMENTS as f64).contains(&count) {
+                return Err(too_many());
+            }
+            for i in 0..count as u64 {
+                times.push((i.checked_mul(duration).ok_or_else(overflow)?, duration));
+            }
+        }
+        times
+            .into_iter()
+            .enumerate()
+            .map(|(i, (time, duration))| {
+                let number = start_number
+                    .checked_add(i as u64)
+                    .ok_or("a SegmentTemplate's numbers pass 2^64")?;
+                Ok((
+                    fill_template(media, representation_id, bandwidth, number, time),
+                    duration as f64 / timescale,
+                ))
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
-struct SegmentTimeline {
+pub struct SegmentTimeline {
     #[serde(rename = "S", default)]
     entries: Vec<TimelineEntry>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-struct TimelineEntry {
+pub struct TimelineEntry {
     #[serde(rename = "@t")]
     t: Option<u64>,
     #[serde(rename = "@d")]

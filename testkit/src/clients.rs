@@ -275,3 +275,14 @@ pub fn h3_request(
         body: std::fs::read(&out).unwrap_or_default(),
     })
 }
+
+/// The sum of the samples of metric `name` in Prometheus text whose labels contain every one of `filters`
+/// (`"cache_status=\"hit\""`), 0 when there are none.
+pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| filters.iter().all(|f| l.contains(f)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use m3u8_rs::{AlternativeMediaType, Playlist};
 use serde::Deserialize;
-use shared::segments::iso_duration;
+use shared::segments::{SegmentTemplate, iso_duration};
 
 use crate::control::catalog::RenditionMeta;
 
@@ -250,60 +250,6 @@ struct Representation {
     template: Option<SegmentTemplate>,
 }
 
-#[derive(Debug, Default, Clone, Deserialize)]
-struct SegmentTemplate {
-    #[serde(rename = "@media")]
-    media: Option<String>,
-    #[serde(rename = "@initialization")]
-    initialization: Option<String>,
-    #[serde(rename = "@startNumber")]
-    start_number: Option<u64>,
-    #[serde(rename = "@timescale")]
-    timescale: Option<u64>,
-    #[serde(rename = "@duration")]
-    duration: Option<u64>,
-    #[serde(rename = "SegmentTimeline")]
-    timeline: Option<SegmentTimeline>,
-}
-
-impl SegmentTemplate {
-    /// The representation's template with every attribute it leaves out taken from the adaptation set's.
-    fn inherit(own: Option<&Self>, set: Option<&Self>) -> Option<Self> {
-        let (own, set) = match (own, set) {
-            (None, None) => return None,
-            (Some(t), None) | (None, Some(t)) => return Some(t.clone()),
-            (Some(own), Some(set)) => (own, set),
-        };
-        Some(SegmentTemplate {
-            media: own.media.clone().or_else(|| set.media.clone()),
-            initialization: own
-                .initialization
-                .clone()
-                .or_else(|| set.initialization.clone()),
-            start_number: own.start_number.or(set.start_number),
-            timescale: own.timescale.or(set.timescale),
-            duration: own.duration.or(set.duration),
-            timeline: own.timeline.clone().or_else(|| set.timeline.clone()),
-        })
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct SegmentTimeline {
-    #[serde(rename = "S", default)]
-    entries: Vec<TimelineEntry>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct TimelineEntry {
-    #[serde(rename = "@t")]
-    t: Option<u64>,
-    #[serde(rename = "@d")]
-    d: u64,
-    #[serde(rename = "@r", default)]
-    r: i64,
-}
-
 fn read_mpd(text: &[u8]) -> Result<Manifest, String> {
     let text = std::str::from_utf8(text).map_err(|_| "an MPD must be UTF-8".to_string())?;
     let mpd: Mpd = quick_xml::de::from_str(text).map_err(|e| format!("not a valid MPD: {e}"))?;
@@ -403,75 +349,29 @@ fn join(base: &str, reference: &str) -> String {
     }
 }
 
-/// The files of one representation under its template.
+/// The files of one representation under its template, as written: its init section, then its segments. An
+/// open-ended repeat (`r="-1"`) is refused: ingest checks a title whose files it can count.
 fn expand(
     template: &SegmentTemplate,
     rep: &Representation,
     period_secs: Option<f64>,
 ) -> Result<Vec<String>, String> {
+    if template.repeats_open_ended() {
+        return Err("a SegmentTimeline repeat of -1 (open-ended) cannot be checked".into());
+    }
     let bandwidth = rep.bandwidth.unwrap_or(0);
-    let fill = |pattern: &str, number: u64, time: u64| {
-        shared::segments::fill_template(pattern, &rep.id, bandwidth, number, time)
-    };
-    let mut files = Vec::new();
-    if let Some(init) = &template.initialization {
-        files.push(fill(init, 0, 0));
-    }
-    let Some(media) = &template.media else {
-        return Ok(files);
-    };
-    let start_number = template.start_number.unwrap_or(1);
-    let too_many = || format!("a representation lists more than {MAX_SEGMENTS} segments");
-    let overflow = || "a SegmentTimeline's times pass 2^64".to_string();
-    let mut times = Vec::new();
-    if let Some(timeline) = template.timeline.as_ref().filter(|t| !t.entries.is_empty()) {
-        let mut next = 0u64;
-        for entry in &timeline.entries {
-            if entry.r < 0 {
-                return Err("a SegmentTimeline repeat of -1 (open-ended) cannot be checked".into());
-            }
-            let repeats = entry.r as u64;
-            if times.len() as u64 + repeats >= MAX_SEGMENTS {
-                return Err(too_many());
-            }
-            let start = entry.t.unwrap_or(next);
-            for i in 0..=repeats {
-                let time = entry.d.checked_mul(i).and_then(|d| start.checked_add(d));
-                times.push(time.ok_or_else(overflow)?);
-            }
-            next = entry
-                .d
-                .checked_mul(repeats + 1)
-                .and_then(|d| start.checked_add(d))
-                .ok_or_else(overflow)?;
-        }
-    } else {
-        let timescale = template.timescale.unwrap_or(1).max(1) as f64;
-        let duration = template
-            .duration
-            .filter(|d| *d > 0)
-            .ok_or("a SegmentTemplate has neither a SegmentTimeline nor a duration")?;
-        let total = period_secs
-            .ok_or("a SegmentTemplate@duration needs the period's or the MPD's duration")?;
-        let count = (total / (duration as f64 / timescale)).ceil();
-        if !(0.0..MAX_SEGMENTS as f64).contains(&count) {
-            return Err(too_many());
-        }
-        for i in 0..count as u64 {
-            times.push(i.checked_mul(duration).ok_or_else(overflow)?);
-        }
-    }
-    for (i, time) in times.into_iter().enumerate() {
-        let number = start_number
-            .checked_add(i as u64)
-            .ok_or("a SegmentTemplate's numbers pass 2^64")?;
-        files.push(fill(media, number, time));
-    }
+    let mut files: Vec<String> = template
+        .initialization_file(&rep.id, bandwidth)
+        .into_iter()
+        .collect();
+    files.extend(
+        template
+            .media_files(&rep.id, bandwidth, period_secs)?
+            .into_iter()
+            .map(|(file, _)| file),
+    );
     Ok(files)
 }
-
-/// Segments one representation may list.
-const MAX_SEGMENTS: u64 = shared::segments::MAX_SEGMENTS as u64;
 
 #[cfg(test)]
 mod tests {
