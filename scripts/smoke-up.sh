@@ -25,7 +25,23 @@ trap '[ -n "$up_pid" ] && kill -INT -- -$up_pid 2>/dev/null; rm -rf "$work"' EXI
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 edge_tls="127.0.0.1:$(port)"
 edge_admin="127.0.0.1:$(port)"
-api="127.0.0.1:$(port)"
+# The API's port and the next two (--scale puts instances 2 and 3 there): a free block below the kernel's
+# ephemeral range, so neither the other picks nor outgoing connections take one of them meanwhile.
+api_block() { python3 -c '
+import random, socket
+for _ in range(200):
+    base = random.randrange(20000, 30000)
+    try:
+        held = []
+        for p in range(base, base + 3):
+            s = socket.socket(); s.bind(("127.0.0.1", p)); held.append(s)
+        print(base); break
+    except OSError:
+        pass
+    finally:
+        for s in held: s.close()
+'; }
+api="127.0.0.1:$(api_block)"
 pg="127.0.0.1:$(port)"
 if [ "$scale" != 0 ]; then mode="--scale $scale"; elif [ "$edges" = 1 ]; then mode=--large-catalog; else mode="--edges $edges"; fi
 
