@@ -596,3 +596,108 @@ fn two_instances_on_one_database(catalog: &str) {
     let limited = call(&api_b, "POST", "/v1/sessions", &[], Some(&account));
     assert_eq!(limited.status, 429, "{}", limited.text());
 }
+
+/// The statements of the viewers' documents and the titles, summed: what a viewer's request costs the database
+/// (background work — training, sweeps, leases — counts under other names).
+fn viewer_statements(text: &str) -> f64 {
+    [
+        "doc_get",
+        "doc_get_many",
+        "doc_create",
+        "doc_replace",
+        "doc_delete",
+        "title",
+    ]
+    .iter()
+    .map(|op| metric(text, &format!("control_db_queries_total{{op=\"{op}\"}}")))
+    .sum()
+}
+
+#[test]
+fn a_viewers_playback_costs_two_statements_and_one_once_resumable() {
+    let store = TempStore::with_samples();
+    let origin = start_origin(&store.url(), "");
+    let (api, admin) = (origin.url("api_addr"), origin.url("admin_addr"));
+    let statements = || viewer_statements(&curl(&[&format!("{admin}/metrics")]).text());
+    let account = json!({"email": "counted@example.org", "password": "counted password"});
+    assert_eq!(
+        call(&api, "POST", "/v1/accounts", &[], Some(&account)).status,
+        201
+    );
+    let signed = call(&api, "POST", "/v1/sessions", &[], Some(&account));
+    let token = body(&signed)["token"].as_str().unwrap().to_string();
+    let profile = body(&signed)["profiles"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let cookie = format!("Cookie: cdn_session={token}");
+    let play = |title: &str| {
+        let r = call(
+            &api,
+            "POST",
+            "/v1/playback",
+            &[&cookie],
+            Some(&json!({"title": title, "profile": profile})),
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        body(&r)
+    };
+    // The titles' details are read once (the instance's cache); then every play is counted alone.
+    play("test-pattern");
+    play("mandelbrot");
+    for (round, title) in ["test-pattern", "mandelbrot", "test-pattern"]
+        .iter()
+        .enumerate()
+    {
+        let before = statements();
+        assert_eq!(play(title)["resume_secs"], 0.0);
+        assert_eq!(
+            statements() - before,
+            2.0,
+            "play {round} of {title}: session, profile and history read together, the play written"
+        );
+    }
+    // Half-way through: the play resumes there and writes nothing.
+    let progress = call(
+        &api,
+        "POST",
+        &format!("/v1/profiles/{profile}/progress"),
+        &[&cookie],
+        Some(&json!({"title": "test-pattern", "position_secs": 30.0, "duration_secs": 60.0})),
+    );
+    assert!(progress.status < 300, "{}", progress.text());
+    let before = statements();
+    assert_eq!(play("test-pattern")["resume_secs"], 30.0);
+    assert_eq!(
+        statements() - before,
+        1.0,
+        "a resumed play reads once and writes nothing"
+    );
+
+    // What a signed-in request may not do is refused as before, each from the one read.
+    let refused = |headers: &[&str], request: Value| {
+        call(&api, "POST", "/v1/playback", headers, Some(&request)).status
+    };
+    assert_eq!(
+        refused(
+            &["Cookie: cdn_session=not-a-session"],
+            json!({"title": "test-pattern", "profile": profile})
+        ),
+        401
+    );
+    assert_eq!(
+        refused(
+            &[&cookie],
+            json!({"title": "test-pattern", "profile": "0123456789abcdef"})
+        ),
+        403
+    );
+    assert_eq!(refused(&[&cookie], json!({"title": "test-pattern"})), 400);
+    assert_eq!(
+        refused(
+            &[&cookie],
+            json!({"title": "test-pattern", "profile": profile, "client": "203.0.113.9"})
+        ),
+        400
+    );
+}

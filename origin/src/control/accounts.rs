@@ -228,6 +228,22 @@ pub struct Session {
     pub expires: i64,
 }
 
+/// A signed-in request about one of its profiles, as [`Accounts::session_with_profile`] reads it.
+#[derive(Debug, Default)]
+pub struct SignedInProfile {
+    /// The live session and the token that opened it; `None`: not signed in.
+    pub session: Option<(Session, String)>,
+    /// The profile, when it is the session's account's.
+    pub profile: Option<Doc>,
+    /// The document beside the profile (only when the profile is the session's).
+    pub beside: Option<Doc>,
+}
+
+/// Whether a string may be a session token at all (not looked up otherwise).
+fn plausible_token(token: &str) -> bool {
+    !token.is_empty() && token.len() <= 128
+}
+
 /// What sign-in can end in.
 #[derive(Debug)]
 pub enum SigninError {
@@ -404,11 +420,64 @@ impl Accounts {
 
     /// The live session a token opens, if any (an expired one is deleted).
     pub async fn session(&self, token: &str, now: i64) -> anyhow::Result<Option<Session>> {
-        if token.is_empty() || token.len() > 128 {
+        if !plausible_token(token) {
             return Ok(None);
         }
         let digest = token_digest(token);
-        let Some(doc) = self.docs.get("session", &digest).await? else {
+        let doc = self.docs.get("session", &digest).await?;
+        self.live_session(&digest, doc, now).await
+    }
+
+    /// What a signed-in request about one profile needs, read in one statement: the first of `tokens` that
+    /// opens a live session (with that token), the profile `profile` if it is that session's account's, and
+    /// the document `(kind, profile)` beside it (the profile's history, say).
+    pub async fn session_with_profile(
+        &self,
+        tokens: &[String],
+        profile: &str,
+        kind: &str,
+        now: i64,
+    ) -> anyhow::Result<SignedInProfile> {
+        let digests: Vec<(String, &String)> = tokens
+            .iter()
+            .filter(|t| plausible_token(t))
+            .map(|t| (token_digest(t), t))
+            .collect();
+        let mut wanted: Vec<(&str, &str)> = digests
+            .iter()
+            .map(|(digest, _)| ("session", digest.as_str()))
+            .collect();
+        wanted.push(("profile", profile));
+        wanted.push((kind, profile));
+        let mut found = self.docs.get_many(&wanted).await?;
+        let beside = found.pop().flatten();
+        let profile_doc = found.pop().flatten();
+        let mut session = None;
+        for ((digest, token), doc) in digests.iter().zip(found) {
+            if let Some(live) = self.live_session(digest, doc, now).await? {
+                session = Some((live, token.to_string()));
+                break;
+            }
+        }
+        let owned = session.as_ref().and_then(|(s, _)| {
+            profile_doc.filter(|doc| doc.body["account"].as_str() == Some(s.account.as_str()))
+        });
+        let beside = owned.as_ref().and(beside);
+        Ok(SignedInProfile {
+            session,
+            profile: owned,
+            beside,
+        })
+    }
+
+    /// The session a stored session document is, unless it has expired (then it is deleted).
+    async fn live_session(
+        &self,
+        digest: &str,
+        doc: Option<Doc>,
+        now: i64,
+    ) -> anyhow::Result<Option<Session>> {
+        let Some(doc) = doc else {
             return Ok(None);
         };
         let session = Session {
@@ -417,7 +486,7 @@ impl Accounts {
             expires: doc.body["expires"].as_i64().unwrap_or(0),
         };
         if session.expires <= now {
-            self.docs.delete("session", &digest).await?;
+            self.docs.delete("session", digest).await?;
             return Ok(None);
         }
         Ok(Some(session))

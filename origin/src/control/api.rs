@@ -41,8 +41,9 @@ use shared::token::SigningKey;
 use crate::control::catalog::{Catalog, ListQuery, TitleDetails};
 use crate::control::fleet::{EdgeReports, Fleet, Saved};
 pub use crate::control::playback::PlaybackEdges;
-use crate::control::playback::{PlaybackRequest, peer_ip};
+use crate::control::playback::{PlaybackRequest, Player, peer_ip};
 use crate::control::steering::SteeringPolicy;
+use crate::control::viewer::Credentials;
 use crate::media::handler::Body;
 use crate::metrics::OriginMetrics;
 use std::net::IpAddr;
@@ -559,11 +560,11 @@ impl ApiService {
             (&Method::POST, "/v1/playback") => {
                 let peer = self.client_ip(&req);
                 let control = self.control_base(&req);
-                let caller = self.caller(&req).await?;
-                if matches!(caller, crate::control::viewer::Caller::Anonymous) {
+                let credentials = self.credentials(&req);
+                if matches!(&credentials, Credentials::Tokens(tokens) if tokens.is_empty()) {
                     // Refused before the body is read.
                     return self
-                        .playback(PlaybackRequest::default(), caller, peer, control)
+                        .playback(PlaybackRequest::default(), Player::Anonymous, peer, control)
                         .await;
                 }
                 let body =
@@ -575,7 +576,8 @@ impl ApiService {
                         "the body must be JSON such as {{\"title\": \"test-pattern\"}}: {e}"
                     ))
                 })?;
-                self.playback(request, caller, peer, control).await
+                let player = self.player(credentials, &request).await?;
+                self.playback(request, player, peer, control).await
             }
             (&Method::POST, "/v1/events") => {
                 let accepted = crate::control::events::accept(self, req).await;

@@ -77,7 +77,7 @@ pub struct DocStore {
     pool: AnyPool,
     postgres: bool,
     /// Counts every statement (`control_db_queries_total{op}`: `doc_get`, `doc_create`, `doc_replace`,
-    /// `doc_delete`, `doc_all`, `doc_sweep`).
+    /// `doc_get_many`, `doc_delete`, `doc_all`, `doc_sweep`).
     queries: crate::metrics::DbQueries,
 }
 
@@ -128,6 +128,43 @@ impl DocStore {
             })
         })
         .transpose()
+    }
+
+    /// Several documents in one statement: for each `(kind, id)` asked, the document or `None`, in the order
+    /// asked (a request that needs a session, a profile and its history reads them together).
+    pub async fn get_many(&self, wanted: &[(&str, &str)]) -> anyhow::Result<Vec<Option<Doc>>> {
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.queries.count("doc_get_many");
+        let body = if self.postgres { "body::text" } else { "body" };
+        let mut sql = format!("SELECT kind, id, version, {body}, updated_at FROM documents WHERE ");
+        for i in 0..wanted.len() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            sql.push_str(&format!("(kind = ${} AND id = ${})", 2 * i + 1, 2 * i + 2));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (kind, id) in wanted {
+            query = query.bind(*kind).bind(*id);
+        }
+        let mut found = vec![None; wanted.len()];
+        for row in query.fetch_all(&self.pool).await? {
+            let (kind, id): (String, String) = (row.try_get(0)?, row.try_get(1)?);
+            let text: String = row.try_get(3)?;
+            let doc = Doc {
+                version: row.try_get(2)?,
+                body: serde_json::from_str(&text)?,
+                updated: row.try_get(4)?,
+            };
+            for (slot, (k, i)) in found.iter_mut().zip(wanted) {
+                if *k == kind && *i == id {
+                    *slot = Some(doc.clone());
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Creates a document at version 1; a conflict when one of that kind and id exists.
@@ -202,12 +239,27 @@ impl DocStore {
         kind: &str,
         id: &str,
         now: i64,
+        change: F,
+    ) -> Result<Doc, WriteError>
+    where
+        F: FnMut(Option<&Value>) -> Value,
+    {
+        let current = self.get(kind, id).await.map_err(WriteError::Store)?;
+        self.update_from(kind, id, current, now, change).await
+    }
+
+    /// [`update`](Self::update) from a copy already read (`None`: there was none): its first write costs no read.
+    pub async fn update_from<F>(
+        &self,
+        kind: &str,
+        id: &str,
+        mut current: Option<Doc>,
+        now: i64,
         mut change: F,
     ) -> Result<Doc, WriteError>
     where
         F: FnMut(Option<&Value>) -> Value,
     {
-        let mut current = self.get(kind, id).await.map_err(WriteError::Store)?;
         for _ in 0..MAX_UPDATE_ATTEMPTS {
             let written = match &current {
                 None => self.create(kind, id, &change(None), now).await,

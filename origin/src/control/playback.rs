@@ -16,9 +16,12 @@ use serde_json::json;
 use shared::token::Grant;
 
 use crate::control::api::{ApiError, ApiService, shown};
+use crate::control::docs::Doc;
 use crate::control::fleet::is_name;
 use crate::control::steering::{Candidate, SteeringPolicy};
-use crate::control::viewer::{Caller, bound_client, record_progress, resume_point};
+use crate::control::viewer::{
+    Caller, Credentials, bound_client, record_progress_over, resume_point,
+};
 use crate::media::handler::Body;
 
 /// Largest manifest steered (a multivariant playlist or an MPD).
@@ -80,6 +83,17 @@ pub(crate) struct PlaybackRequest {
     profile: Option<String>,
 }
 
+impl PlaybackRequest {
+    /// What a signed-in viewer may not ask for: an address to bind (a service credential's, for its clients).
+    fn viewer_fault(&self) -> Option<ApiError> {
+        self.client.is_some().then(|| {
+            ApiError::bad(
+                "client is for service credentials: a viewer's URLs are bound to the address the request came from",
+            )
+        })
+    }
+}
+
 #[derive(Serialize)]
 struct PlaybackEdge {
     /// Its base URL.
@@ -92,19 +106,73 @@ struct PlaybackEdge {
     manifests: std::collections::BTreeMap<String, String>,
 }
 
+/// Who asks for playback, as [`ApiService::player`] recognised them.
+pub(crate) enum Player {
+    Anonymous,
+    Service,
+    /// A signed-in viewer's own profile, with its viewing history as read with the session.
+    Viewer {
+        profile: String,
+        history: Option<Doc>,
+    },
+}
+
 impl ApiService {
+    /// Who asks for this playback. A viewer's session, profile and history are read in one statement.
+    pub(crate) async fn player(
+        &self,
+        credentials: Credentials,
+        request: &PlaybackRequest,
+    ) -> Result<Player, ApiError> {
+        let tokens = match credentials {
+            Credentials::Service => return Ok(Player::Service),
+            Credentials::Tokens(tokens) if tokens.is_empty() => return Ok(Player::Anonymous),
+            Credentials::Tokens(tokens) => tokens,
+        };
+        let Some(id) = request.profile.as_deref() else {
+            return match self.session_caller(tokens).await? {
+                Caller::Viewer(..) => Err(request.viewer_fault().unwrap_or_else(|| {
+                    ApiError::bad("profile is required: one of the account's profiles (GET /v1/me)")
+                })),
+                _ => Ok(Player::Anonymous),
+            };
+        };
+        let read = self
+            .accounts
+            .session_with_profile(&tokens, id, "history", crate::control::viewer::now_secs())
+            .await
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("viewer documents: {e}")))?;
+        if read.session.is_none() {
+            return Ok(Player::Anonymous);
+        }
+        if let Some(fault) = request.viewer_fault() {
+            return Err(fault);
+        }
+        if read.profile.is_none() {
+            return Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("profile `{}` is not one of this account's", shown(id)),
+            ));
+        }
+        Ok(Player::Viewer {
+            profile: id.to_string(),
+            history: read.beside,
+        })
+    }
+
     /// `POST /v1/playback`: for a signed-in viewer's profile (the token bound to the address the request came
     /// from, the play recorded in the profile's history, the answer saying where to resume) or a service
     /// credential (bound to `client`, else to the caller's address).
     pub(crate) async fn playback(
         &self,
         request: PlaybackRequest,
-        caller: Caller,
+        player: Player,
         peer: Option<IpAddr>,
         control: Option<String>,
     ) -> Result<serde_json::Value, ApiError> {
-        let (caller_label, profile) = match &caller {
-            Caller::Anonymous => {
+        let (caller_label, signed_in) = match player {
+            Player::Anonymous => {
                 self.metrics
                     .playback_requests
                     .with_label_values(&["refused"])
@@ -115,29 +183,8 @@ impl ApiService {
                     "playback needs a signed-in profile (POST /v1/sessions) or a service credential".into(),
                 ));
             }
-            Caller::Viewer(session, _) => {
-                if request.client.is_some() {
-                    return Err(ApiError::bad(
-                        "client is for service credentials: a viewer's URLs are bound to the address the request came from",
-                    ));
-                }
-                let id = request.profile.as_deref().ok_or_else(|| {
-                    ApiError::bad("profile is required: one of the account's profiles (GET /v1/me)")
-                })?;
-                let owned =
-                    self.accounts.own_profile(session, id).await.map_err(|e| {
-                        ApiError::internal(anyhow::anyhow!("viewer documents: {e}"))
-                    })?;
-                if owned.is_none() {
-                    return Err(ApiError(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!("profile `{}` is not one of this account's", shown(id)),
-                    ));
-                }
-                ("viewer", Some(id.to_string()))
-            }
-            Caller::Service => ("service", None),
+            Player::Viewer { profile, history } => ("viewer", Some((profile, history))),
+            Player::Service => ("service", None),
         };
         let protocol = request.protocol.as_deref();
         if protocol.is_some_and(|p| p != "hls" && p != "dash") {
@@ -260,15 +307,16 @@ impl ApiService {
             .playback_requests
             .with_label_values(&[caller_label])
             .inc();
-        let resume_secs = match &profile {
-            Some(profile) => {
-                let resume = resume_point(self, profile, slug).await;
+        let resume_secs = match signed_in {
+            Some((profile, history)) => {
+                let resume = resume_point(history.as_ref(), slug);
                 let duration = title.runtime_secs.unwrap_or(0) as f64;
                 if resume == 0.0 && duration > 0.0 {
                     // The play is recorded: the title enters the profile's history (and the recommenders' data).
-                    record_progress(
+                    record_progress_over(
                         self,
-                        profile,
+                        &profile,
+                        history,
                         slug,
                         0.0,
                         duration,

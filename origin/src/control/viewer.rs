@@ -47,6 +47,13 @@ pub(crate) enum Caller {
     Anonymous,
 }
 
+/// What a request presents to be recognised.
+pub(crate) enum Credentials {
+    Service,
+    /// Session tokens to look up (none: anonymous).
+    Tokens(Vec<String>),
+}
+
 /// Whether `control::viewer` answers this route.
 pub(crate) fn handles(path: &str) -> bool {
     path == "/"
@@ -145,10 +152,9 @@ fn bearer<B>(req: &Request<B>) -> Option<&str> {
 }
 
 impl ApiService {
-    /// Who is calling: a service credential (`Authorization: Bearer`), else a session from the bearer token or
-    /// the session cookie.
-    pub(crate) async fn caller<B>(&self, req: &Request<B>) -> Result<Caller, ApiError> {
-        let now = now_secs();
+    /// What a request presents: a service credential (`Authorization: Bearer`), else the session tokens (the
+    /// bearer token and the session cookies, four at most; none: anonymous).
+    pub(crate) fn credentials<B>(&self, req: &Request<B>) -> Credentials {
         let bearer = bearer(req);
         if bearer.is_some()
             && self
@@ -156,14 +162,30 @@ impl ApiService {
                 .iter()
                 .any(|secret| shared::auth::bearer_ok(req.headers(), Some(secret)))
         {
-            return Ok(Caller::Service);
+            return Credentials::Service;
         }
-        let tokens: Vec<String> = bearer
-            .into_iter()
-            .chain(cookies(req, SESSION_COOKIE))
-            .take(4)
-            .map(str::to_string)
-            .collect();
+        Credentials::Tokens(
+            bearer
+                .into_iter()
+                .chain(cookies(req, SESSION_COOKIE))
+                .take(4)
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    /// Who is calling: a service credential, else a session from the bearer token or the session cookie.
+    pub(crate) async fn caller<B>(&self, req: &Request<B>) -> Result<Caller, ApiError> {
+        let tokens = match self.credentials(req) {
+            Credentials::Service => return Ok(Caller::Service),
+            Credentials::Tokens(tokens) => tokens,
+        };
+        self.session_caller(tokens).await
+    }
+
+    /// The first of `tokens` that opens a live session, else anonymous.
+    pub(crate) async fn session_caller(&self, tokens: Vec<String>) -> Result<Caller, ApiError> {
+        let now = now_secs();
         for token in tokens {
             if let Some(session) = self
                 .accounts
@@ -780,10 +802,38 @@ pub(crate) async fn record_progress(
     duration_secs: f64,
     now: i64,
 ) -> Result<Doc, ApiError> {
+    let history = api
+        .accounts
+        .docs
+        .get("history", profile)
+        .await
+        .map_err(store_error)?;
+    record_progress_over(
+        api,
+        profile,
+        history,
+        slug,
+        position_secs,
+        duration_secs,
+        now,
+    )
+    .await
+}
+
+/// [`record_progress`] over the history as already read (its first write costs no read).
+pub(crate) async fn record_progress_over(
+    api: &ApiService,
+    profile: &str,
+    history: Option<Doc>,
+    slug: &str,
+    position_secs: f64,
+    duration_secs: f64,
+    now: i64,
+) -> Result<Doc, ApiError> {
     let finished = is_finished(position_secs, duration_secs);
     api.accounts
         .docs
-        .update("history", profile, now, |body| {
+        .update_from("history", profile, history, now, |body| {
             let mut body = body.cloned().unwrap_or_else(|| json!({ "items": {} }));
             if !body["items"].is_object() {
                 body["items"] = json!({});
@@ -818,16 +868,9 @@ pub(crate) async fn record_progress(
         .map_err(store_error)
 }
 
-/// The profile's resume point for a title: where it stopped, unless it finished.
-pub(crate) async fn resume_point(api: &ApiService, profile: &str, slug: &str) -> f64 {
-    let doc = api
-        .accounts
-        .docs
-        .get("history", profile)
-        .await
-        .ok()
-        .flatten();
-    watched(doc.as_ref())
+/// Where a profile left `slug` in its `history`, to resume there (0: from the start, also once finished).
+pub(crate) fn resume_point(history: Option<&Doc>, slug: &str) -> f64 {
+    watched(history)
         .into_iter()
         .find(|w| w.slug == slug && !w.finished)
         .map_or(0.0, |w| w.position_secs)
