@@ -71,6 +71,7 @@ impl AdminService {
         metrics
             .memory_bytes
             .set(self.edge.storage().memory_usage() as i64);
+        self.edge.sweep_prefetches();
         let (passing, failing) = self.edge.engine().mark_counts();
         metrics
             .marks

@@ -44,6 +44,12 @@ pub mod defaults {
     pub const PARENT_RETRY_SECS: u64 = 10;
     pub const STATS_SECS: u64 = 5;
     pub const STATS_MAX_TITLES: usize = 100;
+    pub const PREFETCH_SEGMENTS: usize = 1;
+    pub const PREFETCH_MAX_IN_FLIGHT: usize = 16;
+    pub const PREFETCH_MAX_IN_FLIGHT_PER_UPSTREAM: usize = 8;
+    pub const PREFETCH_BYTES_PER_SEC: u64 = 128 << 20;
+    pub const PREFETCH_BYTES_PER_SEC_PER_UPSTREAM: u64 = 64 << 20;
+    pub const PREFETCH_UNUSED_SECS: u64 = 60;
 }
 
 /// Parents a site may list, at most (each is scored for every fill).
@@ -69,6 +75,8 @@ pub struct EdgeConfig {
     #[serde(rename = "site")]
     pub sites: Vec<SiteConfig>,
     pub cache: CacheConfig,
+    /// Warming the segments a player will ask for next.
+    pub prefetch: PrefetchConfig,
     pub limits: LimitsConfig,
     pub cors: CorsConfig,
     pub log: LogConfig,
@@ -242,6 +250,10 @@ pub struct SiteConfig {
     /// `paths` entry wins, then the longest matching prefix. Default: none.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// This site's `prefetch.segments`: segments warmed after each media segment served; 0 turns prefetch off
+    /// for the site. Default: `prefetch.segments`.
+    #[serde(default)]
+    pub prefetch_segments: Option<usize>,
 }
 
 /// A path route of a site: the paths it takes and the pool of interchangeable instances that serve them.
@@ -515,6 +527,49 @@ pub struct CacheConfig {
     pub client_directives: ClientDirectives,
 }
 
+/// Prefetch: when a media segment is served (hit or miss), the edge warms the next segments of the same
+/// rendition, learnt from the HLS media playlists and DASH MPDs it serves (and the `sidx` of single-file
+/// renditions), or the object the player's CMCD `nor`/`nrr` names (that one first). A prefetch is an ordinary
+/// fill of the segment's slices: a request for it while it runs joins it, and what is cached is not fetched.
+/// It is subordinate to demand: shed when demand fills queue or fill slots run short, and held to a budget.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrefetchConfig {
+    /// Segments warmed after each media segment served, per site unless the site says (`prefetch_segments`);
+    /// 0 turns prefetch off, at most 16. Default: 1.
+    pub segments: usize,
+    /// Prefetches running at once over all upstreams; each holds a fill slot while it runs. Default: 16.
+    pub max_in_flight: usize,
+    /// Prefetches running at once against one upstream, at most `max_in_flight`. Default: 8.
+    pub max_in_flight_per_upstream: usize,
+    /// Bytes per second prefetches may bring over all upstreams (a token bucket holding one second; a
+    /// prefetch larger than what is left runs it into debt, which holds the next back). At least 65536.
+    /// Default: 134217728 (128 MiB/s).
+    pub bytes_per_sec: u64,
+    /// Bytes per second prefetches may bring from one upstream, at most `bytes_per_sec`. Default: 67108864
+    /// (64 MiB/s).
+    pub bytes_per_sec_per_upstream: u64,
+    /// A prefetched object no request asked for within this many seconds counts as wasted
+    /// (`edge_prefetch_wasted_total`), 1 to 86400. Default: 60.
+    pub unused_secs: u64,
+}
+
+impl Default for PrefetchConfig {
+    fn default() -> Self {
+        PrefetchConfig {
+            segments: defaults::PREFETCH_SEGMENTS,
+            max_in_flight: defaults::PREFETCH_MAX_IN_FLIGHT,
+            max_in_flight_per_upstream: defaults::PREFETCH_MAX_IN_FLIGHT_PER_UPSTREAM,
+            bytes_per_sec: defaults::PREFETCH_BYTES_PER_SEC,
+            bytes_per_sec_per_upstream: defaults::PREFETCH_BYTES_PER_SEC_PER_UPSTREAM,
+            unused_secs: defaults::PREFETCH_UNUSED_SECS,
+        }
+    }
+}
+
+/// Segments a site may warm after each one served.
+pub const MAX_PREFETCH_SEGMENTS: usize = 16;
+
 /// The policy for client request directives that would send requests upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -609,6 +664,7 @@ impl Default for EdgeConfig {
             admin: AdminConfig::default(),
             sites: Vec::new(),
             cache: CacheConfig::default(),
+            prefetch: PrefetchConfig::default(),
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
@@ -745,6 +801,7 @@ impl EdgeConfig {
             max_passes: default_max_passes(),
             parents: Vec::new(),
             routes: Vec::new(),
+            prefetch_segments: None,
         }]
     }
 
@@ -780,6 +837,41 @@ impl EdgeConfig {
 
     pub fn admin_addr(&self) -> Result<SocketAddr, ConfigError> {
         check_socket_addr("admin.listen", &self.admin.listen)
+    }
+
+    /// Checks the `[prefetch]` fields.
+    fn validate_prefetch(&self) -> Result<(), ConfigError> {
+        let p = &self.prefetch;
+        ensure(
+            p.segments <= MAX_PREFETCH_SEGMENTS,
+            "prefetch.segments",
+            format!("must be between 0 and {MAX_PREFETCH_SEGMENTS}"),
+        )?;
+        ensure(
+            (1..=4096).contains(&p.max_in_flight),
+            "prefetch.max_in_flight",
+            "must be between 1 and 4096",
+        )?;
+        ensure(
+            (1..=p.max_in_flight).contains(&p.max_in_flight_per_upstream),
+            "prefetch.max_in_flight_per_upstream",
+            "must be between 1 and prefetch.max_in_flight",
+        )?;
+        ensure(
+            p.bytes_per_sec >= 64 * 1024,
+            "prefetch.bytes_per_sec",
+            "must be at least 65536",
+        )?;
+        ensure(
+            (64 * 1024..=p.bytes_per_sec).contains(&p.bytes_per_sec_per_upstream),
+            "prefetch.bytes_per_sec_per_upstream",
+            "must be at least 65536 and at most prefetch.bytes_per_sec",
+        )?;
+        ensure(
+            (1..=86_400).contains(&p.unused_secs),
+            "prefetch.unused_secs",
+            "must be between 1 and 86400",
+        )
     }
 
     /// Checks every field; the error names the first offending one.
@@ -964,7 +1056,14 @@ impl EdgeConfig {
                 "needs at least one [[signing_key]]",
             )?;
             validate_routes(i, &site.routes)?;
+            ensure(
+                site.prefetch_segments
+                    .is_none_or(|k| k <= MAX_PREFETCH_SEGMENTS),
+                &field("prefetch_segments"),
+                format!("must be between 0 and {MAX_PREFETCH_SEGMENTS}"),
+            )?;
         }
+        self.validate_prefetch()?;
         let c = &self.cache;
         ensure(
             c.memory_bytes >= 1 << 20,
@@ -1246,6 +1345,23 @@ mod tests {
                 "site[0].strip_request_fields",
             ),
             ("[cache]\nslice_bytes = 10", "cache.slice_bytes"),
+            // Prefetch (issue 19).
+            ("[prefetch]\nsegments = 17", "prefetch.segments"),
+            ("[prefetch]\nmax_in_flight = 0", "prefetch.max_in_flight"),
+            (
+                "[prefetch]\nmax_in_flight = 2\nmax_in_flight_per_upstream = 3",
+                "prefetch.max_in_flight_per_upstream",
+            ),
+            ("[prefetch]\nbytes_per_sec = 1000", "prefetch.bytes_per_sec"),
+            (
+                "[prefetch]\nbytes_per_sec = 1000000\nbytes_per_sec_per_upstream = 2000000",
+                "prefetch.bytes_per_sec_per_upstream",
+            ),
+            ("[prefetch]\nunused_secs = 0", "prefetch.unused_secs"),
+            (
+                "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nprefetch_segments = 99",
+                "site[0].prefetch_segments",
+            ),
             // The shield tier (issue 15).
             (
                 "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nparents = [\"http://p:1\", \"https://p:2\"]",

@@ -106,6 +106,33 @@ pub struct EdgeMetrics {
     /// `edge_stats_posts_total{outcome}`: per-title summaries posted to the control plane, by outcome: `sent`,
     /// `refused` (an answer other than 2xx) or `failed` (no answer); a refused or failed summary is dropped.
     pub stats_posts: IntCounterVec,
+    /// `edge_prefetch_issued_total`: prefetches started (each a fill of the segment's slices, see `prefetch`).
+    pub prefetch_issued: IntCounter,
+    /// `edge_prefetch_used_total`: prefetched objects a demand request then asked for (a hit, or a request that
+    /// joined the prefetch while it ran).
+    pub prefetch_used: IntCounter,
+    /// `edge_prefetch_wasted_total`: prefetched objects not asked for within `prefetch.unused_secs`.
+    pub prefetch_wasted: IntCounter,
+    /// `edge_prefetch_bytes_total` and `edge_prefetch_wasted_bytes_total`: bytes prefetches brought, and those
+    /// of the wasted ones.
+    pub prefetch_bytes: IntCounter,
+    pub prefetch_wasted_bytes: IntCounter,
+    /// `edge_prefetch_failed_total`: prefetches whose fill failed or whose answer may not be stored.
+    pub prefetch_failed: IntCounter,
+    /// `edge_prefetch_skipped_total{reason}`: next objects not prefetched because there was nothing to do:
+    /// `cached`, `filling` (a fill, demand's or another prefetch's, is running), `stale` (left to demand's
+    /// revalidation), `not_cacheable` (refused, passed or marked hit-for-pass).
+    pub prefetch_skipped: IntCounterVec,
+    /// `edge_prefetch_shed_total{reason}`: prefetches given up for the budget: `load`, `in_flight`,
+    /// `upstream_in_flight`, `rate`, `upstream_rate`.
+    pub prefetch_shed: IntCounterVec,
+    /// `edge_prefetch_in_flight` and `edge_prefetch_in_flight_peak`: prefetches running, and the most at once.
+    pub prefetch_in_flight: IntGauge,
+    pub prefetch_in_flight_peak: IntGauge,
+    /// `edge_prefetch_renditions` and `edge_prefetch_indexed_segments`: renditions the prefetch index holds,
+    /// and the segments they list.
+    pub prefetch_renditions: IntGauge,
+    pub prefetch_segments: IntGauge,
     /// Children of the per-request metrics, resolved once per label combination (no label hashing per request).
     request_series: Box<[OnceLock<RequestSeries>]>,
 }
@@ -365,6 +392,51 @@ impl EdgeMetrics {
                 "Per-title summaries posted to the control plane, by outcome (sent, refused, failed).",
                 &["outcome"],
             ),
+            prefetch_issued: counter("edge_prefetch_issued_total", "Prefetches started."),
+            prefetch_used: counter(
+                "edge_prefetch_used_total",
+                "Prefetched objects a demand request then asked for.",
+            ),
+            prefetch_wasted: counter(
+                "edge_prefetch_wasted_total",
+                "Prefetched objects not asked for within prefetch.unused_secs.",
+            ),
+            prefetch_bytes: counter("edge_prefetch_bytes_total", "Bytes prefetches brought."),
+            prefetch_wasted_bytes: counter(
+                "edge_prefetch_wasted_bytes_total",
+                "Bytes of prefetched objects not asked for within prefetch.unused_secs.",
+            ),
+            prefetch_failed: counter(
+                "edge_prefetch_failed_total",
+                "Prefetches whose fill failed or whose answer may not be stored.",
+            ),
+            prefetch_skipped: counter_vec(
+                "edge_prefetch_skipped_total",
+                "Next objects not prefetched, by reason (cached, filling, stale, not_cacheable).",
+                &["reason"],
+            ),
+            prefetch_shed: counter_vec(
+                "edge_prefetch_shed_total",
+                "Prefetches given up for the budget, by reason (load, in_flight, upstream_in_flight, rate, upstream_rate).",
+                &["reason"],
+            ),
+            prefetch_in_flight: IntGauge::new("edge_prefetch_in_flight", "Prefetches running.")
+                .expect("valid metric"),
+            prefetch_in_flight_peak: IntGauge::new(
+                "edge_prefetch_in_flight_peak",
+                "The most prefetches that ran at once since the edge started.",
+            )
+            .expect("valid metric"),
+            prefetch_renditions: IntGauge::new(
+                "edge_prefetch_renditions",
+                "Renditions the prefetch index holds.",
+            )
+            .expect("valid metric"),
+            prefetch_segments: IntGauge::new(
+                "edge_prefetch_indexed_segments",
+                "Segments listed by the renditions the prefetch index holds.",
+            )
+            .expect("valid metric"),
             request_series: (0..PROTOCOLS.len()
                 * METHODS.len()
                 * STATUS_CLASSES.len()
@@ -417,12 +489,36 @@ impl EdgeMetrics {
             Box::new(m.cmcd_requests.clone()),
             Box::new(m.cmcd_rejected.clone()),
             Box::new(m.stats_posts.clone()),
+            Box::new(m.prefetch_issued.clone()),
+            Box::new(m.prefetch_used.clone()),
+            Box::new(m.prefetch_wasted.clone()),
+            Box::new(m.prefetch_bytes.clone()),
+            Box::new(m.prefetch_wasted_bytes.clone()),
+            Box::new(m.prefetch_failed.clone()),
+            Box::new(m.prefetch_skipped.clone()),
+            Box::new(m.prefetch_shed.clone()),
+            Box::new(m.prefetch_in_flight.clone()),
+            Box::new(m.prefetch_in_flight_peak.clone()),
+            Box::new(m.prefetch_renditions.clone()),
+            Box::new(m.prefetch_segments.clone()),
         ];
         for fwd in crate::status::Fwd::ALL {
             m.forwarded.with_label_values(&[fwd.as_str()]);
         }
         for outcome in ["sent", "refused", "failed"] {
             m.stats_posts.with_label_values(&[outcome]);
+        }
+        for reason in ["cached", "filling", "stale", "not_cacheable"] {
+            m.prefetch_skipped.with_label_values(&[reason]);
+        }
+        for reason in [
+            "load",
+            "in_flight",
+            "upstream_in_flight",
+            "rate",
+            "upstream_rate",
+        ] {
+            m.prefetch_shed.with_label_values(&[reason]);
         }
         for verdict in ["drop", "stale"] {
             m.ban_matches.with_label_values(&[verdict]);

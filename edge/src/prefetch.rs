@@ -2,7 +2,12 @@
 //! renditions from the manifests it serves (HLS media playlists and DASH MPDs, read by `shared::segments`) and
 //! from single-file renditions' `sidx` boxes, keeps them in a bounded index keyed by segment, and answers "the
 //! next k segments after this request" ([`Index::next`]); a player's own CMCD `nor`/`nrr` names its next object
-//! directly ([`from_cmcd`]) and goes first. The budget, the fetching and the counting live with the cache engine.
+//! directly ([`from_cmcd`]) and goes first. The budget ([`budget`]) and the record of what demand used
+//! ([`ledger`]) are pure too; the fetching, through the cache's ordinary coalesced fills, is the pipeline's
+//! (`pipeline/prefetch.rs`).
+
+pub mod budget;
+pub mod ledger;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -42,6 +47,11 @@ impl Index {
 
     pub fn is_empty(&self) -> bool {
         self.renditions.is_empty()
+    }
+
+    /// Segments listed over every rendition held.
+    pub fn segment_count(&self) -> usize {
+        self.segments
     }
 
     /// Whether the rendition `id` was learnt from `version` already.

@@ -157,6 +157,7 @@ impl EdgeServer {
                     forwarding: forwarding(s.forward_credentials),
                     route: None,
                     routes: Vec::new(),
+                    prefetch_segments: s.prefetch_segments.unwrap_or(config.prefetch.segments),
                 };
                 let routes = s
                     .routes
@@ -263,6 +264,15 @@ impl EdgeServer {
             loops: crate::pipeline::LoopGuard {
                 cdn_id: config.cdn_id.clone(),
                 max_hops: config.limits.max_loop_hops,
+            },
+            prefetch: crate::pipeline::PrefetchSettings {
+                limits: crate::prefetch::budget::Limits {
+                    max_in_flight: config.prefetch.max_in_flight,
+                    max_in_flight_per_upstream: config.prefetch.max_in_flight_per_upstream,
+                    bytes_per_sec: config.prefetch.bytes_per_sec,
+                    bytes_per_sec_per_upstream: config.prefetch.bytes_per_sec_per_upstream,
+                },
+                unused: Duration::from_secs(config.prefetch.unused_secs),
             },
         }));
         Ok(EdgeServer {

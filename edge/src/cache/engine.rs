@@ -39,6 +39,8 @@ pub struct Engine {
     /// Fills waiting for a slot, and how many may wait.
     fills_waiting: AtomicUsize,
     max_waiting_fills: usize,
+    /// `cache.max_fills` as applied (the slots `fill_permits` started with).
+    max_fills: usize,
     /// The longest a whole fill may take.
     fill_deadline: Duration,
     upstream: Upstream,
@@ -116,6 +118,7 @@ impl Engine {
             fill_permits: Semaphore::new(setup.max_fills),
             fills_waiting: AtomicUsize::new(0),
             max_waiting_fills: setup.max_fills,
+            max_fills: setup.max_fills,
             fill_deadline: setup.fill_deadline,
             upstream: setup.upstream,
             slice_bytes: setup.slice_bytes,
@@ -445,6 +448,47 @@ impl Engine {
                 let _ = engine.join_fill(&upstream, &key, index, target, fields);
             }
         });
+    }
+
+    /// The fills as prefetch's budget weighs them: running, queued, and the slots there are.
+    pub(crate) fn load(&self) -> crate::prefetch::budget::Load {
+        let free = self.fill_permits.available_permits();
+        crate::prefetch::budget::Load {
+            fills_in_flight: self.max_fills.saturating_sub(free),
+            fills_waiting: self.fills_waiting.load(Ordering::Relaxed),
+            max_fills: self.max_fills,
+        }
+    }
+
+    /// Whether a fill of slice `index` of a new object (or variant) under `key` is running.
+    pub(crate) fn filling_new(&self, key: &CacheKey, index: u64) -> bool {
+        self.fills.get(key.new_fill(index).as_str()).is_some()
+    }
+
+    /// Slice `index` of a stored version, for prefetch: cached already, or the fill that brings it — started
+    /// now, or already running (a demand fill is joined, never raced).
+    pub(crate) fn warm_slice(
+        self: &Arc<Self>,
+        upstream: &str,
+        key: &CacheKey,
+        meta: &Arc<ObjectMeta>,
+        index: u64,
+    ) -> Warm {
+        if self.storage.contains_slice(key, meta.generation, index) {
+            return Warm::Cached;
+        }
+        if let Some(fill) = self
+            .fills
+            .get(key.slice_fill(meta.generation, index).as_str())
+        {
+            return Warm::Running(fill);
+        }
+        let fields = variant_fields(&meta.variant);
+        let target = FillTarget::Known(Arc::clone(meta));
+        match self.join_fill(upstream, key, index, target, fields) {
+            (fill, true) => Warm::Started(fill),
+            (fill, false) => Warm::Running(fill),
+        }
     }
 
     /// Joins the fill of `target`'s slice `index` or starts it with these request `fields`; `true` when this
@@ -983,6 +1027,15 @@ pub(crate) enum FillTarget {
     New,
     /// The first slice of a stored version, asked for conditionally: a 304 keeps it, a 200 or 206 replaces it.
     Revalidate(Arc<ObjectMeta>),
+}
+
+/// A slice as prefetch finds it.
+pub(crate) enum Warm {
+    Cached,
+    /// Its fill, started by the prefetch.
+    Started(Arc<Fill>),
+    /// Its fill, started by another request.
+    Running(Arc<Fill>),
 }
 
 /// Where a slice's bytes come from.

@@ -33,6 +33,8 @@ pub struct Site {
     pub route: Option<std::sync::Arc<str>>,
     /// The site's path routes, each with the settings its requests use.
     pub routes: Vec<SiteRoute>,
+    /// Segments warmed after each media segment served (0: no prefetch).
+    pub prefetch_segments: usize,
 }
 
 /// A path route of a site: the canonical paths and prefixes it takes, and what its requests use instead of the
@@ -230,7 +232,7 @@ impl Edge {
     }
 
     /// The site for the request's host (the URI's authority, else `Host`): only configured sites are served.
-    fn site_for(&self, parts: &Parts) -> Result<&super::Site, EdgeError> {
+    pub(super) fn site_for(&self, parts: &Parts) -> Result<&super::Site, EdgeError> {
         let authority = match parts.uri.authority() {
             Some(authority) => authority.as_str(),
             None => parts
@@ -350,6 +352,7 @@ mod tests {
             passes: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
             route: None,
             routes,
+            prefetch_segments: 0,
         }
     }
 

@@ -8,6 +8,7 @@
 mod admit;
 mod fetch;
 mod pass;
+mod prefetch;
 mod purge;
 mod respond;
 
@@ -32,6 +33,7 @@ use crate::status::{CacheStatus, Fwd, StaleReason};
 pub use crate::fields::Forwarding;
 use crate::fields::put;
 pub use admit::{Canonical, ClientAddr, EarlyData, QueryPolicy, Site, SiteRoute};
+pub use prefetch::{Prefetch, PrefetchSettings};
 pub use purge::PurgeError;
 
 /// Response bodies: cached slices and fill chunks as `Bytes`, never copied.
@@ -61,6 +63,8 @@ pub struct Edge {
     loops: LoopGuard,
     /// The per-title counts of the interval being summarised (counting nothing until the poster starts it).
     pub title_stats: Arc<crate::stats::TitleStats>,
+    /// Warming the segments players will ask for next.
+    prefetch: Prefetch,
 }
 
 /// Loop prevention (RFC 8586): this CDN's `CDN-Loop` member, and how many times a request may already carry it.
@@ -112,6 +116,7 @@ pub struct EdgeSetup {
     pub bodies: BodyLimits,
     pub signing_keys: Vec<SigningKey>,
     pub loops: LoopGuard,
+    pub prefetch: PrefetchSettings,
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -186,6 +191,7 @@ impl Edge {
             signing_keys: setup.signing_keys,
             loops: setup.loops,
             title_stats: Arc::default(),
+            prefetch: Prefetch::new(setup.prefetch),
         }
     }
 
@@ -206,6 +212,9 @@ impl Edge {
         };
         let route = request.site.route.clone();
         let mut answer = self.handle_admitted(parts, &request, body).await;
+        if parts.method == Method::GET {
+            self.after_serving(parts, &request, &answer);
+        }
         answer.route = route;
         answer
     }

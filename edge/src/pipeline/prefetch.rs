@@ -1,0 +1,740 @@
+//! Prefetch at the I/O rim. After a GET is answered ([`Edge::after_serving`]): a manifest's text teaches the
+//! index its renditions (read from the cache once per stored version, never parsed on every request); a
+//! single-file rendition's `sidx` is read once its file is asked for; and a media segment's next segments (the
+//! player's CMCD `nor`/`nrr` first, then the index's next `k`) are warmed. A prefetch is an ordinary fill of the
+//! segment's slices through the cache engine's coalescing, so a request for the segment while it runs joins it
+//! (one upstream request), and it is started only when nothing of it is cached or filling, the edge's fills
+//! leave room for demand, and the budget allows (`prefetch::budget`). What demand then uses, and what it never
+//! asks for, is counted (`prefetch::ledger`); each prefetch writes an access-log line with `prefetch = true`.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Method, header};
+use shared::segments::{ByteRange, Segment};
+use tokio::time::Instant;
+
+use super::{Answer, Canonical, Edge};
+use crate::cache::engine::{SliceSource, Warm};
+use crate::cache::fill::{FillError, FillHead, Subscriber, concat};
+use crate::cache::key::CacheKey;
+use crate::cache::meta::ObjectMeta;
+use crate::prefetch::budget::{Budget, Limits};
+use crate::prefetch::ledger::{Ledger, Tally};
+use crate::prefetch::{Index, from_cmcd};
+use crate::status::CacheStatus;
+
+/// Slices one prefetch fills at most: a segment longer than this is warmed from its start.
+const MAX_SLICES: u64 = 32;
+/// The largest manifest read into the index.
+const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+/// The largest `sidx` range read.
+const MAX_SIDX_BYTES: u64 = 1 << 20;
+/// Manifests whose stored version was read, remembered at most; a full map is cleared (each manifest then
+/// costs one more read).
+const MAX_MANIFESTS: usize = 16_384;
+/// `sidx` reads running at once, at most.
+const MAX_SIDX_READS: usize = 64;
+
+/// What prefetch is built from (`[prefetch]` in the config; each site's `k` is on its [`super::Site`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PrefetchSettings {
+    pub limits: Limits,
+    /// A prefetched object not asked for within this long is wasted.
+    pub unused: Duration,
+}
+
+/// Prefetch's state: the index of renditions, the budget, and the ledger of what was prefetched.
+pub struct Prefetch {
+    unused: Duration,
+    index: Mutex<Index>,
+    budget: Mutex<Budget>,
+    ledger: Mutex<Ledger>,
+    /// Manifest path → the generation of the stored version read into the index.
+    manifests: Mutex<HashMap<String, u64>>,
+    /// Files whose `sidx` is being read.
+    sidx_reading: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Prefetch {
+    pub fn new(settings: PrefetchSettings) -> Self {
+        Prefetch {
+            unused: settings.unused,
+            index: Mutex::default(),
+            budget: Mutex::new(Budget::new(settings.limits, Instant::now())),
+            ledger: Mutex::default(),
+            manifests: Mutex::default(),
+            sidx_reading: Mutex::default(),
+        }
+    }
+}
+
+/// Why a next object was not prefetched although nothing held it back (the `edge_prefetch_skipped_total`
+/// label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Cached,
+    Filling,
+    Stale,
+    NotCacheable,
+}
+
+impl Skip {
+    fn as_str(self) -> &'static str {
+        match self {
+            Skip::Cached => "cached",
+            Skip::Filling => "filling",
+            Skip::Stale => "stale",
+            Skip::NotCacheable => "not_cacheable",
+        }
+    }
+}
+
+/// How one prefetch ended.
+enum Ended {
+    Stored,
+    /// Another fill took it over between the checks and the start (nothing fetched).
+    Skipped(Skip),
+    Failed(String),
+}
+
+/// A prefetch's place in the budget, given back when dropped (also when its task ends early).
+struct Place {
+    edge: Arc<Edge>,
+    upstream: String,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut budget = lock(&self.edge.prefetch.budget);
+        budget.release(&self.upstream);
+        self.edge
+            .metrics
+            .prefetch_in_flight
+            .set(budget.in_flight() as i64);
+    }
+}
+
+/// The byte range a request asks for (an open end reaches to the end), when it asks for one range.
+fn asked_range(parts: &Parts) -> Option<ByteRange> {
+    let value = parts.headers.get(header::RANGE)?.to_str().ok()?;
+    let (start, end) = value.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let end = match end.trim() {
+        "" => u64::MAX,
+        end => end.parse().ok()?,
+    };
+    (start <= end).then_some(ByteRange { start, end })
+}
+
+/// What the ledger calls an object: its cache key and where its bytes start (a whole object starts at 0).
+fn object_id(key: &CacheKey, range: Option<ByteRange>) -> String {
+    format!("{key}@{}", range.map_or(0, |r| r.start))
+}
+
+fn is_manifest(path: &str) -> bool {
+    path.ends_with(".m3u8") || path.ends_with(".mpd")
+}
+
+/// The slices holding `range` of an object of `total` bytes (all of it without a range), at most
+/// [`MAX_SLICES`] of them; `None` when the range lies past the end.
+fn slices(total: u64, slice_bytes: u64, range: Option<ByteRange>) -> Option<RangeInclusive<u64>> {
+    let last_byte = total.checked_sub(1)?;
+    let (start, end) = match range {
+        Some(r) => (r.start, r.end.min(last_byte)),
+        None => (0, last_byte),
+    };
+    if start > end {
+        return None;
+    }
+    let first = start / slice_bytes;
+    Some(first..=(end / slice_bytes).min(first + MAX_SLICES - 1))
+}
+
+/// Reads a fill to its end; the bytes it brought.
+async fn drain(mut subscriber: Subscriber) -> Result<u64, FillError> {
+    let mut bytes = 0;
+    while let Some(chunk) = subscriber.next_chunk().await {
+        bytes += chunk?.len() as u64;
+    }
+    Ok(bytes)
+}
+
+/// Request fields a prefetch does not take from the request that caused it: the range and preconditions are
+/// that request's own, and CMCD is never sent upstream.
+const NOT_COPIED: [&str; 10] = [
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "cmcd-request",
+    "cmcd-object",
+    "cmcd-status",
+    "cmcd-session",
+];
+
+/// The request a prefetch of `target` stands for: a GET with the fields of the request that caused it (so
+/// the same site, variant and credentials rules apply), and the target's range.
+fn prefetch_request(parts: &Parts, target: &Segment) -> Option<Parts> {
+    let uri = match (parts.uri.scheme_str(), parts.uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{}", target.path),
+        _ => target.path.clone(),
+    };
+    let uri: http::Uri = uri.parse().ok()?;
+    let (mut next, ()) = http::Request::builder()
+        .method(Method::GET)
+        .uri(uri)
+        .version(parts.version)
+        .body(())
+        .ok()?
+        .into_parts();
+    let mut headers = parts.headers.clone();
+    for name in NOT_COPIED {
+        headers.remove(name);
+    }
+    if let Some(range) = target.range {
+        let value = format!("bytes={}-{}", range.start, range.end);
+        headers.insert(header::RANGE, value.parse().ok()?);
+    }
+    next.headers = headers;
+    if let Some(client) = parts.extensions.get::<super::ClientAddr>() {
+        next.extensions.insert(*client);
+    }
+    Some(next)
+}
+
+impl Edge {
+    /// After a GET was answered: counts a use of a prefetched object, learns from a manifest or a `sidx`, and
+    /// warms the segments that follow a media segment. Never waits: the work runs in tasks.
+    pub(super) fn after_serving(
+        self: &Arc<Self>,
+        parts: &Parts,
+        request: &Canonical<'_>,
+        answer: &Answer,
+    ) {
+        let k = request.site.prefetch_segments;
+        if k == 0 || !answer.response.status().is_success() {
+            return;
+        }
+        let range = asked_range(parts);
+        self.note_demand(&object_id(&request.key, range), answer.cache_status);
+        if is_manifest(&request.path) {
+            self.learn_manifest(parts, request);
+            return;
+        }
+        let wants_sidx = lock(&self.prefetch.index).wants_sidx(&request.path);
+        if let Some(index_range) = wants_sidx {
+            self.learn_sidx(parts, request, index_range);
+        }
+        let mut targets = Vec::new();
+        if let Some(cmcd) = crate::cmcd::from_request(parts.uri.query(), &parts.headers)
+            && let Some(next) = from_cmcd(
+                &request.path,
+                cmcd.next_object_request.as_deref(),
+                cmcd.next_range_request.as_deref(),
+            )
+        {
+            targets.push(next);
+        }
+        if targets.len() < k {
+            let listed = lock(&self.prefetch.index).next(&request.path, range, k);
+            for next in listed {
+                if targets.len() >= k {
+                    break;
+                }
+                if !targets
+                    .iter()
+                    .any(|t| t.path == next.path && t.range == next.range)
+                {
+                    targets.push(next);
+                }
+            }
+        }
+        for target in targets {
+            if let Some(next) = prefetch_request(parts, &target) {
+                let edge = Arc::clone(self);
+                tokio::spawn(async move { edge.warm(next, target.range).await });
+            }
+        }
+    }
+
+    /// A demand request for `object` was answered with `status`: a prefetched object asked for is used (from
+    /// the cache, or by joining the prefetch while it ran), or wasted when it had to be fetched again. Unused
+    /// prefetches past `prefetch.unused_secs` are counted wasted on the way.
+    fn note_demand(&self, object: &str, status: CacheStatus) {
+        let mut ledger = lock(&self.prefetch.ledger);
+        if ledger.is_empty() {
+            return;
+        }
+        let mut wasted = ledger.sweep(self.prefetch.unused, Instant::now());
+        if let Some(bytes) = ledger.use_object(object) {
+            match status {
+                CacheStatus::Miss { .. } | CacheStatus::Pass { .. } => {
+                    wasted.count += 1;
+                    wasted.bytes += bytes;
+                }
+                _ => self.metrics.prefetch_used.inc(),
+            }
+        }
+        self.count_wasted(wasted);
+    }
+
+    fn count_wasted(&self, wasted: Tally) {
+        if wasted.count > 0 {
+            self.metrics.prefetch_wasted.inc_by(wasted.count);
+            self.metrics.prefetch_wasted_bytes.inc_by(wasted.bytes);
+        }
+    }
+
+    /// Counts the prefetches unused for `prefetch.unused_secs` as wasted (at scrape time, so that an idle edge
+    /// reports them too).
+    pub fn sweep_prefetches(&self) {
+        let wasted = lock(&self.prefetch.ledger).sweep(self.prefetch.unused, Instant::now());
+        self.count_wasted(wasted);
+    }
+
+    /// Reads a manifest's stored version into the index, unless that version was read already.
+    fn learn_manifest(self: &Arc<Self>, parts: &Parts, request: &Canonical<'_>) {
+        let (edge, headers) = (Arc::clone(self), parts.headers.clone());
+        let (key, path, upstream) = (
+            request.key.clone(),
+            request.path.clone(),
+            request.site.upstream.clone(),
+        );
+        tokio::spawn(async move {
+            let now = edge.engine.clock().now();
+            let found = edge.engine.lookup(&key, &headers, now).await;
+            let Some(meta) = found.meta.filter(|m| {
+                m.status == 200 && m.total_len > 0 && m.total_len <= MAX_MANIFEST_BYTES
+            }) else {
+                return;
+            };
+            {
+                let mut read = lock(&edge.prefetch.manifests);
+                if read.get(&path) == Some(&meta.generation) {
+                    return;
+                }
+                if read.len() >= MAX_MANIFESTS {
+                    read.clear();
+                }
+                read.insert(path.clone(), meta.generation);
+            }
+            let whole = ByteRange {
+                start: 0,
+                end: meta.total_len - 1,
+            };
+            let Some(body) = edge.read_stored(&upstream, &found.key, &meta, whole).await else {
+                lock(&edge.prefetch.manifests).remove(&path);
+                return;
+            };
+            let mut index = lock(&edge.prefetch.index);
+            let learnt = index.learn_manifest(&path, &format!("{:x}", meta.generation), &body);
+            edge.metrics.prefetch_renditions.set(index.len() as i64);
+            edge.metrics
+                .prefetch_segments
+                .set(index.segment_count() as i64);
+            tracing::debug!(path = %path, learnt, "prefetch index read a manifest");
+        });
+    }
+
+    /// Reads the `sidx` of a single-file rendition (`range` of the file this request asked for) into the index.
+    fn learn_sidx(self: &Arc<Self>, parts: &Parts, request: &Canonical<'_>, range: ByteRange) {
+        if range.len() > MAX_SIDX_BYTES {
+            return;
+        }
+        {
+            let mut reading = lock(&self.prefetch.sidx_reading);
+            if reading.len() >= MAX_SIDX_READS || !reading.insert(request.path.clone()) {
+                return;
+            }
+        }
+        let (edge, headers) = (Arc::clone(self), parts.headers.clone());
+        let (key, path, upstream) = (
+            request.key.clone(),
+            request.path.clone(),
+            request.site.upstream.clone(),
+        );
+        tokio::spawn(async move {
+            let now = edge.engine.clock().now();
+            let found = edge.engine.lookup(&key, &headers, now).await;
+            if let Some(meta) = found
+                .meta
+                .filter(|m| m.status == 200 && m.total_len > range.end)
+                && let Some(bytes) = edge.read_stored(&upstream, &found.key, &meta, range).await
+            {
+                let mut index = lock(&edge.prefetch.index);
+                let learnt = index.learn_sidx(&path, range, &bytes);
+                edge.metrics
+                    .prefetch_segments
+                    .set(index.segment_count() as i64);
+                tracing::debug!(path = %path, learnt, "prefetch index read a sidx");
+            }
+            lock(&edge.prefetch.sidx_reading).remove(&path);
+        });
+    }
+
+    /// `range` of a stored version, from its cached slices or the fills running for them (joined, or started
+    /// as any request for them would).
+    async fn read_stored(
+        &self,
+        upstream: &str,
+        key: &CacheKey,
+        meta: &Arc<ObjectMeta>,
+        range: ByteRange,
+    ) -> Option<Bytes> {
+        let slice_bytes = meta.slice_bytes;
+        let (first, last) = (range.start / slice_bytes, range.end / slice_bytes);
+        let mut chunks = Vec::new();
+        for index in first..=last {
+            match self
+                .engine
+                .slice_source(upstream, key, meta, index)
+                .await
+                .ok()?
+            {
+                (SliceSource::Cached(bytes), _) => chunks.push(bytes),
+                (SliceSource::Filling(mut subscriber), _) => {
+                    while let Some(chunk) = subscriber.next_chunk().await {
+                        chunks.push(chunk.ok()?);
+                    }
+                }
+            }
+        }
+        let all = concat(&chunks);
+        let from = usize::try_from(range.start - first * slice_bytes).ok()?;
+        let to = from.checked_add(usize::try_from(range.len()).ok()?)?;
+        (to <= all.len()).then(|| all.slice(from..to))
+    }
+
+    /// Warms one next object (`parts` asks for it), unless it is cached, filling, not cacheable, or the budget
+    /// says no; then fills its slices and logs the prefetch.
+    async fn warm(self: Arc<Self>, parts: Parts, range: Option<ByteRange>) {
+        let Ok(site) = self.site_for(&parts) else {
+            return;
+        };
+        let (path, query) = match parts.uri.path_and_query() {
+            Some(pq) => (pq.path(), pq.query()),
+            None => return,
+        };
+        let Ok(path) = shared::path::canonical_path(path) else {
+            return self.skipped(Skip::NotCacheable);
+        };
+        let site = site.route_for(&path);
+        if site
+            .signed_paths
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()))
+        {
+            // Its viewers' tokens are theirs: the edge has none to ask with.
+            return self.skipped(Skip::NotCacheable);
+        }
+        let query = super::admit::canonical_query(query);
+        let key = CacheKey::new(
+            &site.name,
+            &path,
+            site.query_key.key_part(query.as_deref()).as_deref(),
+        );
+        let request = Canonical {
+            site,
+            path,
+            query,
+            key,
+            early_data: false,
+        };
+        if self.pass_before_lookup(&parts, &request).is_some() {
+            return self.skipped(Skip::NotCacheable);
+        }
+        let engine = Arc::clone(&self.engine);
+        let now = engine.clock().now();
+        let found = engine.lookup(&request.key, &parts.headers, now).await;
+        let skip = match &found.meta {
+            Some(meta) if !meta.is_fresh(now) => Some(Skip::Stale),
+            Some(meta) if meta.status != 200 => Some(Skip::Cached),
+            Some(meta) => match slices(meta.total_len, meta.slice_bytes, range) {
+                Some(indexes) if !engine.holds_all(&found.key, meta, indexes.clone()) => None,
+                _ => Some(Skip::Cached),
+            },
+            None if engine.pass_mark(&found.key, now).is_some() => Some(Skip::NotCacheable),
+            None => {
+                let first = range.map_or(0, |r| r.start / engine.slice_bytes());
+                engine
+                    .filling_new(&found.key, first)
+                    .then_some(Skip::Filling)
+            }
+        };
+        if let Some(skip) = skip {
+            return self.skipped(skip);
+        }
+        let upstream = request.site.upstream.clone();
+        {
+            let mut budget = lock(&self.prefetch.budget);
+            if let Err(shed) = budget.admit(&upstream, engine.load(), Instant::now()) {
+                drop(budget);
+                self.metrics
+                    .prefetch_shed
+                    .with_label_values(&[shed.as_str()])
+                    .inc();
+                return;
+            }
+            self.metrics
+                .prefetch_in_flight
+                .set(budget.in_flight() as i64);
+            self.metrics
+                .prefetch_in_flight_peak
+                .set(budget.peak() as i64);
+        }
+        let place = Place {
+            edge: Arc::clone(&self),
+            upstream: upstream.clone(),
+        };
+        let started = Instant::now();
+        let object = object_id(&request.key, range);
+        let (ended, bytes) = self
+            .prefetch_fill(&parts, &request, found, range, &object)
+            .await;
+        lock(&self.prefetch.budget).charge(&upstream, bytes, Instant::now());
+        drop(place);
+        let (result, error) = match &ended {
+            Ended::Stored => ("stored", None),
+            Ended::Skipped(skip) => (skip.as_str(), None),
+            Ended::Failed(e) => ("failed", Some(e.as_str())),
+        };
+        match ended {
+            Ended::Stored => self.metrics.prefetch_bytes.inc_by(bytes),
+            Ended::Skipped(skip) => self.skipped(skip),
+            Ended::Failed(_) => {
+                self.metrics.prefetch_failed.inc();
+                self.metrics.prefetch_bytes.inc_by(bytes);
+            }
+        }
+        tracing::info!(
+            target: "access",
+            prefetch = true,
+            site = %request.site.name,
+            path = %request.path,
+            range = range.map(|r| format!("{}-{}", r.start, r.end)),
+            result,
+            bytes,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            error,
+            "prefetch"
+        );
+    }
+
+    /// Fills the slices of `range` (all of the object without one) that are neither cached nor filling: first
+    /// the new object's first slice, which also stores its metadata, then the rest one by one.
+    async fn prefetch_fill(
+        &self,
+        parts: &Parts,
+        request: &Canonical<'_>,
+        found: crate::cache::engine::Found,
+        range: Option<ByteRange>,
+        object: &str,
+    ) -> (Ended, u64) {
+        let engine = &self.engine;
+        let upstream = request.site.upstream.as_str();
+        let key = found.key.clone();
+        let mut bytes = 0;
+        let mut first_done = None;
+        let meta = match found.meta {
+            Some(meta) => meta,
+            None => {
+                let first = range.map_or(0, |r| r.start / engine.slice_bytes());
+                let fields = self.fill_fields(parts, request, found.variant.as_deref());
+                let target = crate::cache::engine::FillTarget::New;
+                let (fill, started) = engine.join_fill(upstream, &key, first, target, fields);
+                if !started {
+                    return (Ended::Skipped(Skip::Filling), 0);
+                }
+                self.issued(object);
+                let mut subscriber = fill.subscribe();
+                let meta = match subscriber.head().await {
+                    Ok(FillHead::Slice(meta)) if meta.status == 200 => meta,
+                    Ok(FillHead::Slice(meta)) => {
+                        return self.failed(object, format!("answered {}", meta.status), 0);
+                    }
+                    Ok(FillHead::NotStorable { status, detail, .. }) => {
+                        return self.failed(object, format!("{status} not stored: {detail}"), 0);
+                    }
+                    Ok(FillHead::Refreshed(_)) => {
+                        return self.failed(object, "a refresh, not a fill".into(), 0);
+                    }
+                    Err(e) => return self.failed(object, e.to_string(), 0),
+                };
+                match drain(subscriber).await {
+                    Ok(n) => bytes += n,
+                    Err(e) => return self.failed(object, e.to_string(), bytes),
+                }
+                first_done = Some(first);
+                meta
+            }
+        };
+        let Some(indexes) = slices(meta.total_len, meta.slice_bytes, range) else {
+            return self.done(object, first_done.is_some(), bytes);
+        };
+        for index in indexes {
+            if Some(index) == first_done {
+                continue;
+            }
+            match engine.warm_slice(upstream, &key, &meta, index) {
+                Warm::Cached => {}
+                Warm::Started(fill) => {
+                    if first_done.is_none() {
+                        self.issued(object);
+                        first_done = Some(index);
+                    }
+                    match drain(fill.subscribe()).await {
+                        Ok(n) => bytes += n,
+                        Err(e) => return self.failed(object, e.to_string(), bytes),
+                    }
+                }
+                // Another request's fill (demand's, or read-ahead): waited for, so that the object is whole
+                // when this prefetch ends; its failure is that request's to report.
+                Warm::Running(fill) => {
+                    let _ = drain(fill.subscribe()).await;
+                }
+            }
+        }
+        self.done(object, first_done.is_some(), bytes)
+    }
+
+    fn issued(&self, object: &str) {
+        self.metrics.prefetch_issued.inc();
+        let wasted = lock(&self.prefetch.ledger).enter(object.to_string(), 0, Instant::now());
+        self.count_wasted(wasted);
+    }
+
+    fn done(&self, object: &str, issued: bool, bytes: u64) -> (Ended, u64) {
+        if !issued {
+            return (Ended::Skipped(Skip::Filling), 0);
+        }
+        lock(&self.prefetch.ledger).add_bytes(object, bytes);
+        (Ended::Stored, bytes)
+    }
+
+    fn failed(&self, object: &str, error: String, bytes: u64) -> (Ended, u64) {
+        lock(&self.prefetch.ledger).use_object(object);
+        (Ended::Failed(error), bytes)
+    }
+
+    fn skipped(&self, skip: Skip) {
+        self.metrics
+            .prefetch_skipped
+            .with_label_values(&[skip.as_str()])
+            .inc();
+    }
+}
+
+/// The fields of a request (for tests of [`prefetch_request`]).
+#[cfg(test)]
+fn request_with(uri: &str, fields: &[(&str, &str)]) -> Parts {
+    let mut builder = http::Request::builder().uri(uri);
+    for (name, value) in fields {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(()).unwrap().into_parts().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slices_of_a_range_or_of_the_whole_object() {
+        let r = |start, end| Some(ByteRange { start, end });
+        let table = [
+            (1000, 100, None, Some(0..=9)),
+            (1000, 100, r(150, 420), Some(1..=4)),
+            (1000, 100, r(150, u64::MAX), Some(1..=9)),
+            (1000, 100, r(1000, 1200), None),
+            (0, 100, None, None),
+            (1 << 30, 1024, None, Some(0..=MAX_SLICES - 1)),
+            (
+                1 << 30,
+                1024,
+                r(10_240, 1 << 29),
+                Some(10..=10 + MAX_SLICES - 1),
+            ),
+        ];
+        for (total, slice_bytes, range, want) in table {
+            assert_eq!(slices(total, slice_bytes, range), want, "{total} {range:?}");
+        }
+    }
+
+    #[test]
+    fn a_prefetch_asks_like_its_player_for_the_next_object_only() {
+        let parts = request_with(
+            "https://cdn.example/t/v0/seg_1.ts?CMCD=nor%3D%22seg_2.ts%22",
+            &[
+                ("accept-encoding", "gzip"),
+                ("range", "bytes=0-99"),
+                ("if-none-match", "\"x\""),
+                ("cmcd-request", "nor=\"seg_2.ts\""),
+                ("cmcd-session", "sid=\"s\""),
+            ],
+        );
+        let target = Segment {
+            path: "/t/v0/seg_2.ts".into(),
+            range: None,
+            duration_secs: 4.0,
+            discontinuity: false,
+        };
+        let next = prefetch_request(&parts, &target).unwrap();
+        assert_eq!(next.method, Method::GET);
+        assert_eq!(next.uri.to_string(), "https://cdn.example/t/v0/seg_2.ts");
+        assert_eq!(next.headers["accept-encoding"], "gzip");
+        for gone in ["range", "if-none-match", "cmcd-request", "cmcd-session"] {
+            assert!(!next.headers.contains_key(gone), "{gone}");
+        }
+        let ranged = Segment {
+            path: "/t/v0.mp4".into(),
+            range: Some(ByteRange {
+                start: 100,
+                end: 199,
+            }),
+            ..target
+        };
+        let next = prefetch_request(&request_with("/t/v0.mp4", &[]), &ranged).unwrap();
+        assert_eq!(next.uri.to_string(), "/t/v0.mp4");
+        assert_eq!(next.headers["range"], "bytes=100-199");
+    }
+
+    #[test]
+    fn the_range_a_request_asks_for_and_the_object_it_names() {
+        let table = [
+            (None, None),
+            (Some("bytes=0-99"), Some((0, 99))),
+            (Some("bytes=872-"), Some((872, u64::MAX))),
+            (Some("bytes=-500"), None),
+            (Some("bytes=5-1"), None),
+            (Some("bytes=0-1,5-6"), None),
+        ];
+        for (range, want) in table {
+            let fields: Vec<(&str, &str)> = range.iter().map(|r| ("range", *r)).collect();
+            let got = asked_range(&request_with("/a", &fields)).map(|r| (r.start, r.end));
+            assert_eq!(got, want, "{range:?}");
+        }
+        let key = CacheKey::new("s", "/a.mp4", None);
+        assert_eq!(
+            object_id(&key, None),
+            object_id(
+                &key,
+                asked_range(&request_with("/a", &[("range", "bytes=0-")]))
+            )
+        );
+        assert_ne!(
+            object_id(&key, None),
+            object_id(&key, Some(ByteRange { start: 1, end: 2 }))
+        );
+    }
+}
