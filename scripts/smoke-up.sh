@@ -22,31 +22,35 @@ work=$(mktemp -d)
 chmod 755 "$work" # PostgreSQL (--scale) runs as its own user and keeps its data under it
 up_pid=""
 trap '[ -n "$up_pid" ] && kill -INT -- -$up_pid 2>/dev/null; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-edge_tls="127.0.0.1:$(port)"
-edge_admin="127.0.0.1:$(port)"
-# The API's port and the next two (--scale puts instances 2 and 3 there): a free block below the kernel's
-# ephemeral range, so neither the other picks nor outgoing connections take one of them meanwhile.
-api_block() { python3 -c '
+# Every listener's port, below the kernel's ephemeral range so that no outgoing connection takes one meanwhile,
+# and chosen together (all held until all are chosen) so that no two blocks overlap: the edges' TLS ports (TCP and
+# UDP for HTTP/3) and admin ports are blocks of 8 (--edges puts edge i at the first port + i - 1), the API's a block
+# of 3 (--scale puts instances 2 and 3 there).
+read -r edge_tls_port edge_admin_port api_port pg_port media_port origin_admin_port < <(python3 -c '
 import random, socket
-for _ in range(200):
-    base = random.randrange(20000, 30000)
-    try:
-        held = []
-        for p in range(base, base + 3):
-            s = socket.socket(); s.bind(("127.0.0.1", p)); held.append(s)
-        print(base); break
-    except OSError:
-        pass
-    finally:
-        for s in held: s.close()
-'; }
-api="127.0.0.1:$(api_block)"
-pg="127.0.0.1:$(port)"
+held = []
+def free_block(n, udp=False):
+    for _ in range(500):
+        base = random.randrange(20000, 32000 - n)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                for kind in ([socket.SOCK_STREAM, socket.SOCK_DGRAM] if udp else [socket.SOCK_STREAM]):
+                    s = socket.socket(socket.AF_INET, kind); socks.append(s); s.bind(("127.0.0.1", p))
+            held.extend(socks); return base
+        except OSError:
+            for s in socks: s.close()
+    raise SystemExit("smoke-up: no free block of %d ports" % n)
+print(free_block(8, udp=True), free_block(8), free_block(3), free_block(1), free_block(1), free_block(1))
+')
+edge_tls="127.0.0.1:$edge_tls_port"
+edge_admin="127.0.0.1:$edge_admin_port"
+api="127.0.0.1:$api_port"
+pg="127.0.0.1:$pg_port"
 if [ "$scale" != 0 ]; then mode="--scale $scale"; elif [ "$edges" = 1 ]; then mode=--large-catalog; else mode="--edges $edges"; fi
 
 : >"$work/up.log"
-CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$(port)" ORIGIN_ADMIN_LISTEN="127.0.0.1:$(port)" API_LISTEN="$api" \
+CDN_DATA_DIR="$work/data" ORIGIN_MEDIA_LISTEN="127.0.0.1:$media_port" ORIGIN_ADMIN_LISTEN="127.0.0.1:$origin_admin_port" API_LISTEN="$api" \
   EDGE_TLS_LISTEN="$edge_tls" EDGE_ADMIN_LISTEN="$edge_admin" PG_LISTEN="$pg" CDN_PROFILE=dev \
   setsid "$root/scripts/up.sh" $mode >"$work/up.log" 2>&1 &
 up_pid=$!
