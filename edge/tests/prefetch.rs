@@ -452,6 +452,28 @@ fn a_player_asking_for_a_segment_being_prefetched_joins_that_fill() {
 }
 
 #[test]
+fn a_prefetch_no_player_asks_for_in_time_is_counted_wasted() {
+    let origin = HeldOrigin::start();
+    origin.put_rendition("w", 3);
+    let edge = Edge::start(&origin.url(), "[prefetch]\nunused_secs = 1\n");
+    edge.get("/w/v0/index.m3u8", &[]);
+    edge.wait_indexed(3.0);
+    edge.get(&segment("w", 0), &[]);
+    edge.wait_prefetched(&segment("w", 1), None);
+    // Counted when the metrics are read (or the next request comes) a second later.
+    wait_until("the unused prefetch counted wasted", || {
+        edge.metric("edge_prefetch_wasted_total", &[]) == 1.0
+    });
+    assert_eq!(
+        edge.metric("edge_prefetch_wasted_bytes_total", &[]),
+        50_000.0
+    );
+    // Still cached; asked for too late to count as used.
+    assert!(is_hit(&edge.get(&segment("w", 1), &[])));
+    assert_eq!(edge.metric("edge_prefetch_used_total", &[]), 0.0);
+}
+
+#[test]
 fn a_budget_of_one_prefetch_holds_under_many_players() {
     const PLAYERS: usize = 6;
     let origin = HeldOrigin::start();
@@ -534,4 +556,69 @@ fn prefetch_segments_zero_turns_prefetch_off_for_the_site() {
         assert_eq!(metric_sum(&metrics, name, &[]), 0.0, "{name}");
     }
     assert!(edge.prefetches().is_empty());
+}
+
+/// hls.js in headless Chromium plays a VOD title through an edge in front of the real origin, keeping a short
+/// buffer as a player in its steady state does (one segment ahead): with prefetch most segment requests are
+/// hits, without it (almost) none is. Prints the hit ratios and prefetch's used/issued.
+#[test]
+fn hls_js_in_chromium_finds_most_segments_cached_with_prefetch_and_none_without() {
+    let store = testkit::TempStore::with_samples();
+    let origin = testkit::start_origin(&store.url(), "");
+    let mut ratios = Vec::new();
+    for (label, extra) in [("on", ""), ("off", "[prefetch]\nsegments = 0\n")] {
+        let edge = Edge::start(&origin.url("media_addr"), extra);
+        let url = format!(
+            "https://127.0.0.1:{}/titles/test-pattern/hls/master.m3u8",
+            edge.process.addr("tls_addr").port()
+        );
+        let player = testkit::repo_root().join("edge/tests/browser/play.mjs");
+        let output = std::process::Command::new(testkit::tool("node"))
+            .arg(&player)
+            .arg(&url)
+            .args(["--player", "hls", "--proto", "h2", "--min-time", "14"])
+            .args(["--max-buffer", "4", "--timeout", "60", "--cert"])
+            .arg(edge.certs.cert())
+            .output()
+            .expect("run node");
+        let line = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        let result: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("{line} {}", String::from_utf8_lossy(&output.stderr)));
+        assert_eq!(result["pass"], true, "prefetch {label}: {line}");
+        let segments: Vec<String> = edge
+            .process
+            .log_events("access")
+            .into_iter()
+            .filter(|e| e["prefetch"] != true)
+            .filter(|e| e["path"].as_str().is_some_and(|p| p.ends_with(".ts")))
+            .map(|e| e["cache_status"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let hits = segments.iter().filter(|s| *s == "hit").count();
+        let ratio = hits as f64 / segments.len().max(1) as f64;
+        let metrics = edge.metrics();
+        let (issued, used) = (
+            metric_sum(&metrics, "edge_prefetch_issued_total", &[]),
+            metric_sum(&metrics, "edge_prefetch_used_total", &[]),
+        );
+        eprintln!(
+            "prefetch {label}: {hits} of {} segment requests hits ({ratio:.2}); prefetches used {used} of {issued}; {:?}",
+            segments.len(),
+            segments
+        );
+        ratios.push((ratio, issued, used));
+    }
+    let (on, off) = (ratios[0], ratios[1]);
+    assert!(on.0 >= 0.5, "hit ratio with prefetch {:.2}", on.0);
+    assert!(off.0 < on.0, "hit ratio without prefetch {:.2}", off.0);
+    assert!(
+        on.1 > 0.0 && on.2 >= on.1 * 0.5,
+        "used {} of {} issued",
+        on.2,
+        on.1
+    );
+    assert_eq!(off.1, 0.0);
 }

@@ -54,8 +54,8 @@ pub struct Prefetch {
     index: Mutex<Index>,
     budget: Mutex<Budget>,
     ledger: Mutex<Ledger>,
-    /// Manifest path → the generation of the stored version read into the index.
-    manifests: Mutex<HashMap<String, u64>>,
+    /// Manifest path → the version read into the index (its `ETag` or `Last-Modified`, else its generation).
+    manifests: Mutex<HashMap<String, String>>,
     /// Files whose `sidx` is being read.
     sidx_reading: Mutex<HashSet<String>>,
 }
@@ -229,7 +229,7 @@ impl Edge {
         let range = asked_range(parts);
         self.note_demand(&object_id(&request.key, range), answer.cache_status);
         if is_manifest(&request.path) {
-            self.learn_manifest(parts, request);
+            self.learn_manifest(parts, request, answer);
             return;
         }
         let wants_sidx = lock(&self.prefetch.index).wants_sidx(&request.path);
@@ -247,7 +247,16 @@ impl Edge {
             targets.push(next);
         }
         if targets.len() < k {
-            let listed = lock(&self.prefetch.index).next(&request.path, range, k);
+            let listed = {
+                let index = lock(&self.prefetch.index);
+                match index.next(&request.path, range, k) {
+                    // A whole-file segment asked for with a range (ffmpeg sends `bytes=0-`) is still that segment.
+                    listed if listed.is_empty() && range.is_some() => {
+                        index.next(&request.path, None, k)
+                    }
+                    listed => listed,
+                }
+            };
             for next in listed {
                 if targets.len() >= k {
                     break;
@@ -303,8 +312,17 @@ impl Edge {
         self.count_wasted(wasted);
     }
 
-    /// Reads a manifest's stored version into the index, unless that version was read already.
-    fn learn_manifest(self: &Arc<Self>, parts: &Parts, request: &Canonical<'_>) {
+    /// Reads a manifest's stored version into the index, unless that version was read already: a version the
+    /// answer names (its `ETag`, else its `Last-Modified`) is checked here, without a lookup; otherwise the stored
+    /// version's generation is, by the task.
+    fn learn_manifest(self: &Arc<Self>, parts: &Parts, request: &Canonical<'_>, answer: &Answer) {
+        let named = [header::ETAG, header::LAST_MODIFIED]
+            .iter()
+            .find_map(|name| answer.response.headers().get(name)?.to_str().ok())
+            .map(str::to_string);
+        if named.is_some() && lock(&self.prefetch.manifests).get(&request.path) == named.as_ref() {
+            return;
+        }
         let (edge, headers) = (Arc::clone(self), parts.headers.clone());
         let (key, path, upstream) = (
             request.key.clone(),
@@ -319,15 +337,16 @@ impl Edge {
             }) else {
                 return;
             };
+            let version = named.unwrap_or_else(|| format!("{:x}", meta.generation));
             {
                 let mut read = lock(&edge.prefetch.manifests);
-                if read.get(&path) == Some(&meta.generation) {
+                if read.get(&path) == Some(&version) {
                     return;
                 }
                 if read.len() >= MAX_MANIFESTS {
                     read.clear();
                 }
-                read.insert(path.clone(), meta.generation);
+                read.insert(path.clone(), version.clone());
             }
             let whole = ByteRange {
                 start: 0,
@@ -338,7 +357,7 @@ impl Edge {
                 return;
             };
             let mut index = lock(&edge.prefetch.index);
-            let learnt = index.learn_manifest(&path, &format!("{:x}", meta.generation), &body);
+            let learnt = index.learn_manifest(&path, &version, &body);
             edge.metrics.prefetch_renditions.set(index.len() as i64);
             edge.metrics
                 .prefetch_segments
