@@ -137,11 +137,16 @@ impl HeldOrigin {
 
     /// An HLS VOD rendition at `/<title>/v0/index.m3u8` of `count` segments of 50 kB (`seg_N.ts`).
     fn put_rendition(&self, title: &str, count: usize) {
+        self.put_rendition_of(title, count, 50_000);
+    }
+
+    /// An HLS VOD rendition of `count` segments of `len` bytes.
+    fn put_rendition_of(&self, title: &str, count: usize, len: usize) {
         let mut playlist =
             String::from("#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n");
         for i in 0..count {
             playlist.push_str(&format!("#EXTINF:4.0,\nseg_{i}.ts\n"));
-            self.put(&segment(title, i), vec![(i % 251) as u8; 50_000]);
+            self.put(&segment(title, i), vec![(i % 251) as u8; len]);
         }
         playlist.push_str("#EXT-X-ENDLIST\n");
         self.put(&format!("/{title}/v0/index.m3u8"), playlist.into_bytes());
@@ -522,6 +527,33 @@ fn a_budget_of_one_prefetch_holds_under_many_players() {
     assert_eq!(edge.metric("edge_prefetch_in_flight_peak", &[]), 1.0);
     assert_eq!(edge.metric("edge_prefetch_issued_total", &[]), 1.0);
     assert_eq!(shed(), (PLAYERS - 1) as f64);
+}
+
+#[test]
+fn a_byte_rate_budget_holds_the_next_prefetch_back_until_its_debt_is_paid() {
+    let origin = HeldOrigin::start();
+    // 2 MB segments (one slice each) against 64 KiB/s: the first prefetch leaves about 30 s of debt.
+    origin.put_rendition_of("r", 4, 2_000_000);
+    let edge = Edge::start(
+        &origin.url(),
+        "[prefetch]\nbytes_per_sec = 65536\nbytes_per_sec_per_upstream = 65536\n",
+    );
+    edge.get("/r/v0/index.m3u8", &[]);
+    edge.wait_indexed(4.0);
+    edge.get(&segment("r", 0), &[]);
+    edge.wait_prefetched(&segment("r", 1), None);
+    assert!(is_hit(&edge.get(&segment("r", 1), &[])));
+    wait_until("the next prefetch shed for the rate", || {
+        edge.metric("edge_prefetch_shed_total", &["reason=\"rate\""]) == 1.0
+    });
+    assert_eq!(edge.metric("edge_prefetch_issued_total", &[]), 1.0);
+    assert_eq!(edge.metric("edge_prefetch_bytes_total", &[]), 2_000_000.0);
+    let response = edge.get(&segment("r", 2), &[]);
+    assert_eq!(
+        response.cache_status(),
+        Some("edge-test; fwd=uri-miss; stored")
+    );
+    assert_eq!(origin.count(&segment("r", 2)), 1);
 }
 
 #[test]
