@@ -557,6 +557,47 @@ fn a_byte_rate_budget_holds_the_next_prefetch_back_until_its_debt_is_paid() {
 }
 
 #[test]
+fn prefetch_is_shed_while_demand_holds_the_fill_slots() {
+    let origin = HeldOrigin::start();
+    origin.put_rendition("l", 8);
+    // Two fill slots: one demand fill running is half of them, past the 75 % prefetch leaves to demand.
+    let edge = Edge::start(&origin.url(), "[cache]\nmax_fills = 2\n");
+    edge.get("/l/v0/index.m3u8", &[]);
+    edge.wait_indexed(8.0);
+    // One player's segment is slow to come.
+    let slow = segment("l", 6);
+    origin.hold(&slow);
+    let waiting = {
+        let url = format!(
+            "https://localhost:{}{slow}",
+            edge.process.addr("tls_addr").port()
+        );
+        let ca = edge.certs.ca();
+        std::thread::spawn(move || curl(&["--http2", "--cacert", ca.to_str().unwrap(), &url]))
+    };
+    wait_until("the slow fill to reach the origin", || {
+        origin.count(&slow) == 1
+    });
+    // Another player's segment is served meanwhile; the prefetch after it gives way.
+    edge.get(&segment("l", 0), &[]);
+    wait_until("the prefetch shed for load", || {
+        edge.metric("edge_prefetch_shed_total", &["reason=\"load\""]) == 1.0
+    });
+    assert_eq!(edge.metric("edge_prefetch_issued_total", &[]), 0.0);
+    assert_eq!(origin.count(&segment("l", 1)), 0);
+    origin.release();
+    assert_eq!(waiting.join().unwrap().status, 200);
+    // A miss's own fill is one of the two slots, so a prefetch after it is shed too; with the slots free
+    // again, the next segment served (a hit) warms the one after it.
+    edge.get(&segment("l", 2), &[]);
+    wait_until("the fills to end", || {
+        edge.metric("edge_cache_fills_in_flight", &[]) == 0.0
+    });
+    assert!(is_hit(&edge.get(&segment("l", 2), &[])));
+    edge.wait_prefetched(&segment("l", 3), None);
+}
+
+#[test]
 fn prefetch_segments_zero_turns_prefetch_off_for_the_site() {
     let origin = HeldOrigin::start();
     origin.put_rendition("z", 4);
