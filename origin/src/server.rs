@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::server::conn::auto;
@@ -505,38 +506,66 @@ async fn register_changed_titles(catalog: &Catalog, store: &Store, now: i64) -> 
             Default::default()
         }
     };
-    let mut registered = 0;
-    for folder in listing.common_prefixes {
-        // The folder names the title: a title ingested under another slug keeps its packager's meta.json.
-        let slug = folder.filename().unwrap_or_default().to_string();
-        let key = format!("{folder}/meta.json");
-        let meta = match store.read_small(&key, 1 << 20).await {
-            Ok((object, _))
-                if registered_at
-                    .get(&slug)
-                    // Strictly before: a file rewritten in the second it was registered is registered again.
-                    .is_some_and(|&at| object.last_modified.timestamp() < at) =>
-            {
-                continue;
-            }
-            Ok((_, Some(bytes))) => serde_json::from_slice::<TitleMeta>(&bytes)
-                .map_err(|e| format!("{key} is not valid title metadata: {e}")),
-            Ok((_, None)) => Err(format!("{key} is larger than 1 MiB")),
-            Err((_, e)) => Err(format!("{key}: {e}")),
-        };
-        match meta {
-            Ok(mut meta) => {
-                meta.relocate(&slug);
-                match catalog.upsert(&meta, now).await {
-                    Ok(()) => registered += 1,
-                    Err(e) => tracing::warn!(key, error = %e, "could not register a title"),
+    // The metadata files are read a few at a time, the titles written a batch per transaction.
+    let reads = futures::stream::iter(listing.common_prefixes)
+        .map(|folder| {
+            let registered_at = &registered_at;
+            async move {
+                // The folder names the title: a title ingested under another slug keeps its packager's meta.json.
+                let slug = folder.filename().unwrap_or_default().to_string();
+                let key = format!("{folder}/meta.json");
+                let meta = match store.read_small(&key, 1 << 20).await {
+                    Ok((object, _))
+                        if registered_at
+                            .get(&slug)
+                            // Strictly before: a file rewritten in the second it was registered is registered again.
+                            .is_some_and(|&at| object.last_modified.timestamp() < at) =>
+                    {
+                        return None;
+                    }
+                    Ok((_, Some(bytes))) => serde_json::from_slice::<TitleMeta>(&bytes)
+                        .map_err(|e| format!("{key} is not valid title metadata: {e}")),
+                    Ok((_, None)) => Err(format!("{key} is larger than 1 MiB")),
+                    Err((_, e)) => Err(format!("{key}: {e}")),
+                };
+                match meta {
+                    Ok(mut meta) => {
+                        meta.relocate(&slug);
+                        Some((key, meta))
+                    }
+                    Err(reason) => {
+                        tracing::warn!(%reason, "title skipped");
+                        None
+                    }
                 }
             }
-            Err(reason) => tracing::warn!(%reason, "title skipped"),
+        })
+        .buffered(REGISTRATION_READS)
+        .filter_map(std::future::ready)
+        .chunks(REGISTRATION_BATCH);
+    futures::pin_mut!(reads);
+    let mut registered = 0;
+    while let Some(batch) = reads.next().await {
+        let metas: Vec<TitleMeta> = batch.iter().map(|(_, meta)| meta.clone()).collect();
+        if catalog.upsert_many(&metas, now).await.is_ok() {
+            registered += metas.len();
+            continue;
+        }
+        // One title spoils its batch: each on its own, so the others are registered and it is named.
+        for (key, meta) in &batch {
+            match catalog.upsert(meta, now).await {
+                Ok(()) => registered += 1,
+                Err(e) => tracing::warn!(key, error = %e, "could not register a title"),
+            }
         }
     }
     registered
 }
+
+/// Titles' metadata files read at once when registering.
+const REGISTRATION_READS: usize = 16;
+/// Titles written per transaction when registering.
+const REGISTRATION_BATCH: usize = 500;
 
 fn media_builder(config: &OriginConfig) -> auto::Builder<shared::serve::InlineFirstExecutor> {
     let m = &config.media;

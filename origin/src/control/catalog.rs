@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, AssertSqlSafe, Row};
 
 /// The migrations, embedded in the binary. Viewer documents (4) differ by database: JSON text in SQLite, JSONB in
 /// PostgreSQL; so does the instances' shared state (5): a model is a BLOB in SQLite, BYTEA in PostgreSQL.
@@ -376,101 +376,145 @@ impl Catalog {
 
     /// Registers (or replaces) a title and its renditions, in one transaction.
     pub async fn upsert(&self, meta: &TitleMeta, now: i64) -> anyhow::Result<()> {
+        self.upsert_many(std::slice::from_ref(meta), now).await
+    }
+
+    /// Registers (or replaces) titles and their renditions, in one transaction and a few statements whatever
+    /// their number: each table's rows go in as one `INSERT` (or as few as the bound-value limit allows). A
+    /// title keeps its id when it is replaced.
+    pub async fn upsert_many(&self, metas: &[TitleMeta], now: i64) -> anyhow::Result<()> {
+        if metas.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
-        self.queries.count("title_write");
-        let existing: Option<i64> = sqlx::query("SELECT id FROM titles WHERE slug = $1")
-            .bind(&meta.slug)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get(0))
-            .transpose()?;
-        let id: i64 = match existing {
-            Some(id) => id,
-            None => {
-                self.queries.count("title_write");
-                sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM titles")
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .try_get(0)?
-            }
-        };
-        self.queries.count("title_write");
-        sqlx::query("DELETE FROM titles WHERE slug = $1")
-            .bind(&meta.slug)
-            .execute(&mut *tx)
-            .await?;
-        self.queries.count("title_write");
-        sqlx::query(
-            "INSERT INTO titles (slug, title, original_title, year, language, director, description, \
-             runtime_secs, artwork_key, popularity, updated_at, id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&meta.slug)
-        .bind(&meta.title)
-        .bind(&meta.original_title)
-        .bind(meta.year)
-        .bind(&meta.language)
-        .bind(&meta.director)
-        .bind(&meta.description)
-        .bind(meta.duration_secs)
-        .bind(&meta.poster)
-        .bind(meta.popularity.unwrap_or(0))
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let mut genres = meta.genres.clone();
-        genres.sort();
-        genres.dedup();
-        for genre in &genres {
+        let slugs: Vec<Bound> = metas.iter().map(|m| Bound::text(&m.slug)).collect();
+        let mut ids: HashMap<String, i64> = HashMap::new();
+        for chunk in slugs.chunks(MAX_BOUND_VALUES) {
             self.queries.count("title_write");
-            sqlx::query("INSERT INTO title_genres (slug, genre) VALUES ($1, $2)")
-                .bind(&meta.slug)
-                .bind(genre)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (position, name) in meta.cast.iter().enumerate() {
-            self.queries.count("title_write");
-            sqlx::query("INSERT INTO title_cast (slug, position, name) VALUES ($1, $2, $3)")
-                .bind(&meta.slug)
-                .bind(position as i64)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for packaging in &meta.packagings {
-            for (position, r) in packaging.renditions.iter().enumerate() {
-                self.queries.count("title_write");
-                sqlx::query(
-                    "INSERT INTO renditions (slug, packaging, position, protocol, kind, manifest_key, \
-                     bandwidth, resolution, codecs, language) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(&meta.slug)
-                .bind(&packaging.name)
-                .bind(position as i64)
-                .bind(&packaging.protocol)
-                .bind(&r.kind)
-                .bind(&packaging.manifest)
-                .bind(r.bandwidth)
-                .bind(&r.resolution)
-                .bind(&r.codecs)
-                .bind(&r.language)
-                .execute(&mut *tx)
-                .await?;
+            let sql = format!(
+                "SELECT slug, id FROM titles WHERE slug IN ({})",
+                placeholders(1, chunk.len())
+            );
+            for row in bind_all(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                ids.insert(row.try_get(0)?, row.try_get(1)?);
             }
         }
-        for asset in &meta.assets {
+        if metas.iter().any(|m| !ids.contains_key(&m.slug)) {
             self.queries.count("title_write");
-            sqlx::query(
-                "INSERT INTO assets (slug, object_key, kind, bytes) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&meta.slug)
-            .bind(&asset.key)
-            .bind(&asset.kind)
-            .bind(asset.bytes)
-            .execute(&mut *tx)
-            .await?;
+            let mut next: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM titles")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            for meta in metas {
+                ids.entry(meta.slug.clone()).or_insert_with(|| {
+                    next += 1;
+                    next - 1
+                });
+            }
+        }
+        for chunk in slugs.chunks(MAX_BOUND_VALUES) {
+            self.queries.count("title_write");
+            let sql = format!(
+                "DELETE FROM titles WHERE slug IN ({})",
+                placeholders(1, chunk.len())
+            );
+            bind_all(sqlx::query(AssertSqlSafe(sql)), chunk)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // A slug listed twice is written once (the last).
+        let mut last: HashMap<&str, &TitleMeta> = HashMap::new();
+        for meta in metas {
+            last.insert(&meta.slug, meta);
+        }
+        let mut written: Vec<&TitleMeta> = last.into_values().collect();
+        written.sort_by(|a, b| a.slug.cmp(&b.slug));
+        let (mut titles, mut genres, mut cast, mut renditions, mut assets) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for meta in &written {
+            let slug = Bound::text(&meta.slug);
+            titles.push(vec![
+                slug.clone(),
+                Bound::text(&meta.title),
+                Bound::Text(meta.original_title.clone()),
+                Bound::Int(meta.year),
+                Bound::Text(meta.language.clone()),
+                Bound::Text(meta.director.clone()),
+                Bound::Text(meta.description.clone()),
+                Bound::Int(meta.duration_secs),
+                Bound::Text(meta.poster.clone()),
+                Bound::Int(Some(meta.popularity.unwrap_or(0))),
+                Bound::Int(Some(now)),
+                Bound::Int(Some(ids[&meta.slug])),
+            ]);
+            let mut names = meta.genres.clone();
+            names.sort();
+            names.dedup();
+            genres.extend(names.iter().map(|g| vec![slug.clone(), Bound::text(g)]));
+            cast.extend(meta.cast.iter().enumerate().map(|(position, name)| {
+                vec![
+                    slug.clone(),
+                    Bound::Int(Some(position as i64)),
+                    Bound::text(name),
+                ]
+            }));
+            for packaging in &meta.packagings {
+                for (position, r) in packaging.renditions.iter().enumerate() {
+                    renditions.push(vec![
+                        slug.clone(),
+                        Bound::text(&packaging.name),
+                        Bound::Int(Some(position as i64)),
+                        Bound::text(&packaging.protocol),
+                        Bound::text(&r.kind),
+                        Bound::text(&packaging.manifest),
+                        Bound::Int(r.bandwidth),
+                        Bound::Text(r.resolution.clone()),
+                        Bound::Text(r.codecs.clone()),
+                        Bound::Text(r.language.clone()),
+                    ]);
+                }
+            }
+            assets.extend(meta.assets.iter().map(|asset| {
+                vec![
+                    slug.clone(),
+                    Bound::text(&asset.key),
+                    Bound::text(&asset.kind),
+                    Bound::Int(Some(asset.bytes)),
+                ]
+            }));
+        }
+        for (table, rows) in [
+            (
+                "titles (slug, title, original_title, year, language, director, description, runtime_secs, \
+                 artwork_key, popularity, updated_at, id)",
+                titles,
+            ),
+            ("title_genres (slug, genre)", genres),
+            ("title_cast (slug, position, name)", cast),
+            (
+                "renditions (slug, packaging, position, protocol, kind, manifest_key, bandwidth, resolution, \
+                 codecs, language)",
+                renditions,
+            ),
+            ("assets (slug, object_key, kind, bytes)", assets),
+        ] {
+            let Some(width) = rows.first().map(Vec::len) else {
+                continue;
+            };
+            for chunk in rows.chunks(MAX_BOUND_VALUES / width) {
+                self.queries.count("title_write");
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("({})", placeholders(1 + i * width, width)))
+                    .collect();
+                let sql = format!("INSERT INTO {table} VALUES {}", values.join(", "));
+                let bound: Vec<Bound> = chunk.iter().flatten().cloned().collect();
+                bind_all(sqlx::query(AssertSqlSafe(sql)), &bound)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -920,6 +964,43 @@ fn list_sql(q: &ListQuery) -> String {
     )
 }
 
+/// Values bound to one statement at most: under SQLite's limit (32,766) and PostgreSQL's (65,535).
+const MAX_BOUND_VALUES: usize = 30_000;
+
+/// A value bound to a statement built for many rows.
+#[derive(Debug, Clone)]
+enum Bound {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl Bound {
+    fn text(s: &str) -> Bound {
+        Bound::Text(Some(s.to_string()))
+    }
+}
+
+/// `$first, $first+1, …`: `count` placeholders.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn bind_all<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    values: &'q [Bound],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for value in values {
+        query = match value {
+            Bound::Text(v) => query.bind(v.as_deref()),
+            Bound::Int(v) => query.bind(*v),
+        };
+    }
+    query
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1020,6 +1101,115 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A title with something in every table, told apart by `i`.
+    fn full_meta(i: usize) -> TitleMeta {
+        let mut meta = TitleMeta {
+            title: format!("Title {i}"),
+            original_title: i.is_multiple_of(2).then(|| format!("Titre {i}")),
+            year: Some(1990 + i as i64 % 30),
+            language: Some(["en", "fr", "ja"][i % 3].into()),
+            director: Some(format!("Director {}", i % 7)),
+            description: Some(format!("The story of number {i}.")),
+            duration_secs: Some(3600 + i as i64),
+            poster: Some("poster.jpg".into()),
+            genres: vec![
+                "drama".into(),
+                ["noir", "comedy"][i % 2].into(),
+                "drama".into(),
+            ],
+            cast: (0..i % 4).map(|k| format!("Actor {k} of {i}")).collect(),
+            popularity: (!i.is_multiple_of(5)).then_some(i as i64 * 10),
+            packagings: vec![PackagingMeta {
+                name: "hls-ts".into(),
+                protocol: "hls".into(),
+                manifest: "hls/master.m3u8".into(),
+                renditions: (0..1 + i % 3)
+                    .map(|k| RenditionMeta {
+                        kind: "video".into(),
+                        bandwidth: Some(100_000 * (k as i64 + 1)),
+                        resolution: Some(format!("{}x{}", 320 * (k + 1), 180 * (k + 1))),
+                        codecs: (k % 2 == 0).then(|| "avc1.64001f".into()),
+                        language: None,
+                    })
+                    .collect(),
+            }],
+            assets: (0..2 + i % 2)
+                .map(|k| AssetMeta {
+                    key: format!("hls/seg_{k}.ts"),
+                    kind: "segment".into(),
+                    bytes: 1000 + k as i64,
+                })
+                .collect(),
+            ..TitleMeta::default()
+        };
+        meta.relocate(&format!("title-{i:03}"));
+        meta
+    }
+
+    /// The same titles read back from both catalogs.
+    async fn same_titles(a: &Catalog, b: &Catalog) {
+        for i in [0, 1, 2, 3, 150, 296, 299, 304] {
+            let slug = format!("title-{i:03}");
+            let (x, y) = (a.get(&slug).await.unwrap(), b.get(&slug).await.unwrap());
+            assert_eq!(x, y, "{slug}");
+            assert_eq!(
+                a.assets(&slug).await.unwrap(),
+                b.assets(&slug).await.unwrap()
+            );
+        }
+        let docs = |d: Vec<crate::control::search::SearchDoc>| -> Vec<String> {
+            d.iter().map(|d| format!("{d:?}")).collect()
+        };
+        assert_eq!(
+            docs(a.search_docs().await.unwrap()),
+            docs(b.search_docs().await.unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_writes_what_titles_written_one_by_one_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = |name: &str| format!("sqlite://{}/{name}", dir.path().display());
+        let one_by_one = Catalog::open(&url("one.db")).await.unwrap();
+        let batched = Catalog::open(&url("batch.db")).await.unwrap();
+        let metas: Vec<TitleMeta> = (0..300).map(full_meta).collect();
+        for meta in &metas {
+            one_by_one.upsert(meta, 7).await.unwrap();
+        }
+        let before = batched.queries.get("title_write");
+        batched.upsert_many(&metas, 7).await.unwrap();
+        let statements = batched.queries.get("title_write") - before;
+        assert!(
+            statements <= 9,
+            "300 titles in a few statements, not one per row: {statements}"
+        );
+        assert!(batched.get("title-000").await.unwrap().is_some());
+        same_titles(&one_by_one, &batched).await;
+
+        // Written again, changed, in a batch with new titles and one slug twice: ids kept, children replaced.
+        let mut again: Vec<TitleMeta> = (295..305).map(full_meta).collect();
+        for meta in &mut again {
+            meta.genres = vec!["western".into()];
+            meta.cast.clear();
+            meta.assets.truncate(1);
+        }
+        again.push(full_meta(296));
+        for meta in &again {
+            one_by_one.upsert(meta, 8).await.unwrap();
+        }
+        let id_before = batched.get("title-296").await.unwrap().unwrap().summary.id;
+        batched.upsert_many(&again, 8).await.unwrap();
+        assert_eq!(
+            batched.get("title-296").await.unwrap().unwrap().summary.id,
+            id_before
+        );
+        assert_eq!(batched.registered_at().await.unwrap().len(), 305);
+        same_titles(&one_by_one, &batched).await;
+        let new = batched.get("title-304").await.unwrap().unwrap();
+        assert_eq!(new.summary.genres, ["western"]);
+        assert!(new.cast.is_empty());
     }
 
     /// Instances starting together on one new SQLite file: both open it.
