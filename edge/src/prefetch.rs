@@ -132,6 +132,38 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// What to warm after a request for `path` (and `range`): the object the player's CMCD names
+    /// (`from_player`) first, then the segments after the one asked for, `k` in all, none twice. A whole-file
+    /// segment asked for with a range (ffmpeg sends `bytes=0-`) is still that segment.
+    pub fn next_objects(
+        &self,
+        from_player: Option<Segment>,
+        path: &str,
+        range: Option<ByteRange>,
+        k: usize,
+    ) -> Vec<Segment> {
+        let mut objects: Vec<Segment> = from_player.into_iter().take(k).collect();
+        if objects.len() >= k {
+            return objects;
+        }
+        let mut listed = self.next(path, range, k);
+        if listed.is_empty() && range.is_some() {
+            listed = self.next(path, None, k);
+        }
+        for next in listed {
+            if objects.len() >= k {
+                break;
+            }
+            if !objects
+                .iter()
+                .any(|o| o.path == next.path && o.range == next.range)
+            {
+                objects.push(next);
+            }
+        }
+        objects
+    }
+
     fn learn(&mut self, rendition: Rendition, version: &str) -> bool {
         let count = rendition.segments.len();
         if count > MAX_INDEXED_SEGMENTS {
@@ -336,6 +368,60 @@ mod tests {
                 start: 125_077,
                 end: 252_288
             })
+        );
+    }
+
+    #[test]
+    fn the_players_next_object_goes_first_then_the_index_k_in_all_none_twice() {
+        let mut index = Index::default();
+        index.learn_manifest("/t/a/v0/index.m3u8", "v1", PLAYLIST);
+        let cmcd = |path: &str| from_cmcd("/t/a/v0/seg_0.ts", Some(path), None);
+        let from_range = Some(ByteRange {
+            start: 0,
+            end: u64::MAX,
+        });
+        /// The player's next object, the request's range, `k`, and the paths warmed.
+        type Row = (
+            Option<Segment>,
+            Option<ByteRange>,
+            usize,
+            &'static [&'static str],
+        );
+        let table: [Row; 7] = [
+            (None, None, 1, &["/t/a/v0/seg_1.ts"]),
+            (
+                None,
+                None,
+                3,
+                &["/t/a/v0/seg_1.ts", "/t/a/v0/seg_2.ts", "/t/a/v0/seg_3.ts"],
+            ),
+            (cmcd("seg_3.ts"), None, 1, &["/t/a/v0/seg_3.ts"]),
+            (
+                cmcd("seg_3.ts"),
+                None,
+                2,
+                &["/t/a/v0/seg_3.ts", "/t/a/v0/seg_1.ts"],
+            ),
+            // Named by both: once.
+            (
+                cmcd("seg_1.ts"),
+                None,
+                2,
+                &["/t/a/v0/seg_1.ts", "/t/a/v0/seg_2.ts"],
+            ),
+            // `bytes=0-` of a whole-file segment.
+            (None, from_range, 1, &["/t/a/v0/seg_1.ts"]),
+            (cmcd("seg_2.ts"), None, 0, &[]),
+        ];
+        for (player, range, k, want) in table {
+            let got = index.next_objects(player.clone(), "/t/a/v0/seg_0.ts", range, k);
+            assert_eq!(paths(&got), want, "{player:?} {range:?} k={k}");
+        }
+        // Nothing learnt about the path: only what the player names.
+        let other = from_cmcd("/t/b/x.ts", Some("y.ts"), None);
+        assert_eq!(
+            paths(&index.next_objects(other, "/t/b/x.ts", None, 2)),
+            ["/t/b/y.ts"]
         );
     }
 

@@ -236,39 +236,15 @@ impl Edge {
         if let Some(index_range) = wants_sidx {
             self.learn_sidx(parts, request, index_range);
         }
-        let mut targets = Vec::new();
-        if let Some(cmcd) = crate::cmcd::from_request(parts.uri.query(), &parts.headers)
-            && let Some(next) = from_cmcd(
-                &request.path,
-                cmcd.next_object_request.as_deref(),
-                cmcd.next_range_request.as_deref(),
-            )
-        {
-            targets.push(next);
-        }
-        if targets.len() < k {
-            let listed = {
-                let index = lock(&self.prefetch.index);
-                match index.next(&request.path, range, k) {
-                    // A whole-file segment asked for with a range (ffmpeg sends `bytes=0-`) is still that segment.
-                    listed if listed.is_empty() && range.is_some() => {
-                        index.next(&request.path, None, k)
-                    }
-                    listed => listed,
-                }
-            };
-            for next in listed {
-                if targets.len() >= k {
-                    break;
-                }
-                if !targets
-                    .iter()
-                    .any(|t| t.path == next.path && t.range == next.range)
-                {
-                    targets.push(next);
-                }
-            }
-        }
+        let from_player =
+            crate::cmcd::from_request(parts.uri.query(), &parts.headers).and_then(|cmcd| {
+                from_cmcd(
+                    &request.path,
+                    cmcd.next_object_request.as_deref(),
+                    cmcd.next_range_request.as_deref(),
+                )
+            });
+        let targets = lock(&self.prefetch.index).next_objects(from_player, &request.path, range, k);
         for target in targets {
             if let Some(next) = prefetch_request(parts, &target) {
                 let edge = Arc::clone(self);
