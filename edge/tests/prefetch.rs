@@ -631,6 +631,43 @@ fn prefetch_segments_zero_turns_prefetch_off_for_the_site() {
     assert!(edge.prefetches().is_empty());
 }
 
+/// ffmpeg (which asks for every segment with `Range: bytes=0-`) decodes every rendition of a title through the
+/// edge: its segments come from prefetches (hits, or joined while they ran), and each object is fetched from
+/// the origin once, prefetched or not.
+#[test]
+fn ffmpeg_playing_through_the_edge_uses_prefetched_segments_and_fetches_each_object_once() {
+    let store = testkit::TempStore::with_samples();
+    let origin = testkit::start_origin(&store.url(), "");
+    let edge = Edge::start(&origin.url("media_addr"), "");
+    let url = format!(
+        "https://localhost:{}/titles/test-pattern/hls/master.m3u8",
+        edge.process.addr("tls_addr").port()
+    );
+    let report = testkit::ffmpeg_play(&url, Some(&edge.certs.ca()));
+    assert!(report.is_clean(), "{:?}\n{}", report.problems, report.log);
+    let metrics = edge.metrics();
+    let (issued, used) = (
+        metric_sum(&metrics, "edge_prefetch_issued_total", &[]),
+        metric_sum(&metrics, "edge_prefetch_used_total", &[]),
+    );
+    eprintln!("ffmpeg through the edge: prefetches used {used} of {issued}");
+    assert!(issued >= 4.0 && used >= 4.0, "used {used} of {issued}");
+    assert_eq!(metric_sum(&metrics, "edge_prefetch_failed_total", &[]), 0.0);
+    let mut objects: Vec<String> = edge
+        .process
+        .log_events("access")
+        .iter()
+        .filter_map(|e| e["path"].as_str().map(String::from))
+        .collect();
+    objects.sort();
+    objects.dedup();
+    assert_eq!(
+        origin.origin_gets(),
+        objects.len() as u64,
+        "one origin request per object: {objects:?}"
+    );
+}
+
 /// hls.js in headless Chromium plays a VOD title through an edge in front of the real origin, keeping a short
 /// buffer as a player in its steady state does (one segment ahead): with prefetch most segment requests are
 /// hits, without it (almost) none is. Prints the hit ratios and prefetch's used/issued.
