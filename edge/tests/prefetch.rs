@@ -195,8 +195,13 @@ impl Edge {
 
     /// GET `path` over TLS (HTTP/2) with extra curl arguments.
     fn get(&self, path: &str, args: &[&str]) -> CurlResponse {
+        self.get_from("localhost", path, args)
+    }
+
+    /// GET `path` from `host` (`localhost` or `127.0.0.1`).
+    fn get_from(&self, host: &str, path: &str, args: &[&str]) -> CurlResponse {
         let url = format!(
-            "https://localhost:{}{path}",
+            "https://{host}:{}{path}",
             self.process.addr("tls_addr").port()
         );
         let ca = self.certs.ca();
@@ -595,6 +600,29 @@ fn prefetch_is_shed_while_demand_holds_the_fill_slots() {
     });
     assert!(is_hit(&edge.get(&segment("l", 2), &[])));
     edge.wait_prefetched(&segment("l", 3), None);
+}
+
+#[test]
+fn what_one_site_s_manifest_lists_is_not_prefetched_on_another() {
+    let (a, b) = (HeldOrigin::start(), HeldOrigin::start());
+    a.put_rendition("s", 4);
+    b.put_rendition("s", 4);
+    let extra = format!(
+        "[[site]]\nname = \"a\"\nhosts = [\"localhost\"]\nupstream = \"{}\"\n\
+         [[site]]\nname = \"b\"\nhosts = [\"127.0.0.1\"]\nupstream = \"{}\"\n",
+        a.url(),
+        b.url()
+    );
+    let edge = Edge::start(&a.url(), &extra);
+    edge.get_from("localhost", "/s/v0/index.m3u8", &[]);
+    edge.wait_indexed(4.0);
+    // Site b never served the manifest: its player's segment warms nothing; site a's does.
+    edge.get_from("127.0.0.1", &segment("s", 0), &[]);
+    edge.get_from("localhost", &segment("s", 0), &[]);
+    edge.wait_prefetched(&segment("s", 1), None);
+    assert_eq!(a.count(&segment("s", 1)), 1);
+    assert_eq!(b.count(&segment("s", 1)), 0);
+    assert_eq!(edge.metric("edge_prefetch_issued_total", &[]), 1.0);
 }
 
 #[test]

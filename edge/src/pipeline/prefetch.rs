@@ -1,5 +1,5 @@
-//! Prefetch at the I/O rim. After a GET is answered ([`Edge::after_serving`]): a manifest's text teaches the
-//! index its renditions (read from the cache once per stored version, never parsed on every request); a
+//! Prefetch at the I/O rim. After a GET is answered ([`Edge::after_serving`]): a manifest's text teaches its
+//! site's index its renditions (read from the cache once per stored version, never parsed on every request); a
 //! single-file rendition's `sidx` is read once its file is asked for; and a media segment's next segments (the
 //! player's CMCD `nor`/`nrr` first, then the index's next `k`) are warmed. A prefetch is an ordinary fill of the
 //! segment's slices through the cache engine's coalescing, so a request for the segment while it runs joins it
@@ -51,12 +51,14 @@ pub struct PrefetchSettings {
 /// Prefetch's state: the index of renditions, the budget, and the ledger of what was prefetched.
 pub struct Prefetch {
     unused: Duration,
-    index: Mutex<Index>,
+    /// One index per site (by name): two sites may hold different objects at the same paths.
+    indexes: Mutex<HashMap<String, Index>>,
     budget: Mutex<Budget>,
     ledger: Mutex<Ledger>,
-    /// Manifest path → the version read into the index (its `ETag` or `Last-Modified`, else its generation).
+    /// Manifest (site and path, [`scoped`]) → the version read into the index (its `ETag` or
+    /// `Last-Modified`, else its generation).
     manifests: Mutex<HashMap<String, String>>,
-    /// Files whose `sidx` is being read.
+    /// Files (site and path) whose `sidx` is being read.
     sidx_reading: Mutex<HashSet<String>>,
 }
 
@@ -64,11 +66,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A path within a site, as the maps of manifests read and `sidx` reads key it.
+fn scoped(site: &str, path: &str) -> String {
+    format!("{site}\n{path}")
+}
+
 impl Prefetch {
     pub fn new(settings: PrefetchSettings) -> Self {
         Prefetch {
             unused: settings.unused,
-            index: Mutex::default(),
+            indexes: Mutex::default(),
             budget: Mutex::new(Budget::new(settings.limits, Instant::now())),
             ledger: Mutex::default(),
             manifests: Mutex::default(),
@@ -232,7 +239,10 @@ impl Edge {
             self.learn_manifest(parts, request, answer);
             return;
         }
-        let wants_sidx = lock(&self.prefetch.index).wants_sidx(&request.path);
+        let site = request.site.name.as_str();
+        let wants_sidx = lock(&self.prefetch.indexes)
+            .get(site)
+            .and_then(|index| index.wants_sidx(&request.path));
         if let Some(index_range) = wants_sidx {
             self.learn_sidx(parts, request, index_range);
         }
@@ -244,7 +254,10 @@ impl Edge {
                     cmcd.next_range_request.as_deref(),
                 )
             });
-        let targets = lock(&self.prefetch.index).next_objects(from_player, &request.path, range, k);
+        let targets = match lock(&self.prefetch.indexes).get(site) {
+            Some(index) => index.next_objects(from_player, &request.path, range, k),
+            None => Index::default().next_objects(from_player, &request.path, range, k),
+        };
         for target in targets {
             if let Some(next) = prefetch_request(parts, &target) {
                 let edge = Arc::clone(self);
@@ -296,10 +309,15 @@ impl Edge {
             .iter()
             .find_map(|name| answer.response.headers().get(name)?.to_str().ok())
             .map(str::to_string);
-        if named.is_some() && lock(&self.prefetch.manifests).get(&request.path) == named.as_ref() {
+        let manifest = scoped(&request.site.name, &request.path);
+        if named.is_some() && lock(&self.prefetch.manifests).get(&manifest) == named.as_ref() {
             return;
         }
-        let (edge, headers) = (Arc::clone(self), parts.headers.clone());
+        let (edge, headers, site) = (
+            Arc::clone(self),
+            parts.headers.clone(),
+            request.site.name.clone(),
+        );
         let (key, path, upstream) = (
             request.key.clone(),
             request.path.clone(),
@@ -316,28 +334,28 @@ impl Edge {
             let version = named.unwrap_or_else(|| format!("{:x}", meta.generation));
             {
                 let mut read = lock(&edge.prefetch.manifests);
-                if read.get(&path) == Some(&version) {
+                if read.get(&manifest) == Some(&version) {
                     return;
                 }
                 if read.len() >= MAX_MANIFESTS {
                     read.clear();
                 }
-                read.insert(path.clone(), version.clone());
+                read.insert(manifest.clone(), version.clone());
             }
             let whole = ByteRange {
                 start: 0,
                 end: meta.total_len - 1,
             };
             let Some(body) = edge.read_stored(&upstream, &found.key, &meta, whole).await else {
-                lock(&edge.prefetch.manifests).remove(&path);
+                lock(&edge.prefetch.manifests).remove(&manifest);
                 return;
             };
-            let mut index = lock(&edge.prefetch.index);
-            let learnt = index.learn_manifest(&path, &version, &body);
-            edge.metrics.prefetch_renditions.set(index.len() as i64);
-            edge.metrics
-                .prefetch_segments
-                .set(index.segment_count() as i64);
+            let mut indexes = lock(&edge.prefetch.indexes);
+            let learnt = indexes
+                .entry(site)
+                .or_default()
+                .learn_manifest(&path, &version, &body);
+            edge.index_gauges(&indexes);
             tracing::debug!(path = %path, learnt, "prefetch index read a manifest");
         });
     }
@@ -347,13 +365,18 @@ impl Edge {
         if range.len() > MAX_SIDX_BYTES {
             return;
         }
+        let file = scoped(&request.site.name, &request.path);
         {
             let mut reading = lock(&self.prefetch.sidx_reading);
-            if reading.len() >= MAX_SIDX_READS || !reading.insert(request.path.clone()) {
+            if reading.len() >= MAX_SIDX_READS || !reading.insert(file.clone()) {
                 return;
             }
         }
-        let (edge, headers) = (Arc::clone(self), parts.headers.clone());
+        let (edge, headers, site) = (
+            Arc::clone(self),
+            parts.headers.clone(),
+            request.site.name.clone(),
+        );
         let (key, path, upstream) = (
             request.key.clone(),
             request.path.clone(),
@@ -367,15 +390,24 @@ impl Edge {
                 .filter(|m| m.status == 200 && m.total_len > range.end)
                 && let Some(bytes) = edge.read_stored(&upstream, &found.key, &meta, range).await
             {
-                let mut index = lock(&edge.prefetch.index);
-                let learnt = index.learn_sidx(&path, range, &bytes);
-                edge.metrics
-                    .prefetch_segments
-                    .set(index.segment_count() as i64);
+                let mut indexes = lock(&edge.prefetch.indexes);
+                let learnt = indexes
+                    .entry(site)
+                    .or_default()
+                    .learn_sidx(&path, range, &bytes);
+                edge.index_gauges(&indexes);
                 tracing::debug!(path = %path, learnt, "prefetch index read a sidx");
             }
-            lock(&edge.prefetch.sidx_reading).remove(&path);
+            lock(&edge.prefetch.sidx_reading).remove(&file);
         });
+    }
+
+    /// Sets the index gauges from every site's index.
+    fn index_gauges(&self, indexes: &HashMap<String, Index>) {
+        let renditions: usize = indexes.values().map(Index::len).sum();
+        let segments: usize = indexes.values().map(Index::segment_count).sum();
+        self.metrics.prefetch_renditions.set(renditions as i64);
+        self.metrics.prefetch_segments.set(segments as i64);
     }
 
     /// `range` of a stored version, from its cached slices or the fills running for them (joined, or started
