@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,8 +51,9 @@ pub struct PrefetchSettings {
 /// Prefetch's state: the index of renditions, the budget, and the ledger of what was prefetched.
 pub struct Prefetch {
     unused: Duration,
-    /// One index per site (by name): two sites may hold different objects at the same paths.
-    indexes: Mutex<HashMap<String, Index>>,
+    /// One index per site (by name): two sites may hold different objects at the same paths. Read on every
+    /// GET, written when a manifest or `sidx` is learnt.
+    indexes: RwLock<HashMap<String, Index>>,
     budget: Mutex<Budget>,
     ledger: Mutex<Ledger>,
     /// Manifest (site and path, [`scoped`]) → the version read into the index (its `ETag` or
@@ -66,6 +67,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A path within a site, as the maps of manifests read and `sidx` reads key it.
 fn scoped(site: &str, path: &str) -> String {
     format!("{site}\n{path}")
@@ -75,7 +84,7 @@ impl Prefetch {
     pub fn new(settings: PrefetchSettings) -> Self {
         Prefetch {
             unused: settings.unused,
-            indexes: Mutex::default(),
+            indexes: RwLock::default(),
             budget: Mutex::new(Budget::new(settings.limits, Instant::now())),
             ledger: Mutex::default(),
             manifests: Mutex::default(),
@@ -240,7 +249,7 @@ impl Edge {
             return;
         }
         let site = request.site.name.as_str();
-        let wants_sidx = lock(&self.prefetch.indexes)
+        let wants_sidx = read(&self.prefetch.indexes)
             .get(site)
             .and_then(|index| index.wants_sidx(&request.path));
         if let Some(index_range) = wants_sidx {
@@ -254,7 +263,7 @@ impl Edge {
                     cmcd.next_range_request.as_deref(),
                 )
             });
-        let targets = match lock(&self.prefetch.indexes).get(site) {
+        let targets = match read(&self.prefetch.indexes).get(site) {
             Some(index) => index.next_objects(from_player, &request.path, range, k),
             None => Index::default().next_objects(from_player, &request.path, range, k),
         };
@@ -350,7 +359,7 @@ impl Edge {
                 lock(&edge.prefetch.manifests).remove(&manifest);
                 return;
             };
-            let mut indexes = lock(&edge.prefetch.indexes);
+            let mut indexes = write(&edge.prefetch.indexes);
             let learnt = indexes
                 .entry(site)
                 .or_default()
@@ -390,7 +399,7 @@ impl Edge {
                 .filter(|m| m.status == 200 && m.total_len > range.end)
                 && let Some(bytes) = edge.read_stored(&upstream, &found.key, &meta, range).await
             {
-                let mut indexes = lock(&edge.prefetch.indexes);
+                let mut indexes = write(&edge.prefetch.indexes);
                 let learnt = indexes
                     .entry(site)
                     .or_default()
