@@ -1079,9 +1079,36 @@ def judge(r, rate, goal_p99):
     return "PASS" if ok else "FAIL"
 
 
+def dump_search(path, args):
+    """Writes what `searchcost` (benches/src/searchcost.rs) reads: the titles as the search index takes them
+    (the real films and the generated ones, without writing the catalogue) and 3,000 queries drawn as the
+    search test draws them."""
+    movies = movie_catalogue.fetch_movies(args.movies_cache)
+    docs, taken, real, genre_counts = [], set(), [], {}
+    for slug, meta in movie_catalogue.films(movies):
+        taken.add(slug)
+        real.append(meta["title"])
+        for g in meta.get("genres", []):
+            genre_counts[g] = genre_counts.get(g, 0) + 1
+        docs.append({"slug": slug, "title": meta["title"], "original_title": "",
+                     "people_and_genres": " ".join(meta.get("genres", [])), "description": "",
+                     "popularity": meta.get("popularity") or 0})
+    for slug, meta in generate(args.generated, args.seed, taken, real, sorted(genre_counts.items())):
+        docs.append({"slug": slug, "title": meta["title"], "original_title": meta.get("original_title") or "",
+                     "people_and_genres": " ".join(meta["cast"] + [meta["director"]] + meta["genres"]),
+                     "description": meta["description"], "popularity": meta["popularity"]})
+    rng = random.Random(f"{args.seed}-searchcost")
+    zipf = Zipf([{"slug": d["slug"], "title": d["title"], "popularity": d["popularity"]} for d in docs], args.zipf)
+    qs = queries([zipf.draw(rng)["title"] for _ in range(3000)], rng, 3000)
+    path.write_text(json.dumps({"docs": docs, "queries": qs}, ensure_ascii=False))
+    log(f"search dump: {len(docs)} titles and {len(qs)} queries in {path}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bin-dir", type=Path, required=True)
+    parser.add_argument("--bin-dir", type=Path)
+    parser.add_argument("--dump-search", type=Path, metavar="FILE",
+                        help="only write the titles and queries searchcost measures search with, and stop")
     parser.add_argument("--work", type=Path, default=Path("/tmp/video-cdn-bench-st"))
     parser.add_argument("--port", type=int, default=19600, help="first of the ports used (up to port+60)")
     parser.add_argument("--instances", default="1,2,3", help="numbers of control-plane instances to measure")
@@ -1111,6 +1138,11 @@ def main():
                         help="skip the closing goal runs with the caps lifted")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.dump_search:
+        dump_search(args.dump_search, args)
+        return
+    if not args.bin_dir:
+        parser.error("--bin-dir is required")
     if args.quick:
         args.seconds = min(args.seconds, 3)
     counts = sorted({int(x) for x in args.instances.split(",")})

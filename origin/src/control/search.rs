@@ -1,24 +1,27 @@
 //! Title search over a tantivy index held in memory, built from the catalog (and rebuilt when the catalog
 //! changes): title, original title, cast, director, genres and description, case- and accent-folded.
 //!
-//! A query's words must all match. Each word matches exactly, or — for the last word, as the user types — as a
-//! prefix, or with typos by its length (Meilisearch's rule: none up to 4 characters, 1 for 5 to 8, 2 from 9);
-//! boosts rank exact over prefix over typo, and title over other fields; popularity breaks ties. Chinese,
-//! Japanese and Korean text is also indexed as character bigrams, so a CJK title is found by any part of it.
+//! A query's words must all match. Each word matches exactly, or — in the titles, cast and genres — for the last
+//! word, as the user types, as a prefix, or with typos by its length (Meilisearch's rule: none up to 4
+//! characters, 1 for 5 to 8, 2 from 9); descriptions match exact words only. Boosts rank exact over prefix over
+//! typo, and title over other fields; popularity breaks ties. Chinese, Japanese and Korean text is also indexed
+//! as character bigrams, so a CJK title is found by any part of it. A hit is shown from a table in memory, not
+//! from tantivy's document store, and the index is one segment: a search costs a few tenths of a millisecond at
+//! 100,000 titles (`benches/src/searchcost.rs`).
 
 use std::sync::Arc;
 
 use serde::Serialize;
 use tantivy::collector::TopDocs;
-use tantivy::query::{BooleanQuery, BoostQuery, FuzzyTermQuery, Occur, Query, TermQuery};
-use tantivy::schema::{
-    Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
-    Value,
+use tantivy::columnar::Column;
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, TermQuery,
 };
+use tantivy::schema::{FAST, Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RawTokenizer, SimpleTokenizer, TextAnalyzer, TokenStream,
 };
-use tantivy::{Index, IndexReader, TantivyDocument, Term, doc};
+use tantivy::{Index, IndexWriter, ReloadPolicy, Searcher, Term, doc};
 
 /// One title as indexed.
 #[derive(Debug, Clone, Default)]
@@ -43,20 +46,68 @@ pub struct Hit {
 }
 
 struct Fields {
-    slug: Field,
+    place: Field,
     title: Field,
-    original: Field,
     other: Field,
     description: Field,
     cjk: Field,
-    popularity: Field,
 }
 
 pub struct SearchIndex {
     index: Index,
-    reader: IndexReader,
+    /// The one searcher of the index (built once, never written again).
+    searcher: Searcher,
     fields: Fields,
     folded: TextAnalyzer,
+    /// Every title in build order: what a hit shows and ranks by, read without the document store.
+    entries: Vec<Entry>,
+    /// Per segment of `searcher`, each document's place in `entries`.
+    places: Vec<Column<u64>>,
+}
+
+/// A title as a hit shows it.
+struct Entry {
+    slug: String,
+    title: String,
+    popularity: i64,
+}
+
+/// How a query word is matched in a field: `prefix` for the last word as it is typed, `typos` by the word's
+/// length. Only the titles take both: a typo or a prefix walks a field's whole dictionary, and the description's
+/// (the largest) would cost the most to match words that rank least.
+struct Matching {
+    field: Field,
+    weight: f32,
+    prefix: bool,
+    typos: bool,
+    /// Whether stop words are looked for in it.
+    stop_words: bool,
+}
+
+/// Completions of a prefix matched at most.
+const COMPLETIONS: usize = 32;
+
+/// Words too common to narrow a search (English articles, prepositions and the possessive `s`): beside other
+/// words they only rank, and they are looked for in titles only.
+fn is_stop_word(word: &str) -> bool {
+    matches!(
+        word,
+        "a" | "an"
+            | "and"
+            | "at"
+            | "by"
+            | "for"
+            | "from"
+            | "in"
+            | "into"
+            | "of"
+            | "on"
+            | "or"
+            | "s"
+            | "the"
+            | "to"
+            | "with"
+    )
 }
 
 const FOLDED: &str = "folded";
@@ -103,26 +154,19 @@ impl SearchIndex {
     /// Builds the index over `docs` in memory.
     pub fn build(docs: &[SearchDoc]) -> tantivy::Result<SearchIndex> {
         let mut schema = Schema::builder();
-        let text = |tokenizer: &str, stored: bool| {
-            let options = TextOptions::default().set_indexing_options(
+        let text = |tokenizer: &str| {
+            TextOptions::default().set_indexing_options(
                 TextFieldIndexing::default()
                     .set_tokenizer(tokenizer)
-                    .set_index_option(IndexRecordOption::WithFreqsAndPositions),
-            );
-            if stored {
-                options.set_stored()
-            } else {
-                options
-            }
+                    .set_index_option(IndexRecordOption::WithFreqs),
+            )
         };
         let fields = Fields {
-            slug: schema.add_text_field("slug", STRING | STORED),
-            title: schema.add_text_field("title", text(FOLDED, true)),
-            original: schema.add_text_field("original_title", text(FOLDED, false)),
-            other: schema.add_text_field("other", text(FOLDED, false)),
-            description: schema.add_text_field("description", text(FOLDED, false)),
-            cjk: schema.add_text_field("cjk", text(BIGRAMS, false)),
-            popularity: schema.add_i64_field("popularity", INDEXED | STORED),
+            place: schema.add_u64_field("place", FAST),
+            title: schema.add_text_field("title", text(FOLDED)),
+            other: schema.add_text_field("other", text(FOLDED)),
+            description: schema.add_text_field("description", text(FOLDED)),
+            cjk: schema.add_text_field("cjk", text(BIGRAMS)),
         };
         let index = Index::create_in_ram(schema.build());
         index.tokenizers().register(FOLDED, folded());
@@ -131,28 +175,55 @@ impl SearchIndex {
             BIGRAMS,
             TextAnalyzer::builder(RawTokenizer::default()).build(),
         );
-        let mut writer = index.writer(15_000_000)?;
-        for d in docs {
+        let mut writer: IndexWriter = index.writer(50_000_000)?;
+        for (place, d) in docs.iter().enumerate() {
             let mut document = doc!(
-                fields.slug => d.slug.clone(),
+                fields.place => place as u64,
                 fields.title => d.title.clone(),
-                fields.original => d.original_title.clone(),
                 fields.other => d.people_and_genres.clone(),
                 fields.description => d.description.clone(),
-                fields.popularity => d.popularity,
             );
+            // The original title is a second value of the title field: one dictionary to walk for both.
+            if !d.original_title.is_empty() {
+                document.add_text(fields.title, &d.original_title);
+            }
             for bigram in cjk_bigrams(&format!("{} {}", d.title, d.original_title)) {
                 document.add_text(fields.cjk, bigram);
             }
             writer.add_document(document)?;
         }
         writer.commit()?;
-        let reader = index.reader()?;
+        // One segment: every typo and prefix walks each segment's dictionaries, so fewer is cheaper.
+        let segments = index.searchable_segment_ids()?;
+        if segments.len() > 1 {
+            writer.merge(&segments).wait()?;
+        }
+        writer.wait_merging_threads()?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()?;
+        let searcher = reader.searcher();
+        let places = searcher
+            .segment_readers()
+            .iter()
+            .map(|segment| segment.fast_fields().u64("place"))
+            .collect::<tantivy::Result<Vec<_>>>()?;
+        let entries = docs
+            .iter()
+            .map(|d| Entry {
+                slug: d.slug.clone(),
+                title: d.title.clone(),
+                popularity: d.popularity,
+            })
+            .collect();
         Ok(SearchIndex {
             index,
-            reader,
+            searcher,
             fields,
             folded: folded(),
+            entries,
+            places,
         })
     }
 
@@ -171,17 +242,21 @@ impl SearchIndex {
         let mut alternatives: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if !words.is_empty() {
             let mut all_words: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            // Beside other words, a stop word only ranks (it would match nearly every title otherwise).
+            let significant = words.iter().any(|w| !is_stop_word(w));
             for (i, word) in words.iter().enumerate() {
                 let last = i + 1 == words.len();
-                let typos = typos_for(word);
+                let stop = is_stop_word(word);
+                let typos = if stop { 0 } else { typos_for(word) };
                 let mut ways: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-                for (field, weight) in [
-                    (f.title, 3.0),
-                    (f.original, 3.0),
-                    (f.other, 2.0),
-                    (f.description, 1.0),
-                ] {
-                    let term = Term::from_field_text(field, word);
+                // A stop word is looked for in the titles only: nearly every description has it.
+                for m in self
+                    .matching()
+                    .into_iter()
+                    .filter(|m| m.stop_words || !stop)
+                {
+                    let term = Term::from_field_text(m.field, word);
+                    let weight = m.weight;
                     let boosted = |q: Box<dyn Query>, b: f32| -> (Occur, Box<dyn Query>) {
                         (Occur::Should, Box::new(BoostQuery::new(q, b * weight)))
                     };
@@ -189,18 +264,27 @@ impl SearchIndex {
                         Box::new(TermQuery::new(term.clone(), IndexRecordOption::WithFreqs)),
                         4.0,
                     ));
-                    if last {
-                        ways.push(boosted(
-                            Box::new(FuzzyTermQuery::new_prefix(term.clone(), 0, true)),
-                            2.0,
-                        ));
+                    if last && m.prefix {
+                        let completions = self.completions(m.field, word)?;
+                        if !completions.is_empty() {
+                            let any: Vec<(Occur, Box<dyn Query>)> = completions
+                                .into_iter()
+                                .map(|t| {
+                                    let q: Box<dyn Query> =
+                                        Box::new(TermQuery::new(t, IndexRecordOption::Basic));
+                                    (Occur::Should, q)
+                                })
+                                .collect();
+                            let any = Box::new(BooleanQuery::new(any));
+                            ways.push(boosted(Box::new(ConstScoreQuery::new(any, 1.0)), 2.0));
+                        }
                     }
-                    if typos > 0 {
+                    if typos > 0 && m.typos {
                         ways.push(boosted(
                             Box::new(FuzzyTermQuery::new(term.clone(), typos, true)),
                             1.0,
                         ));
-                        if last {
+                        if last && m.prefix {
                             ways.push(boosted(
                                 Box::new(FuzzyTermQuery::new_prefix(term, typos, true)),
                                 0.5,
@@ -208,7 +292,12 @@ impl SearchIndex {
                         }
                     }
                 }
-                all_words.push((Occur::Must, Box::new(BooleanQuery::new(ways))));
+                let occur = if stop && significant {
+                    Occur::Should
+                } else {
+                    Occur::Must
+                };
+                all_words.push((occur, Box::new(BooleanQuery::new(ways))));
             }
             alternatives.push((Occur::Should, Box::new(BooleanQuery::new(all_words))));
         }
@@ -233,34 +322,26 @@ impl SearchIndex {
             return Ok(Vec::new());
         }
         let query = BooleanQuery::new(alternatives);
-        let searcher = self.reader.searcher();
-        let top = searcher.search(
+        let top = self.searcher.search(
             &query,
             &TopDocs::with_limit(limit.max(1) * 4).order_by_score(),
         )?;
         let mut hits = Vec::new();
         for (score, address) in top {
-            let document: TantivyDocument = searcher.doc(address)?;
-            let text = |field| {
-                document
-                    .get_first(field)
-                    .and_then(|v| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
+            let Some(entry) = self.places[address.segment_ord as usize]
+                .first(address.doc_id)
+                .and_then(|place| self.entries.get(place as usize))
+            else {
+                continue;
             };
-            let popularity = document
-                .get_first(f.popularity)
-                .and_then(|v| v.as_i64())
-                .unwrap_or(0);
-            let title = text(f.title);
             hits.push((
                 Hit {
-                    slug: text(f.slug),
-                    highlight: highlight(&title, &words),
-                    title,
+                    slug: entry.slug.clone(),
+                    highlight: highlight(&entry.title, &words),
+                    title: entry.title.clone(),
                     score,
                 },
-                popularity,
+                entry.popularity,
             ));
         }
         // Equal scores (to a thousandth) are ordered by popularity.
@@ -275,7 +356,50 @@ impl SearchIndex {
     }
 
     pub fn len(&self) -> u64 {
-        self.reader.searcher().num_docs()
+        self.searcher.num_docs()
+    }
+
+    /// The words of `field` that begin with `prefix` (itself included), the [`COMPLETIONS`] found in the most
+    /// titles: a short prefix would otherwise match thousands of words.
+    fn completions(&self, field: Field, prefix: &str) -> tantivy::Result<Vec<Term>> {
+        let mut words = Vec::new();
+        for segment in self.searcher.segment_readers() {
+            let inverted = segment.inverted_index(field)?;
+            let dictionary = inverted.terms();
+            // (titles having it, its number in the dictionary), the most found first.
+            let mut found: Vec<(u32, u64)> = Vec::new();
+            let mut stream = dictionary.range().ge(prefix.as_bytes()).into_stream()?;
+            while stream.advance() && stream.key().starts_with(prefix.as_bytes()) {
+                found.push((stream.value().doc_freq, stream.term_ord()));
+            }
+            found.sort_unstable_by(|a, b| b.cmp(a));
+            let mut bytes = Vec::new();
+            for (_, ord) in found.into_iter().take(COMPLETIONS) {
+                if dictionary.ord_to_term(ord, &mut bytes)?
+                    && let Ok(word) = std::str::from_utf8(&bytes)
+                {
+                    words.push(Term::from_field_text(field, word));
+                }
+            }
+        }
+        Ok(words)
+    }
+
+    /// How each field matches a query word (see [`Matching`]).
+    fn matching(&self) -> [Matching; 3] {
+        let f = &self.fields;
+        let field = |field, weight, titles| Matching {
+            field,
+            weight,
+            prefix: weight > 1.0,
+            typos: weight > 1.0,
+            stop_words: titles,
+        };
+        [
+            field(f.title, 3.0, true),
+            field(f.other, 2.0, false),
+            field(f.description, 1.0, false),
+        ]
     }
 
     pub fn is_empty(&self) -> bool {
@@ -405,6 +529,49 @@ mod tests {
             things.contains(&"stranger-things".to_string())
                 && things.contains(&"things-we-lost".to_string())
         );
+    }
+
+    #[test]
+    fn stop_words_rank_original_titles_match_and_short_prefixes_are_capped() {
+        let mut docs = vec![
+            SearchDoc {
+                original_title: "La Grande Vadrouille".into(),
+                ..doc("don-t-look-now-we-re-being-shot-at", "Don't Look Now", 50)
+            },
+            doc("the-godfather", "The Godfather", 90),
+            doc("godfather-s-return", "Godfather's Return", 95),
+            SearchDoc {
+                description: "The one about the heist.".into(),
+                ..doc("quiet-night", "Quiet Night", 10)
+            },
+        ];
+        // More words beginning with "q" than a prefix completes to; the most common comes first.
+        for i in 0..COMPLETIONS + 20 {
+            docs.push(doc(&format!("q{i}"), &format!("Q{i:03}x Stories"), 1));
+        }
+        let index = SearchIndex::build(&docs).unwrap();
+        assert_eq!(
+            slugs(&index, "vadrouille")[0],
+            "don-t-look-now-we-re-being-shot-at"
+        );
+        assert_eq!(
+            slugs(&index, "grande vadr")[0],
+            "don-t-look-now-we-re-being-shot-at"
+        );
+        // Beside another word a stop word ranks (the title having it first) but is not required.
+        assert_eq!(
+            slugs(&index, "the godfather")[..2],
+            ["the-godfather", "godfather-s-return"]
+        );
+        assert_eq!(slugs(&index, "godfather of the")[0], "the-godfather");
+        // Alone, it is looked for in titles, not descriptions.
+        assert!(!slugs(&index, "the").contains(&"quiet-night".to_string()));
+        assert_eq!(slugs(&index, "heist"), ["quiet-night"]);
+        // "q" completes to its 32 most common words, "quiet" among them (in 1 title, like every Q…x).
+        let q = index.completions(index.fields.title, "q").unwrap();
+        assert_eq!(q.len(), COMPLETIONS);
+        assert!(!index.search("q", 100).unwrap().is_empty());
+        assert_eq!(slugs(&index, "quie")[0], "quiet-night");
     }
 
     #[test]
