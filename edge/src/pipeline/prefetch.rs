@@ -201,7 +201,7 @@ const NOT_COPIED: [&str; 10] = [
 
 /// The request a prefetch of `target` stands for: a GET with the fields of the request that caused it (so
 /// the same site, variant and credentials rules apply), and the target's range.
-fn prefetch_request(parts: &Parts, target: &Segment) -> Option<Parts> {
+pub(super) fn prefetch_request(parts: &Parts, target: &Segment) -> Option<Parts> {
     let uri = match (parts.uri.scheme_str(), parts.uri.authority()) {
         (Some(scheme), Some(authority)) => format!("{scheme}://{authority}{}", target.path),
         _ => target.path.clone(),
@@ -243,7 +243,7 @@ impl Edge {
             return;
         }
         let range = asked_range(parts);
-        self.note_demand(&object_id(&request.key, range), answer.cache_status);
+        self.note_demand(&request.key, range, answer.cache_status);
         if is_manifest(&request.path) {
             self.learn_manifest(parts, request, answer);
             return;
@@ -275,16 +275,17 @@ impl Edge {
         }
     }
 
-    /// A demand request for `object` was answered with `status`: a prefetched object asked for is used (from
-    /// the cache, or by joining the prefetch while it ran), or wasted when it had to be fetched again. Unused
-    /// prefetches past `prefetch.unused_secs` are counted wasted on the way.
-    fn note_demand(&self, object: &str, status: CacheStatus) {
+    /// A demand request for `key` (`range` of it) was answered with `status`: a prefetched object asked for is
+    /// used (from the cache, or by joining the prefetch while it ran), or wasted when it had to be fetched
+    /// again. Unused prefetches past `prefetch.unused_secs` are counted wasted on the way.
+    fn note_demand(&self, key: &CacheKey, range: Option<ByteRange>, status: CacheStatus) {
         let mut ledger = lock(&self.prefetch.ledger);
         if ledger.is_empty() {
             return;
         }
         let mut wasted = ledger.sweep(self.prefetch.unused, Instant::now());
-        if let Some(bytes) = ledger.use_object(object) {
+        // Named only when something was prefetched: a request costs no allocation otherwise.
+        if let Some(bytes) = ledger.use_object(&object_id(key, range)) {
             match status {
                 CacheStatus::Miss { .. } | CacheStatus::Pass { .. } => {
                     wasted.count += 1;
@@ -454,7 +455,7 @@ impl Edge {
 
     /// Warms one next object (`parts` asks for it), unless it is cached, filling, not cacheable, or the budget
     /// says no; then fills its slices and logs the prefetch.
-    async fn warm(self: Arc<Self>, parts: Parts, range: Option<ByteRange>) {
+    pub(super) async fn warm(self: Arc<Self>, parts: Parts, range: Option<ByteRange>) {
         let Ok(site) = self.site_for(&parts) else {
             return;
         };
