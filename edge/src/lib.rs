@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod fields;
 pub mod h3;
+pub mod live;
 pub mod metrics;
 pub mod pipeline;
 pub mod pool;

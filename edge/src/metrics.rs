@@ -129,6 +129,15 @@ pub struct EdgeMetrics {
     /// `edge_prefetch_in_flight` and `edge_prefetch_in_flight_peak`: prefetches running, and the most at once.
     pub prefetch_in_flight: IntGauge,
     pub prefetch_in_flight_peak: IntGauge,
+    /// `edge_live_blocked_total{result}`: LL-HLS blocking playlist requests (`_HLS_msn`), by how their hold
+    /// ended: `ready`, `timeout` (503 after three target durations), `too_far` (400).
+    pub live_blocked: IntCounterVec,
+    /// `edge_live_block_seconds`: how long blocking playlist requests that were answered waited.
+    pub live_block_seconds: Histogram,
+    /// `edge_live_polls_total` and `edge_live_poll_failures_total`: upstream polls of live playlists that
+    /// blocking requests wait on (one poller per playlist), and those that brought no playlist.
+    pub live_polls: IntCounter,
+    pub live_poll_failures: IntCounter,
     /// `edge_prefetch_renditions` and `edge_prefetch_indexed_segments`: renditions the prefetch index holds,
     /// and the segments they list.
     pub prefetch_renditions: IntGauge,
@@ -427,6 +436,27 @@ impl EdgeMetrics {
                 "The most prefetches that ran at once since the edge started.",
             )
             .expect("valid metric"),
+            live_blocked: counter_vec(
+                "edge_live_blocked_total",
+                "LL-HLS blocking playlist requests, by how their hold ended (ready, timeout, too_far).",
+                &["result"],
+            ),
+            live_block_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "edge_live_block_seconds",
+                    "How long answered blocking playlist requests waited.",
+                )
+                .buckets(buckets.clone()),
+            )
+            .expect("valid metric"),
+            live_polls: counter(
+                "edge_live_polls_total",
+                "Upstream polls of live playlists that blocking requests wait on.",
+            ),
+            live_poll_failures: counter(
+                "edge_live_poll_failures_total",
+                "Upstream polls of live playlists that brought no playlist.",
+            ),
             prefetch_renditions: IntGauge::new(
                 "edge_prefetch_renditions",
                 "Renditions the prefetch index holds.",
@@ -499,6 +529,10 @@ impl EdgeMetrics {
             Box::new(m.prefetch_shed.clone()),
             Box::new(m.prefetch_in_flight.clone()),
             Box::new(m.prefetch_in_flight_peak.clone()),
+            Box::new(m.live_blocked.clone()),
+            Box::new(m.live_block_seconds.clone()),
+            Box::new(m.live_polls.clone()),
+            Box::new(m.live_poll_failures.clone()),
             Box::new(m.prefetch_renditions.clone()),
             Box::new(m.prefetch_segments.clone()),
         ];

@@ -82,22 +82,24 @@ pub enum QueryPolicy {
 }
 
 impl QueryPolicy {
-    /// The part of a canonical query that keys the cache.
+    /// The part of a canonical query that keys the cache. The LL-HLS delivery directives (`_HLS_msn`,
+    /// `_HLS_part`, `_HLS_skip`) are always part of it: each asks for another playlist (a newer one, or a delta).
     pub fn key_part(&self, query: Option<&str>) -> Option<String> {
         let query = query?;
+        let kept = |listed: &[String]| {
+            let kept: Vec<&str> = query
+                .split('&')
+                .filter(|param| {
+                    let name = param.split_once('=').map_or(*param, |(name, _)| name);
+                    crate::live::is_directive(name) || listed.iter().any(|n| n == name)
+                })
+                .collect();
+            (!kept.is_empty()).then(|| kept.join("&"))
+        };
         match self {
             QueryPolicy::All => Some(query.to_string()),
-            QueryPolicy::None => None,
-            QueryPolicy::Listed(names) => {
-                let kept: Vec<&str> = query
-                    .split('&')
-                    .filter(|param| {
-                        let name = param.split_once('=').map_or(*param, |(name, _)| name);
-                        names.iter().any(|n| n == name)
-                    })
-                    .collect();
-                (!kept.is_empty()).then(|| kept.join("&"))
-            }
+            QueryPolicy::None => kept(&[]),
+            QueryPolicy::Listed(names) => kept(names),
         }
     }
 }
@@ -420,6 +422,16 @@ mod tests {
         assert_eq!(listed.key_part(Some("utm=1")), None);
         assert_eq!(listed.key_part(None), None);
         assert_eq!(listed.key_part(Some("a")).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn ll_hls_directives_stay_in_every_key() {
+        let q = Some("_HLS_msn=9&_HLS_part=2&_HLS_skip=YES&utm=1");
+        let directives = Some("_HLS_msn=9&_HLS_part=2&_HLS_skip=YES");
+        assert_eq!(QueryPolicy::None.key_part(q).as_deref(), directives);
+        let listed = QueryPolicy::Listed(vec!["utm".into()]);
+        assert_eq!(listed.key_part(q).as_deref(), q);
+        assert_eq!(QueryPolicy::None.key_part(Some("utm=1")), None);
     }
 
     #[test]

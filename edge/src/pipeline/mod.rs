@@ -7,6 +7,7 @@
 
 mod admit;
 mod fetch;
+mod live;
 mod pass;
 mod prefetch;
 mod purge;
@@ -65,6 +66,8 @@ pub struct Edge {
     pub title_stats: Arc<crate::stats::TitleStats>,
     /// Warming the segments players will ask for next.
     prefetch: Prefetch,
+    /// Live playlists that blocking (LL-HLS) requests wait on, each with its one upstream poll.
+    live: live::LiveWatchers,
 }
 
 /// Loop prevention (RFC 8586): this CDN's `CDN-Loop` member, and how many times a request may already carry it.
@@ -192,6 +195,7 @@ impl Edge {
             loops: setup.loops,
             title_stats: Arc::default(),
             prefetch: Prefetch::new(setup.prefetch),
+            live: live::LiveWatchers::default(),
         }
     }
 
@@ -233,6 +237,10 @@ impl Edge {
         }
         if let Some(status) = self.pass_before_lookup(parts, request) {
             return self.pass(parts, request, status).await;
+        }
+        // LL-HLS: a playlist request with `_HLS_msn` waits until the playlist holds what it asks for.
+        if let Some(answer) = self.hold_for_playlist(parts, request).await {
+            return answer;
         }
         // Key, lookup, plan, and what the plan says; once more if the stored version changed meanwhile.
         let mut again = Again::VersionChanged;
