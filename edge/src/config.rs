@@ -77,6 +77,8 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     /// Warming the segments a player will ask for next.
     pub prefetch: PrefetchConfig,
+    /// CMSD (CTA-5006) response headers for players.
+    pub cmsd: CmsdConfig,
     pub limits: LimitsConfig,
     pub cors: CorsConfig,
     pub log: LogConfig,
@@ -570,6 +572,31 @@ impl Default for PrefetchConfig {
 /// Segments a site may warm after each one served.
 pub const MAX_PREFETCH_SEGMENTS: usize = 16;
 
+/// `[cmsd]`: CMSD (CTA-5006) response headers (see `crate::cmsd`). Each costs a few dozen bytes per response;
+/// `dynamic` one `getsockopt(TCP_INFO)` per request.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CmsdConfig {
+    /// `CMSD-Static` on every answer of a GET or HEAD: the object type (`ot`), streaming format (`sf`), stream
+    /// type (`st`) when known, and `cdn-prefetched` on the first use of a prefetched object. Default: true.
+    #[serde(rename = "static")]
+    pub send_static: bool,
+    /// `CMSD-Dynamic`: the edge's name with its estimated throughput to the client (`etp`, kbit/s) and round
+    /// trip (`rtt`, ms) from the TCP connection (HTTP/1.1 and HTTP/2; HTTP/3 answers carry `du` only), and `du`
+    /// while the fill slots are short (demand queued, or 75 % of `cache.max_fills` taken). Default: true.
+    #[serde(rename = "dynamic")]
+    pub send_dynamic: bool,
+}
+
+impl Default for CmsdConfig {
+    fn default() -> Self {
+        CmsdConfig {
+            send_static: true,
+            send_dynamic: true,
+        }
+    }
+}
+
 /// The policy for client request directives that would send requests upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -665,6 +692,7 @@ impl Default for EdgeConfig {
             sites: Vec::new(),
             cache: CacheConfig::default(),
             prefetch: PrefetchConfig::default(),
+            cmsd: CmsdConfig::default(),
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),

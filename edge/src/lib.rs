@@ -11,6 +11,7 @@ pub mod cache;
 pub mod changes;
 pub mod clock;
 pub mod cmcd;
+pub mod cmsd;
 pub mod config;
 pub mod error;
 pub mod fields;

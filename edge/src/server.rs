@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -274,6 +275,7 @@ impl EdgeServer {
                 },
                 unused: Duration::from_secs(config.prefetch.unused_secs),
             },
+            cmsd: config.cmsd,
         }));
         Ok(EdgeServer {
             config,
@@ -511,8 +513,13 @@ async fn serve_edge(
     stop: watch::Receiver<bool>,
     idle: shared::serve::ConnTimers,
 ) {
-    let handle = move |request: http::Request<hyper::body::Incoming>, peer| {
+    let socket = crate::cmsd::ConnSocket(match &accepted {
+        Accepted::Plain(stream) => stream.as_raw_fd(),
+        Accepted::Tls(stream, _) => stream.get_ref().0.get_ref().as_raw_fd(),
+    });
+    let handle = move |mut request: http::Request<hyper::body::Incoming>, peer| {
         let edge = Arc::clone(&edge);
+        request.extensions_mut().insert(socket);
         async move {
             if let Some(refusal) = host_fields_refusal(&request) {
                 let (parts, _body) = request.into_parts();

@@ -6,6 +6,7 @@
 //! Every protocol's listener calls [`Edge::handle`] with the request head.
 
 mod admit;
+mod cmsd;
 mod fetch;
 mod live;
 mod pass;
@@ -68,6 +69,8 @@ pub struct Edge {
     prefetch: Prefetch,
     /// Live playlists that blocking (LL-HLS) requests wait on, each with its one upstream poll.
     live: live::LiveWatchers,
+    /// Which CMSD headers answers carry.
+    cmsd: crate::config::CmsdConfig,
 }
 
 /// Loop prevention (RFC 8586): this CDN's `CDN-Loop` member, and how many times a request may already carry it.
@@ -120,6 +123,7 @@ pub struct EdgeSetup {
     pub signing_keys: Vec<SigningKey>,
     pub loops: LoopGuard,
     pub prefetch: PrefetchSettings,
+    pub cmsd: crate::config::CmsdConfig,
 }
 
 /// The outcome of one request, for the response and the access log.
@@ -196,6 +200,7 @@ impl Edge {
             title_stats: Arc::default(),
             prefetch: Prefetch::new(setup.prefetch),
             live: live::LiveWatchers::default(),
+            cmsd: setup.cmsd,
         }
     }
 
@@ -216,8 +221,10 @@ impl Edge {
         };
         let route = request.site.route.clone();
         let mut answer = self.handle_admitted(parts, &request, body).await;
-        if parts.method == Method::GET {
-            self.after_serving(parts, &request, &answer);
+        let prefetched =
+            parts.method == Method::GET && self.after_serving(parts, &request, &answer);
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            self.cmsd_headers(parts, &request, &mut answer, prefetched);
         }
         answer.route = route;
         answer

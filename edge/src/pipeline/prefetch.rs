@@ -231,22 +231,23 @@ pub(super) fn prefetch_request(parts: &Parts, target: &Segment) -> Option<Parts>
 
 impl Edge {
     /// After a GET was answered: counts a use of a prefetched object, learns from a manifest or a `sidx`, and
-    /// warms the segments that follow a media segment. Never waits: the work runs in tasks.
+    /// warms the segments that follow a media segment. Never waits: the work runs in tasks. Returns whether
+    /// this answer was the first use of a prefetched object (CMSD-Static says so).
     pub(super) fn after_serving(
         self: &Arc<Self>,
         parts: &Parts,
         request: &Canonical<'_>,
         answer: &Answer,
-    ) {
+    ) -> bool {
         let k = request.site.prefetch_segments;
         if k == 0 || !answer.response.status().is_success() {
-            return;
+            return false;
         }
         let range = asked_range(parts);
-        self.note_demand(&request.key, range, answer.cache_status);
+        let prefetched = self.note_demand(&request.key, range, answer.cache_status);
         if is_manifest(&request.path) {
             self.learn_manifest(parts, request, answer);
-            return;
+            return prefetched;
         }
         let site = request.site.name.as_str();
         let wants_sidx = read(&self.prefetch.indexes)
@@ -273,16 +274,19 @@ impl Edge {
                 tokio::spawn(async move { edge.warm(next, target.range).await });
             }
         }
+        prefetched
     }
 
     /// A demand request for `key` (`range` of it) was answered with `status`: a prefetched object asked for is
     /// used (from the cache, or by joining the prefetch while it ran), or wasted when it had to be fetched
     /// again. Unused prefetches past `prefetch.unused_secs` are counted wasted on the way.
-    fn note_demand(&self, key: &CacheKey, range: Option<ByteRange>, status: CacheStatus) {
+    /// Returns whether the object was prefetched and this answer used it.
+    fn note_demand(&self, key: &CacheKey, range: Option<ByteRange>, status: CacheStatus) -> bool {
         let mut ledger = lock(&self.prefetch.ledger);
         if ledger.is_empty() {
-            return;
+            return false;
         }
+        let mut used = false;
         let mut wasted = ledger.sweep(self.prefetch.unused, Instant::now());
         // Named only when something was prefetched: a request costs no allocation otherwise.
         if let Some(bytes) = ledger.use_object(&object_id(key, range)) {
@@ -291,10 +295,14 @@ impl Edge {
                     wasted.count += 1;
                     wasted.bytes += bytes;
                 }
-                _ => self.metrics.prefetch_used.inc(),
+                _ => {
+                    self.metrics.prefetch_used.inc();
+                    used = true;
+                }
             }
         }
         self.count_wasted(wasted);
+        used
     }
 
     fn count_wasted(&self, wasted: Tally) {

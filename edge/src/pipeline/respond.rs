@@ -301,7 +301,7 @@ impl Edge {
             put(
                 headers,
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                "Content-Length, Content-Range, ETag, Age, Cache-Status",
+                "Content-Length, Content-Range, ETag, Age, Cache-Status, CMSD-Static, CMSD-Dynamic",
             );
             if !self.cors.any {
                 headers.append(header::VARY, HeaderValue::from_static("Origin"));
