@@ -347,3 +347,46 @@ fn delta_playlists_pass_through_and_a_hold_that_runs_out_is_a_503() {
         1.0
     );
 }
+
+#[test]
+fn hls_js_in_low_latency_mode_plays_the_live_stream_through_the_edge_close_to_its_live_edge() {
+    let store = TempStore::new();
+    let _source = LiveSource::start(&store, 60);
+    let origin = start_origin(&store.url(), "");
+    let edge = Edge::start(&origin.url("media_addr"), "");
+    wait_until("the live playlist with two segments", || {
+        let r = curl(&[&format!("{}{PLAYLIST}", origin.url("media_addr"))]);
+        r.status == 200 && live::parse(&r.text()).is_some_and(|p| p.next_msn >= 2)
+    });
+    let url = format!(
+        "https://127.0.0.1:{}{PLAYLIST}",
+        edge.process.addr("tls_addr").port()
+    );
+    let player = repo_root().join("edge/tests/browser/play.mjs");
+    let output = Command::new(testkit::tool("node"))
+        .arg(&player)
+        .arg(&url)
+        .args(["--player", "hls", "--proto", "h2", "--low-latency"])
+        .args(["--min-time", "8", "--timeout", "50", "--cert"])
+        .arg(edge.certs.cert())
+        .output()
+        .expect("run node");
+    let line = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let result: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|_| panic!("{line} {}", String::from_utf8_lossy(&output.stderr)));
+    eprintln!("hls.js low latency: {line}");
+    assert_eq!(result["pass"], true, "{line}");
+    let latency = result["latency"]
+        .as_f64()
+        .expect("hls.js reports a latency");
+    assert!(
+        latency > 0.0 && latency < 3.5,
+        "{latency} s behind the live edge: {line}"
+    );
+    // The player held its playlist reloads at the edge (LL-HLS blocking reload), not polled them.
+    assert!(edge.metric("edge_live_blocked_total", &["result=\"ready\""]) >= 3.0);
+}

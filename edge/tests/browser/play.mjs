@@ -5,12 +5,14 @@
 //
 //   node play.mjs URL --player hls|dash --cert CERT.pem [--proto http/1.1|h2|h3|alt-svc] [--min-time 8]
 //        [--screenshot FILE] [--timeout 40] [--max-buffer SECS] [--progress] [--tolerate-failures]
-//        [--events API --title SLUG]
+//        [--events API --title SLUG] [--low-latency]
 //
 // --max-buffer: the player buffers at most this far ahead (so a failure upstream is felt while playing);
 // --progress: one JSON line {"progress": currentTime} a second on stdout before the result, for a driver that
 // acts mid-playback (a test that kills an edge); --tolerate-failures: failed media responses (and dash.js's
 // non-fatal segment download errors) are reported but do not fail the run: playback must still reach --min-time.
+// --low-latency: hls.js in low-latency mode (LL-HLS parts and blocking playlist reloads); the result's
+// `latency` is hls.js's distance behind the live edge, in seconds, at the end (and `latencies`, one a second).
 // --events: the page loads the control plane's player-events script from API and reports the session (the end,
 // as abandoned, when the run stops); the result's `events` says what it queued, sent and dropped. The result always lists `hosts` (the host:port of each run of media
 // responses, in order, with its count) and `steering` (Content Steering requests seen).
@@ -30,7 +32,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const { chromium } = createRequire(join(here, 'package.json'))('playwright-core');
 
 const opt = { player: null, cert: null, proto: 'h2', minTime: 8, screenshot: null, timeout: 40, maxBuffer: null,
-  progress: false, tolerateFailures: false, events: null, title: null };
+  progress: false, tolerateFailures: false, events: null, title: null, lowLatency: false };
 let url = null;
 const argv = process.argv.slice(2);
 for (let i = 0; i < argv.length; i++) {
@@ -47,6 +49,7 @@ for (let i = 0; i < argv.length; i++) {
     case '--tolerate-failures': opt.tolerateFailures = true; break;
     case '--events': opt.events = next(); break;
     case '--title': opt.title = next(); break;
+    case '--low-latency': opt.lowLatency = true; break;
     default: url = argv[i];
   }
 }
@@ -102,15 +105,17 @@ try {
   const query = { src: url, player: opt.player };
   if (opt.maxBuffer) query.buf = opt.maxBuffer;
   if (opt.tolerateFailures) query.tolerate = '1';
+  if (opt.lowLatency) { query.ll = '1'; result.latencies = []; }
   if (opt.events) { query.events = opt.events; query.title = opt.title || ''; }
   await page.goto(prefix + 'player.html?' + new URLSearchParams(query), { timeout: 15000 });
   let st;
   let reported = 0;
   for (;;) {
     st = await page.evaluate(() => JSON.parse(JSON.stringify(window.__st)));
-    if (opt.progress && Date.now() - reported >= 1000) {
+    if (Date.now() - reported >= 1000) {
       reported = Date.now();
-      console.log(JSON.stringify({ progress: st.currentTime }));
+      if (opt.progress) console.log(JSON.stringify({ progress: st.currentTime }));
+      if (opt.lowLatency && st.latency) result.latencies.push(Math.round(st.latency * 100) / 100);
     }
     if (st.fatal) { result.reason = 'player error: ' + st.fatal; break; }
     if (st.currentTime >= opt.minTime) { result.pass = true; break; }
@@ -125,7 +130,7 @@ try {
   }
   if (opt.screenshot) await page.screenshot({ path: opt.screenshot });
   Object.assign(result, { currentTime: st.currentTime, fragments: st.frags, video: `${st.width}x${st.height}`,
-    playerErrors: st.errors });
+    playerErrors: st.errors, latency: st.latency });
   if (result.pass && result.bad.length && !opt.tolerateFailures) { result.pass = false; result.reason = 'failed responses: ' + result.bad.slice(0, 3).join(' | '); }
 } catch (e) {
   result.reason = 'exception: ' + String(e && e.message || e).split('\n')[0];
