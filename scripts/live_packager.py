@@ -205,7 +205,13 @@ class Packager:
                 lines += self.part_lines(msn, parts)
             lines += [f"#EXTINF:{duration:.5f},", self.name(msn)]
         lines += self.part_lines(self.msn, self.parts)
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{self.name(self.msn, len(self.parts))}"')
+        # The next part: the next of this segment, or the first of the next once this one is full (its next
+        # fragment starts with a keyframe, and a new segment).
+        if sum(d for d, _ in self.parts) >= self.segment - self.part / 2:
+            hint = self.name(self.msn + 1, 0)
+        else:
+            hint = self.name(self.msn, len(self.parts))
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{hint}"')
         write_atomic(os.path.join(self.out, "live.m3u8"), ("\n".join(lines) + "\n").encode())
 
     def part_lines(self, msn, parts):

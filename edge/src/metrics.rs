@@ -138,6 +138,9 @@ pub struct EdgeMetrics {
     /// blocking requests wait on (one poller per playlist), and those that brought no playlist.
     pub live_polls: IntCounter,
     pub live_poll_failures: IntCounter,
+    /// `edge_live_hint_holds_total{result}`: requests for a part a watched playlist hints
+    /// (`EXT-X-PRELOAD-HINT`), held until it was `listed` or the hold ran out (`timeout`).
+    pub live_hint_holds: IntCounterVec,
     /// `edge_prefetch_renditions` and `edge_prefetch_indexed_segments`: renditions the prefetch index holds,
     /// and the segments they list.
     pub prefetch_renditions: IntGauge,
@@ -457,6 +460,11 @@ impl EdgeMetrics {
                 "edge_live_poll_failures_total",
                 "Upstream polls of live playlists that brought no playlist.",
             ),
+            live_hint_holds: counter_vec(
+                "edge_live_hint_holds_total",
+                "Requests for a preload-hinted part, held until it was listed or the hold ran out.",
+                &["result"],
+            ),
             prefetch_renditions: IntGauge::new(
                 "edge_prefetch_renditions",
                 "Renditions the prefetch index holds.",
@@ -533,6 +541,7 @@ impl EdgeMetrics {
             Box::new(m.live_block_seconds.clone()),
             Box::new(m.live_polls.clone()),
             Box::new(m.live_poll_failures.clone()),
+            Box::new(m.live_hint_holds.clone()),
             Box::new(m.prefetch_renditions.clone()),
             Box::new(m.prefetch_segments.clone()),
         ];

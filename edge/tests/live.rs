@@ -187,11 +187,14 @@ fn a_real_live_source_through_the_edge_blocking_reload_and_no_herd() {
     let blocked = edge.get(&format!("{PLAYLIST}?_HLS_msn={next_segment}"));
     assert_eq!(blocked.status, 200, "{}", blocked.text());
     assert!(parsed(&blocked).next_msn > next_segment);
-    // The same part asked for again is the stored answer (its own cache key), not another hold.
+    // The same segment asked for again is the stored answer (its own cache key): a hit, or revalidated once
+    // stale (the origin's max-age is 1 s), never another hold.
     let again = edge.get(&format!("{PLAYLIST}?_HLS_msn={next_segment}"));
     assert_eq!(again.status, 200);
     assert!(
-        again.cache_status().is_some_and(|s| s.contains("hit")),
+        again
+            .cache_status()
+            .is_some_and(|s| s.contains("hit") || s.contains("fwd-status=304")),
         "{:?}",
         again.cache_status()
     );
@@ -344,6 +347,51 @@ fn delta_playlists_pass_through_and_a_hold_that_runs_out_is_a_503() {
     assert!((1..=40).contains(&polls), "{polls} polls in {held:?}");
     assert_eq!(
         edge.metric("edge_live_blocked_total", &["result=\"timeout\""]),
+        1.0
+    );
+}
+
+#[test]
+fn a_request_for_the_hinted_part_is_held_until_the_playlist_lists_it() {
+    let origin = scripted_live_origin();
+    let edge = Edge::start(&origin.url(), "");
+    let port = edge.process.addr("tls_addr").port();
+    let ca = edge.certs.ca();
+    let get = move |path: String| {
+        let url = format!("https://localhost:{port}{path}");
+        let ca = ca.clone();
+        std::thread::spawn(move || curl(&["--cacert", ca.to_str().unwrap(), &url]))
+    };
+    // A player blocks on part 8.3 (not listed yet): the playlist is watched, and its version hints s8.2.
+    let blocked = get("/ll/p.m3u8?_HLS_msn=8&_HLS_part=3".into());
+    wait_until("two polls (the first read)", || {
+        edge.metric("edge_live_polls_total", &[]) >= 2.0
+    });
+    // The hinted part does not exist upstream yet: its request is held, not answered with the origin's 404.
+    let part = get("/ll/s8.2.m4s".into());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(origin.count("/ll/s8.2.m4s"), 0, "held at the edge");
+    // The packager publishes parts 8.2 and 8.3: both requests are answered.
+    let listed = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
+        #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n#EXT-X-MEDIA-SEQUENCE:5\n\
+        #EXTINF:1.0,\ns5.m4s\n#EXTINF:1.0,\ns6.m4s\n#EXTINF:1.0,\ns7.m4s\n\
+        #EXT-X-PART:DURATION=0.5,URI=\"s8.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"s8.1.m4s\"\n\
+        #EXT-X-PART:DURATION=0.5,URI=\"s8.2.m4s\"\n#EXT-X-PART:DURATION=0.5,URI=\"s8.3.m4s\"\n\
+        #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s8.4.m4s\"\n";
+    origin.set(move |req| {
+        if req.path.starts_with("/ll/s8.2.m4s") {
+            Scripted::ok("part 8.2").header("Cache-Control", "max-age=600")
+        } else {
+            Scripted::ok(listed).header("Cache-Control", "public, max-age=1")
+        }
+    });
+    let part = part.join().unwrap();
+    assert_eq!((part.status, part.text().as_str()), (200, "part 8.2"));
+    let blocked = blocked.join().unwrap();
+    assert_eq!(blocked.status, 200, "{}", blocked.text());
+    assert!(blocked.text().contains("s8.3.m4s"));
+    assert_eq!(
+        edge.metric("edge_live_hint_holds_total", &["result=\"listed\""]),
         1.0
     );
 }

@@ -37,17 +37,25 @@ const MAX_POLLS: u32 = 100_000;
 struct Watcher {
     latest: watch::Sender<Option<Arc<Playlist>>>,
     polling: AtomicBool,
+    /// The site and path of the part its newest version hints (`EXT-X-PRELOAD-HINT`), as `hints` keys it.
+    hint: Mutex<Option<String>>,
 }
 
 /// The watched playlists, by site and path.
 #[derive(Default)]
 pub struct LiveWatchers {
     watchers: Mutex<HashMap<String, Arc<Watcher>>>,
+    /// Hinted parts (site and path) → the watcher of the playlist that hints them: one per watcher at most.
+    hints: Mutex<HashMap<String, Arc<Watcher>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LiveWatchers {
     fn watcher(&self, name: &str) -> Option<Arc<Watcher>> {
-        let mut map = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.watchers);
         if let Some(w) = map.get(name) {
             return Some(Arc::clone(w));
         }
@@ -61,9 +69,38 @@ impl LiveWatchers {
         let watcher = Arc::new(Watcher {
             latest,
             polling: AtomicBool::new(false),
+            hint: Mutex::new(None),
         });
         map.insert(name.to_string(), Arc::clone(&watcher));
         Some(watcher)
+    }
+
+    /// Records the part a watcher's newest playlist hints (`None`: it hints none).
+    fn set_hint(&self, watcher: &Arc<Watcher>, hinted: Option<String>) {
+        let mut hints = lock(&self.hints);
+        let mut own = lock(&watcher.hint);
+        if *own == hinted {
+            return;
+        }
+        if let Some(old) = own.take() {
+            hints.remove(&old);
+        }
+        if let Some(new) = &hinted {
+            hints.insert(new.clone(), Arc::clone(watcher));
+        }
+        *own = hinted;
+    }
+
+    /// The watcher whose playlist hints this part, while its poller runs.
+    fn hinting(&self, name: &str) -> Option<Arc<Watcher>> {
+        let hints = lock(&self.hints);
+        if hints.is_empty() {
+            return None;
+        }
+        hints
+            .get(name)
+            .filter(|w| w.polling.load(Ordering::Acquire))
+            .cloned()
     }
 }
 
@@ -156,6 +193,44 @@ impl Edge {
         }
     }
 
+    /// Holds a request for the part a watched playlist hints (`EXT-X-PRELOAD-HINT`, §6.2.6: the server holds
+    /// it until the part exists) until a newer version of the playlist hints another — that is, lists this
+    /// one — at most three target durations; then it goes on through the cache either way (a part that never
+    /// came is the upstream's 404).
+    pub(super) async fn hold_for_hinted_part(&self, parts: &Parts, request: &Canonical<'_>) {
+        if parts.method != Method::GET && parts.method != Method::HEAD {
+            return;
+        }
+        let name = format!("{}\n{}", request.site.name, request.path);
+        let Some(watcher) = self.live.hinting(&name) else {
+            return;
+        };
+        let mut latest = watcher.latest.subscribe();
+        let started = Instant::now();
+        let limit = latest.borrow().as_ref().map_or(live::hold_limit(2.0), |p| {
+            live::hold_limit(p.target_duration)
+        });
+        loop {
+            if lock(&watcher.hint).as_deref() != Some(name.as_str()) {
+                self.metrics
+                    .live_hint_holds
+                    .with_label_values(&["listed"])
+                    .inc();
+                return;
+            }
+            match tokio::time::timeout_at(started + limit, latest.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    self.metrics
+                        .live_hint_holds
+                        .with_label_values(&["timeout"])
+                        .inc();
+                    return;
+                }
+            }
+        }
+    }
+
     /// Starts the playlist's poller unless it runs.
     fn ensure_polling(
         self: &Arc<Self>,
@@ -172,17 +247,19 @@ impl Edge {
         let upstream = request.site.upstream.clone();
         let path = request.path.clone();
         let warm_parts = request.site.prefetch_segments > 0;
+        let site = request.site.name.clone();
         let template = clone_head(parts);
         tokio::spawn(async move {
             loop {
                 edge.poll_playlist(
                     &watcher,
                     &upstream,
-                    &path,
+                    (&site, &path),
                     &fields,
                     warm_parts.then_some(&template),
                 )
                 .await;
+                edge.live.set_hint(&watcher, None);
                 watcher.polling.store(false, Ordering::Release);
                 // A waiter that came while the poller was stopping finds `polling` false and starts another,
                 // or this one goes on for it.
@@ -199,9 +276,9 @@ impl Edge {
     /// `live::poll_delay`; publishes each new version and warms its newest part.
     async fn poll_playlist(
         self: &Arc<Self>,
-        watcher: &Watcher,
+        watcher: &Arc<Watcher>,
         upstream: &str,
-        path: &str,
+        (site, path): (&str, &str),
         fields: &http::HeaderMap,
         warm_from: Option<&Parts>,
     ) {
@@ -217,6 +294,14 @@ impl Edge {
                 Some(playlist) => {
                     let playlist = Arc::new(playlist);
                     let newest = playlist.newest_part.clone();
+                    // The hint is recorded before the version is published: a request for the part that
+                    // arrives meanwhile is held for the next one.
+                    let hinted = playlist
+                        .preload_hint
+                        .as_deref()
+                        .and_then(|uri| live::resolve(path, uri))
+                        .map(|part| format!("{site}\n{part}"));
+                    self.live.set_hint(watcher, hinted);
                     let changed = watcher.latest.send_if_modified(|held| {
                         if held.as_deref() == Some(&*playlist) {
                             return false;

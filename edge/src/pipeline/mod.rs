@@ -249,6 +249,8 @@ impl Edge {
         if let Some(answer) = self.hold_for_playlist(parts, request).await {
             return answer;
         }
+        // LL-HLS: a part a watched playlist hints waits until the playlist lists it.
+        self.hold_for_hinted_part(parts, request).await;
         // Key, lookup, plan, and what the plan says; once more if the stored version changed meanwhile.
         let mut again = Again::VersionChanged;
         for _ in 0..2 {
