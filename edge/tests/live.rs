@@ -167,6 +167,14 @@ fn a_real_live_source_through_the_edge_blocking_reload_and_no_herd() {
         "parts are immutable"
     );
 
+    // DASH from the same source: a dynamic MPD, fresh for its minimumUpdatePeriod (2 s), and its segments.
+    let mpd = edge.get("/live/dash/live.mpd");
+    assert_eq!(mpd.status, 200);
+    assert!(mpd.text().contains("type=\"dynamic\""), "{}", mpd.text());
+    assert_eq!(mpd.header("cache-control"), Some("public, max-age=2"));
+    assert_eq!(mpd.header("cmsd-static"), Some("ot=m,sf=d"));
+    assert_eq!(edge.get("/live/dash/init-stream0.m4s").status, 200);
+
     // Blocking reload: the part after the newest, held until a playlist lists it.
     let (msn, part_index) = (now.next_msn, now.next_parts);
     let started = Instant::now();
