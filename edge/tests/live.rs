@@ -342,17 +342,31 @@ fn delta_playlists_pass_through_and_a_hold_that_runs_out_is_a_503() {
         edge.process.addr("tls_addr").port()
     );
     let ca = edge.certs.ca();
-    let timed_out = curl(&["--cacert", ca.to_str().unwrap(), &url]);
+    let timed_out = curl(&[
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-H",
+        "Accept-Encoding: gzip",
+        &url,
+    ]);
     let held = started.elapsed();
     assert_eq!(timed_out.status, 503, "{}", timed_out.text());
     assert!(held >= Duration::from_millis(2500), "held {held:?}");
     // One poller asked meanwhile, a few times a part — not once per waiting request, and bounded.
-    let polls = origin
+    let polls: Vec<_> = origin
         .requests()
-        .iter()
+        .into_iter()
         .filter(|r| r.path == "/ll/p.m3u8")
-        .count();
-    assert!((1..=40).contains(&polls), "{polls} polls in {held:?}");
+        .collect();
+    assert!(
+        (1..=40).contains(&polls.len()),
+        "{} polls in {held:?}",
+        polls.len()
+    );
+    assert!(
+        polls.iter().all(|r| r.header("accept-encoding").is_none()),
+        "the poller reads the playlist uncompressed"
+    );
     assert_eq!(
         edge.metric("edge_live_blocked_total", &["result=\"timeout\""]),
         1.0

@@ -243,7 +243,10 @@ impl Edge {
         }
         let edge = Arc::clone(self);
         let watcher = Arc::clone(watcher);
-        let fields = self.fill_fields(parts, request, None);
+        let mut fields = self.fill_fields(parts, request, None);
+        // The poller reads the playlist's text: asked for as it is, never compressed.
+        fields.remove(http::header::ACCEPT_ENCODING);
+        fields.remove(http::header::RANGE);
         let upstream = request.site.upstream.clone();
         let path = request.path.clone();
         let warm_parts = request.site.prefetch_segments > 0;
