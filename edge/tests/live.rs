@@ -11,6 +11,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,8 @@ impl LiveSource {
             .arg(seconds.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // Its own process group: ffmpeg and the packager are ended with the script.
+            .process_group(0)
             .spawn()
             .expect("start scripts/live.sh");
         LiveSource(child)
@@ -50,7 +53,10 @@ impl LiveSource {
 
 impl Drop for LiveSource {
     fn drop(&mut self) {
-        // The script execs ffmpeg, whose pipe's reader (the packager) ends with it.
+        // The script's pipeline (ffmpeg | packager) runs in the group the script leads.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
