@@ -286,7 +286,7 @@ impl SearchIndex {
                         ));
                         if last && m.prefix {
                             ways.push(boosted(
-                                Box::new(FuzzyTermQuery::new_prefix(term, typos, true)),
+                                Box::new(FuzzyTermQuery::new_prefix(term, typos.min(1), true)),
                                 0.5,
                             ));
                         }
