@@ -377,6 +377,15 @@ fn delta_playlists_pass_through_and_a_hold_that_runs_out_is_a_503() {
         edge.metric("edge_live_blocked_total", &["result=\"timeout\""]),
         1.0
     );
+
+    // The stream jumps far ahead (a restart, or a player coming back much later than the poller's last
+    // look): a request is judged on a version read after it arrived, not refused on the old one.
+    let later = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:20\n\
+        #EXTINF:1.0,\ns20.m4s\n#EXTINF:1.0,\ns21.m4s\n#EXTINF:1.0,\ns22.m4s\n";
+    origin.set(move |_| Scripted::ok(later).header("Cache-Control", "public, max-age=1"));
+    let jumped = edge.get("/ll/p.m3u8?_HLS_msn=21");
+    assert_eq!(jumped.status, 200, "{}", jumped.text());
+    assert!(jumped.text().contains("s22.m4s"));
 }
 
 #[test]

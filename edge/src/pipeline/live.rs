@@ -39,6 +39,9 @@ struct Watcher {
     polling: AtomicBool,
     /// The site and path of the part its newest version hints (`EXT-X-PRELOAD-HINT`), as `hints` keys it.
     hint: Mutex<Option<String>>,
+    /// When a poll last read the playlist (changed or not): a request is refused as too far ahead only on a
+    /// version read after it arrived, never on what a poller that stopped long ago saw.
+    read_at: Mutex<Option<Instant>>,
 }
 
 /// The watched playlists, by site and path.
@@ -70,6 +73,7 @@ impl LiveWatchers {
             latest,
             polling: AtomicBool::new(false),
             hint: Mutex::new(None),
+            read_at: Mutex::new(None),
         });
         map.insert(name.to_string(), Arc::clone(&watcher));
         Some(watcher)
@@ -150,6 +154,7 @@ impl Edge {
                             .observe(started.elapsed().as_secs_f64());
                         return None;
                     }
+                    Ready::TooFar if lock(&watcher.read_at).is_none_or(|at| at < started) => {}
                     Ready::TooFar => {
                         self.metrics
                             .live_blocked
@@ -291,10 +296,12 @@ impl Edge {
                 return;
             }
             self.metrics.live_polls.inc();
+            let asked_at = Instant::now();
             let read = self.read_playlist(upstream, path, fields.clone()).await;
             let now = Instant::now();
             match read {
                 Some(playlist) => {
+                    *lock(&watcher.read_at) = Some(asked_at);
                     let playlist = Arc::new(playlist);
                     let newest = playlist.newest_part.clone();
                     // The hint is recorded before the version is published: a request for the part that
