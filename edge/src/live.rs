@@ -375,6 +375,41 @@ mod tests {
         assert_eq!(hold_limit(0.1), Duration::from_secs(1));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hostile_playlists_never_panic(text in "#EXTM3U\n(#EXT-X-[A-Z-]{0,20}:?[A-Z0-9=\",.\\- ]{0,40}\n|[a-z0-9.]{0,8}\n){0,20}") {
+            if let Some(p) = parse(&text) {
+                let asked = Directives { msn: Some(p.next_msn), part: Some(p.next_parts), skip: false };
+                // What is not listed yet is never ready (unless the stream ended).
+                proptest::prop_assert!(p.ended || ready(&p, &asked) != Ready::Now);
+            }
+        }
+
+        /// A generated live playlist: `segments` complete from `first`, then `parts` of the next.
+        #[test]
+        fn generated_playlists_are_read_back(first in 0u64..1_000_000, segments in 0u64..10, parts in 0u64..8) {
+            let mut text = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PART-INF:PART-TARGET=0.33\n#EXT-X-MEDIA-SEQUENCE:{first}\n");
+            for n in first..first + segments {
+                text.push_str(&format!("#EXT-X-PART:DURATION=0.33,URI=\"s{n}.0.m4s\"\n#EXTINF:2.0,\ns{n}.m4s\n"));
+            }
+            for p in 0..parts {
+                text.push_str(&format!("#EXT-X-PART:DURATION=0.33,URI=\"s{}.{p}.m4s\"\n", first + segments));
+            }
+            let p = parse(&text).unwrap();
+            proptest::prop_assert_eq!((p.next_msn, p.next_parts), (first + segments, parts));
+            let ask = |msn, part| Directives { msn: Some(msn), part, skip: false };
+            if segments > 0 {
+                proptest::prop_assert_eq!(ready(&p, &ask(first + segments - 1, None)), Ready::Now);
+            }
+            proptest::prop_assert_eq!(ready(&p, &ask(first + segments, None)), Ready::Wait);
+            proptest::prop_assert_eq!(ready(&p, &ask(first + segments + 2, None)), Ready::TooFar);
+            if parts > 0 {
+                proptest::prop_assert_eq!(ready(&p, &ask(first + segments, Some(parts - 1))), Ready::Now);
+            }
+            proptest::prop_assert_eq!(ready(&p, &ask(first + segments, Some(parts))), Ready::Wait);
+        }
+    }
+
     #[test]
     fn uris_resolved() {
         let table = [
