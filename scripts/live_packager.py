@@ -150,6 +150,9 @@ def read_box(stream):
 class Packager:
     def __init__(self, out, segment, part, window):
         self.out, self.segment, self.part, self.window = out, segment, part, window
+        # PART-TARGET bounds every part (RFC 8216bis §4.4.3.7), and ffmpeg's first fragment carries the
+        # encoder's start offset (about 20 ms more): a tenth of slack, fixed for the stream's life.
+        self.part_target = round(part * 1.1, 3)
         self.segments = []  # finished: (msn, duration, [part durations], program date)
         self.msn = 0
         self.parts = []  # parts of the segment being written: (duration, independent)
@@ -189,9 +192,9 @@ class Packager:
             "#EXTM3U",
             "#EXT-X-VERSION:9",
             f"#EXT-X-TARGETDURATION:{round(self.segment)}",
-            f"#EXT-X-PART-INF:PART-TARGET={self.part:.4f}",
+            f"#EXT-X-PART-INF:PART-TARGET={self.part_target:.3f}",
             "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,"
-            f"PART-HOLD-BACK={3 * self.part:.3f},HOLD-BACK={3 * self.segment:.3f}",
+            f"PART-HOLD-BACK={3 * self.part_target:.3f},HOLD-BACK={3 * self.segment:.3f}",
             f"#EXT-X-MEDIA-SEQUENCE:{first}",
             '#EXT-X-MAP:URI="init.mp4"',
         ]
