@@ -137,7 +137,7 @@ fn players(addr: SocketAddr, path_and_query: &str, n: usize) -> Vec<u16> {
 #[test]
 fn a_real_live_source_through_the_edge_blocking_reload_and_no_herd() {
     let store = TempStore::new();
-    let _source = LiveSource::start(&store, 40);
+    let _source = LiveSource::start(&store, 120);
     let origin = start_origin(&store.url(), "");
     let edge = Edge::start(&origin.url("media_addr"), "");
 
@@ -436,7 +436,7 @@ fn a_request_for_the_hinted_part_is_held_until_the_playlist_lists_it() {
 #[test]
 fn hls_js_in_low_latency_mode_plays_the_live_stream_through_the_edge_close_to_its_live_edge() {
     let store = TempStore::new();
-    let _source = LiveSource::start(&store, 60);
+    let _source = LiveSource::start(&store, 120);
     let origin = start_origin(&store.url(), "");
     let edge = Edge::start(&origin.url("media_addr"), "");
     wait_until("the live playlist with two segments", || {
