@@ -4,10 +4,8 @@
 //! the token). Screenshots of
 //! the playing video are saved under `target/tmp/screenshots/`.
 
-use std::process::Command;
-
 use serde_json::Value;
-use testkit::{TempStore, TestCerts, repo_root, start_edge, start_origin, tool};
+use testkit::{TempStore, TestCerts, browser_play, start_edge, start_origin};
 
 /// (manifest, player, protocol the browser is limited to)
 const RUNS: &[(&str, &str, &str)] = &[
@@ -52,7 +50,6 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
         .to_string();
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
     std::fs::create_dir_all(&shots).unwrap();
-    let player = repo_root().join("edge/tests/browser/play.mjs");
     let mut failures = Vec::new();
     for (i, (key, kind, proto)) in RUNS.iter().enumerate() {
         let (signed, key) = match key.strip_prefix("signed:") {
@@ -71,35 +68,25 @@ fn chromium_plays_every_title_over_http1_http2_and_http3() {
             proto.replace('/', ""),
             if signed { "-signed" } else { "" }
         ));
-        let output = Command::new(tool("node"))
-            .arg(&player)
-            .arg(&url)
-            .args([
-                "--player",
-                kind,
-                "--proto",
-                proto,
-                "--min-time",
-                "8",
-                "--cert",
-            ])
-            .arg(certs.cert())
-            .arg("--screenshot")
-            .arg(&shot)
-            .output()
-            .expect("run node");
-        let line = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        let Ok(result) = serde_json::from_str::<Value>(&line) else {
-            failures.push(format!(
-                "{key} {proto}: {line} {}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-            continue;
+        let shot_arg = shot.to_string_lossy();
+        let args = [
+            "--player",
+            kind,
+            "--proto",
+            proto,
+            "--min-time",
+            "8",
+            "--screenshot",
+            &shot_arg,
+        ];
+        let result = match browser_play(&url, &args, certs.cert()) {
+            Ok(result) => result,
+            Err(e) => {
+                failures.push(format!("{key} {proto}: {e}"));
+                continue;
+            }
         };
+        let line = result.to_string();
         let protocols = result["protocols"].as_object().cloned().unwrap_or_default();
         let count = |p: &str| protocols.get(p).and_then(Value::as_u64).unwrap_or(0);
         let carried_by_expected = match *proto {

@@ -8,9 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::{
-    CurlResponse, Scripted, ScriptedOrigin, ServerProcess, TestCerts, curl, metric_sum, start_edge,
-};
+use testkit::TestEdge as Edge;
+use testkit::{CurlResponse, Scripted, ScriptedOrigin};
 
 const PLAYLIST: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n\
     #EXTINF:2.0,\nseg0.m4s\n#EXTINF:2.0,\nseg1.m4s\n#EXTINF:2.0,\nseg2.m4s\n#EXT-X-ENDLIST\n";
@@ -29,43 +28,22 @@ fn origin() -> ScriptedOrigin {
     })
 }
 
-struct Edge {
-    process: ServerProcess,
-    certs: TestCerts,
-    _cache: tempfile::TempDir,
+/// The edge under test, and how this file asks it things.
+trait Asking {
+    fn get(&self, path_and_query: &str) -> CurlResponse;
+    fn wait_metric(&self, name: &str, at_least: f64);
 }
 
-impl Edge {
-    fn start(upstream: &str, extra: &str) -> Edge {
-        let certs = TestCerts::generate();
-        let cache = tempfile::tempdir().unwrap();
-        let process = start_edge(upstream, cache.path(), &certs, extra);
-        Edge {
-            process,
-            certs,
-            _cache: cache,
-        }
-    }
-
+impl Asking for Edge {
     fn get(&self, path_and_query: &str) -> CurlResponse {
-        let url = format!(
-            "https://localhost:{}{path_and_query}",
-            self.process.addr("tls_addr").port()
-        );
-        let ca = self.certs.ca();
-        let r = curl(&["--http2", "--cacert", ca.to_str().unwrap(), &url]);
+        let r = self.get_from("localhost", path_and_query, &[]);
         assert_eq!(r.status, 200, "{path_and_query}: {}", r.text());
         r
     }
 
-    fn metric(&self, name: &str) -> f64 {
-        let text = curl(&[&format!("{}/metrics", self.process.url("admin_addr"))]).text();
-        metric_sum(&text, name, &[])
-    }
-
     fn wait_metric(&self, name: &str, at_least: f64) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.metric(name) < at_least {
+        while self.metric(name, &[]) < at_least {
             assert!(Instant::now() < deadline, "{name} never reached {at_least}");
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -16,9 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edge::live::{self, Playlist};
+use testkit::TestEdge as Edge;
 use testkit::{
-    CurlResponse, Scripted, ScriptedOrigin, ServerProcess, TempStore, TestCerts, curl, metric_sum,
-    repo_root, start_edge, start_origin,
+    CurlResponse, Scripted, ScriptedOrigin, ServerProcess, TempStore, curl, repo_root, start_origin,
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -62,37 +62,14 @@ impl Drop for LiveSource {
     }
 }
 
-struct Edge {
-    process: ServerProcess,
-    certs: TestCerts,
-    _cache: tempfile::TempDir,
+/// The edge under test; `get` is a GET over TLS (HTTP/2) with curl.
+trait Asking {
+    fn get(&self, path_and_query: &str) -> CurlResponse;
 }
 
-impl Edge {
-    fn start(upstream: &str, extra: &str) -> Edge {
-        let certs = TestCerts::generate();
-        let cache = tempfile::tempdir().unwrap();
-        let process = start_edge(upstream, cache.path(), &certs, extra);
-        Edge {
-            process,
-            certs,
-            _cache: cache,
-        }
-    }
-
-    /// GET over TLS (HTTP/2) with curl.
+impl Asking for Edge {
     fn get(&self, path_and_query: &str) -> CurlResponse {
-        let url = format!(
-            "https://localhost:{}{path_and_query}",
-            self.process.addr("tls_addr").port()
-        );
-        let ca = self.certs.ca();
-        curl(&["--http2", "--cacert", ca.to_str().unwrap(), &url])
-    }
-
-    fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        let text = curl(&[&format!("{}/metrics", self.process.url("admin_addr"))]).text();
-        metric_sum(&text, name, filters)
+        self.get_from("localhost", path_and_query, &[])
     }
 }
 
@@ -447,22 +424,23 @@ fn hls_js_in_low_latency_mode_plays_the_live_stream_through_the_edge_close_to_it
         "https://127.0.0.1:{}{PLAYLIST}",
         edge.process.addr("tls_addr").port()
     );
-    let player = repo_root().join("edge/tests/browser/play.mjs");
-    let output = Command::new(testkit::tool("node"))
-        .arg(&player)
-        .arg(&url)
-        .args(["--player", "hls", "--proto", "h2", "--low-latency"])
-        .args(["--min-time", "8", "--timeout", "50", "--cert"])
-        .arg(edge.certs.cert())
-        .output()
-        .expect("run node");
-    let line = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_string();
-    let result: serde_json::Value = serde_json::from_str(&line)
-        .unwrap_or_else(|_| panic!("{line} {}", String::from_utf8_lossy(&output.stderr)));
+    let result = testkit::browser_play(
+        &url,
+        &[
+            "--player",
+            "hls",
+            "--proto",
+            "h2",
+            "--low-latency",
+            "--min-time",
+            "8",
+            "--timeout",
+            "50",
+        ],
+        edge.certs.cert(),
+    )
+    .unwrap_or_else(|e| panic!("hls.js low latency: {e}"));
+    let line = result.to_string();
     eprintln!("hls.js low latency: {line}");
     assert_eq!(result["pass"], true, "{line}");
     let latency = result["latency"]

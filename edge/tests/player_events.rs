@@ -9,9 +9,8 @@
 
 use std::process::Command;
 
-use serde_json::Value;
 use testkit::{
-    TempStore, TestCerts, binary, curl, metric_sum, repo_root, start_edge, start_origin, tool,
+    TempStore, TestCerts, binary, browser_play, curl, metric_sum, start_edge, start_origin,
 };
 
 #[test]
@@ -22,27 +21,29 @@ fn a_chromium_session_reports_events_and_the_qoe_metrics_move() {
     let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
     let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, "");
     let port = edge.addr("tls_addr").port();
-    let player = repo_root().join("edge/tests/browser/play.mjs");
     let runs = [
         ("test-pattern", "titles/test-pattern/hls/master.m3u8", "hls"),
         ("mandelbrot", "titles/mandelbrot/cmaf/manifest.mpd", "dash"),
     ];
     for (title, key, kind) in runs {
-        let output = Command::new(tool("node"))
-            .arg(&player)
-            .arg(format!("https://127.0.0.1:{port}/{key}"))
-            .args(["--player", kind, "--proto", "h2", "--min-time", "5"])
-            .args(["--events", &api, "--title", title, "--cert"])
-            .arg(certs.cert())
-            .output()
-            .expect("run node");
-        let line = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        let result: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("{line} {}", String::from_utf8_lossy(&output.stderr)));
+        let result = browser_play(
+            &format!("https://127.0.0.1:{port}/{key}"),
+            &[
+                "--player",
+                kind,
+                "--proto",
+                "h2",
+                "--min-time",
+                "5",
+                "--events",
+                &api,
+                "--title",
+                title,
+            ],
+            certs.cert(),
+        )
+        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let line = result.to_string();
         eprintln!("{kind}: {line}");
         assert_eq!(result["pass"], true, "{line}");
         let events = &result["events"];

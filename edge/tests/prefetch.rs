@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shared::segments::{self, ByteRange};
-use testkit::{
-    CurlResponse, Scripted, ScriptedOrigin, ServerProcess, TestCerts, curl, metric_sum,
-    sample_content, start_edge,
-};
+use testkit::TestEdge as Edge;
+use testkit::{CurlResponse, Scripted, ScriptedOrigin, curl, metric_sum, sample_content};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -175,54 +173,30 @@ fn segment(title: &str, i: usize) -> String {
     format!("/{title}/v0/seg_{i}.ts")
 }
 
-/// An edge in front of `upstream`, and how to ask it things.
-struct Edge {
-    process: ServerProcess,
-    certs: TestCerts,
-    _cache: tempfile::TempDir,
+/// How this file asks the edge under test.
+trait Asking {
+    /// GET `path` over TLS (HTTP/2) with extra curl arguments; a 200 or 206.
+    fn get(&self, path: &str, args: &[&str]) -> CurlResponse;
+    /// GET `path` from `host` (`localhost` or `127.0.0.1`); a 200 or 206.
+    fn get_ok_from(&self, host: &str, path: &str, args: &[&str]) -> CurlResponse;
+    fn prefetches(&self) -> Vec<Value>;
+    fn wait_prefetched(&self, path: &str, range: Option<&str>) -> Value;
+    fn wait_indexed(&self, segments: f64);
 }
 
-impl Edge {
-    fn start(upstream: &str, extra: &str) -> Edge {
-        let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
-        let process = start_edge(upstream, cache.path(), &certs, extra);
-        Edge {
-            process,
-            certs,
-            _cache: cache,
-        }
-    }
-
-    /// GET `path` over TLS (HTTP/2) with extra curl arguments.
+impl Asking for Edge {
     fn get(&self, path: &str, args: &[&str]) -> CurlResponse {
-        self.get_from("localhost", path, args)
+        self.get_ok_from("localhost", path, args)
     }
 
-    /// GET `path` from `host` (`localhost` or `127.0.0.1`).
-    fn get_from(&self, host: &str, path: &str, args: &[&str]) -> CurlResponse {
-        let url = format!(
-            "https://{host}:{}{path}",
-            self.process.addr("tls_addr").port()
-        );
-        let ca = self.certs.ca();
-        let mut all = vec!["--http2", "--cacert", ca.to_str().unwrap()];
-        all.extend_from_slice(args);
-        all.push(&url);
-        let response = curl(&all);
+    fn get_ok_from(&self, host: &str, path: &str, args: &[&str]) -> CurlResponse {
+        let response = self.get_from(host, path, args);
         assert!(
             response.status == 200 || response.status == 206,
             "{path}: {}",
             response.status
         );
         response
-    }
-
-    fn metrics(&self) -> String {
-        curl(&[&format!("{}/metrics", self.process.url("admin_addr"))]).text()
-    }
-
-    fn metric(&self, name: &str, filters: &[&str]) -> f64 {
-        metric_sum(&self.metrics(), name, filters)
     }
 
     /// The prefetch log lines so far.
@@ -614,11 +588,11 @@ fn what_one_site_s_manifest_lists_is_not_prefetched_on_another() {
         b.url()
     );
     let edge = Edge::start(&a.url(), &extra);
-    edge.get_from("localhost", "/s/v0/index.m3u8", &[]);
+    edge.get_ok_from("localhost", "/s/v0/index.m3u8", &[]);
     edge.wait_indexed(4.0);
     // Site b never served the manifest: its player's segment warms nothing; site a's does.
-    edge.get_from("127.0.0.1", &segment("s", 0), &[]);
-    edge.get_from("localhost", &segment("s", 0), &[]);
+    edge.get_ok_from("127.0.0.1", &segment("s", 0), &[]);
+    edge.get_ok_from("localhost", &segment("s", 0), &[]);
     edge.wait_prefetched(&segment("s", 1), None);
     assert_eq!(a.count(&segment("s", 1)), 1);
     assert_eq!(b.count(&segment("s", 1)), 0);
@@ -710,22 +684,24 @@ fn hls_js_in_chromium_finds_most_segments_cached_with_prefetch_and_none_without(
             "https://127.0.0.1:{}/titles/test-pattern/hls/master.m3u8",
             edge.process.addr("tls_addr").port()
         );
-        let player = testkit::repo_root().join("edge/tests/browser/play.mjs");
-        let output = std::process::Command::new(testkit::tool("node"))
-            .arg(&player)
-            .arg(&url)
-            .args(["--player", "hls", "--proto", "h2", "--min-time", "14"])
-            .args(["--max-buffer", "4", "--timeout", "60", "--cert"])
-            .arg(edge.certs.cert())
-            .output()
-            .expect("run node");
-        let line = String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_string();
-        let result: Value = serde_json::from_str(&line)
-            .unwrap_or_else(|_| panic!("{line} {}", String::from_utf8_lossy(&output.stderr)));
+        let result = testkit::browser_play(
+            &url,
+            &[
+                "--player",
+                "hls",
+                "--proto",
+                "h2",
+                "--min-time",
+                "14",
+                "--max-buffer",
+                "4",
+                "--timeout",
+                "60",
+            ],
+            edge.certs.cert(),
+        )
+        .unwrap_or_else(|e| panic!("prefetch {label}: {e}"));
+        let line = result.to_string();
         assert_eq!(result["pass"], true, "prefetch {label}: {line}");
         let segments: Vec<String> = edge
             .process

@@ -286,3 +286,28 @@ pub fn metric_sum(text: &str, name: &str, filters: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// hls.js or dash.js in headless Chromium (`edge/tests/browser/play.mjs`, which keeps it off the network) playing
+/// `url` with the player's options `args`, trusting `cert`: the JSON report of its last line, or what went
+/// wrong (the line and the player's stderr) when there is none.
+pub fn browser_play(
+    url: &str,
+    args: &[&str],
+    cert: impl AsRef<Path>,
+) -> Result<serde_json::Value, String> {
+    let output = Command::new(tool("node"))
+        .arg(repo_root().join("edge/tests/browser/play.mjs"))
+        .arg(url)
+        .args(args)
+        .arg("--cert")
+        .arg(cert.as_ref())
+        .output()
+        .map_err(|e| format!("run node: {e}"))?;
+    let line = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    serde_json::from_str(&line)
+        .map_err(|_| format!("{line} {}", String::from_utf8_lossy(&output.stderr)))
+}

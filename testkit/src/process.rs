@@ -318,6 +318,50 @@ pub fn start_edge(
     )
 }
 
+/// An edge started for a test in front of `upstream`, with its own certificates and cache folder (removed when
+/// dropped), and how to ask it things.
+pub struct TestEdge {
+    pub process: ServerProcess,
+    pub certs: TestCerts,
+    _cache: tempfile::TempDir,
+}
+
+impl TestEdge {
+    /// `extra` is TOML merged into the test configuration.
+    pub fn start(upstream: &str, extra: &str) -> TestEdge {
+        let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
+        let process = start_edge(upstream, cache.path(), &certs, extra);
+        TestEdge {
+            process,
+            certs,
+            _cache: cache,
+        }
+    }
+
+    /// GET `path_and_query` from `host` (`localhost` or `127.0.0.1`) over TLS (HTTP/2) with curl and `args`.
+    pub fn get_from(&self, host: &str, path_and_query: &str, args: &[&str]) -> CurlResponse {
+        let url = format!(
+            "https://{host}:{}{path_and_query}",
+            self.process.addr("tls_addr").port()
+        );
+        let ca = self.certs.ca();
+        let mut all = vec!["--http2", "--cacert", ca.to_str().unwrap()];
+        all.extend_from_slice(args);
+        all.push(&url);
+        curl(&all)
+    }
+
+    /// The admin listener's `/metrics`.
+    pub fn metrics(&self) -> String {
+        curl(&[&format!("{}/metrics", self.process.url("admin_addr"))]).text()
+    }
+
+    /// A metric summed over the series matching `filters` (see [`metric_sum`]).
+    pub fn metric(&self, name: &str, filters: &[&str]) -> f64 {
+        metric_sum(&self.metrics(), name, filters)
+    }
+}
+
 /// A private PostgreSQL server for a test (Debian's PostgreSQL, found under `/usr/lib/postgresql/<version>/bin`),
 /// in a temporary folder on a free loopback port, with trust authentication for the user `cdn`; stopped when
 /// dropped. Under root it runs as the `postgres` system user (PostgreSQL refuses to run as root).

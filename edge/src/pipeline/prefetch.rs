@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Method, header};
+use http::{HeaderMap, Method, header};
 use shared::segments::{ByteRange, Segment};
 use tokio::time::Instant;
 
@@ -73,6 +73,27 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a learning task needs of the request that set it off, owned (the task outlives the request).
+struct Asked {
+    site: String,
+    path: String,
+    key: CacheKey,
+    headers: HeaderMap,
+    upstream: String,
+}
+
+impl Asked {
+    fn of(parts: &Parts, request: &Canonical<'_>) -> Asked {
+        Asked {
+            site: request.site.name.clone(),
+            path: request.path.clone(),
+            key: request.key.clone(),
+            headers: parts.headers.clone(),
+            upstream: request.site.upstream.clone(),
+        }
+    }
 }
 
 /// A path within a site, as the maps of manifests read and `sidx` reads key it.
@@ -331,50 +352,47 @@ impl Edge {
         if named.is_some() && lock(&self.prefetch.manifests).get(&manifest) == named.as_ref() {
             return;
         }
-        let (edge, headers, site) = (
-            Arc::clone(self),
-            parts.headers.clone(),
-            request.site.name.clone(),
-        );
-        let (key, path, upstream) = (
-            request.key.clone(),
-            request.path.clone(),
-            request.site.upstream.clone(),
-        );
+        let (edge, asked) = (Arc::clone(self), Asked::of(parts, request));
         tokio::spawn(async move {
-            let now = edge.engine.clock().now();
-            let found = edge.engine.lookup(&key, &headers, now).await;
-            let Some(meta) = found.meta.filter(|m| {
-                m.status == 200 && m.total_len > 0 && m.total_len <= MAX_MANIFEST_BYTES
-            }) else {
+            // The version this task claimed (no other reads it meanwhile), once the stored copy qualifies.
+            let mut claimed = None;
+            let read = edge
+                .read_asked(&asked, |meta| {
+                    if meta.total_len == 0 || meta.total_len > MAX_MANIFEST_BYTES {
+                        return None;
+                    }
+                    let version = named.unwrap_or_else(|| format!("{:x}", meta.generation));
+                    let mut read = lock(&edge.prefetch.manifests);
+                    if read.get(&manifest) == Some(&version) {
+                        return None;
+                    }
+                    if read.len() >= MAX_MANIFESTS {
+                        read.clear();
+                    }
+                    read.insert(manifest.clone(), version.clone());
+                    claimed = Some(version);
+                    Some(ByteRange {
+                        start: 0,
+                        end: meta.total_len - 1,
+                    })
+                })
+                .await;
+            let Some(version) = claimed else {
                 return;
             };
-            let version = named.unwrap_or_else(|| format!("{:x}", meta.generation));
-            {
-                let mut read = lock(&edge.prefetch.manifests);
-                if read.get(&manifest) == Some(&version) {
-                    return;
-                }
-                if read.len() >= MAX_MANIFESTS {
-                    read.clear();
-                }
-                read.insert(manifest.clone(), version.clone());
-            }
-            let whole = ByteRange {
-                start: 0,
-                end: meta.total_len - 1,
-            };
-            let Some(body) = edge.read_stored(&upstream, &found.key, &meta, whole).await else {
+            let Some(body) = read else {
+                // Not readable whole now: read again next time.
                 lock(&edge.prefetch.manifests).remove(&manifest);
                 return;
             };
             let mut indexes = write(&edge.prefetch.indexes);
-            let learnt = indexes
-                .entry(site)
-                .or_default()
-                .learn_manifest(&path, &version, &body);
+            let learnt =
+                indexes
+                    .entry(asked.site)
+                    .or_default()
+                    .learn_manifest(&asked.path, &version, &body);
             edge.index_gauges(&indexes);
-            tracing::debug!(path = %path, learnt, "prefetch index read a manifest");
+            tracing::debug!(path = %asked.path, learnt, "prefetch index read a manifest");
         });
     }
 
@@ -390,34 +408,38 @@ impl Edge {
                 return;
             }
         }
-        let (edge, headers, site) = (
-            Arc::clone(self),
-            parts.headers.clone(),
-            request.site.name.clone(),
-        );
-        let (key, path, upstream) = (
-            request.key.clone(),
-            request.path.clone(),
-            request.site.upstream.clone(),
-        );
+        let (edge, asked) = (Arc::clone(self), Asked::of(parts, request));
         tokio::spawn(async move {
-            let now = edge.engine.clock().now();
-            let found = edge.engine.lookup(&key, &headers, now).await;
-            if let Some(meta) = found
-                .meta
-                .filter(|m| m.status == 200 && m.total_len > range.end)
-                && let Some(bytes) = edge.read_stored(&upstream, &found.key, &meta, range).await
-            {
+            let read = edge
+                .read_asked(&asked, |meta| (meta.total_len > range.end).then_some(range))
+                .await;
+            if let Some(bytes) = read {
                 let mut indexes = write(&edge.prefetch.indexes);
-                let learnt = indexes
-                    .entry(site)
-                    .or_default()
-                    .learn_sidx(&path, range, &bytes);
+                let learnt =
+                    indexes
+                        .entry(asked.site)
+                        .or_default()
+                        .learn_sidx(&asked.path, range, &bytes);
                 edge.index_gauges(&indexes);
-                tracing::debug!(path = %path, learnt, "prefetch index read a sidx");
+                tracing::debug!(path = %asked.path, learnt, "prefetch index read a sidx");
             }
             lock(&edge.prefetch.sidx_reading).remove(&file);
         });
+    }
+
+    /// The stored 200 of what `asked` names, read in the range `range_of` picks from its metadata (`None`:
+    /// not wanted).
+    async fn read_asked(
+        &self,
+        asked: &Asked,
+        range_of: impl FnOnce(&ObjectMeta) -> Option<ByteRange>,
+    ) -> Option<Bytes> {
+        let now = self.engine.clock().now();
+        let found = self.engine.lookup(&asked.key, &asked.headers, now).await;
+        let meta = found.meta.filter(|m| m.status == 200)?;
+        let range = range_of(&meta)?;
+        self.read_stored(&asked.upstream, &found.key, &meta, range)
+            .await
     }
 
     /// Sets the index gauges from every site's index.
