@@ -36,6 +36,23 @@ fn call(
     curl(&args)
 }
 
+/// A new account `email` signed in: its session token and first profile's id.
+fn signed_up(api: &str, email: &str) -> (String, String) {
+    let account = json!({"email": email, "password": "a test password"});
+    assert_eq!(
+        call(api, "POST", "/v1/accounts", &[], Some(&account)).status,
+        201
+    );
+    let signed = call(api, "POST", "/v1/sessions", &[], Some(&account));
+    assert_eq!(signed.status, 201, "{}", signed.text());
+    let token = body(&signed)["token"].as_str().unwrap().to_string();
+    let profile = body(&signed)["profiles"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (token, profile)
+}
+
 #[test]
 fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
     let store = TempStore::with_samples();
@@ -45,18 +62,7 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
          not_found_max_age_secs = 3\n",
     );
     let api = origin.url("api_addr");
-    let account = json!({"email": "sharer@example.org", "password": "sharer password"});
-    assert_eq!(
-        call(&api, "POST", "/v1/accounts", &[], Some(&account)).status,
-        201
-    );
-    let signed = call(&api, "POST", "/v1/sessions", &[], Some(&account));
-    assert_eq!(signed.status, 201, "{}", signed.text());
-    let token = body(&signed)["token"].as_str().unwrap().to_string();
-    let profile = body(&signed)["profiles"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (token, profile) = signed_up(&api, "sharer@example.org");
     let cookie = format!("Cookie: cdn_session={token}");
     let bearer = format!("Authorization: Bearer {token}");
 
@@ -171,6 +177,8 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
         );
         assert_eq!(personal.header("cdn-cache-control"), None, "{path}");
     }
+    let account = json!({"email": "sharer@example.org", "password": "a test password"});
+    let signed = call(&api, "POST", "/v1/sessions", &[], Some(&account));
     assert_eq!(signed.header("cache-control"), Some("private, no-store"));
     let playback = call(
         &api,
@@ -619,17 +627,7 @@ fn a_viewers_playback_costs_two_statements_and_one_once_resumable() {
     let origin = start_origin(&store.url(), "");
     let (api, admin) = (origin.url("api_addr"), origin.url("admin_addr"));
     let statements = || viewer_statements(&curl(&[&format!("{admin}/metrics")]).text());
-    let account = json!({"email": "counted@example.org", "password": "counted password"});
-    assert_eq!(
-        call(&api, "POST", "/v1/accounts", &[], Some(&account)).status,
-        201
-    );
-    let signed = call(&api, "POST", "/v1/sessions", &[], Some(&account));
-    let token = body(&signed)["token"].as_str().unwrap().to_string();
-    let profile = body(&signed)["profiles"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (token, profile) = signed_up(&api, "counted@example.org");
     let cookie = format!("Cookie: cdn_session={token}");
     let play = |title: &str| {
         let r = call(
