@@ -650,78 +650,75 @@ impl Catalog {
             .collect()
     }
 
-    /// A title by slug.
+    /// A title by slug, read in one statement: its row, genres, cast, renditions and asset totals as the parts of
+    /// one `UNION ALL`, each part's rows in their order.
     pub async fn get(&self, slug: &str) -> anyhow::Result<Option<TitleDetails>> {
         self.queries.count("title");
-        let Some(row) = sqlx::query(
-            "SELECT slug, title, year, language, artwork_key, original_title, director, description, runtime_secs, \
-             id FROM titles WHERE slug = $1 AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = $1)",
-        )
-        .bind(slug)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
+        let rows = sqlx::query(TITLE_DETAILS_SQL)
+            .bind(slug)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut found = None;
+        let (mut genres, mut cast, mut packagings) =
+            (Vec::new(), Vec::new(), Vec::<Packaging>::new());
+        let mut assets = AssetTotals { files: 0, bytes: 0 };
+        for row in &rows {
+            let text = |i: usize| row.try_get::<Option<String>, _>(i);
+            let number = |i: usize| row.try_get::<Option<i64>, _>(i);
+            match row.try_get::<i64, _>(0)? {
+                0 => found = Some(row),
+                1 => genres.extend(text(1)?),
+                2 => cast.extend(text(1)?),
+                3 => {
+                    let name = text(1)?.unwrap_or_default();
+                    if packagings.last().is_none_or(|p| p.name != name) {
+                        packagings.push(Packaging {
+                            name,
+                            protocol: text(2)?.unwrap_or_default(),
+                            manifest_key: text(3)?.unwrap_or_default(),
+                            renditions: Vec::new(),
+                        });
+                    }
+                    let packaging = packagings.last_mut().expect("pushed above");
+                    packaging.renditions.push(Rendition {
+                        kind: text(4)?.unwrap_or_default(),
+                        bandwidth: number(8)?,
+                        resolution: text(5)?,
+                        codecs: text(6)?,
+                        language: text(7)?,
+                    });
+                }
+                _ => {
+                    assets = AssetTotals {
+                        files: number(8)?.unwrap_or(0),
+                        bytes: number(9)?.unwrap_or(0),
+                    }
+                }
+            }
+        }
+        // Taken down, or never registered: the other parts say nothing then.
+        let Some(row) = found else {
             return Ok(None);
         };
-        let one = [slug.to_string()];
-        let summary = summary(
-            &row,
-            &mut self
-                .values_by_slug("title", Child::Genres, Some(&one))
-                .await?,
-        )?;
-        let cast = self
-            .values_by_slug("title", Child::Cast, Some(&one))
-            .await?
-            .remove(slug)
-            .unwrap_or_default();
-        self.queries.count("title");
-        let rows = sqlx::query(
-            "SELECT packaging, protocol, manifest_key, kind, bandwidth, resolution, codecs, language \
-             FROM renditions WHERE slug = $1 ORDER BY packaging, position",
-        )
-        .bind(slug)
-        .fetch_all(&self.pool)
-        .await?;
-        // COUNT and SUM are BIGINT on SQLite; on PostgreSQL SUM(bigint) is numeric, hence the cast.
-        self.queries.count("title");
-        let totals =
-            sqlx::query("SELECT COUNT(*), CAST(SUM(bytes) AS BIGINT) FROM assets WHERE slug = $1")
-                .bind(slug)
-                .fetch_one(&self.pool)
-                .await?;
-        let mut packagings: Vec<Packaging> = Vec::new();
-        for row in &rows {
-            let name: String = row.try_get(0)?;
-            if packagings.last().is_none_or(|p| p.name != name) {
-                packagings.push(Packaging {
-                    name,
-                    protocol: row.try_get(1)?,
-                    manifest_key: row.try_get(2)?,
-                    renditions: Vec::new(),
-                });
-            }
-            let packaging = packagings.last_mut().expect("pushed above");
-            packaging.renditions.push(Rendition {
-                kind: row.try_get(3)?,
-                bandwidth: row.try_get(4)?,
-                resolution: row.try_get(5)?,
-                codecs: row.try_get(6)?,
-                language: row.try_get(7)?,
-            });
-        }
+        let text = |i: usize| row.try_get::<Option<String>, _>(i);
+        let number = |i: usize| row.try_get::<Option<i64>, _>(i);
         Ok(Some(TitleDetails {
-            summary,
-            original_title: row.try_get(5)?,
-            director: row.try_get(6)?,
-            description: row.try_get(7)?,
-            runtime_secs: row.try_get(8)?,
+            summary: TitleSummary {
+                id: number(10)?.unwrap_or(0),
+                slug: text(1)?.unwrap_or_default(),
+                title: text(2)?.unwrap_or_default(),
+                year: number(8)?,
+                language: text(3)?,
+                genres,
+                artwork_key: text(4)?,
+            },
+            original_title: text(5)?,
+            director: text(6)?,
+            description: text(7)?,
+            runtime_secs: number(9)?,
             cast,
             packagings,
-            assets: AssetTotals {
-                files: totals.try_get(0)?,
-                bytes: totals.try_get::<Option<i64>, _>(1)?.unwrap_or(0),
-            },
+            assets,
         }))
     }
 
@@ -964,6 +961,24 @@ fn list_sql(q: &ListQuery) -> String {
     )
 }
 
+/// A title's details in one statement (see [`Catalog::get`]): `part` (0 the title, 1 a genre, 2 a cast member,
+/// 3 a rendition, 4 the asset totals), seven texts, three numbers, and the order within a part.
+const TITLE_DETAILS_SQL: &str = "\
+    SELECT CAST(0 AS BIGINT) AS part, slug AS t1, title AS t2, language AS t3, artwork_key AS t4, \
+           original_title AS t5, director AS t6, description AS t7, CAST(year AS BIGINT) AS n1, \
+           CAST(runtime_secs AS BIGINT) AS n2, CAST(id AS BIGINT) AS n3, '' AS ot, CAST(0 AS BIGINT) AS onum \
+      FROM titles WHERE slug = $1 AND NOT EXISTS (SELECT 1 FROM takedowns d WHERE d.slug = $1) \
+    UNION ALL SELECT CAST(1 AS BIGINT), genre, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, genre, \
+           CAST(0 AS BIGINT) FROM title_genres WHERE slug = $1 \
+    UNION ALL SELECT CAST(2 AS BIGINT), name, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', \
+           CAST(position AS BIGINT) FROM title_cast WHERE slug = $1 \
+    UNION ALL SELECT CAST(3 AS BIGINT), packaging, protocol, manifest_key, kind, resolution, codecs, language, \
+           CAST(bandwidth AS BIGINT), NULL, NULL, packaging, CAST(position AS BIGINT) \
+      FROM renditions WHERE slug = $1 \
+    UNION ALL SELECT CAST(4 AS BIGINT), NULL, NULL, NULL, NULL, NULL, NULL, NULL, COUNT(*), \
+           CAST(SUM(bytes) AS BIGINT), NULL, '', CAST(0 AS BIGINT) FROM assets WHERE slug = $1 \
+    ORDER BY 1, 12, 13";
+
 /// Values bound to one statement at most: under SQLite's limit (32,766) and PostgreSQL's (65,535).
 const MAX_BOUND_VALUES: usize = 30_000;
 
@@ -1185,7 +1200,45 @@ mod tests {
             statements <= 9,
             "300 titles in a few statements, not one per row: {statements}"
         );
-        assert!(batched.get("title-000").await.unwrap().is_some());
+        // What was written is what is read: every part of the details, each in its order.
+        let meta = full_meta(3);
+        let details = batched.get("title-003").await.unwrap().unwrap();
+        assert_eq!(details.summary.title, meta.title);
+        assert_eq!(details.summary.year, meta.year);
+        assert_eq!(details.summary.language, meta.language);
+        assert_eq!(details.summary.genres, ["comedy", "drama"]);
+        assert_eq!(
+            details.summary.artwork_key.as_deref(),
+            Some("titles/title-003/poster.jpg")
+        );
+        assert_eq!(
+            (details.original_title, details.director),
+            (meta.original_title, meta.director)
+        );
+        assert_eq!(
+            (details.description, details.runtime_secs),
+            (meta.description, meta.duration_secs)
+        );
+        assert_eq!(details.cast, meta.cast);
+        assert_eq!(details.packagings.len(), 1);
+        let renditions: Vec<_> = details.packagings[0]
+            .renditions
+            .iter()
+            .map(|r| (r.bandwidth, r.resolution.clone(), r.codecs.clone()))
+            .collect();
+        let written: Vec<_> = meta.packagings[0]
+            .renditions
+            .iter()
+            .map(|r| (r.bandwidth, r.resolution.clone(), r.codecs.clone()))
+            .collect();
+        assert_eq!(renditions, written);
+        assert_eq!(
+            details.assets,
+            AssetTotals {
+                files: 3,
+                bytes: 3003
+            }
+        );
         same_titles(&one_by_one, &batched).await;
 
         // Written again, changed, in a batch with new titles and one slug twice: ids kept, children replaced.
