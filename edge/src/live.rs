@@ -34,15 +34,26 @@ impl Directives {
 }
 
 /// Reads the directives from a query; `Err` names the fault for a 400 (§6.2.5.2: `_HLS_part` without
-/// `_HLS_msn`, or a value that is not a decimal integer).
+/// `_HLS_msn`, or a value that is not a decimal integer; and a directive given twice).
 pub fn directives(query: Option<&str>) -> Result<Directives, &'static str> {
     let mut found = Directives {
         msn: None,
         part: None,
         skip: false,
     };
+    let mut seen = [false; 3];
     for param in query.unwrap_or_default().split('&') {
         let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        // A directive given twice could be read one way here and another way upstream.
+        if let Some(i) = ["_HLS_msn", "_HLS_part", "_HLS_skip"]
+            .iter()
+            .position(|d| *d == name)
+        {
+            if seen[i] {
+                return Err("an _HLS_ directive is given twice");
+            }
+            seen[i] = true;
+        }
         match name {
             "_HLS_msn" => {
                 found.msn = Some(value.parse().map_err(|_| "_HLS_msn is not an integer")?);
@@ -207,8 +218,13 @@ pub fn hold_limit(target_duration: f64) -> Duration {
 
 /// When the playlist's poll runs next, given how long ago its last change was seen (`since_change`): just
 /// after the next part (or segment) is due, then every quarter of one until it comes; never sooner than
-/// [`MIN_POLL`] nor later than [`MAX_POLL`]. Without a known playlist, soon.
-pub fn poll_delay(playlist: Option<&Playlist>, since_change: Duration) -> Duration {
+/// [`MIN_POLL`] nor later than [`MAX_POLL`]. Without a known playlist, soon. After `failures` polls in a row that
+/// read no playlist (the upstream failing, or a path that is no live playlist), twice as long each time up to
+/// [`MAX_POLL`]: held requests for a missing playlist must not become 20 upstream requests a second each.
+pub fn poll_delay(playlist: Option<&Playlist>, since_change: Duration, failures: u32) -> Duration {
+    if failures > 0 {
+        return MIN_POLL.saturating_mul(1 << failures.min(8)).min(MAX_POLL);
+    }
     let Some(playlist) = playlist else {
         return MIN_POLL;
     };
@@ -258,7 +274,7 @@ mod tests {
     #[test]
     fn directives_from_queries() {
         let d = |msn, part, skip| Directives { msn, part, skip };
-        let table: [(Option<&str>, Result<Directives, &str>); 8] = [
+        let table: [(Option<&str>, Result<Directives, &str>); 10] = [
             (None, Ok(d(None, None, false))),
             (Some("a=1"), Ok(d(None, None, false))),
             (Some("_HLS_msn=9"), Ok(d(Some(9), None, false))),
@@ -269,6 +285,14 @@ mod tests {
             (Some("_HLS_skip=YES&_HLS_msn=9"), Ok(d(Some(9), None, true))),
             (Some("_HLS_skip=v2"), Ok(d(None, None, true))),
             (Some("_HLS_part=2"), Err("_HLS_part without _HLS_msn")),
+            (
+                Some("_HLS_msn=9&_HLS_msn=10"),
+                Err("an _HLS_ directive is given twice"),
+            ),
+            (
+                Some("_HLS_msn=9&_HLS_part=1&_HLS_part=2"),
+                Err("an _HLS_ directive is given twice"),
+            ),
             (Some("_HLS_msn=x"), Err("_HLS_msn is not an integer")),
         ];
         for (query, expected) in table {
@@ -359,7 +383,7 @@ mod tests {
             (None, ms(0), MIN_POLL),
         ];
         for (playlist, since, expected) in table {
-            let got = poll_delay(playlist, since);
+            let got = poll_delay(playlist, since, 0);
             assert!(
                 got.abs_diff(expected) < ms(2),
                 "{since:?}: {got:?} != {expected:?}"
@@ -368,9 +392,24 @@ mod tests {
         let slow = Playlist {
             part_target: None,
             target_duration: 6.0,
-            ..p
+            ..p.clone()
         };
-        assert_eq!(poll_delay(Some(&slow), ms(0)), MAX_POLL);
+        assert_eq!(poll_delay(Some(&slow), ms(0), 0), MAX_POLL);
+        // Polls that read no playlist back off, whatever was read before.
+        for (failures, expected) in [
+            (1, ms(100)),
+            (2, ms(200)),
+            (4, ms(800)),
+            (5, MAX_POLL),
+            (40, MAX_POLL),
+        ] {
+            assert_eq!(poll_delay(None, ms(0), failures), expected, "{failures}");
+            assert_eq!(
+                poll_delay(Some(&p), ms(0), failures),
+                expected,
+                "{failures}"
+            );
+        }
         assert_eq!(hold_limit(2.0), Duration::from_secs(6));
         assert_eq!(hold_limit(0.1), Duration::from_secs(1));
     }

@@ -291,6 +291,7 @@ impl Edge {
         warm_from: Option<&Parts>,
     ) {
         let mut changed_at = Instant::now();
+        let mut failures = 0;
         for _ in 0..MAX_POLLS {
             if watcher.latest.receiver_count() == 0 {
                 return;
@@ -301,6 +302,7 @@ impl Edge {
             let now = Instant::now();
             match read {
                 Some(playlist) => {
+                    failures = 0;
                     *lock(&watcher.read_at) = Some(asked_at);
                     let playlist = Arc::new(playlist);
                     let newest = playlist.newest_part.clone();
@@ -328,10 +330,14 @@ impl Edge {
                         }
                     }
                 }
-                None => self.metrics.live_poll_failures.inc(),
+                None => {
+                    failures += 1;
+                    self.metrics.live_poll_failures.inc();
+                }
             }
             let current = watcher.latest.borrow().clone();
-            let delay = live::poll_delay(current.as_deref(), now.duration_since(changed_at));
+            let since_change = now.duration_since(changed_at);
+            let delay = live::poll_delay(current.as_deref(), since_change, failures);
             tokio::time::sleep(delay).await;
         }
     }
