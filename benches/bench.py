@@ -35,6 +35,7 @@ HZ = os.sysconf("SC_CLK_TCK")
 PORTS = {
     "origin": 19400,
     "edge_h1": 19410, "edge_tls": 19411, "edge_admin": 19412,
+    "base_h1": 19413, "base_tls": 19414, "base_admin": 19415,
     "nginx_h1": 19420, "nginx_h2": 19421,
     "varnish_h1": 19430, "varnish_proxy": 19431, "hitch": 19432,
     "ats_h1": 19440, "ats_h2": 19441,
@@ -205,6 +206,40 @@ class Target:
         self.name, self.server, self.proto, self.url = name, server, proto, url
 
 
+def start_edge(name, bin_dir, run, servers, args):
+    """Starts an edge build from `bin_dir` as server `name` (ports `{name}_h1`, `{name}_tls`, `{name}_admin`)."""
+    d = run / name
+    shutil.rmtree(d, ignore_errors=True)
+    d.mkdir(parents=True)
+    (d / "edge.toml").write_text(f"""name = "{name}"
+data_dir = "{d}"
+[tls]
+listen = "127.0.0.1:{PORTS[name + '_tls']}"
+cert = "{run}/tls/cert.pem"
+key = "{run}/tls/key.pem"
+[http]
+listen = "127.0.0.1:{PORTS[name + '_h1']}"
+[admin]
+listen = "127.0.0.1:{PORTS[name + '_admin']}"
+[[site]]
+hosts = ["localhost", "127.0.0.1"]
+upstream = "http://127.0.0.1:{PORTS['origin']}"
+[cache]
+memory_bytes = 1073741824
+disk_bytes = 2147483648
+[log]
+level = "warn"
+""")
+    servers.start(name, [str(bin_dir / "edge"), "serve", "--config", str(d / "edge.toml")], d / "stdout.log")
+    if not wait_http(f"http://127.0.0.1:{PORTS[name + '_h1']}/live/ch00.m3u8", 30):
+        raise SystemExit(f"the {name} edge did not come up: {(d / 'stdout.log').read_text()[-2000:]}")
+    targets = [Target(f"{name}-h1", name, "h1", f"http://127.0.0.1:{PORTS[name + '_h1']}"),
+               Target(f"{name}-h2", name, "h2", f"https://127.0.0.1:{PORTS[name + '_tls']}")]
+    if not args.no_h3:
+        targets.append(Target(f"{name}-h3", name, "h3", f"https://localhost:{PORTS[name + '_tls']}"))
+    return targets
+
+
 def start_everything(args, run, servers, values, bin_dir):
     targets = []
     d = run / "origin"
@@ -217,36 +252,10 @@ def start_everything(args, run, servers, values, bin_dir):
         raise SystemExit("the origin did not come up")
 
     # The edge: 1 GiB memory tier over a 2 GiB disk tier, like the peers' caches.
-    d = run / "edge"
-    shutil.rmtree(d, ignore_errors=True)
-    d.mkdir(parents=True)
-    (d / "edge.toml").write_text(f"""name = "edge"
-data_dir = "{d}"
-[tls]
-listen = "127.0.0.1:{PORTS['edge_tls']}"
-cert = "{run}/tls/cert.pem"
-key = "{run}/tls/key.pem"
-[http]
-listen = "127.0.0.1:{PORTS['edge_h1']}"
-[admin]
-listen = "127.0.0.1:{PORTS['edge_admin']}"
-[[site]]
-hosts = ["localhost", "127.0.0.1"]
-upstream = "http://127.0.0.1:{PORTS['origin']}"
-[cache]
-memory_bytes = 1073741824
-disk_bytes = 2147483648
-[log]
-level = "warn"
-""")
-    servers.start("edge", [str(bin_dir / "edge"), "serve", "--config", str(d / "edge.toml")], d / "stdout.log")
-    if wait_http(f"http://127.0.0.1:{PORTS['edge_h1']}/live/ch00.m3u8", 30):
-        targets += [Target("edge-h1", "edge", "h1", f"http://127.0.0.1:{PORTS['edge_h1']}"),
-                    Target("edge-h2", "edge", "h2", f"https://127.0.0.1:{PORTS['edge_tls']}")]
-        if not args.no_h3:
-            targets.append(Target("edge-h3", "edge", "h3", f"https://localhost:{PORTS['edge_tls']}"))
-    else:
-        raise SystemExit(f"the edge did not come up: {(d / 'stdout.log').read_text()[-2000:]}")
+    targets += start_edge("edge", bin_dir, run, servers, args)
+    if args.base_bin:
+        # A/B: another build of the edge, the same settings, measured as one more target of the same run.
+        targets += start_edge("base", args.base_bin, run, servers, args)
 
     if "nginx" in args.peers:
         d = run / "nginx"
@@ -579,7 +588,9 @@ def summarise(samples):
                 if a["rps_per_core"] and b["rps_per_core"]:
                     pairs.append((a["rps"] / b["rps"] if b["rps"] else None, a["rps_per_core"] / b["rps_per_core"]))
             if pairs:
-                ratios[other["target"]] = {"rps": med([p[0] for p in pairs]), "per_core": med([p[1] for p in pairs])}
+                per_core = [p[1] for p in pairs]
+                ratios[other["target"]] = {"rps": med([p[0] for p in pairs]), "per_core": med(per_core),
+                                           "per_core_min": min(per_core), "per_core_max": max(per_core)}
         row["vs"] = ratios
     return summary
 
@@ -590,12 +601,22 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+def spread(ratio):
+    """A paired ratio per server core: its median, and its range over the repetitions when there are several."""
+    if not ratio:
+        return ""
+    text = f"{ratio['per_core']:.2f}x"
+    if ratio["per_core_min"] != ratio["per_core_max"]:
+        text += f" [{ratio['per_core_min']:.2f}-{ratio['per_core_max']:.2f}]"
+    return text
+
+
 def print_report(summary, herds, memory, ceiling, meta):
     print()
     print(f"bench: {meta['mode']} mode, {meta['reps']} rep(s), {meta['d_big']} s (1 MiB) / {meta['d_small']} s tests, "
           f"{meta['conns']} connections; {meta['ncpu']} CPUs; medians [min-max] over repetitions")
     print(f"{'test':8} {'proto':5} {'target':11} {'req/s':>24} {'Gb/s':>6} {'p99 ms':>7} {'req/s/core':>10} "
-          f"{'CPU s/GB':>8}  edge ÷ target (req/s per core)")
+          f"{'CPU s/GB':>8}  edge ÷ target (req/s per core, median [range] of paired repetitions)")
     for row in summary:
         rng = f"{fmt(row['rps'])} [{fmt(row['rps_min'])}-{fmt(row['rps_max'])}]"
         vs = ""
@@ -603,10 +624,9 @@ def print_report(summary, herds, memory, ceiling, meta):
             edge = next((r for r in summary if r["server"] == "edge" and r["test"] == row["test"]
                          and r["proto"] == row["proto"]), None)
             ratio = edge and edge.get("vs", {}).get(row["target"])
-            vs = f"{ratio['per_core']:.2f}x" if ratio else ""
+            vs = spread(ratio)
         elif row["proto"] == "h3":
-            ratio = row.get("vs", {}).get("edge-h2")
-            vs = f"h3/h2 {ratio['per_core']:.2f}x" if ratio else ""
+            vs = "h3/h2 " + spread(row.get("vs", {}).get("edge-h2"))
         flags = (" err" if row["errors"] else "") + (" miss" if row["origin_requests"] and row["test"] != "manifest" else "")
         print(f"{row['test']:8} {row['proto']:5} {row['target']:11} {rng:>24} {fmt(row['gbps'], 2):>6} "
               f"{fmt(row['p99_ms'], 1):>7} {fmt(row['rps_per_core']):>10} {fmt(row['cpu_s_per_gb'], 3):>8}  {vs}{flags}")
@@ -654,6 +674,8 @@ def main():
     parser.add_argument("--herd-rate", default="8m", help="origin's rate for the herd object (nginx limit_rate)")
     parser.add_argument("--no-herd", action="store_true")
     parser.add_argument("--no-h3", action="store_true")
+    parser.add_argument("--base-bin", type=Path,
+                        help="A/B: a folder with another build of the edge, run beside it as target 'base'")
     parser.add_argument("--perf", action="store_true",
                         help="record a perf call-graph profile of the edge during each of its runs (RUN_DIR/perf)")
     args = parser.parse_args()

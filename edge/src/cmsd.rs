@@ -6,9 +6,19 @@
 //! the edge's estimate of the throughput to this client `etp` (kbit/s) and the round-trip time `rtt` (ms), from
 //! the kernel's view of the TCP connection (`TCP_INFO`: congestion window × MSS / RTT), and `du` (duress) while
 //! the edge's fill slots are short. The values are built by pure functions; reading `TCP_INFO` is the one
-//! system call.
+//! system call, made at most every `ESTIMATE_REFRESH` per connection.
+//!
+//! Both headers go on every hit, so they are cheap there: each static value is made once, and a connection
+//! keeps its last estimate and the dynamic value made from it (on a 4 KB manifest hit, building both per
+//! response cost 9 % of the edge's CPU).
 
 use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use http::HeaderValue;
 
 /// `CMSD-Static`.
 pub const STATIC: &str = "cmsd-static";
@@ -20,32 +30,95 @@ pub const PREFETCHED_KEY: &str = "cdn-prefetched";
 /// The largest throughput reported, kbit/s (loopback's estimate is otherwise absurd): 10 Gbit/s.
 pub const MAX_ETP_KBPS: u64 = 10_000_000;
 
+/// How long a connection's `TCP_INFO` reading stands for it: a few round trips of a distant player, so the
+/// figures follow the window as it grows while back-to-back responses share one system call.
+pub const ESTIMATE_REFRESH: Duration = Duration::from_millis(100);
+
 /// The connection a request came on, set by the TCP listener in the request's extensions (for `TCP_INFO`).
-/// Valid while the request is answered: the connection lives at least as long.
-#[derive(Debug, Clone, Copy)]
-pub struct ConnSocket(pub RawFd);
+/// The socket is valid while the request is answered: the connection lives at least as long. Clones share
+/// the connection's last reading.
+#[derive(Debug, Clone)]
+pub struct ConnSocket {
+    fd: RawFd,
+    last: Arc<Mutex<LastReading>>,
+}
+
+/// A connection's last `TCP_INFO` reading, and the `CMSD-Dynamic` value last made from it.
+#[derive(Debug, Default)]
+struct LastReading {
+    read_at: Option<Instant>,
+    estimate: Option<(Option<u64>, u64)>,
+    value: Option<(Dynamic, HeaderValue)>,
+}
+
+impl ConnSocket {
+    pub fn new(fd: RawFd) -> Self {
+        ConnSocket {
+            fd,
+            last: Arc::default(),
+        }
+    }
+
+    /// The `CMSD-Dynamic` value for a response on this connection at `now`: (throughput, round trip) from the
+    /// last reading while it is younger than `ESTIMATE_REFRESH`, the value made last time while it says the
+    /// same. `quoted_name` is the edge's name as [`quoted_name`] makes it.
+    pub fn dynamic_header(&self, quoted_name: &str, duress: bool, now: Instant) -> HeaderValue {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = last
+            .read_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= ESTIMATE_REFRESH);
+        if stale {
+            last.estimate = tcp_estimate(self.fd);
+            last.read_at = Some(now);
+        }
+        let dynamic = Dynamic {
+            etp_kbps: last.estimate.and_then(|(etp, _)| etp),
+            rtt_ms: last.estimate.map(|(_, rtt)| rtt),
+            duress,
+        };
+        if let Some((made_for, value)) = &last.value
+            && *made_for == dynamic
+        {
+            return value.clone();
+        }
+        let value = dynamic_header(quoted_name, &dynamic);
+        last.value = Some((dynamic, value.clone()));
+        value
+    }
+}
 
 /// The object type (`ot`, the same tokens as CMCD's) of a request: the player's own CMCD `ot` when it sent one,
 /// else from the path: `m` manifest, `i` init segment, `a` audio, `c` captions, `av` media of unknown kind,
 /// `k` key, `o` other.
-pub fn object_type<'a>(path: &str, cmcd_ot: Option<&'a str>) -> &'a str {
-    if let Some(ot) =
-        cmcd_ot.filter(|ot| matches!(*ot, "m" | "a" | "v" | "av" | "i" | "c" | "tt" | "k" | "o"))
-    {
+pub fn object_type(path: &str, cmcd_ot: Option<&str>) -> &'static str {
+    if let Some(ot) = cmcd_ot.and_then(|ot| OBJECT_TYPES.iter().find(|known| **known == ot)) {
         return ot;
     }
-    let file = path.rsplit('/').next().unwrap_or(path).to_ascii_lowercase();
+    let file = path.rsplit('/').next().unwrap_or(path);
     let ext = file.rsplit_once('.').map_or("", |(_, ext)| ext);
-    match ext {
-        "m3u8" | "mpd" => "m",
-        _ if file.starts_with("init") => "i",
-        "m4a" | "aac" => "a",
-        "vtt" => "c",
-        "ts" | "m4s" | "mp4" | "m4v" | "cmfv" => "av",
-        "key" => "k",
-        _ => "o",
+    let is = |e: &str| ext.eq_ignore_ascii_case(e);
+    if is("m3u8") || is("mpd") {
+        "m"
+    } else if file
+        .get(..4)
+        .is_some_and(|start| start.eq_ignore_ascii_case("init"))
+    {
+        "i"
+    } else if is("m4a") || is("aac") {
+        "a"
+    } else if is("vtt") {
+        "c"
+    } else if ["ts", "m4s", "mp4", "m4v", "cmfv"].iter().any(|e| is(e)) {
+        "av"
+    } else if is("key") {
+        "k"
+    } else {
+        "o"
     }
 }
+
+/// CMCD's and CMSD's object types.
+const OBJECT_TYPES: [&str; 9] = ["m", "a", "v", "av", "i", "c", "tt", "k", "o"];
 
 /// The streaming format (`sf`): `h` for HLS, `d` for DASH, when the path says.
 pub fn streaming_format(path: &str) -> Option<&'static str> {
@@ -60,8 +133,8 @@ pub fn streaming_format(path: &str) -> Option<&'static str> {
 
 /// What `CMSD-Static` says about one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Static<'a> {
-    pub object_type: &'a str,
+pub struct Static {
+    pub object_type: &'static str,
     pub format: Option<&'static str>,
     /// `Some(true)` live, `Some(false)` VOD, `None` unknown.
     pub live: Option<bool>,
@@ -69,7 +142,7 @@ pub struct Static<'a> {
 }
 
 /// The `CMSD-Static` value: `ot=m,sf=h,st=l` (tokens; a true boolean is the key alone).
-pub fn static_value(s: &Static<'_>) -> String {
+pub fn static_value(s: &Static) -> String {
     let mut out = format!("ot={}", s.object_type);
     if let Some(sf) = s.format {
         out.push_str(",sf=");
@@ -85,6 +158,37 @@ pub fn static_value(s: &Static<'_>) -> String {
     out
 }
 
+/// The `CMSD-Static` header for `s`: every possible value is made once, on first use.
+pub fn static_header(s: &Static) -> HeaderValue {
+    const FORMATS: [Option<&str>; 3] = [None, Some("h"), Some("d")];
+    const LIVE: [Option<bool>; 3] = [None, Some(true), Some(false)];
+    static VALUES: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let values = VALUES.get_or_init(|| {
+        let mut values = Vec::new();
+        for object_type in OBJECT_TYPES {
+            for format in FORMATS {
+                for live in LIVE {
+                    for prefetched in [false, true] {
+                        let value = static_value(&Static {
+                            object_type,
+                            format,
+                            live,
+                            prefetched,
+                        });
+                        values.push(HeaderValue::from_str(&value).expect("tokens are ASCII"));
+                    }
+                }
+            }
+        }
+        values
+    });
+    let position = |found: Option<usize>| found.expect("a value of the table");
+    let ot = position(OBJECT_TYPES.iter().position(|t| *t == s.object_type));
+    let sf = position(FORMATS.iter().position(|f| *f == s.format));
+    let st = position(LIVE.iter().position(|l| *l == s.live));
+    values[((ot * FORMATS.len() + sf) * LIVE.len() + st) * 2 + usize::from(s.prefetched)].clone()
+}
+
 /// What `CMSD-Dynamic` says for one response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dynamic {
@@ -97,6 +201,14 @@ pub struct Dynamic {
 /// (`"edge-1";etp=5000;rtt=12;du`). A name is quoted with `"` and `\` escaped; other characters outside
 /// printable ASCII are dropped.
 pub fn dynamic_value(name: &str, d: &Dynamic) -> String {
+    let mut out = quoted_name(name);
+    push_parameters(&mut out, d);
+    out
+}
+
+/// The edge's name as a Structured Field string: quoted, `"` and `\` escaped, characters outside printable
+/// ASCII dropped.
+pub fn quoted_name(name: &str) -> String {
     let mut out = String::from("\"");
     for c in name.chars().filter(|c| (' '..='~').contains(c)) {
         if c == '"' || c == '\\' {
@@ -105,16 +217,28 @@ pub fn dynamic_value(name: &str, d: &Dynamic) -> String {
         out.push(c);
     }
     out.push('"');
+    out
+}
+
+/// [`dynamic_value`] as a header, from the name as [`quoted_name`] made it.
+pub fn dynamic_header(quoted_name: &str, d: &Dynamic) -> HeaderValue {
+    let mut out = String::with_capacity(quoted_name.len() + 32);
+    out.push_str(quoted_name);
+    push_parameters(&mut out, d);
+    HeaderValue::from_str(&out).expect("printable ASCII")
+}
+
+fn push_parameters(out: &mut String, d: &Dynamic) {
+    use std::fmt::Write;
     if let Some(etp) = d.etp_kbps {
-        out.push_str(&format!(";etp={}", etp.min(MAX_ETP_KBPS)));
+        let _ = write!(out, ";etp={}", etp.min(MAX_ETP_KBPS));
     }
     if let Some(rtt) = d.rtt_ms {
-        out.push_str(&format!(";rtt={rtt}"));
+        let _ = write!(out, ";rtt={rtt}");
     }
     if d.duress {
         out.push_str(";du");
     }
-    out
 }
 
 /// The throughput a TCP sender can reach, kbit/s: one congestion window of segments per round trip.
@@ -194,6 +318,19 @@ mod tests {
         for (value, expected) in table {
             assert_eq!(static_value(&value), expected);
         }
+        // The table made once holds the same value for every combination.
+        for object_type in OBJECT_TYPES {
+            for format in [None, Some("h"), Some("d")] {
+                for live in [None, Some(true), Some(false)] {
+                    for prefetched in [false, true] {
+                        let value = s(object_type, format, live, prefetched);
+                        assert_eq!(static_header(&value), static_value(&value).as_str());
+                    }
+                }
+            }
+        }
+        assert_eq!(object_type("/A/INIT.MP4", None), "i", "any case");
+        assert_eq!(object_type("/a/x.M3U8", None), "m");
         assert_eq!(streaming_format("/a.m3u8"), Some("h"));
         assert_eq!(streaming_format("/a.m4s"), None);
     }
@@ -225,7 +362,33 @@ mod tests {
         ];
         for (name, value, expected) in table {
             assert_eq!(dynamic_value(name, &value), expected);
+            assert_eq!(dynamic_header(&quoted_name(name), &value), expected);
         }
+    }
+
+    #[test]
+    fn a_connection_reads_tcp_info_at_most_once_per_refresh() {
+        use std::os::fd::AsRawFd;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let socket = ConnSocket::new(server.as_raw_fd());
+        let name = quoted_name("e");
+        let t0 = Instant::now();
+        let first = socket.dynamic_header(&name, false, t0);
+        assert!(first.to_str().unwrap().starts_with("\"e\";"), "{first:?}");
+        let read_at = |s: &ConnSocket| s.last.lock().unwrap().read_at;
+        assert_eq!(read_at(&socket), Some(t0));
+        // Within the refresh: the same reading; duress changes the value, not the reading.
+        let later = t0 + ESTIMATE_REFRESH / 2;
+        assert_eq!(socket.clone().dynamic_header(&name, false, later), first);
+        let under_duress = socket.dynamic_header(&name, true, later);
+        assert!(under_duress.to_str().unwrap().ends_with(";du"));
+        assert_eq!(read_at(&socket), Some(t0));
+        // Past it: read again.
+        let next = t0 + ESTIMATE_REFRESH;
+        socket.dynamic_header(&name, false, next);
+        assert_eq!(read_at(&socket), Some(next));
     }
 
     #[test]

@@ -513,13 +513,13 @@ async fn serve_edge(
     stop: watch::Receiver<bool>,
     idle: shared::serve::ConnTimers,
 ) {
-    let socket = crate::cmsd::ConnSocket(match &accepted {
+    let socket = crate::cmsd::ConnSocket::new(match &accepted {
         Accepted::Plain(stream) => stream.as_raw_fd(),
         Accepted::Tls(stream, _) => stream.get_ref().0.get_ref().as_raw_fd(),
     });
     let handle = move |mut request: http::Request<hyper::body::Incoming>, peer| {
         let edge = Arc::clone(&edge);
-        request.extensions_mut().insert(socket);
+        request.extensions_mut().insert(socket.clone());
         async move {
             if let Some(refusal) = host_fields_refusal(&request) {
                 let (parts, _body) = request.into_parts();

@@ -2,7 +2,9 @@
 //! format, stream type) and whether this answer used a prefetch, `CMSD-Dynamic` from the connection's TCP state
 //! and the edge's fill load. Which of them are sent is `[cmsd]` in the config.
 
-use http::header::{HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use http::header::HeaderName;
 use http::request::Parts;
 
 use super::{Answer, Canonical, Edge};
@@ -36,29 +38,29 @@ impl Edge {
                     .is_ok_and(|d| d.blocks())
                     .then_some(true),
             };
-            let value = cmsd::static_value(&Static {
+            let value = cmsd::static_header(&Static {
                 object_type: cmsd::object_type(&request.path, cmcd_ot),
                 format: cmsd::streaming_format(&request.path),
                 live,
                 prefetched,
             });
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(cmsd::STATIC), value);
-            }
+            headers.insert(HeaderName::from_static(cmsd::STATIC), value);
         }
         if self.cmsd.send_dynamic {
-            let tcp = parts
-                .extensions
-                .get::<ConnSocket>()
-                .and_then(|socket| cmsd::tcp_estimate(socket.0));
-            let dynamic = Dynamic {
-                etp_kbps: tcp.and_then(|(etp, _)| etp),
-                rtt_ms: tcp.map(|(_, rtt)| rtt),
-                duress: self.engine.load().is_high(),
+            let duress = self.engine.load().is_high();
+            let value = match parts.extensions.get::<ConnSocket>() {
+                Some(socket) => socket.dynamic_header(&self.cmsd_name, duress, Instant::now()),
+                // HTTP/3: no TCP connection to read.
+                None => cmsd::dynamic_header(
+                    &self.cmsd_name,
+                    &Dynamic {
+                        etp_kbps: None,
+                        rtt_ms: None,
+                        duress,
+                    },
+                ),
             };
-            if let Ok(value) = HeaderValue::from_str(&cmsd::dynamic_value(&self.name, &dynamic)) {
-                headers.insert(HeaderName::from_static(cmsd::DYNAMIC), value);
-            }
+            headers.insert(HeaderName::from_static(cmsd::DYNAMIC), value);
         }
     }
 }

@@ -95,16 +95,19 @@ impl LiveWatchers {
         *own = hinted;
     }
 
-    /// The watcher whose playlist hints this part, while its poller runs.
-    fn hinting(&self, name: &str) -> Option<Arc<Watcher>> {
+    /// The watcher whose playlist hints this part (site and path), while its poller runs, with the part's name
+    /// as `hints` keys it. Named only when some playlist hints a part: other requests cost no allocation here.
+    fn hinting(&self, site: &str, path: &str) -> Option<(String, Arc<Watcher>)> {
         let hints = lock(&self.hints);
         if hints.is_empty() {
             return None;
         }
-        hints
-            .get(name)
+        let name = format!("{site}\n{path}");
+        let watcher = hints
+            .get(&name)
             .filter(|w| w.polling.load(Ordering::Acquire))
-            .cloned()
+            .cloned()?;
+        Some((name, watcher))
     }
 }
 
@@ -206,8 +209,7 @@ impl Edge {
         if parts.method != Method::GET && parts.method != Method::HEAD {
             return;
         }
-        let name = format!("{}\n{}", request.site.name, request.path);
-        let Some(watcher) = self.live.hinting(&name) else {
+        let Some((name, watcher)) = self.live.hinting(&request.site.name, &request.path) else {
             return;
         };
         let mut latest = watcher.latest.subscribe();

@@ -71,6 +71,8 @@ pub struct Edge {
     live: live::LiveWatchers,
     /// Which CMSD headers answers carry.
     cmsd: crate::config::CmsdConfig,
+    /// The edge's name as `CMSD-Dynamic` quotes it.
+    cmsd_name: String,
 }
 
 /// Loop prevention (RFC 8586): this CDN's `CDN-Loop` member, and how many times a request may already carry it.
@@ -184,6 +186,7 @@ impl Edge {
             sites.push(site);
         }
         Edge {
+            cmsd_name: crate::cmsd::quoted_name(&setup.name),
             name: setup.name,
             sites,
             hosts,
