@@ -82,7 +82,11 @@ impl CacheKey {
 
     /// The storage key of the object's (or variant's) metadata record.
     pub fn meta_key(&self) -> String {
-        format!("m|{}{}", self.url, self.variant)
+        let mut key = String::with_capacity(2 + self.url.len() + self.variant.len());
+        key.push_str("m|");
+        key.push_str(&self.url);
+        key.push_str(&self.variant);
+        key
     }
 
     /// The storage key of slice `index` of version `generation`.

@@ -418,8 +418,15 @@ impl Edge {
 /// Adds this edge's `Cache-Status` entry after those the response already carries, as one list: RFC 9211
 /// orders it from the cache nearest the origin (a parent edge's entry, kept with the stored response) to the
 /// one nearest the client.
-fn add_cache_status(headers: &mut http::HeaderMap, ours: &str) {
+fn add_cache_status(headers: &mut http::HeaderMap, ours: String) {
     let name = http::header::HeaderName::from_static("cache-status");
+    if !headers.contains_key(&name) {
+        // The usual case: the value as made, no copy.
+        if let Ok(value) = HeaderValue::try_from(ours) {
+            headers.insert(name, value);
+        }
+        return;
+    }
     let mut list: Vec<&str> = headers
         .get_all(&name)
         .iter()
@@ -427,7 +434,7 @@ fn add_cache_status(headers: &mut http::HeaderMap, ours: &str) {
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .collect();
-    list.push(ours);
+    list.push(&ours);
     let value = list.join(", ");
     put(headers, name, &value);
 }

@@ -152,7 +152,7 @@ impl Edge {
         for targeted in self.engine.targeted_fields() {
             headers.remove(targeted);
         }
-        super::add_cache_status(headers, &cache_status.header_value(&self.name));
+        super::add_cache_status(headers, cache_status.header_value(&self.name));
         self.cors_headers(parts, headers);
         let body = if parts.method == Method::HEAD {
             empty()

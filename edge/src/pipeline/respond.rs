@@ -158,18 +158,20 @@ impl Edge {
             first = Some((index, SliceSource::Filling(subscriber)));
         }
 
-        let mut response = Response::builder().status(http_status);
-        let headers = response.headers_mut().expect("fresh builder");
+        // Room for every field the answer gets (the stored ones, ours, CORS, CMSD, Alt-Svc): growing the map
+        // as fields arrive rehashes it.
+        let mut head = HeaderMap::with_capacity(prepared.fields.len() + 12);
+        let headers = &mut head;
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         headers.insert(header::AGE, HeaderValue::from(meta.age(now)));
         for (name, value) in &prepared.fields {
             headers.append(name.clone(), value.clone());
         }
-        super::add_cache_status(headers, &cache_status.header_value(&self.name));
+        super::add_cache_status(headers, cache_status.header_value(&self.name));
         self.cors_headers(parts, headers);
         let body = match (http_status, part) {
             (_, Some(range)) if whole => {
-                put(headers, header::CONTENT_LENGTH, &range.len().to_string());
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
                 if sends_body {
                     let first = first.filter(|(index, _)| *index == 0);
                     self.body(upstream, key, meta, range, first)
@@ -183,7 +185,7 @@ impl Edge {
                 empty()
             }
             (StatusCode::OK | StatusCode::PARTIAL_CONTENT, Some(range)) => {
-                put(headers, header::CONTENT_LENGTH, &range.len().to_string());
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
                 if http_status == StatusCode::PARTIAL_CONTENT {
                     put(
                         headers,
@@ -209,17 +211,13 @@ impl Edge {
             }
             _ => empty(),
         };
-        let mut error = None;
-        let response = response.body(body).unwrap_or_else(|e| {
-            error = Some(format!("response: {e}"));
-            let mut r = Response::new(empty());
-            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r
-        });
+        let mut response = Response::new(body);
+        *response.status_mut() = http_status;
+        *response.headers_mut() = head;
         Outcome::Answer(Answer {
             response,
             cache_status,
-            error,
+            error: None,
             upstream_ms: None,
             route: None,
         })
@@ -288,20 +286,24 @@ impl Edge {
             headers.remove(name);
         }
         let allowed = if self.cors.any {
-            Some("*")
+            Some(HeaderValue::from_static("*"))
         } else {
             parts
                 .headers
                 .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .filter(|origin| self.cors.origins.iter().any(|o| o == origin))
+                .filter(|origin| {
+                    let origin = origin.as_bytes();
+                    self.cors.origins.iter().any(|o| o.as_bytes() == origin)
+                })
+                .cloned()
         };
         if let Some(origin) = allowed {
-            put(headers, header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            put(
-                headers,
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+            headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                "Content-Length, Content-Range, ETag, Age, Cache-Status, CMSD-Static, CMSD-Dynamic",
+                HeaderValue::from_static(
+                    "Content-Length, Content-Range, ETag, Age, Cache-Status, CMSD-Static, CMSD-Dynamic",
+                ),
             );
             if !self.cors.any {
                 headers.append(header::VARY, HeaderValue::from_static("Origin"));
