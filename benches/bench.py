@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of the edge against the caches it must beat (nginx proxy_cache, Varnish with hitch for
-TLS, Apache Traffic Server), all filling from one nginx origin on loopback, measured in one run with interleaved
-repetitions (A B C ... then ... C B A). Not a test: it prints a table of medians, ranges and ratios and writes
+TLS, Apache Traffic Server), all filling from one nginx origin on loopback, and over HTTP/3 against Caddy (quic-go)
+serving the same files, measured in one run with interleaved repetitions (A B C ... then ... C B A).
+`--base-bin DIR` adds another build of the edge as target `base` (an A/B of a change in the same run). Not a test: it prints a table of medians, ranges and ratios and writes
 JSON. Run it through `scripts/bench.sh [--quick|--full]`, which builds the release binaries first.
 
 Per repetition and target: hot hits of 1 MiB segments, 256 KiB segments and ~4 KB manifests over HTTP/1.1
@@ -40,9 +41,10 @@ PORTS = {
     "varnish_h1": 19430, "varnish_proxy": 19431, "hitch": 19432,
     "ats_h1": 19440, "ats_h2": 19441,
     "raw": 19450,
+    "caddy_h3": 19460,
 }
 TESTS = ["1m", "256k", "manifest"]
-PEER_NAMES = ["nginx", "varnish", "ats"]
+PEER_NAMES = ["nginx", "varnish", "ats", "caddy"]
 
 
 def log(msg):
@@ -311,6 +313,36 @@ def start_everything(args, run, servers, values, bin_dir):
                 targets.append(Target("ats-h2", "ats", "h2", f"https://127.0.0.1:{PORTS['ats_h2']}"))
         else:
             log("Traffic Server did not start; skipped")
+    if "caddy" in args.peers and not args.no_h3:
+        # The HTTP/3 peer: Caddy (quic-go) serving the origin's files itself over TLS with HTTP/3 (no cache to
+        # fill: its hits are file reads from the page cache), measured with the same h3load as the edge.
+        d = run / "caddy"
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        port = PORTS["caddy_h3"]
+        (d / "Caddyfile").write_text(f"""{{
+	admin off
+	auto_https off
+	servers {{
+		protocols h1 h2 h3
+	}}
+}}
+https://localhost:{port}, https://127.0.0.1:{port} {{
+	tls {run}/tls/cert.pem {run}/tls/key.pem
+	root * {values['DATA']}
+	file_server
+	log {{
+		output discard
+	}}
+}}
+""")
+        env = dict(os.environ, XDG_DATA_HOME=str(d / "data"), XDG_CONFIG_HOME=str(d / "config"))
+        servers.start("caddy", ["caddy", "run", "--config", str(d / "Caddyfile"), "--adapter", "caddyfile"],
+                      d / "stdout.log", env=env)
+        if wait_http(f"https://127.0.0.1:{port}/live/ch00.m3u8", 20):
+            targets.append(Target("caddy-h3", "caddy", "h3", f"https://localhost:{port}"))
+        else:
+            log("Caddy did not start; skipped")
     return targets
 
 
@@ -662,7 +694,8 @@ def main():
     parser.add_argument("--bin-dir", type=Path, required=True, help="folder with the release edge and h3load")
     parser.add_argument("--run-dir", type=Path, default=Path("/tmp/video-cdn-bench"))
     parser.add_argument("--out", type=Path, help="JSON results (default RUN_DIR/result.json)")
-    parser.add_argument("--peers", default="nginx,varnish,ats", help="peers to run, comma-separated")
+    parser.add_argument("--peers", default="nginx,varnish,ats,caddy",
+                        help="peers to run, comma-separated (caddy: the HTTP/3 peer)")
     parser.add_argument("--tests", default=",".join(TESTS))
     parser.add_argument("--reps", type=int)
     parser.add_argument("--conns", type=int, default=32)
@@ -687,7 +720,7 @@ def main():
     counts = {"1m": 100 if quick else 200, "256k": 200, "manifest": 20}
 
     for tool in ["nginx", "wrk", "h2load", "curl"] + (["varnishd", "hitch"] if "varnish" in args.peers else []) + (
-            ["traffic_server"] if "ats" in args.peers else []):
+            ["traffic_server"] if "ats" in args.peers else []) + (["caddy"] if "caddy" in args.peers else []):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"bench: missing {tool} (scripts/bench.sh --install-peers installs the peers)")
     for name, port in PORTS.items():

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark suite (not a test): the edge against nginx proxy_cache, Varnish (with hitch for TLS) and Apache
-# Traffic Server, all in front of one nginx origin on 127.0.0.1:19400-19450, measured in one interleaved run.
+# Traffic Server, all in front of one nginx origin, and over HTTP/3 against Caddy serving the same files; on
+# 127.0.0.1:19400-19460, measured in one interleaved run.
 # Prints one table (medians, ranges, ratios edge ÷ each peer) and writes JSON (default
 # /tmp/video-cdn-bench/result.json). See benches/bench.py for what is measured.
 #
@@ -16,7 +17,7 @@ for a in "$@"; do
     --install-peers)
       export DEBIAN_FRONTEND=noninteractive
       apt-get update -qq
-      apt-get install -y -qq nginx varnish hitch trafficserver wrk nghttp2-client curl python3 >/dev/null ;;
+      apt-get install -y -qq nginx varnish hitch trafficserver caddy wrk nghttp2-client curl python3 >/dev/null ;;
     --full) ;;
     *) args+=("$a") ;;
   esac

@@ -255,8 +255,10 @@ fn a_real_live_source_through_the_edge_blocking_reload_and_no_herd() {
     eprintln!(
         "500 players x 3 refreshes in {elapsed:.1} s: {upstream} origin requests for the playlist"
     );
+    // About one a second; on a loaded machine a batch of 500 takes longer than the playlist's lifetime, so up to
+    // two a second. A herd would be hundreds.
     assert!(
-        (upstream as f64) <= elapsed.ceil() + 3.0,
+        (upstream as f64) <= 2.0 * elapsed.ceil(),
         "1500 refreshes in {elapsed:.1} s cost {upstream} origin requests"
     );
 }

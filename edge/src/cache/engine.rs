@@ -110,6 +110,61 @@ const SWEEP_MARKS_AT: usize = 1024;
 /// The largest body of a whole (non-200) response that is stored.
 const MAX_WHOLE_BODY_BYTES: usize = 64 * 1024;
 
+/// The fills of the slices after the first that one upstream response carries, in order. Each is finished when
+/// its slice is stored; those left when the response fails (or the fill is dropped) are failed, and every one
+/// leaves the registry.
+struct LaterSlices<'a> {
+    fills: &'a Fills,
+    /// Fill key and fill of each slice not finished yet, the next first.
+    pending: std::collections::VecDeque<(super::key::FillKey, Arc<Fill>)>,
+}
+
+impl<'a> LaterSlices<'a> {
+    fn register(
+        fills: &'a Fills,
+        key: &CacheKey,
+        meta: &Arc<ObjectMeta>,
+        indexes: std::ops::RangeInclusive<u64>,
+    ) -> Self {
+        let mut pending = std::collections::VecDeque::new();
+        for index in indexes {
+            let fill_key = key.slice_fill(meta.generation, index);
+            // A new version's key: nobody else can have started a fill under it.
+            let (fill, _) = fills.join_or_start(fill_key.as_str());
+            fill.publish_head(Ok(FillHead::Slice(Arc::clone(meta))));
+            pending.push_back((fill_key, fill));
+        }
+        LaterSlices { fills, pending }
+    }
+
+    /// The fill of the next slice to receive.
+    fn next(&self) -> Option<Arc<Fill>> {
+        self.pending.front().map(|(_, fill)| Arc::clone(fill))
+    }
+
+    /// The next slice is stored (or failed): its fill ends and leaves the registry.
+    fn finish_next(&mut self, result: Result<(), FillError>) {
+        if let Some((fill_key, fill)) = self.pending.pop_front() {
+            self.fills.remove(fill_key.as_str());
+            fill.finish(result);
+        }
+    }
+
+    fn fail_all(&mut self, error: &FillError) {
+        while !self.pending.is_empty() {
+            self.finish_next(Err(error.clone()));
+        }
+    }
+}
+
+impl Drop for LaterSlices<'_> {
+    fn drop(&mut self) {
+        self.fail_all(&FillError::Body(
+            "the response carrying this slice failed before it".into(),
+        ));
+    }
+}
+
 impl Engine {
     pub fn new(setup: EngineSetup) -> Self {
         Engine {
@@ -503,7 +558,7 @@ impl Engine {
     ) -> (Arc<Fill>, bool) {
         let fill_key = match &target {
             FillTarget::Known(meta) => key.slice_fill(meta.generation, index),
-            FillTarget::New => key.new_fill(index),
+            FillTarget::New { .. } => key.new_fill(index),
             FillTarget::Revalidate(stale) => key.revalidation_fill(stale.generation),
         };
         let (fill, started) = self.fills.join_or_start(fill_key.as_str());
@@ -608,7 +663,7 @@ impl Engine {
                 }
                 Some(Arc::clone(meta))
             }
-            FillTarget::New => None,
+            FillTarget::New { .. } => None,
             FillTarget::Revalidate(stale) => {
                 match (&stale.etag, &stale.last_modified) {
                     (Some(etag), _) => put(&mut fields, header::IF_NONE_MATCH, etag),
@@ -619,11 +674,16 @@ impl Engine {
             }
         };
         let slice_bytes = known.as_ref().map_or(self.slice_bytes, |m| m.slice_bytes);
+        // A new object's first fill may ask for a few slices at once (`slices::first_fill_slices`).
+        let span = match &target {
+            FillTarget::New { slices } => (*slices).max(1),
+            _ => 1,
+        };
         // A client's range can start anywhere up to 2^64 - 1: no sum here may overflow.
         let start = index * slice_bytes;
         let end = match &known {
             Some(meta) => start.saturating_add(slice_bytes).min(meta.total_len) - 1,
-            None => start.saturating_add(slice_bytes - 1),
+            None => start.saturating_add(slice_bytes.saturating_mul(span) - 1),
         };
         let whole_stored = matches!(&target, FillTarget::Revalidate(stale) if stale.status != 200);
         if !whole_stored {
@@ -684,7 +744,11 @@ impl Engine {
                     }));
                     return Ok(());
                 };
-                (total, 0, slice_bytes.min(total).max(1) - 1)
+                (
+                    total,
+                    0,
+                    slice_bytes.saturating_mul(span).min(total).max(1) - 1,
+                )
             }
             _ => {
                 return match (known, lifetime) {
@@ -747,10 +811,17 @@ impl Engine {
                 meta
             }
         };
+        // The slices after the first that this response carries (a new object's first fill): each a fill of its
+        // own, registered under the version's key before anyone can know the version, fed from this response.
+        let last_index = index + (body_end - body_start) / slice_bytes;
+        let mut later = LaterSlices::register(&self.fills, key, &meta, index + 1..=last_index);
         fill.publish_head(Ok(FillHead::Slice(Arc::clone(&meta))));
         let expected = body_end - body_start + 1;
         let mut received = 0u64;
         let mut body = response.into_body();
+        // The slice being received, and the fill its chunks go to.
+        let (mut current, mut current_fill) = (index, Arc::clone(fill));
+        let mut slice_end = (current + 1) * slice_bytes - body_start;
         while received < expected {
             let Some(mut chunk) = self.upstream.next_chunk(&mut body).await? else {
                 break;
@@ -762,21 +833,42 @@ impl Engine {
                         "more than the {expected} bytes announced"
                     )));
                 }
-                chunk.truncate(room as usize); // a 200 for a large object: keep the first slice only
+                chunk.truncate(room as usize); // a 200 for a large object: keep the slices asked for only
             }
-            received += chunk.len() as u64;
-            fill.push(chunk);
+            while !chunk.is_empty() {
+                let in_slice = (slice_end.min(expected) - received).min(chunk.len() as u64);
+                if in_slice == 0 {
+                    break; // every slice asked for is complete (and the chunk was cut to them)
+                }
+                let part = chunk.split_to(in_slice as usize);
+                received += part.len() as u64;
+                current_fill.push(part);
+                if received == slice_end.min(expected) {
+                    self.storage.insert_slice(
+                        key,
+                        meta.generation,
+                        current,
+                        concat(&current_fill.chunks()),
+                    );
+                    self.metrics.slices_stored.inc();
+                    if current == index {
+                        // Unregister the alias only now that the slice is in the cache.
+                        drop(alias_guard.take());
+                    } else {
+                        later.finish_next(Ok(()));
+                    }
+                    if let Some(next) = later.next() {
+                        (current, current_fill) = (current + 1, next);
+                        slice_end += slice_bytes;
+                    }
+                }
+            }
         }
         if received < expected {
-            return Err(FillError::Body(format!(
-                "ended after {received} of {expected} bytes"
-            )));
+            let error = FillError::Body(format!("ended after {received} of {expected} bytes"));
+            later.fail_all(&error);
+            return Err(error);
         }
-        self.storage
-            .insert_slice(key, meta.generation, index, concat(&fill.chunks()));
-        self.metrics.slices_stored.inc();
-        // Unregister the alias only now that the slice is in the cache.
-        drop(alias_guard);
         Ok(())
     }
 
@@ -1023,8 +1115,8 @@ pub(crate) struct Found {
 pub(crate) enum FillTarget {
     /// A slice of a stored version.
     Known(Arc<ObjectMeta>),
-    /// A new object (or variant).
-    New,
+    /// A new object (or variant): `slices` from the first, in one request (see `slices::first_fill_slices`).
+    New { slices: u64 },
     /// The first slice of a stored version, asked for conditionally: a 304 keeps it, a 200 or 206 replaces it.
     Revalidate(Arc<ObjectMeta>),
 }

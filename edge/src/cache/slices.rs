@@ -56,9 +56,60 @@ pub fn first_slice_hint(spec: Option<shared::range::RangeSpec>, slice_bytes: u64
     }
 }
 
+/// The most slices a new object's first fill asks for in one request (8 MiB at the default 2 MiB slices): a cold
+/// segment or manifest costs its upstream one request, as it would through a cache that does not slice, and a
+/// herd on it waits on one upstream response. The later slices of a larger object are one request each.
+pub const FIRST_FILL_SLICES: u64 = 4;
+
+/// How many slices the first fill of a new object asks for, from the client's range: all it touches from its
+/// first slice up to [`FIRST_FILL_SLICES`] (the whole object, or from a position to the end: the most); one for
+/// a suffix (the object's length is not known yet) — so a client probing the start of a large file does not
+/// cost the upstream more than a slice.
+pub fn first_fill_slices(spec: Option<shared::range::RangeSpec>, slice_bytes: u64) -> u64 {
+    use shared::range::RangeSpec;
+    match spec {
+        None | Some(RangeSpec::From { .. }) => FIRST_FILL_SLICES,
+        Some(RangeSpec::FromTo { first, last }) if last >= first => {
+            (last / slice_bytes - first / slice_bytes + 1).min(FIRST_FILL_SLICES)
+        }
+        Some(_) => 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_fill_asks_for_the_slices_the_client_needs_up_to_the_most() {
+        use shared::range::RangeSpec;
+        let s = 2 * MIB;
+        let from_to = |first, last| Some(RangeSpec::FromTo { first, last });
+        assert_eq!(first_fill_slices(None, s), FIRST_FILL_SLICES);
+        assert_eq!(
+            first_fill_slices(Some(RangeSpec::From { first: 0 }), s),
+            FIRST_FILL_SLICES
+        );
+        assert_eq!(
+            first_fill_slices(from_to(0, 1023), s),
+            1,
+            "a probe of the start"
+        );
+        assert_eq!(
+            first_fill_slices(from_to(s - 1, s), s),
+            2,
+            "across one boundary"
+        );
+        assert_eq!(
+            first_fill_slices(from_to(0, u64::MAX), s),
+            FIRST_FILL_SLICES
+        );
+        assert_eq!(first_fill_slices(from_to(5, 4), s), 1);
+        assert_eq!(
+            first_fill_slices(Some(RangeSpec::Suffix { length: 10 }), s),
+            1
+        );
+    }
 
     const MIB: u64 = 1 << 20;
 

@@ -18,7 +18,7 @@ use super::{Again, Canonical, Edge, Outcome, Served};
 use crate::cache::engine::{FillTarget, Found};
 use crate::cache::fill::FillHead;
 use crate::cache::freshness::ttl_param;
-use crate::cache::slices::first_slice_hint;
+use crate::cache::slices::{first_fill_slices, first_slice_hint};
 use crate::cache::vary::{apply_variant, variant_values};
 use crate::error::EdgeError;
 use crate::fields::Purpose;
@@ -88,8 +88,10 @@ impl Edge {
                         Ok(range::ParsedRange::Single(spec)) => Some(spec),
                         _ => None,
                     });
-                let index = first_slice_hint(range_spec, self.engine.slice_bytes());
-                (FillTarget::New, index)
+                let slice_bytes = self.engine.slice_bytes();
+                let slices = first_fill_slices(range_spec, slice_bytes);
+                let index = first_slice_hint(range_spec, slice_bytes);
+                (FillTarget::New { slices }, index)
             }
         };
         let waited = Instant::now();

@@ -618,7 +618,8 @@ impl Edge {
             None => {
                 let first = range.map_or(0, |r| r.start / engine.slice_bytes());
                 let fields = self.fill_fields(parts, request, found.variant.as_deref());
-                let target = crate::cache::engine::FillTarget::New;
+                // One slice at a time: each counted as it is drained (the bytes a prefetch costs are metered).
+                let target = crate::cache::engine::FillTarget::New { slices: 1 };
                 let (fill, started) = engine.join_fill(upstream, &key, first, target, fields);
                 if !started {
                     return (Ended::Skipped(Skip::Filling), 0);
