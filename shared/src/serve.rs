@@ -78,12 +78,28 @@ pub fn http_builder(limits: &ConnLimits) -> auto::Builder<InlineFirstExecutor> {
 
 /// Binds a listener, naming the config field on failure.
 pub async fn bind(addr: SocketAddr, field: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    listen(addr).map_err(|e| {
         std::io::Error::new(
             e.kind(),
             format!("cannot listen on {addr} (`{field}`): {e}"),
         )
     })
+}
+
+/// Connections the kernel queues before they are accepted (capped by `net.core.somaxconn`). The standard
+/// library's 128 overflowed when 200 players arrived at once: the SYNs beyond it were dropped, and those players
+/// got their first byte a second later, when their SYN was sent again.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As the standard library's bind does: a restarted server may reuse a port left in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Accepts connections until `stop` turns true, at most as many at once as `limits` has permits, and runs
@@ -626,5 +642,36 @@ where
             eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 300 players connecting at once, before the server accepts any: every connection completes (the kernel
+    /// queues them), none waits for its SYN to be sent again.
+    #[tokio::test]
+    async fn a_crowd_connecting_at_once_is_queued_not_dropped() {
+        let listener = bind("127.0.0.1:0".parse().unwrap(), "test.listen")
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..300 {
+            connects.spawn(async move {
+                tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await
+            });
+        }
+        let mut held = Vec::new();
+        while let Some(connected) = connects.join_next().await {
+            let stream = connected
+                .unwrap()
+                .expect("connected within 500 ms")
+                .unwrap();
+            held.push(stream);
+        }
+        assert_eq!(held.len(), 300);
+        drop(listener);
     }
 }
