@@ -4,7 +4,8 @@
 //! the custom key `cdn-prefetched` when this response was the first use of an object the edge prefetched.
 //! `CMSD-Dynamic` (a Structured Field list with one item per intermediary: the edge's name with parameters) carries
 //! the edge's estimate of the throughput to this client `etp` (kbit/s) and the round-trip time `rtt` (ms), from
-//! the kernel's view of the TCP connection (`TCP_INFO`: congestion window × MSS / RTT), and `du` (duress) while
+//! the kernel's view of the TCP connection (`TCP_INFO`: congestion window × MSS / RTT) or, over HTTP/3, from the
+//! QUIC stack's view of the path (its congestion window in bytes / RTT), and `du` (duress) while
 //! the edge's fill slots are short. The values are built by pure functions; reading `TCP_INFO` is the one
 //! system call, made at most every `ESTIMATE_REFRESH` per connection.
 //!
@@ -241,6 +242,25 @@ fn push_parameters(out: &mut String, d: &Dynamic) {
     }
 }
 
+/// A QUIC connection's path as the QUIC stack sees it when a request arrives (HTTP/3 has no `TCP_INFO`), set by
+/// the QUIC listener in the request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuicPath {
+    pub rtt: Duration,
+    pub cwnd_bytes: u64,
+}
+
+impl QuicPath {
+    /// (throughput estimate in kbit/s, round-trip time in ms, rounded up), as [`tcp_estimate`] gives them.
+    pub fn estimate(&self) -> (Option<u64>, u64) {
+        let rtt_us = u64::try_from(self.rtt.as_micros()).unwrap_or(u64::MAX);
+        let etp = (rtt_us > 0 && self.cwnd_bytes > 0).then(|| {
+            (self.cwnd_bytes.saturating_mul(8).saturating_mul(1000) / rtt_us).min(MAX_ETP_KBPS)
+        });
+        (etp, rtt_us.div_ceil(1000))
+    }
+}
+
 /// The throughput a TCP sender can reach, kbit/s: one congestion window of segments per round trip.
 /// `None` before the connection has a round-trip time.
 pub fn throughput_kbps(cwnd_segments: u32, mss_bytes: u32, rtt_us: u32) -> Option<u64> {
@@ -389,6 +409,19 @@ mod tests {
         let next = t0 + ESTIMATE_REFRESH;
         socket.dynamic_header(&name, false, next);
         assert_eq!(read_at(&socket), Some(next));
+    }
+
+    #[test]
+    fn a_quic_path_estimates_like_a_tcp_connection() {
+        // 14,480 bytes per 20 ms: 115,840 bits / 20,000 µs = 5.79 Mbit/s; the RTT rounds up to whole ms.
+        let path = |rtt_us, cwnd_bytes| QuicPath {
+            rtt: Duration::from_micros(rtt_us),
+            cwnd_bytes,
+        };
+        assert_eq!(path(20_000, 14_480).estimate(), (Some(5792), 20));
+        assert_eq!(path(20_001, 14_480).estimate().1, 21);
+        assert_eq!(path(0, 14_480).estimate(), (None, 0), "no RTT yet");
+        assert_eq!(path(100, u64::MAX).estimate().0, Some(MAX_ETP_KBPS));
     }
 
     #[test]

@@ -216,9 +216,16 @@ async fn serve_connection(
                     let edge = Arc::clone(&edge);
                     let early_data = !handshake_done;
                     let (header_timeout, send_timeout) = (limits.header_timeout, limits.send_timeout);
+                    let quic = quic.clone();
                     requests.spawn(async move {
                         match tokio::time::timeout(header_timeout, resolver.resolve_request()).await {
-                            Ok(Ok((request, stream))) => {
+                            Ok(Ok((mut request, stream))) => {
+                                // For CMSD-Dynamic: the path as it is when the request has arrived.
+                                let path = quic.stats().path;
+                                request.extensions_mut().insert(crate::cmsd::QuicPath {
+                                    rtt: path.rtt,
+                                    cwnd_bytes: path.cwnd,
+                                });
                                 serve_request(edge, request, stream, peer, early_data, send_timeout).await
                             }
                             Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "bad HTTP/3 request"),

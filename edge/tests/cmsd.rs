@@ -1,7 +1,8 @@
 //! CMSD out (CTA-5006, issue 19) at a real edge over TLS with curl: `CMSD-Static` names the object type (from
 //! the path, or the player's CMCD `ot`), the streaming format, a live stream type for blocking playlist
 //! requests, and `cdn-prefetched` on the first use of a segment the edge prefetched; `CMSD-Dynamic` carries the
-//! edge's name with its throughput and round-trip estimate from the TCP connection; `[cmsd]` turns each off.
+//! edge's name with its throughput and round-trip estimate from the TCP connection (over HTTP/3, aioquic: from the
+//! QUIC path); `[cmsd]` turns each off.
 
 // Tests wait on real processes by the wall clock; the edge itself reads its own clock (edge/clippy.toml).
 #![allow(clippy::disallowed_methods)]
@@ -9,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use testkit::TestEdge as Edge;
-use testkit::{CurlResponse, Scripted, ScriptedOrigin};
+use testkit::{CurlResponse, H3Client, Scripted, ScriptedOrigin, h3_get};
 
 const PLAYLIST: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n\
     #EXTINF:2.0,\nseg0.m4s\n#EXTINF:2.0,\nseg1.m4s\n#EXTINF:2.0,\nseg2.m4s\n#EXT-X-ENDLIST\n";
@@ -76,6 +77,21 @@ fn cmsd_static_and_dynamic_on_answers() {
         !dynamic.contains(";du"),
         "an idle edge is not in duress: {dynamic}"
     );
+
+    // Over HTTP/3 (aioquic): the estimate comes from the QUIC stack's view of the path.
+    let url = format!(
+        "https://localhost:{}/v/index.m3u8",
+        edge.process.addr("tls_addr").port()
+    );
+    let over_h3 = h3_get(H3Client::Aioquic, &url, &edge.certs.ca(), None).unwrap();
+    assert_eq!((over_h3.status, over_h3.protocol.as_str()), (200, "h3"));
+    let dynamic = &over_h3.headers["cmsd-dynamic"];
+    assert!(dynamic.starts_with("\"edge-test\""), "{dynamic}");
+    assert!(
+        param(dynamic, "etp").is_some_and(|etp| etp > 0),
+        "an estimated throughput from the QUIC path: {dynamic}"
+    );
+    assert!(param(dynamic, "rtt").is_some(), "{dynamic}");
 
     // The segment after seg0 is prefetched once the playlist is learnt; its first use says so, later ones not.
     edge.wait_metric("edge_prefetch_renditions", 1.0);

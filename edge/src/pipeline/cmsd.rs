@@ -9,7 +9,7 @@ use http::request::Parts;
 
 use super::{Answer, Canonical, Edge};
 use crate::cmcd::StreamType;
-use crate::cmsd::{self, ConnSocket, Dynamic, Static};
+use crate::cmsd::{self, ConnSocket, Dynamic, QuicPath, Static};
 
 impl Edge {
     /// Adds the configured CMSD headers to an answer of a GET or HEAD.
@@ -50,15 +50,16 @@ impl Edge {
             let duress = self.engine.load().is_high();
             let value = match parts.extensions.get::<ConnSocket>() {
                 Some(socket) => socket.dynamic_header(&self.cmsd_name, duress, Instant::now()),
-                // HTTP/3: no TCP connection to read.
-                None => cmsd::dynamic_header(
-                    &self.cmsd_name,
-                    &Dynamic {
-                        etp_kbps: None,
-                        rtt_ms: None,
+                // HTTP/3: the QUIC stack's view of the path, when the listener gave it.
+                None => {
+                    let path = parts.extensions.get::<QuicPath>().map(QuicPath::estimate);
+                    let dynamic = Dynamic {
+                        etp_kbps: path.and_then(|(etp, _)| etp),
+                        rtt_ms: path.map(|(_, rtt)| rtt),
                         duress,
-                    },
-                ),
+                    };
+                    cmsd::dynamic_header(&self.cmsd_name, &dynamic)
+                }
             };
             headers.insert(HeaderName::from_static(cmsd::DYNAMIC), value);
         }
