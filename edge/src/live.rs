@@ -139,7 +139,8 @@ pub fn parse(text: &str) -> Option<Playlist> {
     Some(Playlist {
         target_duration: target_duration?,
         part_target,
-        next_msn: media_sequence + segments,
+        // An upstream's numbers may be anything: none of these sums may overflow.
+        next_msn: media_sequence.saturating_add(segments),
         next_parts: parts_since,
         newest_part,
         preload_hint,
@@ -194,14 +195,14 @@ pub fn ready(playlist: &Playlist, asked: &Directives) -> Ready {
         return Ready::Now;
     }
     // The newest complete segment's number is next_msn - 1; "plus two" allows next_msn + 1.
-    if msn > playlist.next_msn + 1 {
+    if msn > playlist.next_msn.saturating_add(1) {
         return Ready::TooFar;
     }
     match asked.part {
         Some(part) if msn == playlist.next_msn => {
             if part < playlist.next_parts {
                 Ready::Now
-            } else if part >= playlist.next_parts + ADVANCE_PART_LIMIT {
+            } else if part >= playlist.next_parts.saturating_add(ADVANCE_PART_LIMIT) {
                 Ready::TooFar
             } else {
                 Ready::Wait
@@ -258,6 +259,27 @@ pub fn resolve(playlist_path: &str, uri: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Numbers at the top of the range (an upstream's, a client's): read and decided without overflow.
+    #[test]
+    fn numbers_at_the_top_of_the_range() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n\
+                    #EXTINF:1,\na.ts\n#EXT-X-PART:DURATION=1,URI=\"b.0.ts\"\n";
+        let playlist = parse(text).expect("a media playlist");
+        assert_eq!(playlist.next_msn, u64::MAX);
+        let asked = |query: &str| directives(Some(query)).unwrap();
+        let top = "_HLS_msn=18446744073709551615&_HLS_part=";
+        // One part listed: the highest part number is more than three ahead.
+        let far = asked(&format!("{top}18446744073709551615"));
+        assert_eq!(ready(&playlist, &far), Ready::TooFar);
+        let near = Playlist {
+            next_parts: u64::MAX - 1,
+            ..playlist
+        };
+        let next = asked(&format!("{top}18446744073709551614"));
+        assert_eq!(ready(&near, &next), Ready::Wait);
+        assert_eq!(ready(&near, &asked(&format!("{top}0"))), Ready::Now);
+    }
 
     const LIVE: &str = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
         #EXT-X-PART-INF:PART-TARGET=0.3334\n\
