@@ -72,11 +72,7 @@ impl ConnSocket {
             last.estimate = tcp_estimate(self.fd);
             last.read_at = Some(now);
         }
-        let dynamic = Dynamic {
-            etp_kbps: last.estimate.and_then(|(etp, _)| etp),
-            rtt_ms: last.estimate.map(|(_, rtt)| rtt),
-            duress,
-        };
+        let dynamic = Dynamic::from_estimate(last.estimate, duress);
         if let Some((made_for, value)) = &last.value
             && *made_for == dynamic
         {
@@ -198,13 +194,16 @@ pub struct Dynamic {
     pub duress: bool,
 }
 
-/// The `CMSD-Dynamic` value: the edge's name as a string item, its parameters after it
-/// (`"edge-1";etp=5000;rtt=12;du`). A name is quoted with `"` and `\` escaped; other characters outside
-/// printable ASCII are dropped.
-pub fn dynamic_value(name: &str, d: &Dynamic) -> String {
-    let mut out = quoted_name(name);
-    push_parameters(&mut out, d);
-    out
+impl Dynamic {
+    /// From a transport's (throughput, round trip) estimate, when there is one ([`tcp_estimate`],
+    /// [`QuicPath::estimate`]).
+    pub fn from_estimate(estimate: Option<(Option<u64>, u64)>, duress: bool) -> Self {
+        Dynamic {
+            etp_kbps: estimate.and_then(|(etp, _)| etp),
+            rtt_ms: estimate.map(|(_, rtt)| rtt),
+            duress,
+        }
+    }
 }
 
 /// The edge's name as a Structured Field string: quoted, `"` and `\` escaped, characters outside printable
@@ -221,16 +220,12 @@ pub fn quoted_name(name: &str) -> String {
     out
 }
 
-/// [`dynamic_value`] as a header, from the name as [`quoted_name`] made it.
+/// The `CMSD-Dynamic` value: the edge's name (as [`quoted_name`] made it) as a string item, its parameters after
+/// it (`"edge-1";etp=5000;rtt=12;du`).
 pub fn dynamic_header(quoted_name: &str, d: &Dynamic) -> HeaderValue {
+    use std::fmt::Write;
     let mut out = String::with_capacity(quoted_name.len() + 32);
     out.push_str(quoted_name);
-    push_parameters(&mut out, d);
-    HeaderValue::from_str(&out).expect("printable ASCII")
-}
-
-fn push_parameters(out: &mut String, d: &Dynamic) {
-    use std::fmt::Write;
     if let Some(etp) = d.etp_kbps {
         let _ = write!(out, ";etp={}", etp.min(MAX_ETP_KBPS));
     }
@@ -240,6 +235,7 @@ fn push_parameters(out: &mut String, d: &Dynamic) {
     if d.duress {
         out.push_str(";du");
     }
+    HeaderValue::from_str(&out).expect("printable ASCII")
 }
 
 /// A QUIC connection's path as the QUIC stack sees it when a request arrives (HTTP/3 has no `TCP_INFO`), set by
@@ -381,7 +377,6 @@ mod tests {
             ),
         ];
         for (name, value, expected) in table {
-            assert_eq!(dynamic_value(name, &value), expected);
             assert_eq!(dynamic_header(&quoted_name(name), &value), expected);
         }
     }

@@ -817,59 +817,67 @@ impl Engine {
         let mut later = LaterSlices::register(&self.fills, key, &meta, index + 1..=last_index);
         fill.publish_head(Ok(FillHead::Slice(Arc::clone(&meta))));
         let expected = body_end - body_start + 1;
-        let mut received = 0u64;
-        let mut body = response.into_body();
-        // The slice being received, and the fill its chunks go to.
-        let (mut current, mut current_fill) = (index, Arc::clone(fill));
-        let mut slice_end = (current + 1) * slice_bytes - body_start;
-        while received < expected {
-            let Some(mut chunk) = self.upstream.next_chunk(&mut body).await? else {
-                break;
-            };
-            let room = expected - received;
-            if chunk.len() as u64 > room {
-                if status == 206 {
-                    return Err(FillError::Body(format!(
-                        "more than the {expected} bytes announced"
-                    )));
-                }
-                chunk.truncate(room as usize); // a 200 for a large object: keep the slices asked for only
-            }
-            while !chunk.is_empty() {
-                let in_slice = (slice_end.min(expected) - received).min(chunk.len() as u64);
-                if in_slice == 0 {
-                    break; // every slice asked for is complete (and the chunk was cut to them)
-                }
-                let part = chunk.split_to(in_slice as usize);
-                received += part.len() as u64;
-                current_fill.push(part);
-                if received == slice_end.min(expected) {
-                    self.storage.insert_slice(
-                        key,
-                        meta.generation,
-                        current,
-                        concat(&current_fill.chunks()),
-                    );
-                    self.metrics.slices_stored.inc();
-                    if current == index {
-                        // Unregister the alias only now that the slice is in the cache.
-                        drop(alias_guard.take());
-                    } else {
-                        later.finish_next(Ok(()));
+        // The later slices' waiters learn why the response failed (a cancelled fill fails them on drop).
+        let streamed = async {
+            let mut received = 0u64;
+            let mut body = response.into_body();
+            // The slice being received, and the fill its chunks go to.
+            let (mut current, mut current_fill) = (index, Arc::clone(fill));
+            let mut slice_end = (current + 1) * slice_bytes - body_start;
+            while received < expected {
+                let Some(mut chunk) = self.upstream.next_chunk(&mut body).await? else {
+                    break;
+                };
+                let room = expected - received;
+                if chunk.len() as u64 > room {
+                    if status == 206 {
+                        return Err(FillError::Body(format!(
+                            "more than the {expected} bytes announced"
+                        )));
                     }
-                    if let Some(next) = later.next() {
-                        (current, current_fill) = (current + 1, next);
-                        slice_end += slice_bytes;
+                    chunk.truncate(room as usize); // a 200 for a large object: keep the slices asked for only
+                }
+                while !chunk.is_empty() {
+                    let in_slice = (slice_end.min(expected) - received).min(chunk.len() as u64);
+                    if in_slice == 0 {
+                        break; // every slice asked for is complete (and the chunk was cut to them)
+                    }
+                    let part = chunk.split_to(in_slice as usize);
+                    received += part.len() as u64;
+                    current_fill.push(part);
+                    if received == slice_end.min(expected) {
+                        self.storage.insert_slice(
+                            key,
+                            meta.generation,
+                            current,
+                            concat(&current_fill.chunks()),
+                        );
+                        self.metrics.slices_stored.inc();
+                        if current == index {
+                            // Unregister the alias only now that the slice is in the cache.
+                            drop(alias_guard.take());
+                        } else {
+                            later.finish_next(Ok(()));
+                        }
+                        if let Some(next) = later.next() {
+                            (current, current_fill) = (current + 1, next);
+                            slice_end += slice_bytes;
+                        }
                     }
                 }
             }
+            if received < expected {
+                return Err(FillError::Body(format!(
+                    "ended after {received} of {expected} bytes"
+                )));
+            }
+            Ok(())
         }
-        if received < expected {
-            let error = FillError::Body(format!("ended after {received} of {expected} bytes"));
-            later.fail_all(&error);
-            return Err(error);
+        .await;
+        if let Err(e) = &streamed {
+            later.fail_all(e);
         }
-        Ok(())
+        streamed
     }
 
     /// A 304 for a stored version: its fields replace the stored ones and the freshness is computed from the

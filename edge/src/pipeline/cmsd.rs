@@ -53,12 +53,7 @@ impl Edge {
                 // HTTP/3: the QUIC stack's view of the path, when the listener gave it.
                 None => {
                     let path = parts.extensions.get::<QuicPath>().map(QuicPath::estimate);
-                    let dynamic = Dynamic {
-                        etp_kbps: path.and_then(|(etp, _)| etp),
-                        rtt_ms: path.map(|(_, rtt)| rtt),
-                        duress,
-                    };
-                    cmsd::dynamic_header(&self.cmsd_name, &dynamic)
+                    cmsd::dynamic_header(&self.cmsd_name, &Dynamic::from_estimate(path, duress))
                 }
             };
             headers.insert(HeaderName::from_static(cmsd::DYNAMIC), value);
