@@ -11,7 +11,8 @@
 #        PYTHON       a python with pip (default: python3, else the repository's .venv/bin/python)
 # MovieLens 100K is the copy shipped in the PyPI wheel of recbole 1.2.1 (recbole/dataset_example/ml-100k,
 # RecBole's atomic files), fetched once with `pip download` and only that folder unpacked. Markdown tables go to
-# stdout, the validation search to stderr. Takes about 10 minutes on 2 cores, most of it the search.
+# stdout, the validation search to stderr. MovieLens is measured twice, with a second's titles in item-id order (the
+# protocol of the published baselines) and in the file's order. Takes about 10 minutes on 2 cores, most of it the search.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${RECS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cdn-recs}
