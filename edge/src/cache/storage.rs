@@ -97,6 +97,9 @@ struct WriteCheck {
     pending: Mutex<std::collections::VecDeque<String>>,
     /// Wakes the check early when half the bound is pending.
     wake: tokio::sync::Notify,
+    /// Held by a check from taking its batch until every key of it is settled: a `settle` that finds nothing
+    /// pending has then waited for the background check that took the last batch.
+    checking: tokio::sync::Mutex<()>,
     closed: AtomicBool,
     /// `edge_cache_disk_rewrites_total{result}`: `rewritten` (found missing and written again), `lost` (missing
     /// on every try or gone from memory: fetched again when asked for), `unchecked` (past the bound).
@@ -126,6 +129,7 @@ impl WriteCheck {
     /// Checks the keys written before now, once their flush is over; returns how many were checked. A missing
     /// entry is written again alone, so that no burst drops it again, and checked again.
     async fn check(&self, cache: &HybridCache<String, Bytes>, disk: &DiskTier) -> usize {
+        let _checking = self.checking.lock().await;
         let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         if batch.is_empty() || !disk.configured || disk.failed.load(Ordering::Relaxed) {
             return 0;
@@ -393,6 +397,7 @@ impl FoyerStorage {
         let written = Arc::new(WriteCheck {
             pending: Mutex::new(Default::default()),
             wake: tokio::sync::Notify::new(),
+            checking: tokio::sync::Mutex::new(()),
             closed: AtomicBool::new(false),
             outcomes: prometheus::IntCounterVec::new(
                 prometheus::Opts::new(
