@@ -4,6 +4,8 @@
 //!   or `{"tag": "title-42"}`: a hard purge makes matching stored versions unusable, a soft one marks them stale
 //!   (the next request revalidates). Each is recorded as a ban (see `cache::bans`), so it costs O(1).
 //! - `GET /bans`: the bans in force, as JSON.
+//! - `POST /fill`: a proactive fill run now, whatever the hour (`pipeline::fill`; 409 without `control.url`
+//!   or while one runs).
 //! - `POST /clock` with `{"advance_secs": N}`, only with `admin.test_clock = true` (tests): moves the edge's
 //!   clock forward (see `clock`).
 
@@ -16,7 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::cache::bans::BanKind;
-use crate::pipeline::{Body, Edge, PurgeError};
+use crate::pipeline::{Body, Edge, FillRefusal, PurgeError};
 
 /// The largest purge request body read.
 const MAX_PURGE_BODY_BYTES: usize = 16 * 1024;
@@ -48,11 +50,27 @@ impl AdminService {
             (_, "/healthz") => plain(StatusCode::OK, "ok\n"),
             (_, "/metrics") if !self.authorized(&req) => unauthorized(),
             (_, "/metrics") => self.metrics(),
-            (_, "/purge" | "/bans" | "/clock") if self.bearer_token.is_none() => plain(
+            (_, "/purge" | "/bans" | "/clock" | "/fill") if self.bearer_token.is_none() => plain(
                 StatusCode::FORBIDDEN,
-                "purging needs admin.bearer_token to be configured\n",
+                "the admin API needs admin.bearer_token to be configured\n",
             ),
-            (_, "/purge" | "/bans" | "/clock") if !self.authorized(&req) => unauthorized(),
+            (_, "/purge" | "/bans" | "/clock" | "/fill") if !self.authorized(&req) => {
+                unauthorized()
+            }
+            (&Method::POST, "/fill") => match self.edge.request_fill() {
+                Ok(()) => plain(
+                    StatusCode::ACCEPTED,
+                    "a fill run starts: edge_fill_running and edge_fill_runs_total tell how it goes\n",
+                ),
+                Err(FillRefusal::NotConfigured) => plain(
+                    StatusCode::CONFLICT,
+                    "no fill: it needs control.url (the plan comes from the control plane)\n",
+                ),
+                Err(FillRefusal::Running) => {
+                    plain(StatusCode::CONFLICT, "a fill run is going on already\n")
+                }
+            },
+            (_, "/fill") => method_not_allowed("POST"),
             (&Method::POST, "/purge") => self.purge(req).await,
             (&Method::POST, "/clock") => self.advance_clock(req).await,
             (_, "/clock") => method_not_allowed("POST"),
@@ -61,7 +79,7 @@ impl AdminService {
             (_, "/bans") => method_not_allowed("GET"),
             _ => plain(
                 StatusCode::NOT_FOUND,
-                "not found: the admin listener serves /healthz, /metrics, /purge and /bans\n",
+                "not found: the admin listener serves /healthz, /metrics, /purge, /bans and /fill\n",
             ),
         }
     }

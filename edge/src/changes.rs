@@ -52,7 +52,7 @@ pub async fn follow_forever(
     has_disk_tier: bool,
     mut stop: watch::Receiver<bool>,
 ) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let client: ControlClient = Client::builder(TokioExecutor::new()).build_http();
     let base = format!(
         "{}/v1/edges/{name}/changes",
         control.url.trim_end_matches('/')
@@ -128,16 +128,28 @@ pub async fn follow_forever(
     }
 }
 
-async fn poll(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+async fn poll(client: &ControlClient, url: &str, secret: &str) -> Result<Answer, String> {
+    let deadline = Duration::from_secs(WAIT_SECS + 10);
+    let body = get_from_control(client, url, secret, deadline, MAX_ANSWER_BYTES).await?;
+    serde_json::from_slice(&body).map_err(|e| format!("not a change feed answer: {e}"))
+}
+
+/// The plain-HTTP client the edge asks its control plane with.
+pub type ControlClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// `GET url` with the registration secret: the body of a 2xx answer (at most `max_bytes`, all of it within
+/// `deadline`), or why not (a refusal with the control plane's reason).
+pub async fn get_from_control(
+    client: &ControlClient,
     url: &str,
     secret: &str,
-) -> Result<Answer, String> {
+    deadline: Duration,
+    max_bytes: usize,
+) -> Result<Bytes, String> {
     let request = http::Request::get(url)
         .header(http::header::AUTHORIZATION, format!("Bearer {secret}"))
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let deadline = Duration::from_secs(WAIT_SECS + 10);
     let response = tokio::time::timeout(deadline, client.request(request))
         .await
         .map_err(|_| "no answer in time".to_string())?
@@ -145,7 +157,7 @@ async fn poll(
     let status = response.status();
     let body = tokio::time::timeout(
         deadline,
-        http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES).collect(),
+        http_body_util::Limited::new(response.into_body(), max_bytes).collect(),
     )
     .await
     .map_err(|_| "the answer did not arrive in time".to_string())?
@@ -157,7 +169,7 @@ async fn poll(
             String::from_utf8_lossy(&body).trim()
         ));
     }
-    serde_json::from_slice(&body).map_err(|e| format!("not a change feed answer: {e}"))
+    Ok(body)
 }
 
 /// Replaces the state file atomically.

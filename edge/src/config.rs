@@ -50,6 +50,9 @@ pub mod defaults {
     pub const PREFETCH_BYTES_PER_SEC: u64 = 128 << 20;
     pub const PREFETCH_BYTES_PER_SEC_PER_UPSTREAM: u64 = 64 << 20;
     pub const PREFETCH_UNUSED_SECS: u64 = 60;
+    pub const FILL_QUIET_HOURS: &str = "02:00-06:00";
+    pub const FILL_BYTES_PER_SEC: u64 = 32 << 20;
+    pub const FILL_MAX_IN_FLIGHT: usize = 2;
 }
 
 /// Parents a site may list, at most (each is scored for every fill).
@@ -77,6 +80,8 @@ pub struct EdgeConfig {
     pub cache: CacheConfig,
     /// Warming the segments a player will ask for next.
     pub prefetch: PrefetchConfig,
+    /// Filling, in the quiet hours, the titles the control plane says this edge should hold.
+    pub fill: FillConfig,
     /// CMSD (CTA-5006) response headers for players.
     pub cmsd: CmsdConfig,
     pub limits: LimitsConfig,
@@ -572,6 +577,46 @@ impl Default for PrefetchConfig {
 /// Segments a site may warm after each one served.
 pub const MAX_PREFETCH_SEGMENTS: usize = 16;
 
+/// `[fill]`: proactive fill (see `crate::fill`). When the quiet hours open, the edge asks the control plane
+/// (`control.url`) for the titles it should hold within `budget_bytes` — the most played first, whole titles —
+/// and fills their files through its cache: one file after another, `max_in_flight` at once, at most
+/// `bytes_per_sec`, and only while demand leaves fill slots free. Cached files cost a lookup; when the window
+/// closes the fill stops and the next night starts from a fresh plan. `POST /fill` on the admin listener runs
+/// one at once, whatever the hour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FillConfig {
+    /// Fill in the quiet hours; needs `control.url`. Default: false.
+    pub enabled: bool,
+    /// The daily window, `HH:MM-HH:MM` in UTC; it may pass midnight (`22:00-04:00`); `00:00-24:00` is always.
+    /// Default: `02:00-06:00`.
+    pub quiet_hours: String,
+    /// Bytes the plan may take, at most the cache's size (the memory tier and the disk tier together);
+    /// 0: half the disk tier, or half the memory tier without one. Default: 0.
+    pub budget_bytes: u64,
+    /// Bytes per second the fill may bring, at least 65536 (a token bucket holding one second, as prefetch's).
+    /// Default: 33554432 (32 MiB/s).
+    pub bytes_per_sec: u64,
+    /// Files filled at once, 1 to 64. Default: 2.
+    pub max_in_flight: usize,
+    /// The site (its `name`) whose upstream and cache the plan's files are filled through; empty: the first
+    /// site. Default: empty.
+    pub site: String,
+}
+
+impl Default for FillConfig {
+    fn default() -> Self {
+        FillConfig {
+            enabled: false,
+            quiet_hours: defaults::FILL_QUIET_HOURS.into(),
+            budget_bytes: 0,
+            bytes_per_sec: defaults::FILL_BYTES_PER_SEC,
+            max_in_flight: defaults::FILL_MAX_IN_FLIGHT,
+            site: String::new(),
+        }
+    }
+}
+
 /// `[cmsd]`: CMSD (CTA-5006) response headers (see `crate::cmsd`). Each costs a few dozen bytes per response;
 /// `dynamic` one `getsockopt(TCP_INFO)` per request.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -692,6 +737,7 @@ impl Default for EdgeConfig {
             sites: Vec::new(),
             cache: CacheConfig::default(),
             prefetch: PrefetchConfig::default(),
+            fill: FillConfig::default(),
             cmsd: CmsdConfig::default(),
             limits: LimitsConfig::default(),
             cors: CorsConfig::default(),
@@ -900,6 +946,52 @@ impl EdgeConfig {
             "prefetch.unused_secs",
             "must be between 1 and 86400",
         )
+    }
+
+    /// Checks the `[fill]` fields (after `[cache]` and `[control]`).
+    fn validate_fill(&self) -> Result<(), ConfigError> {
+        let f = &self.fill;
+        crate::fill::QuietHours::parse(&f.quiet_hours)
+            .map_err(|reason| ConfigError::new("fill.quiet_hours", reason))?;
+        let cache_bytes = self
+            .cache
+            .memory_bytes
+            .saturating_add(self.cache.disk_bytes);
+        ensure(
+            f.budget_bytes <= cache_bytes,
+            "fill.budget_bytes",
+            format!("must be at most the cache's size ({cache_bytes} bytes), or 0 for half of it"),
+        )?;
+        ensure(
+            f.bytes_per_sec >= 64 * 1024,
+            "fill.bytes_per_sec",
+            "must be at least 65536",
+        )?;
+        ensure(
+            (1..=64).contains(&f.max_in_flight),
+            "fill.max_in_flight",
+            "must be between 1 and 64",
+        )?;
+        ensure(
+            f.site.is_empty() || self.effective_sites().iter().any(|s| s.name == f.site),
+            "fill.site",
+            format!("names no [[site]] (`{}`)", f.site),
+        )?;
+        ensure(
+            !f.enabled || !self.control.url.is_empty(),
+            "fill.enabled",
+            "needs control.url: the plan comes from the control plane",
+        )
+    }
+
+    /// The bytes a fill plan may take: `fill.budget_bytes`, or half the disk tier (the memory tier without
+    /// one).
+    pub fn fill_budget(&self) -> u64 {
+        match self.fill.budget_bytes {
+            0 if self.cache.disk_bytes > 0 => self.cache.disk_bytes / 2,
+            0 => self.cache.memory_bytes / 2,
+            budget => budget,
+        }
     }
 
     /// Checks every field; the error names the first offending one.
@@ -1178,6 +1270,7 @@ impl EdgeConfig {
                 "must be between 1 and 999 (the control plane takes 1000 titles a summary, `other` among them)",
             )?;
         }
+        self.validate_fill()?;
         let l = &self.limits;
         for (field, value) in [
             (
@@ -1386,6 +1479,16 @@ mod tests {
                 "prefetch.bytes_per_sec_per_upstream",
             ),
             ("[prefetch]\nunused_secs = 0", "prefetch.unused_secs"),
+            ("[fill]\nquiet_hours = \"2-6\"", "fill.quiet_hours"),
+            (
+                "[fill]\nbudget_bytes = 1099511627776000",
+                "fill.budget_bytes",
+            ),
+            ("[fill]\nbytes_per_sec = 1000", "fill.bytes_per_sec"),
+            ("[fill]\nmax_in_flight = 0", "fill.max_in_flight"),
+            ("[fill]\nmax_in_flight = 65", "fill.max_in_flight"),
+            ("[fill]\nsite = \"elsewhere\"", "fill.site"),
+            ("[fill]\nenabled = true", "fill.enabled"),
             (
                 "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nprefetch_segments = 99",
                 "site[0].prefetch_segments",

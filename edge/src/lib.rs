@@ -15,6 +15,7 @@ pub mod cmsd;
 pub mod config;
 pub mod error;
 pub mod fields;
+pub mod fill;
 pub mod h3;
 pub mod live;
 pub mod metrics;

@@ -129,6 +129,23 @@ pub struct EdgeMetrics {
     /// `edge_prefetch_in_flight` and `edge_prefetch_in_flight_peak`: prefetches running, and the most at once.
     pub prefetch_in_flight: IntGauge,
     pub prefetch_in_flight_peak: IntGauge,
+    /// `edge_fill_runs_total{trigger,result}`: proactive fill runs, by what started them (`schedule`: the
+    /// quiet hours opened; `admin`: `POST /fill`) and how they ended (`done`, `paused` when the quiet hours
+    /// closed, `failed` when no plan could be read).
+    pub fill_runs: IntCounterVec,
+    /// `edge_fill_objects_total{result}`: the plan's files, by what the fill did: `stored`, `cached`,
+    /// `filling` (a request's fill had it), `stale`, `not_cacheable`, `failed`.
+    pub fill_objects: IntCounterVec,
+    /// `edge_fill_bytes_total`: bytes proactive fills brought.
+    pub fill_bytes: IntCounter,
+    /// `edge_fill_waits_total{reason}`: times the fill waited before its next file for demand (`load`) or its
+    /// budget (`in_flight`, `rate`).
+    pub fill_waits: IntCounterVec,
+    /// `edge_fill_plan_objects`, `edge_fill_plan_bytes`: the last plan's files and bytes; `edge_fill_running`:
+    /// 1 while a run goes on.
+    pub fill_plan_objects: IntGauge,
+    pub fill_plan_bytes: IntGauge,
+    pub fill_running: IntGauge,
     /// `edge_live_blocked_total{result}`: LL-HLS blocking playlist requests (`_HLS_msn`), by how their hold
     /// ended: `ready`, `timeout` (503 after three target durations), `too_far` (400).
     pub live_blocked: IntCounterVec,
@@ -439,6 +456,31 @@ impl EdgeMetrics {
                 "The most prefetches that ran at once since the edge started.",
             )
             .expect("valid metric"),
+            fill_runs: counter_vec(
+                "edge_fill_runs_total",
+                "Proactive fill runs, by trigger (schedule, admin) and result (done, paused, failed).",
+                &["trigger", "result"],
+            ),
+            fill_objects: counter_vec(
+                "edge_fill_objects_total",
+                "Files of the fill plan, by result (stored, cached, filling, stale, not_cacheable, failed).",
+                &["result"],
+            ),
+            fill_bytes: counter("edge_fill_bytes_total", "Bytes proactive fills brought."),
+            fill_waits: counter_vec(
+                "edge_fill_waits_total",
+                "Waits of the proactive fill before its next file, by reason (load, in_flight, rate).",
+                &["reason"],
+            ),
+            fill_plan_objects: IntGauge::new(
+                "edge_fill_plan_objects",
+                "Files in the last fill plan read.",
+            )
+            .expect("valid metric"),
+            fill_plan_bytes: IntGauge::new("edge_fill_plan_bytes", "Bytes of the last fill plan read.")
+                .expect("valid metric"),
+            fill_running: IntGauge::new("edge_fill_running", "1 while a proactive fill runs.")
+                .expect("valid metric"),
             live_blocked: counter_vec(
                 "edge_live_blocked_total",
                 "LL-HLS blocking playlist requests, by how their hold ended (ready, timeout, too_far).",
@@ -537,6 +579,13 @@ impl EdgeMetrics {
             Box::new(m.prefetch_shed.clone()),
             Box::new(m.prefetch_in_flight.clone()),
             Box::new(m.prefetch_in_flight_peak.clone()),
+            Box::new(m.fill_runs.clone()),
+            Box::new(m.fill_objects.clone()),
+            Box::new(m.fill_bytes.clone()),
+            Box::new(m.fill_waits.clone()),
+            Box::new(m.fill_plan_objects.clone()),
+            Box::new(m.fill_plan_bytes.clone()),
+            Box::new(m.fill_running.clone()),
             Box::new(m.live_blocked.clone()),
             Box::new(m.live_block_seconds.clone()),
             Box::new(m.live_polls.clone()),
@@ -562,6 +611,19 @@ impl EdgeMetrics {
             "upstream_rate",
         ] {
             m.prefetch_shed.with_label_values(&[reason]);
+        }
+        for result in [
+            "stored",
+            "cached",
+            "filling",
+            "stale",
+            "not_cacheable",
+            "failed",
+        ] {
+            m.fill_objects.with_label_values(&[result]);
+        }
+        for reason in ["load", "in_flight", "rate"] {
+            m.fill_waits.with_label_values(&[reason]);
         }
         for verdict in ["drop", "stale"] {
             m.ban_matches.with_label_values(&[verdict]);

@@ -339,6 +339,21 @@ impl EdgeServer {
                 Arc::clone(&self.edge),
                 stop_rx.clone(),
             ));
+            let fill = &self.config.fill;
+            let settings = crate::pipeline::FillSettings {
+                scheduled: fill.enabled,
+                quiet_hours: crate::fill::QuietHours::parse(&fill.quiet_hours)
+                    .map_err(|reason| anyhow::anyhow!("fill.quiet_hours: {reason}"))?,
+                budget_bytes: self.config.fill_budget(),
+                bytes_per_sec: fill.bytes_per_sec,
+                max_in_flight: fill.max_in_flight,
+                site: fill.site.clone(),
+            };
+            tokio::spawn(Arc::clone(&self.edge).fill_forever(
+                settings,
+                control.clone(),
+                stop_rx.clone(),
+            ));
             let edge = Arc::clone(&self.edge);
             tokio::spawn(crate::report::report_forever(
                 control,

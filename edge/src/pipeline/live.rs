@@ -381,7 +381,10 @@ impl Edge {
             discontinuity: false,
         };
         if let Some(next) = super::prefetch::prefetch_request(template, &target) {
-            tokio::spawn(async move { edge.warm(next, None).await });
+            tokio::spawn(async move {
+                edge.warm(next, None, super::prefetch::Purpose::Prefetch)
+                    .await
+            });
         }
     }
 }

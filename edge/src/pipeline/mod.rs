@@ -8,6 +8,7 @@
 mod admit;
 mod cmsd;
 mod fetch;
+mod fill;
 mod live;
 mod pass;
 mod prefetch;
@@ -35,6 +36,7 @@ use crate::status::{CacheStatus, Fwd, StaleReason};
 pub use crate::fields::Forwarding;
 use crate::fields::put;
 pub use admit::{Canonical, ClientAddr, EarlyData, QueryPolicy, Site, SiteRoute};
+pub use fill::{FillRefusal, FillSettings};
 pub use prefetch::{Prefetch, PrefetchSettings};
 pub use purge::PurgeError;
 
@@ -69,6 +71,8 @@ pub struct Edge {
     prefetch: Prefetch,
     /// Live playlists that blocking (LL-HLS) requests wait on, each with its one upstream poll.
     live: live::LiveWatchers,
+    /// The proactive fill's state, for the admin API.
+    fill: fill::FillControl,
     /// Which CMSD headers answers carry.
     cmsd: crate::config::CmsdConfig,
     /// The edge's name as `CMSD-Dynamic` quotes it.
@@ -203,6 +207,7 @@ impl Edge {
             title_stats: Arc::default(),
             prefetch: Prefetch::new(setup.prefetch),
             live: live::LiveWatchers::default(),
+            fill: fill::FillControl::default(),
             cmsd: setup.cmsd,
         }
     }

@@ -135,6 +135,35 @@ impl Skip {
     }
 }
 
+/// Why an object is warmed: the next segment of a player's session (`prefetch`), or the control plane's
+/// plan (`fill`, see `pipeline::fill`). They share the fill path; they differ in who paces them, what they
+/// count, and the access log's mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// Paced by the prefetch budget here; counted as prefetches (issued, used, wasted).
+    Prefetch,
+    /// Paced by its caller; counted in `edge_fill_*`. The plan is the control plane's, so it may name files
+    /// under `signed_paths` (what is stored still needs a viewer's token to be served).
+    Fill,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Prefetch => "prefetch",
+            Purpose::Fill => "fill",
+        }
+    }
+}
+
+/// How one warm ended, as the metrics label it (`stored`, `failed`, a [`Skip`]'s reason, `shed`), and the
+/// bytes it brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Warmed {
+    pub result: &'static str,
+    pub bytes: u64,
+}
+
 /// How one prefetch ended.
 enum Ended {
     Stored,
@@ -292,7 +321,7 @@ impl Edge {
         for target in targets {
             if let Some(next) = prefetch_request(parts, &target) {
                 let edge = Arc::clone(self);
-                tokio::spawn(async move { edge.warm(next, target.range).await });
+                tokio::spawn(async move { edge.warm(next, target.range, Purpose::Prefetch).await });
             }
         }
         prefetched
@@ -483,27 +512,34 @@ impl Edge {
         (to <= all.len()).then(|| all.slice(from..to))
     }
 
-    /// Warms one next object (`parts` asks for it), unless it is cached, filling, not cacheable, or the budget
-    /// says no; then fills its slices and logs the prefetch.
-    pub(super) async fn warm(self: Arc<Self>, parts: Parts, range: Option<ByteRange>) {
+    /// Warms one object (`parts` asks for it), unless it is cached, filling, not cacheable, or (for a
+    /// prefetch) the budget says no; then fills its slices and logs it.
+    pub(super) async fn warm(
+        self: Arc<Self>,
+        parts: Parts,
+        range: Option<ByteRange>,
+        purpose: Purpose,
+    ) -> Warmed {
+        let skipped = |skip: Skip| self.skipped(skip, purpose);
         let Ok(site) = self.site_for(&parts) else {
-            return;
+            return skipped(Skip::NotCacheable);
         };
         let (path, query) = match parts.uri.path_and_query() {
             Some(pq) => (pq.path(), pq.query()),
-            None => return,
+            None => return skipped(Skip::NotCacheable),
         };
         let Ok(path) = shared::path::canonical_path(path) else {
-            return self.skipped(Skip::NotCacheable);
+            return skipped(Skip::NotCacheable);
         };
         let site = site.route_for(&path);
-        if site
-            .signed_paths
-            .iter()
-            .any(|prefix| path.starts_with(prefix.as_str()))
+        if purpose == Purpose::Prefetch
+            && site
+                .signed_paths
+                .iter()
+                .any(|prefix| path.starts_with(prefix.as_str()))
         {
-            // Its viewers' tokens are theirs: the edge has none to ask with.
-            return self.skipped(Skip::NotCacheable);
+            // Its viewers' tokens are theirs: a prefetch does not act on one viewer's behalf for others.
+            return skipped(Skip::NotCacheable);
         }
         let query = super::admit::canonical_query(query);
         let key = CacheKey::new(
@@ -519,7 +555,7 @@ impl Edge {
             early_data: false,
         };
         if self.pass_before_lookup(&parts, &request).is_some() {
-            return self.skipped(Skip::NotCacheable);
+            return skipped(Skip::NotCacheable);
         }
         let engine = Arc::clone(&self.engine);
         let now = engine.clock().now();
@@ -540,10 +576,12 @@ impl Edge {
             }
         };
         if let Some(skip) = skip {
-            return self.skipped(skip);
+            return skipped(skip);
         }
         let upstream = request.site.upstream.clone();
-        {
+        // A prefetch's place in its budget (a fill's caller paces it).
+        let mut place = None;
+        if purpose == Purpose::Prefetch {
             let mut budget = lock(&self.prefetch.budget);
             if let Err(shed) = budget.admit(&upstream, engine.load(), Instant::now()) {
                 drop(budget);
@@ -551,7 +589,10 @@ impl Edge {
                     .prefetch_shed
                     .with_label_values(&[shed.as_str()])
                     .inc();
-                return;
+                return Warmed {
+                    result: "shed",
+                    bytes: 0,
+                };
             }
             self.metrics
                 .prefetch_in_flight
@@ -559,34 +600,43 @@ impl Edge {
             self.metrics
                 .prefetch_in_flight_peak
                 .set(budget.peak() as i64);
+            place = Some(Place {
+                edge: Arc::clone(&self),
+                upstream: upstream.clone(),
+            });
         }
-        let place = Place {
-            edge: Arc::clone(&self),
-            upstream: upstream.clone(),
-        };
         let started = Instant::now();
         let object = object_id(&request.key, range);
         let (ended, bytes) = self
-            .prefetch_fill(&parts, &request, found, range, &object)
+            .prefetch_fill(&parts, &request, found, range, &object, purpose)
             .await;
-        lock(&self.prefetch.budget).charge(&upstream, bytes, Instant::now());
+        if place.is_some() {
+            lock(&self.prefetch.budget).charge(&upstream, bytes, Instant::now());
+        }
         drop(place);
         let (result, error) = match &ended {
             Ended::Stored => ("stored", None),
             Ended::Skipped(skip) => (skip.as_str(), None),
             Ended::Failed(e) => ("failed", Some(e.as_str())),
         };
-        match ended {
-            Ended::Stored => self.metrics.prefetch_bytes.inc_by(bytes),
-            Ended::Skipped(skip) => self.skipped(skip),
-            Ended::Failed(_) => {
+        match (&ended, purpose) {
+            (Ended::Skipped(skip), _) => {
+                self.skipped(*skip, purpose);
+            }
+            (Ended::Stored, Purpose::Prefetch) => self.metrics.prefetch_bytes.inc_by(bytes),
+            (Ended::Failed(_), Purpose::Prefetch) => {
                 self.metrics.prefetch_failed.inc();
                 self.metrics.prefetch_bytes.inc_by(bytes);
+            }
+            (Ended::Stored | Ended::Failed(_), Purpose::Fill) => {
+                self.metrics.fill_objects.with_label_values(&[result]).inc();
+                self.metrics.fill_bytes.inc_by(bytes);
             }
         }
         tracing::info!(
             target: "access",
-            prefetch = true,
+            prefetch = purpose == Purpose::Prefetch,
+            fill = purpose == Purpose::Fill,
             site = %request.site.name,
             path = %request.path,
             range = range.map(|r| format!("{}-{}", r.start, r.end)),
@@ -594,8 +644,10 @@ impl Edge {
             bytes,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             error,
-            "prefetch"
+            "{}",
+            purpose.as_str()
         );
+        Warmed { result, bytes }
     }
 
     /// Fills the slices of `range` (all of the object without one) that are neither cached nor filling: first
@@ -607,6 +659,7 @@ impl Edge {
         found: crate::cache::engine::Found,
         range: Option<ByteRange>,
         object: &str,
+        purpose: Purpose,
     ) -> (Ended, u64) {
         let engine = &self.engine;
         let upstream = request.site.upstream.as_str();
@@ -624,31 +677,41 @@ impl Edge {
                 if !started {
                     return (Ended::Skipped(Skip::Filling), 0);
                 }
-                self.issued(object);
+                self.issued(object, purpose);
                 let mut subscriber = fill.subscribe();
                 let meta = match subscriber.head().await {
                     Ok(FillHead::Slice(meta)) if meta.status == 200 => meta,
                     Ok(FillHead::Slice(meta)) => {
-                        return self.failed(object, format!("answered {}", meta.status), 0);
+                        return self.failed(
+                            purpose,
+                            object,
+                            format!("answered {}", meta.status),
+                            0,
+                        );
                     }
                     Ok(FillHead::NotStorable { status, detail, .. }) => {
-                        return self.failed(object, format!("{status} not stored: {detail}"), 0);
+                        return self.failed(
+                            purpose,
+                            object,
+                            format!("{status} not stored: {detail}"),
+                            0,
+                        );
                     }
                     Ok(FillHead::Refreshed(_)) => {
-                        return self.failed(object, "a refresh, not a fill".into(), 0);
+                        return self.failed(purpose, object, "a refresh, not a fill".into(), 0);
                     }
-                    Err(e) => return self.failed(object, e.to_string(), 0),
+                    Err(e) => return self.failed(purpose, object, e.to_string(), 0),
                 };
                 match drain(subscriber).await {
                     Ok(n) => bytes += n,
-                    Err(e) => return self.failed(object, e.to_string(), bytes),
+                    Err(e) => return self.failed(purpose, object, e.to_string(), bytes),
                 }
                 first_done = Some(first);
                 meta
             }
         };
         let Some(indexes) = slices(meta.total_len, meta.slice_bytes, range) else {
-            return self.done(object, first_done.is_some(), bytes);
+            return self.done(purpose, object, first_done.is_some(), bytes);
         };
         for index in indexes {
             if Some(index) == first_done {
@@ -658,12 +721,12 @@ impl Edge {
                 Warm::Cached => {}
                 Warm::Started(fill) => {
                     if first_done.is_none() {
-                        self.issued(object);
+                        self.issued(object, purpose);
                         first_done = Some(index);
                     }
                     match drain(fill.subscribe()).await {
                         Ok(n) => bytes += n,
-                        Err(e) => return self.failed(object, e.to_string(), bytes),
+                        Err(e) => return self.failed(purpose, object, e.to_string(), bytes),
                     }
                 }
                 // Another request's fill (demand's, or read-ahead): waited for, so that the object is whole
@@ -673,33 +736,45 @@ impl Edge {
                 }
             }
         }
-        self.done(object, first_done.is_some(), bytes)
+        self.done(purpose, object, first_done.is_some(), bytes)
     }
 
-    fn issued(&self, object: &str) {
-        self.metrics.prefetch_issued.inc();
-        let wasted = lock(&self.prefetch.ledger).enter(object.to_string(), 0, Instant::now());
-        self.count_wasted(wasted);
+    fn issued(&self, object: &str, purpose: Purpose) {
+        if purpose == Purpose::Prefetch {
+            self.metrics.prefetch_issued.inc();
+            let wasted = lock(&self.prefetch.ledger).enter(object.to_string(), 0, Instant::now());
+            self.count_wasted(wasted);
+        }
     }
 
-    fn done(&self, object: &str, issued: bool, bytes: u64) -> (Ended, u64) {
+    fn done(&self, purpose: Purpose, object: &str, issued: bool, bytes: u64) -> (Ended, u64) {
         if !issued {
             return (Ended::Skipped(Skip::Filling), 0);
         }
-        lock(&self.prefetch.ledger).add_bytes(object, bytes);
+        if purpose == Purpose::Prefetch {
+            lock(&self.prefetch.ledger).add_bytes(object, bytes);
+        }
         (Ended::Stored, bytes)
     }
 
-    fn failed(&self, object: &str, error: String, bytes: u64) -> (Ended, u64) {
-        lock(&self.prefetch.ledger).use_object(object);
+    fn failed(&self, purpose: Purpose, object: &str, error: String, bytes: u64) -> (Ended, u64) {
+        if purpose == Purpose::Prefetch {
+            lock(&self.prefetch.ledger).use_object(object);
+        }
         (Ended::Failed(error), bytes)
     }
 
-    fn skipped(&self, skip: Skip) {
-        self.metrics
-            .prefetch_skipped
-            .with_label_values(&[skip.as_str()])
-            .inc();
+    /// Counts a warm that found nothing to do, and says so.
+    fn skipped(&self, skip: Skip, purpose: Purpose) -> Warmed {
+        let counter = match purpose {
+            Purpose::Prefetch => &self.metrics.prefetch_skipped,
+            Purpose::Fill => &self.metrics.fill_objects,
+        };
+        counter.with_label_values(&[skip.as_str()]).inc();
+        Warmed {
+            result: skip.as_str(),
+            bytes: 0,
+        }
     }
 }
 

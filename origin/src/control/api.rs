@@ -13,6 +13,7 @@
 //! - `PUT /v1/edges/<name>` (bearer `fleet.registration_secret`): an edge registers or reports (its region,
 //!   URLs, metrics address and load as JSON); `GET /v1/edges`: the fleet, each edge healthy or down;
 //!   `GET /v1/edges/prometheus-sd`: the edges' metrics addresses in Prometheus's HTTP service discovery format;
+//!   `GET /v1/edges/<name>/fill-plan?budget_bytes=N` (fleet secret): what the edge should hold (`control::fill`);
 //! - the viewer's routes (accounts, sessions, profiles, the web front end): `control::viewer`.
 //!
 //! Which answers are shared ([`audience`]): the `GET`s of `/v1/titles…`, `/v1/search` and `/v1/home` (and the
@@ -596,6 +597,11 @@ impl ApiService {
                 self.authorize_edge(&req)?;
                 crate::control::changes::feed(self, &name, req.uri().query()).await
             }
+            (&Method::GET, p) if p.starts_with("/v1/edges/") && p.ends_with("/fill-plan") => {
+                let name = p["/v1/edges/".len()..p.len() - "/fill-plan".len()].to_string();
+                self.authorize_edge(&req)?;
+                crate::control::fill::plan(self, &name, req.uri().query()).await
+            }
             (&Method::PUT, p) if p.starts_with("/v1/edges/") => {
                 let name = p["/v1/edges/".len()..].to_string();
                 self.edge_report(&name, req).await
@@ -859,6 +865,7 @@ mod tests {
             "/v1/steering/x",
             "/v1/edges",
             "/v1/edges/e1/changes",
+            "/v1/edges/e1/fill-plan",
             "/v1/titlesx",
             "/v1/homes",
             "/healthz",

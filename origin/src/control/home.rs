@@ -38,7 +38,7 @@ pub trait Recommender: Send + Sync {
 pub type SharedRecommender = Arc<RwLock<Option<Arc<dyn Recommender>>>>;
 
 impl ApiService {
-    fn recommender(&self) -> Option<Arc<dyn Recommender>> {
+    pub(crate) fn recommender(&self) -> Option<Arc<dyn Recommender>> {
         self.recommender
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod changes;
 pub mod docs;
 pub mod events;
+pub mod fill;
 pub mod fleet;
 pub mod forwarded;
 pub mod home;
