@@ -4,6 +4,7 @@
 //! new enough for a request, and when the playlist's one upstream poll runs next. No I/O and no clock: time is
 //! passed in. The I/O rim (holding requests, polling the upstream once per playlist) is `pipeline::live`.
 
+use shared::media::hls_attribute;
 use std::time::Duration;
 
 /// How long a blocked playlist request is held at most, in target durations (§6.2.5.2: "at least three times
@@ -114,17 +115,17 @@ pub fn parse(text: &str) -> Option<Playlist> {
         if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
             target_duration = v.trim().parse::<f64>().ok().filter(|d| *d > 0.0);
         } else if let Some(v) = line.strip_prefix("#EXT-X-PART-INF:") {
-            part_target = attribute(v, "PART-TARGET")
+            part_target = hls_attribute(v, "PART-TARGET")
                 .and_then(|t| t.parse::<f64>().ok())
                 .filter(|t| *t > 0.0);
         } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
             media_sequence = v.trim().parse().ok()?;
         } else if let Some(v) = line.strip_prefix("#EXT-X-PART:") {
             parts_since += 1;
-            newest_part = attribute(v, "URI").map(str::to_string);
+            newest_part = hls_attribute(v, "URI").map(str::to_string);
         } else if let Some(v) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
-            if attribute(v, "TYPE") == Some("PART") {
-                preload_hint = attribute(v, "URI").map(str::to_string);
+            if hls_attribute(v, "TYPE") == Some("PART") {
+                preload_hint = hls_attribute(v, "URI").map(str::to_string);
             }
         } else if line == "#EXT-X-ENDLIST" {
             ended = true;
@@ -146,31 +147,6 @@ pub fn parse(text: &str) -> Option<Playlist> {
         preload_hint,
         ended,
     })
-}
-
-/// The value of `NAME=value` or `NAME="value"` in an attribute list.
-fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
-    let mut rest = list;
-    loop {
-        let (key, after) = rest.split_once('=')?;
-        let key = key.trim().trim_start_matches(',').trim();
-        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted.find('"')?;
-            (&quoted[..end], quoted[end + 1..].trim_start_matches(','))
-        } else {
-            match after.split_once(',') {
-                Some((value, next)) => (value, next),
-                None => (after, ""),
-            }
-        };
-        if key == name {
-            return Some(value);
-        }
-        if next.is_empty() {
-            return None;
-        }
-        rest = next;
-    }
 }
 
 /// Whether a playlist answers a blocking request.

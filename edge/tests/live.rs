@@ -277,6 +277,10 @@ fn scripted_live_origin() -> ScriptedOrigin {
         #EXT-X-PART:DURATION=0.5,URI=\"s8.0.m4s\",INDEPENDENT=YES\n#EXT-X-PART:DURATION=0.5,URI=\"s8.1.m4s\"\n\
         #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s8.2.m4s\"\n";
     ScriptedOrigin::start(move |req| {
+        if req.path.ends_with(".m4s") {
+            // No part is there yet, and this origin does not hold a request for the hinted one.
+            return Scripted::status(404, "no such part");
+        }
         let body = if req.path.contains("_HLS_skip=YES") {
             delta
         } else {
@@ -383,10 +387,15 @@ fn a_request_for_the_hinted_part_is_held_until_the_playlist_lists_it() {
     wait_until("two polls (the first read)", || {
         edge.metric("edge_live_polls_total", &[]) >= 2.0
     });
-    // The hinted part does not exist upstream yet: its request is held, not answered with the origin's 404.
+    // The hinted part does not exist upstream yet: the edge asked for it once ahead (this origin answers 404
+    // instead of holding it, and that 404 is not stored); a player's request is held, not answered with it.
     let part = get("/ll/s8.2.m4s".into());
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(origin.count("/ll/s8.2.m4s"), 0, "held at the edge");
+    assert_eq!(
+        origin.count("/ll/s8.2.m4s"),
+        1,
+        "only the edge's request ahead"
+    );
     // The packager publishes parts 8.2 and 8.3: both requests are answered.
     let listed = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
         #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n#EXT-X-MEDIA-SEQUENCE:5\n\
@@ -403,6 +412,11 @@ fn a_request_for_the_hinted_part_is_held_until_the_playlist_lists_it() {
     });
     let part = part.join().unwrap();
     assert_eq!((part.status, part.text().as_str()), (200, "part 8.2"));
+    assert_eq!(
+        origin.count("/ll/s8.2.m4s"),
+        2,
+        "asked for again once listed"
+    );
     let blocked = blocked.join().unwrap();
     assert_eq!(blocked.status, 200, "{}", blocked.text());
     assert!(blocked.text().contains("s8.3.m4s"));
@@ -410,6 +424,107 @@ fn a_request_for_the_hinted_part_is_held_until_the_playlist_lists_it() {
         edge.metric("edge_live_hint_holds_total", &["result=\"listed\""]),
         1.0
     );
+}
+
+/// A live playlist of the scripted stream in `ll/` of a real store: segments 5-7, `parts` of segment 8
+/// listed, the next one hinted.
+fn ll_playlist(parts: u32) -> String {
+    let mut text =
+        "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:1\n#EXT-X-PART-INF:PART-TARGET=0.5\n\
+        #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n#EXT-X-MEDIA-SEQUENCE:5\n\
+        #EXTINF:1.0,\ns5.m4s\n#EXTINF:1.0,\ns6.m4s\n#EXTINF:1.0,\ns7.m4s\n"
+            .to_string();
+    for part in 0..parts {
+        text += &format!("#EXT-X-PART:DURATION=0.5,URI=\"s8.{part}.m4s\"\n");
+    }
+    text += &format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s8.{parts}.m4s\"\n");
+    text
+}
+
+/// `EXT-X-PRELOAD-HINT` fetched ahead: the edge asks the origin for the hinted part as soon as a playlist hints
+/// it; the origin (which learnt the hint when it served the playlist) holds that request until the packager
+/// writes the part, then answers it, so the part is at the edge before any playlist lists it, and a player's
+/// request for it is a hit. One origin request for the part in all.
+#[test]
+fn the_hinted_part_is_fetched_ahead_and_the_origin_holds_it_until_it_is_written() {
+    let store = TempStore::new();
+    store.put("ll/p.m3u8", ll_playlist(2).as_bytes());
+    for part in ["s8.0.m4s", "s8.1.m4s"] {
+        store.put(&format!("ll/{part}"), part.as_bytes());
+    }
+    let origin = start_origin(&store.url(), "");
+    let edge = Edge::start(&origin.url("media_addr"), "");
+    let port = edge.process.addr("tls_addr").port();
+    let ca = edge.certs.ca();
+    let get = move |path: String| {
+        let url = format!("https://localhost:{port}{path}");
+        let ca = ca.clone();
+        std::thread::spawn(move || curl(&["--cacert", ca.to_str().unwrap(), &url]))
+    };
+    // A player blocks on part 8.3: the edge watches the playlist, which hints s8.2 (not written yet).
+    let blocked = get("/ll/p.m3u8?_HLS_msn=8&_HLS_part=3".into());
+    let hinted_fetches = || {
+        edge.process
+            .log_events("access")
+            .into_iter()
+            .filter(|e| e["hint"] == true && e["path"] == "/ll/s8.2.m4s")
+            .collect::<Vec<_>>()
+    };
+    wait_until("the edge's first poll", || {
+        edge.metric("edge_live_polls_total", &[]) >= 1.0
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(hinted_fetches().is_empty(), "held at the origin, not ended");
+    let part = get("/ll/s8.2.m4s".into());
+
+    // The packager writes part 8.2: the origin answers the edge's held request, and the edge stores it before
+    // any playlist lists it.
+    let written = Instant::now();
+    store.put("ll/s8.2.m4s", b"part 8.2");
+
+    wait_until("the hinted part stored at the edge", || {
+        hinted_fetches().iter().any(|e| e["result"] == "stored")
+    });
+    eprintln!(
+        "hinted part at the edge {:?} after it was written",
+        written.elapsed()
+    );
+    assert_eq!(
+        origin_requests(&origin, "/ll/s8.2.m4s"),
+        1,
+        "the edge's request ahead"
+    );
+
+    // Then the playlist lists 8.2 and 8.3: the held player gets 8.2 from the edge's cache.
+    store.put("ll/s8.3.m4s", b"part 8.3");
+    store.put("ll/p.m3u8", ll_playlist(4).as_bytes());
+    let part = part.join().unwrap();
+    assert_eq!((part.status, part.text().as_str()), (200, "part 8.2"));
+    assert!(
+        part.cache_status().is_some_and(|s| s.contains("hit")),
+        "{:?}",
+        part.cache_status()
+    );
+    let blocked = blocked.join().unwrap();
+    assert_eq!(blocked.status, 200, "{}", blocked.text());
+    assert!(blocked.text().contains("s8.3.m4s"));
+    assert_eq!(
+        origin_requests(&origin, "/ll/s8.2.m4s"),
+        1,
+        "one origin request for the part"
+    );
+    let held = testkit::metric_sum(
+        &curl(&[&format!("{}/metrics", origin.url("admin_addr"))]).text(),
+        "origin_preload_hint_holds_total",
+        &["result=\"ready\""],
+    );
+    assert!(held >= 1.0, "the origin held the hinted request: {held}");
+
+    // A missing object no playlist hints is a 404 at once.
+    let started = Instant::now();
+    let missing = curl(&[&format!("{}/ll/s9.9.m4s", origin.url("media_addr"))]);
+    assert_eq!(missing.status, 404);
+    assert!(started.elapsed() < Duration::from_secs(1));
 }
 
 #[test]

@@ -25,6 +25,9 @@ pub struct OriginMetrics {
     pub tls_failures: IntCounter,
     /// `origin_store_errors_total{kind}`: store failures by kind (`store_failed`, `store_unavailable`, `internal`).
     pub store_errors: IntCounterVec,
+    /// `origin_preload_hint_holds_total{result}`: requests for an LL-HLS hinted part not yet stored, held until
+    /// it was (`ready`), for the whole hold (`timeout`), or answered 404 at once for want of room (`busy`).
+    pub preload_hint_holds: IntCounterVec,
     /// `control_fleet_edges{region, state}`: edges registered with the control plane, `healthy` or `down`.
     pub fleet_edges: IntGaugeVec,
     /// `control_steering_requests_total{protocol, decision}`: Content Steering requests from players (`hls`,
@@ -149,6 +152,17 @@ impl OriginMetrics {
             &["kind"],
         )
         .expect("valid metric");
+        let preload_hint_holds = IntCounterVec::new(
+            Opts::new(
+                "origin_preload_hint_holds_total",
+                "Requests for a hinted LL-HLS part held until it was stored, by result (ready, timeout, busy).",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["ready", "timeout", "busy"] {
+            preload_hint_holds.with_label_values(&[result]);
+        }
         let fleet_edges = IntGaugeVec::new(
             Opts::new(
                 "control_fleet_edges",
@@ -257,6 +271,7 @@ impl OriginMetrics {
             Box::new(connections.clone()),
             Box::new(tls_failures.clone()),
             Box::new(store_errors.clone()),
+            Box::new(preload_hint_holds.clone()),
         ] {
             registry
                 .register(collector)
@@ -273,6 +288,7 @@ impl OriginMetrics {
             connections,
             tls_failures,
             store_errors,
+            preload_hint_holds,
             fleet_edges,
             steering_requests,
             playback_steered,

@@ -69,6 +69,7 @@ impl Origin {
             cors_allow_origin,
             metrics: Arc::clone(&metrics),
             taken_down: Default::default(),
+            hints: Default::default(),
         });
         let train = Arc::new(tokio::sync::Notify::new());
         let admin = Arc::new(AdminService {

@@ -146,6 +146,40 @@ fn xml_attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     None
 }
 
+/// The value of `NAME=value` or `NAME="value"` in an HLS attribute list (RFC 8216 §4.2).
+pub fn hls_attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
+    let mut rest = list;
+    loop {
+        let (key, after) = rest.split_once('=')?;
+        let key = key.trim().trim_start_matches(',').trim();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            let end = quoted.find('"')?;
+            (&quoted[..end], quoted[end + 1..].trim_start_matches(','))
+        } else {
+            match after.split_once(',') {
+                Some((value, next)) => (value, next),
+                None => (after, ""),
+            }
+        };
+        if key == name {
+            return Some(value);
+        }
+        if next.is_empty() {
+            return None;
+        }
+        rest = next;
+    }
+}
+
+/// The URI of the part an HLS media playlist hints (`#EXT-X-PRELOAD-HINT:TYPE=PART,URI=…`), as written.
+pub fn hls_preload_hint_part(text: &str) -> Option<&str> {
+    text.lines()
+        .map(str::trim)
+        .filter_map(|line| line.strip_prefix("#EXT-X-PRELOAD-HINT:"))
+        .filter(|attributes| hls_attribute(attributes, "TYPE") == Some("PART"))
+        .find_map(|attributes| hls_attribute(attributes, "URI"))
+}
+
 /// Seconds of an ISO 8601 duration of the forms DASH uses (`PT2S`, `PT1M30.5S`, `P0Y0M0DT0H0M4S`), rounded up.
 pub fn iso8601_duration_secs(value: &str) -> Option<u64> {
     let rest = value.trim().strip_prefix('P')?;
@@ -180,6 +214,21 @@ pub fn iso8601_duration_secs(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attributes_and_the_hinted_part() {
+        let list = "DURATION=0.33,URI=\"a,b=c.m4s\",INDEPENDENT=YES";
+        assert_eq!(hls_attribute(list, "URI"), Some("a,b=c.m4s"));
+        assert_eq!(hls_attribute(list, "INDEPENDENT"), Some("YES"));
+        assert_eq!(hls_attribute(list, "DURATION"), Some("0.33"));
+        assert_eq!(hls_attribute(list, "BYTERANGE"), None);
+        assert_eq!(hls_attribute("URI=\"unterminated", "URI"), None);
+        let playlist = "#EXTM3U\n#EXT-X-PRELOAD-HINT:TYPE=MAP,URI=\"init.mp4\"\n\
+                        #EXT-X-PART:DURATION=0.3,URI=\"s8.1.m4s\"\n\
+                        #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s8.2.m4s\"\n";
+        assert_eq!(hls_preload_hint_part(playlist), Some("s8.2.m4s"));
+        assert_eq!(hls_preload_hint_part("#EXTM3U\n#EXTINF:2,\ns1.m4s\n"), None);
+    }
 
     #[test]
     fn media_types_by_extension() {

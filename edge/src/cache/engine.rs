@@ -676,7 +676,7 @@ impl Engine {
         let slice_bytes = known.as_ref().map_or(self.slice_bytes, |m| m.slice_bytes);
         // A new object's first fill may ask for a few slices at once (`slices::first_fill_slices`).
         let span = match &target {
-            FillTarget::New { slices } => (*slices).max(1),
+            FillTarget::New { slices, .. } => (*slices).max(1),
             _ => 1,
         };
         // A client's range can start anywhere up to 2^64 - 1: no sum here may overflow.
@@ -686,6 +686,13 @@ impl Engine {
             None => start.saturating_add(slice_bytes.saturating_mul(span) - 1),
         };
         let whole_stored = matches!(&target, FillTarget::Revalidate(stale) if stale.status != 200);
+        let keep_errors = !matches!(
+            &target,
+            FillTarget::New {
+                keep_errors: false,
+                ..
+            }
+        );
         if !whole_stored {
             put(&mut fields, header::RANGE, &format!("bytes={start}-{end}"));
         }
@@ -752,7 +759,7 @@ impl Engine {
             }
             _ => {
                 return match (known, lifetime) {
-                    (None, Ok(lifetime)) if status != 200 && status != 206 => {
+                    (None, Ok(lifetime)) if status != 200 && status != 206 && keep_errors => {
                         self.fill_whole(fill, key, status, response, lifetime, &fields, now)
                             .await
                     }
@@ -1124,7 +1131,9 @@ pub(crate) enum FillTarget {
     /// A slice of a stored version.
     Known(Arc<ObjectMeta>),
     /// A new object (or variant): `slices` from the first, in one request (see `slices::first_fill_slices`).
-    New { slices: u64 },
+    /// `keep_errors` false: an error answer (a 404, a 410) is not stored as the object — for an object asked
+    /// for before it exists (an LL-HLS hinted part), whose 404 must not answer the requests after it does.
+    New { slices: u64, keep_errors: bool },
     /// The first slice of a stored version, asked for conditionally: a 304 keeps it, a 200 or 206 replaces it.
     Revalidate(Arc<ObjectMeta>),
 }

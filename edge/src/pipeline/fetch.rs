@@ -91,7 +91,13 @@ impl Edge {
                 let slice_bytes = self.engine.slice_bytes();
                 let slices = first_fill_slices(range_spec, slice_bytes);
                 let index = first_slice_hint(range_spec, slice_bytes);
-                (FillTarget::New { slices }, index)
+                (
+                    FillTarget::New {
+                        slices,
+                        keep_errors: true,
+                    },
+                    index,
+                )
             }
         };
         let waited = Instant::now();

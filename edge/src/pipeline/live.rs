@@ -8,7 +8,10 @@
 //! poller asks the upstream for the playlist while anyone waits on it, as often as `live::poll_delay` says,
 //! and publishes what it read on a `watch` channel that every held request of that playlist reads. When a poll
 //! brings a new part, that part is warmed through prefetch's ordinary coalesced fill (`Edge::warm`), so the
-//! players it releases find it cached or filling.
+//! players it releases find it cached or filling; so is the part the new version hints (`EXT-X-PRELOAD-HINT`),
+//! before it exists: an LL-HLS upstream (this project's origin among them) holds that request until the part is
+//! written, so the part streams to the edge as soon as it is, and a player's request for it joins that fill or
+//! finds it stored. An upstream that answers 404 instead costs that one request; the 404 is not stored.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +22,7 @@ use http::{Method, StatusCode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::prefetch::Purpose;
 use super::{Answer, Canonical, Edge};
 use crate::error::EdgeError;
 use crate::live::{self, Playlist, Ready};
@@ -325,10 +329,19 @@ impl Edge {
                     });
                     if changed {
                         changed_at = now;
-                        if let (Some(parts), Some(uri)) = (warm_from, newest)
-                            && let Some(part_path) = live::resolve(path, &uri)
-                        {
-                            self.warm_live_part(parts, &part_path);
+                        if let Some(parts) = warm_from {
+                            // The part just listed (if no request took it yet), and the one hinted next:
+                            // asked for now, an LL-HLS upstream answers it the moment it is written.
+                            let listed = newest.map(|uri| (uri, Purpose::Prefetch));
+                            let hinted = playlist
+                                .preload_hint
+                                .clone()
+                                .map(|uri| (uri, Purpose::Hint));
+                            for (uri, purpose) in listed.into_iter().chain(hinted) {
+                                if let Some(part_path) = live::resolve(path, &uri) {
+                                    self.warm_live_part(parts, &part_path, purpose);
+                                }
+                            }
                         }
                     }
                 }
@@ -371,8 +384,8 @@ impl Edge {
         live::parse(std::str::from_utf8(&text).ok()?)
     }
 
-    /// Warms a part the poll just saw listed, as a prefetch of it (skipped when cached or filling).
-    fn warm_live_part(self: &Arc<Self>, template: &Parts, part_path: &str) {
+    /// Warms a part the poll just saw listed or hinted, as a prefetch of it (skipped when cached or filling).
+    fn warm_live_part(self: &Arc<Self>, template: &Parts, part_path: &str, purpose: Purpose) {
         let edge = Arc::clone(self);
         let target = shared::segments::Segment {
             path: part_path.to_string(),
@@ -381,10 +394,7 @@ impl Edge {
             discontinuity: false,
         };
         if let Some(next) = super::prefetch::prefetch_request(template, &target) {
-            tokio::spawn(async move {
-                edge.warm(next, None, super::prefetch::Purpose::Prefetch)
-                    .await
-            });
+            tokio::spawn(async move { edge.warm(next, None, purpose).await });
         }
     }
 }

@@ -142,15 +142,25 @@ impl Skip {
 pub(super) enum Purpose {
     /// Paced by the prefetch budget here; counted as prefetches (issued, used, wasted).
     Prefetch,
+    /// A prefetch of the part a live playlist hints (`EXT-X-PRELOAD-HINT`), asked for before it exists: an
+    /// upstream that follows LL-HLS holds the request until the part is written; an error answer (one that
+    /// does not) is not stored, so the requests after the part exists are not answered with it.
+    Hint,
     /// Paced by its caller; counted in `edge_fill_*`. The plan is the control plane's, so it may name files
     /// under `signed_paths` (what is stored still needs a viewer's token to be served).
     Fill,
 }
 
 impl Purpose {
+    /// Paced, counted and logged as a prefetch.
+    fn is_prefetch(self) -> bool {
+        self != Purpose::Fill
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Purpose::Prefetch => "prefetch",
+            Purpose::Hint => "hint",
             Purpose::Fill => "fill",
         }
     }
@@ -532,7 +542,7 @@ impl Edge {
             return skipped(Skip::NotCacheable);
         };
         let site = site.route_for(&path);
-        if purpose == Purpose::Prefetch
+        if purpose.is_prefetch()
             && site
                 .signed_paths
                 .iter()
@@ -581,7 +591,7 @@ impl Edge {
         let upstream = request.site.upstream.clone();
         // A prefetch's place in its budget (a fill's caller paces it).
         let mut place = None;
-        if purpose == Purpose::Prefetch {
+        if purpose.is_prefetch() {
             let mut budget = lock(&self.prefetch.budget);
             if let Err(shed) = budget.admit(&upstream, engine.load(), Instant::now()) {
                 drop(budget);
@@ -623,8 +633,10 @@ impl Edge {
             (Ended::Skipped(skip), _) => {
                 self.skipped(*skip, purpose);
             }
-            (Ended::Stored, Purpose::Prefetch) => self.metrics.prefetch_bytes.inc_by(bytes),
-            (Ended::Failed(_), Purpose::Prefetch) => {
+            (Ended::Stored, Purpose::Prefetch | Purpose::Hint) => {
+                self.metrics.prefetch_bytes.inc_by(bytes)
+            }
+            (Ended::Failed(_), Purpose::Prefetch | Purpose::Hint) => {
                 self.metrics.prefetch_failed.inc();
                 self.metrics.prefetch_bytes.inc_by(bytes);
             }
@@ -635,7 +647,8 @@ impl Edge {
         }
         tracing::info!(
             target: "access",
-            prefetch = purpose == Purpose::Prefetch,
+            prefetch = purpose.is_prefetch(),
+            hint = purpose == Purpose::Hint,
             fill = purpose == Purpose::Fill,
             site = %request.site.name,
             path = %request.path,
@@ -672,7 +685,10 @@ impl Edge {
                 let first = range.map_or(0, |r| r.start / engine.slice_bytes());
                 let fields = self.fill_fields(parts, request, found.variant.as_deref());
                 // One slice at a time: each counted as it is drained (the bytes a prefetch costs are metered).
-                let target = crate::cache::engine::FillTarget::New { slices: 1 };
+                let target = crate::cache::engine::FillTarget::New {
+                    slices: 1,
+                    keep_errors: purpose != Purpose::Hint,
+                };
                 let (fill, started) = engine.join_fill(upstream, &key, first, target, fields);
                 if !started {
                     return (Ended::Skipped(Skip::Filling), 0);
@@ -740,7 +756,7 @@ impl Edge {
     }
 
     fn issued(&self, object: &str, purpose: Purpose) {
-        if purpose == Purpose::Prefetch {
+        if purpose.is_prefetch() {
             self.metrics.prefetch_issued.inc();
             let wasted = lock(&self.prefetch.ledger).enter(object.to_string(), 0, Instant::now());
             self.count_wasted(wasted);
@@ -751,14 +767,14 @@ impl Edge {
         if !issued {
             return (Ended::Skipped(Skip::Filling), 0);
         }
-        if purpose == Purpose::Prefetch {
+        if purpose.is_prefetch() {
             lock(&self.prefetch.ledger).add_bytes(object, bytes);
         }
         (Ended::Stored, bytes)
     }
 
     fn failed(&self, purpose: Purpose, object: &str, error: String, bytes: u64) -> (Ended, u64) {
-        if purpose == Purpose::Prefetch {
+        if purpose.is_prefetch() {
             lock(&self.prefetch.ledger).use_object(object);
         }
         (Ended::Failed(error), bytes)
@@ -767,7 +783,7 @@ impl Edge {
     /// Counts a warm that found nothing to do, and says so.
     fn skipped(&self, skip: Skip, purpose: Purpose) -> Warmed {
         let counter = match purpose {
-            Purpose::Prefetch => &self.metrics.prefetch_skipped,
+            Purpose::Prefetch | Purpose::Hint => &self.metrics.prefetch_skipped,
             Purpose::Fill => &self.metrics.fill_objects,
         };
         counter.with_label_values(&[skip.as_str()]).inc();

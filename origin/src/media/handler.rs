@@ -2,7 +2,7 @@
 //! Cache-Control by object class, and a streamed body. Errors become responses in [`error_response`] only.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,6 +17,7 @@ use shared::range::{self, ByteRange, RangeOutcome};
 
 use crate::config::CacheControlConfig;
 use crate::media::error::{ErrorKind, OriginError};
+use crate::media::hints::{self, HintBoard};
 use crate::media::store::Store;
 use crate::metrics::OriginMetrics;
 
@@ -32,6 +33,23 @@ pub struct MediaService {
     /// Slugs of titles taken down: their objects (`titles/<slug>/…`) answer 410. Kept by the catalog-change
     /// consumer when the control plane runs here.
     pub taken_down: TakenDown,
+    /// The parts live playlists hint, and the requests held for them.
+    pub hints: Hints,
+}
+
+/// Preload hints: the board and the room for held requests.
+pub struct Hints {
+    pub board: HintBoard,
+    held: tokio::sync::Semaphore,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            board: HintBoard::default(),
+            held: tokio::sync::Semaphore::new(hints::MAX_HELD),
+        }
+    }
 }
 
 /// The slugs of titles taken down, shared with the consumer that keeps it.
@@ -82,7 +100,21 @@ impl MediaService {
             ));
         }
         let kind = shared::media::classify(&key);
-        let (meta, source) = self.lookup(&key, kind.class).await?;
+        let (meta, source) = match self.lookup(&key, kind.class).await {
+            Err(missing)
+                if missing.kind == ErrorKind::NotFound
+                    && self.hints.board.is_hinted(&key, Instant::now()) =>
+            {
+                self.hold_for_hinted(&key, kind.class, missing).await?
+            }
+            found => found?,
+        };
+        if let Source::Buffered(bytes) = &source
+            && let Ok(text) = std::str::from_utf8(bytes)
+            && text.contains("#EXT-X-PRELOAD-HINT")
+        {
+            self.hints.board.record(&key, text, Instant::now());
+        }
 
         let etag = meta.e_tag.as_deref().map(conditional::normalize_etag);
         let last_modified = SystemTime::from(meta.last_modified);
@@ -172,6 +204,40 @@ impl MediaService {
             self.body(&key, &meta, source, part).await?
         };
         response.body(body).map_err(internal)
+    }
+
+    /// A request for a part a live playlist hints, not stored yet: held until it is (looked for every
+    /// `hints::STEP`), at most `hints::HOLD`; then, or without room to hold it, the 404 it had.
+    async fn hold_for_hinted(
+        &self,
+        key: &str,
+        class: ObjectClass,
+        missing: OriginError,
+    ) -> Result<(ObjectMeta, Source), OriginError> {
+        let count = |result: &str| {
+            self.metrics
+                .preload_hint_holds
+                .with_label_values(&[result])
+                .inc()
+        };
+        let Ok(_held) = self.hints.held.try_acquire() else {
+            count("busy");
+            return Err(missing);
+        };
+        let deadline = tokio::time::Instant::now() + hints::HOLD;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(hints::STEP).await;
+            match self.lookup(key, class).await {
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Ok(found) => {
+                    count("ready");
+                    return Ok(found);
+                }
+                Err(failed) => return Err(failed),
+            }
+        }
+        count("timeout");
+        Err(missing)
     }
 
     /// Metadata, plus the bytes of manifests small enough to read whole (one store request either way).
