@@ -10,36 +10,11 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use testkit::{CurlResponse, TempStore, TestEdge, curl, start_origin};
+use testkit::{TempStore, TestEdge, call_api, curl, start_origin};
 
 const SECRET: &str = "fleet-secret-0123456789";
 const ADMIN: &str = "edge-admin-token-0123";
 const RATE: u64 = 1 << 20;
-
-fn body(r: &CurlResponse) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
-}
-
-fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    auth: Option<&str>,
-    doc: Option<Value>,
-) -> CurlResponse {
-    let url = format!("{base}{path}");
-    let auth = auth.map(|t| format!("Authorization: Bearer {t}"));
-    let data = doc.map(|d| d.to_string());
-    let mut args = vec!["-X", method];
-    if let Some(a) = &auth {
-        args.extend(["-H", a.as_str()]);
-    }
-    if let Some(d) = &data {
-        args.extend(["--data-binary", d.as_str()]);
-    }
-    args.push(&url);
-    curl(&args)
-}
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
@@ -52,7 +27,7 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Du
 
 /// The edge's metrics, read with the admin token.
 fn metrics(edge: &TestEdge) -> String {
-    call(
+    call_api(
         &edge.process.url("admin_addr"),
         "GET",
         "/metrics",
@@ -67,7 +42,7 @@ fn metric(edge: &TestEdge, name: &str, filters: &[&str]) -> f64 {
 }
 
 fn plan(api: &str, budget: u64) -> Value {
-    let r = call(
+    let r = call_api(
         api,
         "GET",
         &format!("/v1/edges/edge-test/fill-plan?budget_bytes={budget}"),
@@ -75,7 +50,7 @@ fn plan(api: &str, budget: u64) -> Value {
         None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    body(&r)
+    r.json()
 }
 
 fn slugs(plan: &Value) -> Vec<&str> {
@@ -121,11 +96,11 @@ fn the_plan_follows_plays_and_the_edge_fills_it_at_its_pace_in_its_window() {
     // The plan API: the fleet's secret, a budget, nothing else.
     let path = "/v1/edges/edge-test/fill-plan";
     assert_eq!(
-        call(&api, "GET", &format!("{path}?budget_bytes=1"), None, None).status,
+        call_api(&api, "GET", &format!("{path}?budget_bytes=1"), None, None).status,
         401
     );
     assert_eq!(
-        call(
+        call_api(
             &api,
             "GET",
             &format!("{path}?budget_bytes=1"),
@@ -141,10 +116,10 @@ fn the_plan_follows_plays_and_the_edge_fills_it_at_its_pace_in_its_window() {
         "?budget_bytes=x",
         "?budget_bytes=1&x=1",
     ] {
-        let r = call(&api, "GET", &format!("{path}{bad}"), Some(SECRET), None);
+        let r = call_api(&api, "GET", &format!("{path}{bad}"), Some(SECRET), None);
         assert_eq!(r.status, 400, "{bad}: {}", r.text());
     }
-    let r = call(
+    let r = call_api(
         &api,
         "GET",
         "/v1/edges/a%20b/fill-plan?budget_bytes=1",
@@ -197,23 +172,23 @@ fn the_plan_follows_plays_and_the_edge_fills_it_at_its_pace_in_its_window() {
     // A viewer watches test-pattern; once the recommender has learnt it, test-pattern leads the plan.
     let account = json!({"email": "fill@example.org", "password": "fill password 123"});
     assert_eq!(
-        call(&api, "POST", "/v1/accounts", None, Some(account.clone())).status,
+        call_api(&api, "POST", "/v1/accounts", None, Some(&account)).status,
         201
     );
-    let token = body(&call(&api, "POST", "/v1/sessions", None, Some(account)))["token"]
+    let token = call_api(&api, "POST", "/v1/sessions", None, Some(&account)).json()["token"]
         .as_str()
         .unwrap()
         .to_string();
-    let profile = body(&call(&api, "GET", "/v1/me", Some(&token), None))["profiles"][0]["id"]
+    let profile = call_api(&api, "GET", "/v1/me", Some(&token), None).json()["profiles"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let r = call(
+    let r = call_api(
         &api,
         "POST",
         &format!("/v1/profiles/{profile}/progress"),
         Some(&token),
-        Some(json!({"title": "test-pattern", "position_secs": 20, "duration_secs": 40})),
+        Some(&json!({"title": "test-pattern", "position_secs": 20, "duration_secs": 40})),
     );
     assert_eq!(r.status, 200, "{}", r.text());
     let trainings = || {
@@ -224,7 +199,10 @@ fn the_plan_follows_plays_and_the_edge_fills_it_at_its_pace_in_its_window() {
         )
     };
     let before = trainings();
-    assert_eq!(call(&admin, "POST", "/recs/train", None, None).status, 202);
+    assert_eq!(
+        call_api(&admin, "POST", "/recs/train", None, None).status,
+        202
+    );
     wait_until("trained", Duration::from_secs(30), || trainings() > before);
     let planned = plan(&api, budget);
     assert_eq!(
@@ -251,19 +229,22 @@ fn the_plan_follows_plays_and_the_edge_fills_it_at_its_pace_in_its_window() {
         "nothing filled outside the window"
     );
     assert_eq!(metric(&edge, "edge_fill_runs_total", &[]), 0.0);
-    assert_eq!(call(&edge_admin, "POST", "/fill", None, None).status, 401);
     assert_eq!(
-        call(&edge_admin, "GET", "/fill", Some(ADMIN), None).status,
+        call_api(&edge_admin, "POST", "/fill", None, None).status,
+        401
+    );
+    assert_eq!(
+        call_api(&edge_admin, "GET", "/fill", Some(ADMIN), None).status,
         405
     );
 
     // Asked: one run, every planned file fetched once, no faster than the rate.
     let started = Instant::now();
     assert_eq!(
-        call(&edge_admin, "POST", "/fill", Some(ADMIN), None).status,
+        call_api(&edge_admin, "POST", "/fill", Some(ADMIN), None).status,
         202
     );
-    let r = call(&edge_admin, "POST", "/fill", Some(ADMIN), None);
+    let r = call_api(&edge_admin, "POST", "/fill", Some(ADMIN), None);
     assert_eq!(r.status, 409, "a run is going on: {}", r.text());
     let done = |edge: &TestEdge, trigger: &str| {
         metric(
@@ -318,7 +299,7 @@ fn the_plan_follows_plays_and_the_edge_fills_it_at_its_pace_in_its_window() {
 
     // A second run finds every file cached.
     assert_eq!(
-        call(&edge_admin, "POST", "/fill", Some(ADMIN), None).status,
+        call_api(&edge_admin, "POST", "/fill", Some(ADMIN), None).status,
         202
     );
     wait_until("the second run", Duration::from_secs(30), || {

@@ -82,6 +82,17 @@ fn origin_requests(origin: &ServerProcess, path: &str) -> usize {
         .count()
 }
 
+/// A GET over TLS of the path it is given, on a thread of its own (for a request the edge holds).
+fn background_gets(edge: &Edge) -> impl Fn(String) -> std::thread::JoinHandle<CurlResponse> {
+    let port = edge.process.addr("tls_addr").port();
+    let ca = edge.certs.ca();
+    move |path: String| {
+        let url = format!("https://localhost:{port}{path}");
+        let ca = ca.clone();
+        std::thread::spawn(move || curl(&["--cacert", ca.to_str().unwrap(), &url]))
+    }
+}
+
 fn parsed(response: &CurlResponse) -> Playlist {
     live::parse(&response.text()).unwrap_or_else(|| panic!("a playlist: {}", response.text()))
 }
@@ -375,13 +386,7 @@ fn delta_playlists_pass_through_and_a_hold_that_runs_out_is_a_503() {
 fn a_request_for_the_hinted_part_is_held_until_the_playlist_lists_it() {
     let origin = scripted_live_origin();
     let edge = Edge::start(&origin.url(), "");
-    let port = edge.process.addr("tls_addr").port();
-    let ca = edge.certs.ca();
-    let get = move |path: String| {
-        let url = format!("https://localhost:{port}{path}");
-        let ca = ca.clone();
-        std::thread::spawn(move || curl(&["--cacert", ca.to_str().unwrap(), &url]))
-    };
+    let get = background_gets(&edge);
     // A player blocks on part 8.3 (not listed yet): the playlist is watched, and its version hints s8.2.
     let blocked = get("/ll/p.m3u8?_HLS_msn=8&_HLS_part=3".into());
     wait_until("two polls (the first read)", || {
@@ -454,13 +459,7 @@ fn the_hinted_part_is_fetched_ahead_and_the_origin_holds_it_until_it_is_written(
     }
     let origin = start_origin(&store.url(), "");
     let edge = Edge::start(&origin.url("media_addr"), "");
-    let port = edge.process.addr("tls_addr").port();
-    let ca = edge.certs.ca();
-    let get = move |path: String| {
-        let url = format!("https://localhost:{port}{path}");
-        let ca = ca.clone();
-        std::thread::spawn(move || curl(&["--cacert", ca.to_str().unwrap(), &url]))
-    };
+    let get = background_gets(&edge);
     // A player blocks on part 8.3: the edge watches the playlist, which hints s8.2 (not written yet).
     let blocked = get("/ll/p.m3u8?_HLS_msn=8&_HLS_part=3".into());
     let hinted_fetches = || {

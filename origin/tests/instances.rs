@@ -6,10 +6,6 @@
 use serde_json::{Value, json};
 use testkit::{CurlResponse, SERVICE_AUTH, TempStore, curl, start_origin};
 
-fn body(r: &CurlResponse) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
-}
-
 /// `curl -X method [-H header]… [--data-binary json] base+path`.
 fn call(
     base: &str,
@@ -45,8 +41,8 @@ fn signed_up(api: &str, email: &str) -> (String, String) {
     );
     let signed = call(api, "POST", "/v1/sessions", &[], Some(&account));
     assert_eq!(signed.status, 201, "{}", signed.text());
-    let token = body(&signed)["token"].as_str().unwrap().to_string();
-    let profile = body(&signed)["profiles"][0]["id"]
+    let token = signed.json()["token"].as_str().unwrap().to_string();
+    let profile = signed.json()["profiles"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -110,7 +106,7 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
         );
         assert_eq!(revalidated.header("etag"), Some(etag.as_str()), "{path}");
     }
-    let home = body(&call(&api, "GET", "/v1/home", &[], None));
+    let home = call(&api, "GET", "/v1/home", &[], None).json();
     let rows: Vec<&str> = home["rows"]
         .as_array()
         .unwrap()
@@ -237,7 +233,7 @@ fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
             Some(&json!({"title": "test-pattern"})),
         );
         assert_eq!(r.status, 200, "{}", r.text());
-        body(&r)
+        r.json()
     };
     // The client wrote the first address; the edge (on loopback, trusted) appended the one it saw.
     let playback = ask(&api, "X-Forwarded-For: 6.6.6.6, 203.0.113.7");
@@ -414,7 +410,7 @@ fn trainings(admin: &str) -> f64 {
 
 /// The first title like `alpha` on the instance at `api`.
 fn first_similar(api: &str) -> Value {
-    body(&call(api, "GET", "/v1/titles/alpha/similar", &[], None))["similar"][0]["slug"].clone()
+    call(api, "GET", "/v1/titles/alpha/similar", &[], None).json()["similar"][0]["slug"].clone()
 }
 
 /// Two instances on one database (`catalog`): an edge reporting to one is seen by the other, failed sign-ins on
@@ -493,11 +489,11 @@ fn two_instances_on_one_database(catalog: &str) {
     let auth = format!("Authorization: Bearer {SECRET}");
     let put = call(&api_a, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
     assert_eq!(put.status, 200, "{}", put.text());
-    assert_eq!(body(&put)["registered"], true);
+    assert_eq!(put.json()["registered"], true);
     eventually("B sees the edge A took", || {
-        body(&call(&api_b, "GET", "/v1/edges", &[], None))["edges"][0]["name"] == "edge1"
+        call(&api_b, "GET", "/v1/edges", &[], None).json()["edges"][0]["name"] == "edge1"
     });
-    let edges = body(&call(&api_b, "GET", "/v1/edges", &[], None));
+    let edges = call(&api_b, "GET", "/v1/edges", &[], None).json();
     assert_eq!(edges["edges"][0]["healthy"], true, "{edges}");
     let playback = call(
         &api_b,
@@ -508,14 +504,14 @@ fn two_instances_on_one_database(catalog: &str) {
     );
     assert_eq!(playback.status, 200, "{}", playback.text());
     assert_eq!(
-        body(&playback)["edges"][0]["name"],
+        playback.json()["edges"][0]["name"],
         "edge1",
         "{}",
         playback.text()
     );
     // Its next report, to B, is not a new registration.
     let again = call(&api_b, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
-    assert_eq!(body(&again)["registered"], false, "{}", again.text());
+    assert_eq!(again.json()["registered"], false, "{}", again.text());
 
     // The recommender: trained once at the first start, by one of the two; the other loads that model.
     let total = || trainings(&admin_a) + trainings(&admin_b);
@@ -529,13 +525,13 @@ fn two_instances_on_one_database(catalog: &str) {
         call(&api_b, "POST", "/v1/accounts", &[], Some(&viewer)).status,
         201
     );
-    let token = body(&call(&api_b, "POST", "/v1/sessions", &[], Some(&viewer)))["token"]
+    let token = call(&api_b, "POST", "/v1/sessions", &[], Some(&viewer)).json()["token"]
         .as_str()
         .unwrap()
         .to_string();
     let bearer = format!("Authorization: Bearer {token}");
     let mut profiles = vec![
-        body(&call(&api_b, "GET", "/v1/me", &[&bearer], None))["profiles"][0]["id"]
+        call(&api_b, "GET", "/v1/me", &[&bearer], None).json()["profiles"][0]["id"]
             .as_str()
             .unwrap()
             .to_string(),
@@ -549,7 +545,7 @@ fn two_instances_on_one_database(catalog: &str) {
             Some(&json!({"name": name})),
         );
         assert_eq!(r.status, 201, "{}", r.text());
-        profiles.push(body(&r)["id"].as_str().unwrap().to_string());
+        profiles.push(r.json()["id"].as_str().unwrap().to_string());
     }
     for profile in &profiles {
         for title in ["alpha", "bravo"] {
@@ -638,7 +634,7 @@ fn a_viewers_playback_costs_two_statements_and_one_once_resumable() {
             Some(&json!({"title": title, "profile": profile})),
         );
         assert_eq!(r.status, 200, "{}", r.text());
-        body(&r)
+        r.json()
     };
     // The titles' details are read once (the instance's cache); then every play is counted alone.
     play("test-pattern");

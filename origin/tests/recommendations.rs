@@ -3,33 +3,8 @@
 //! than the catalog's popularity: five profiles watched `alpha` and then `bravo`; a sixth watched `alpha`, and its
 //! top pick is `bravo`, though `charlie` is the catalog's most popular title and shares `alpha`'s genre.
 
-use serde_json::{Value, json};
-use testkit::{CurlResponse, TempStore, curl, start_origin};
-
-fn body(r: &CurlResponse) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
-}
-
-fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    doc: Option<Value>,
-) -> CurlResponse {
-    let url = format!("{base}{path}");
-    let auth = token.map(|t| format!("Authorization: Bearer {t}"));
-    let data = doc.map(|d| d.to_string());
-    let mut args = vec!["-X", method];
-    if let Some(a) = &auth {
-        args.extend(["-H", a.as_str()]);
-    }
-    if let Some(d) = &data {
-        args.extend(["--data-binary", d.as_str()]);
-    }
-    args.push(&url);
-    curl(&args)
-}
+use serde_json::json;
+use testkit::{TempStore, call_api, curl, start_origin};
 
 fn metric(text: &str, line_start: &str) -> f64 {
     text.lines()
@@ -67,38 +42,38 @@ fn home_rows_and_similar_titles_come_from_the_trained_model() {
 
     let account = json!({"email": "family@example.org", "password": "family password"});
     assert_eq!(
-        call(&api, "POST", "/v1/accounts", None, Some(account.clone())).status,
+        call_api(&api, "POST", "/v1/accounts", None, Some(&account)).status,
         201
     );
-    let token = body(&call(&api, "POST", "/v1/sessions", None, Some(account)))["token"]
+    let token = call_api(&api, "POST", "/v1/sessions", None, Some(&account)).json()["token"]
         .as_str()
         .unwrap()
         .to_string();
     let mut profiles = vec![
-        body(&call(&api, "GET", "/v1/me", Some(&token), None))["profiles"][0]["id"]
+        call_api(&api, "GET", "/v1/me", Some(&token), None).json()["profiles"][0]["id"]
             .as_str()
             .unwrap()
             .to_string(),
     ];
     for name in ["two", "three", "four", "five", "six"] {
-        let r = call(
+        let r = call_api(
             &api,
             "POST",
             "/v1/profiles",
             Some(&token),
-            Some(json!({"name": name})),
+            Some(&json!({"name": name})),
         );
         assert_eq!(r.status, 201, "{}", r.text());
-        profiles.push(body(&r)["id"].as_str().unwrap().to_string());
+        profiles.push(r.json()["id"].as_str().unwrap().to_string());
     }
     let watch = |profile: &str, title: &str| {
         let doc = json!({"title": title, "position_secs": 600, "duration_secs": 600});
-        let r = call(
+        let r = call_api(
             &api,
             "POST",
             &format!("/v1/profiles/{profile}/progress"),
             Some(&token),
-            Some(doc),
+            Some(&doc),
         );
         assert_eq!(r.status, 200, "{}", r.text());
     };
@@ -110,7 +85,7 @@ fn home_rows_and_similar_titles_come_from_the_trained_model() {
     watch(sixth, "alpha");
 
     // Before a model has learnt the histories, the fallbacks follow the catalog: charlie, alpha's genre.
-    let before = body(&call(&api, "GET", "/v1/titles/alpha/similar", None, None));
+    let before = call_api(&api, "GET", "/v1/titles/alpha/similar", None, None).json();
     assert_eq!(before["similar"][0]["slug"], "charlie", "{before}");
 
     let metrics_url = format!("{admin}/metrics");
@@ -137,15 +112,16 @@ fn home_rows_and_similar_titles_come_from_the_trained_model() {
         "{text}"
     );
 
-    let similar = body(&call(&api, "GET", "/v1/titles/alpha/similar", None, None));
+    let similar = call_api(&api, "GET", "/v1/titles/alpha/similar", None, None).json();
     assert_eq!(similar["similar"][0]["slug"], "bravo", "{similar}");
-    let home = body(&call(
+    let home = call_api(
         &api,
         "GET",
         &format!("/v1/profiles/{sixth}/home"),
         Some(&token),
         None,
-    ));
+    )
+    .json();
     let row = |id: &str| -> Vec<String> {
         home["rows"]
             .as_array()

@@ -8,10 +8,6 @@
 use serde_json::{Value, json};
 use testkit::{CurlResponse, PostgresServer, TempStore, curl, start_origin};
 
-fn body(r: &CurlResponse) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
-}
-
 struct Api {
     base: String,
 }
@@ -76,7 +72,7 @@ fn viewers(catalog: &str) {
     let ada = json!({"email": "Ada@Example.org", "password": "correct horse"});
     let created = api.call("POST", "/v1/accounts", None, Some(&ada));
     assert_eq!(created.status, 201, "{}", created.text());
-    assert_eq!(body(&created)["profiles"].as_array().unwrap().len(), 1);
+    assert_eq!(created.json()["profiles"].as_array().unwrap().len(), 1);
     assert_eq!(
         api.call(
             "POST",
@@ -95,7 +91,7 @@ fn viewers(catalog: &str) {
     );
     assert_eq!(short.status, 400, "{}", short.text());
     assert!(
-        body(&short)["reason"]
+        short.json()["reason"]
             .as_str()
             .unwrap()
             .contains("at least 8")
@@ -121,7 +117,7 @@ fn viewers(catalog: &str) {
         Some(&json!({"email": "eve@example.org", "password": "wrong horse"})),
     );
     assert_eq!(nobody.status, 401);
-    assert_eq!(body(&wrong)["reason"], body(&nobody)["reason"]);
+    assert_eq!(wrong.json()["reason"], nobody.json()["reason"]);
     let signed = api.call("POST", "/v1/sessions", None, Some(&ada));
     assert_eq!(signed.status, 201, "{}", signed.text());
     let cookie = signed
@@ -138,7 +134,7 @@ fn viewers(catalog: &str) {
         assert!(cookie.contains(attribute), "{attribute} in {cookie}");
     }
     assert_eq!(signed.header("cache-control"), Some("private, no-store"));
-    let session = body(&signed);
+    let session = signed.json();
     let token = session["token"].as_str().unwrap().to_string();
     let profile = session["profiles"][0]["id"].as_str().unwrap().to_string();
 
@@ -150,7 +146,7 @@ fn viewers(catalog: &str) {
         &format!("{}/v1/me", api.base),
     ]);
     assert_eq!(me.status, 200, "{}", me.text());
-    assert_eq!(body(&me)["email"], "ada@example.org");
+    assert_eq!(me.json()["email"], "ada@example.org");
     assert_eq!(api.call("GET", "/v1/me", None, None).status, 401);
     assert_eq!(
         api.call("GET", "/v1/me", Some("not-a-session"), None)
@@ -185,7 +181,7 @@ fn viewers(catalog: &str) {
         Some(&json!({"name": "Kids"})),
     );
     assert_eq!(kids.status, 201, "{}", kids.text());
-    let kids = body(&kids)["id"].as_str().unwrap().to_string();
+    let kids = kids.json()["id"].as_str().unwrap().to_string();
     let path = format!("/v1/profiles/{kids}");
     let renamed = api.call(
         "PUT",
@@ -194,7 +190,7 @@ fn viewers(catalog: &str) {
         Some(&json!({"version": 1, "name": "Children"})),
     );
     assert_eq!(renamed.status, 200, "{}", renamed.text());
-    assert_eq!(body(&renamed)["version"], 2);
+    assert_eq!(renamed.json()["version"], 2);
     let stale = api.call(
         "PUT",
         &path,
@@ -202,8 +198,8 @@ fn viewers(catalog: &str) {
         Some(&json!({"version": 1, "name": "Lost update"})),
     );
     assert_eq!(stale.status, 409, "{}", stale.text());
-    assert_eq!(body(&stale)["current_version"], 2);
-    assert_eq!(body(&stale)["current"]["name"], "Children");
+    assert_eq!(stale.json()["current_version"], 2);
+    assert_eq!(stale.json()["current"]["name"], "Children");
 
     // Two writers racing on the same version, many times: one wins each round, the other is told, none lost.
     let ratings = format!("/v1/profiles/{profile}/ratings");
@@ -216,7 +212,7 @@ fn viewers(catalog: &str) {
                     s.spawn(move || {
                         let doc = json!({"version": version, "items": {format!("title-{round}-{writer}"): 1 + writer}});
                         let r = api.call("PUT", ratings, Some(token), Some(&doc));
-                        (r.status, body(&r))
+                        (r.status, r.json())
                     })
                 })
                 .collect();
@@ -233,7 +229,7 @@ fn viewers(catalog: &str) {
             lost[0].1["current_version"], won[0].1["version"],
             "{outcomes:?}"
         );
-        let now = body(&api.call("GET", &ratings, Some(&token), None));
+        let now = api.call("GET", &ratings, Some(&token), None).json();
         assert_eq!(now, won[0].1, "the winner's document is the one kept");
         version = now["version"].as_i64().unwrap();
     }
@@ -272,12 +268,14 @@ fn viewers(catalog: &str) {
         Some(&json!({"title": "test-pattern", "position_secs": 9.5, "duration_secs": 24})),
     );
     assert_eq!(p.status, 200, "{}", p.text());
-    let history = body(&api.call(
-        "GET",
-        &format!("/v1/profiles/{profile}/history"),
-        Some(&token),
-        None,
-    ));
+    let history = api
+        .call(
+            "GET",
+            &format!("/v1/profiles/{profile}/history"),
+            Some(&token),
+            None,
+        )
+        .json();
     assert_eq!(history["items"][0]["title"], "test-pattern");
     assert_eq!(history["items"][0]["finished"], false);
     let home = api.call(
@@ -287,7 +285,7 @@ fn viewers(catalog: &str) {
         None,
     );
     assert_eq!(home.status, 200, "{}", home.text());
-    let home = body(&home);
+    let home = home.json();
     let rows = home["rows"].as_array().unwrap();
     assert_eq!(rows[0]["id"], "continue", "{home}");
     assert_eq!(rows[0]["items"][0]["slug"], "test-pattern");
@@ -313,7 +311,7 @@ fn viewers(catalog: &str) {
     // Similar titles and artwork, for anyone.
     let similar = api.call("GET", "/v1/titles/test-pattern/similar", None, None);
     assert_eq!(similar.status, 200, "{}", similar.text());
-    assert_eq!(body(&similar)["similar"][0]["slug"], "mandelbrot");
+    assert_eq!(similar.json()["similar"][0]["slug"], "mandelbrot");
     let art = api.call("GET", "/v1/titles/test-pattern/artwork", None, None);
     assert_eq!(art.status, 200);
     assert_eq!(art.header("content-type"), Some("image/jpeg"));
@@ -327,7 +325,7 @@ fn viewers(catalog: &str) {
     assert_eq!(no_profile.status, 400, "{}", no_profile.text());
     let dave = json!({"email": "dave@example.org", "password": "daves password"});
     let dave_profile =
-        body(&api.call("POST", "/v1/accounts", None, Some(&dave)))["profiles"][0]["id"]
+        api.call("POST", "/v1/accounts", None, Some(&dave)).json()["profiles"][0]["id"]
             .as_str()
             .unwrap()
             .to_string();
@@ -349,7 +347,7 @@ fn viewers(catalog: &str) {
         json!({"title": "test-pattern", "profile": profile}),
     );
     assert_eq!(granted.status, 200, "{}", granted.text());
-    let granted = body(&granted);
+    let granted = granted.json();
     assert_eq!(granted["resume_secs"], 9.5);
     let url = granted["edges"][0]["manifests"]["hls-ts"].as_str().unwrap();
     let token_part = url.split("/t/").nth(1).unwrap().split('/').next().unwrap();
@@ -364,13 +362,15 @@ fn viewers(catalog: &str) {
         json!({"title": "mandelbrot", "profile": profile}),
     );
     assert_eq!(mandelbrot.status, 200, "{}", mandelbrot.text());
-    assert_eq!(body(&mandelbrot)["resume_secs"], 0.0);
-    let history = body(&api.call(
-        "GET",
-        &format!("/v1/profiles/{profile}/history"),
-        Some(&token),
-        None,
-    ));
+    assert_eq!(mandelbrot.json()["resume_secs"], 0.0);
+    let history = api
+        .call(
+            "GET",
+            &format!("/v1/profiles/{profile}/history"),
+            Some(&token),
+            None,
+        )
+        .json();
     assert!(
         history["items"]
             .as_array()

@@ -28,6 +28,38 @@ impl CurlResponse {
         self.header("cache-status")
             .and_then(|s| s.split("; ttl=").next())
     }
+
+    /// The body as JSON; panics with the body when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.text()))
+    }
+}
+
+/// An API call: `curl -X method [-H "Authorization: Bearer <bearer>"] [--data-binary <json>] base+path`.
+pub fn call_api(
+    base: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    json: Option<&serde_json::Value>,
+) -> CurlResponse {
+    let url = format!("{base}{path}");
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}"));
+    let data = json.map(|j| j.to_string());
+    let mut args = vec!["-X", method];
+    if let Some(a) = &auth {
+        args.extend(["-H", a.as_str()]);
+    }
+    if let Some(d) = &data {
+        args.extend([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            d.as_str(),
+        ]);
+    }
+    args.push(&url);
+    curl(&args)
 }
 
 /// Runs curl with `args` (add `--http2-prior-knowledge`, `-r`, `-H`, `--cacert` … as needed) and returns the

@@ -593,14 +593,14 @@ impl ApiService {
                 accepted
             }
             (&Method::GET, p) if p.starts_with("/v1/edges/") && p.ends_with("/changes") => {
-                let name = p["/v1/edges/".len()..p.len() - "/changes".len()].to_string();
                 self.authorize_edge(&req)?;
-                crate::control::changes::feed(self, &name, req.uri().query()).await
+                edge_name(p, "/changes")?;
+                crate::control::changes::feed(self, req.uri().query()).await
             }
             (&Method::GET, p) if p.starts_with("/v1/edges/") && p.ends_with("/fill-plan") => {
-                let name = p["/v1/edges/".len()..p.len() - "/fill-plan".len()].to_string();
                 self.authorize_edge(&req)?;
-                crate::control::fill::plan(self, &name, req.uri().query()).await
+                let name = edge_name(p, "/fill-plan")?;
+                crate::control::fill::plan(self, name, req.uri().query()).await
             }
             (&Method::PUT, p) if p.starts_with("/v1/edges/") => {
                 let name = p["/v1/edges/".len()..].to_string();
@@ -721,6 +721,17 @@ impl ApiService {
 
 /// A client's text as a reason quotes it: its first 32 characters at most, so a client's 10 KB of text is never
 /// echoed whole (in a cursor, a year, a limit, a parameter's name, a slug or a path).
+/// The `<name>` of `/v1/edges/<name><suffix>`, when it is an edge's name.
+fn edge_name<'a>(path: &'a str, suffix: &str) -> Result<&'a str, ApiError> {
+    let name = &path["/v1/edges/".len()..path.len() - suffix.len()];
+    if !crate::control::fleet::is_name(name) {
+        return Err(ApiError::bad(
+            "an edge name is 1 to 64 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    Ok(name)
+}
+
 pub(crate) fn shown(text: &str) -> String {
     const SHOWN_CHARS: usize = 32;
     let mut shown: String = text.chars().take(SHOWN_CHARS).collect();

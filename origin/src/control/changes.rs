@@ -95,18 +95,12 @@ const FEED_PAGE: i64 = 100;
 const MAX_FEED_WAIT: Duration = Duration::from_secs(30);
 
 /// `GET /v1/edges/<name>/changes?after=<seq|latest>&wait=<secs>`: the takedowns after `after`, waiting up to
-/// `wait` seconds (at most 30) for one when there is none yet. `after=latest` answers at once with no changes
+/// `wait` seconds (at most 30) for one when there is none yet (the same for every edge). `after=latest` answers at once with no changes
 /// and the sequence number to continue from (an edge with nothing cached has nothing to catch up on).
 pub(crate) async fn feed(
     api: &ApiService,
-    name: &str,
     query: Option<&str>,
 ) -> Result<serde_json::Value, ApiError> {
-    if !crate::control::fleet::is_name(name) {
-        return Err(ApiError::bad(
-            "an edge name is 1 to 64 letters, digits, `-`, `_` or `.`",
-        ));
-    }
     let (mut after, mut wait) = (None, Duration::ZERO);
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {

@@ -134,11 +134,6 @@ pub(crate) async fn plan(
     name: &str,
     query: Option<&str>,
 ) -> Result<serde_json::Value, ApiError> {
-    if !crate::control::fleet::is_name(name) {
-        return Err(ApiError::bad(
-            "an edge name is 1 to 64 letters, digits, `-`, `_` or `.`",
-        ));
-    }
     let mut budget = None;
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match key.as_ref() {
