@@ -170,19 +170,7 @@ fn the_plan_follows_plays_and_the_edge_fills_it_at_its_pace_in_its_window() {
     );
 
     // A viewer watches test-pattern; once the recommender has learnt it, test-pattern leads the plan.
-    let account = json!({"email": "fill@example.org", "password": "fill password 123"});
-    assert_eq!(
-        call_api(&api, "POST", "/v1/accounts", None, Some(&account)).status,
-        201
-    );
-    let token = call_api(&api, "POST", "/v1/sessions", None, Some(&account)).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let profile = call_api(&api, "GET", "/v1/me", Some(&token), None).json()["profiles"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (token, profile) = testkit::signed_up(&api, "fill@example.org");
     let r = call_api(
         &api,
         "POST",

@@ -4,50 +4,7 @@
 //! sign-in limit), from anyone else `X-Forwarded-For` is ignored.
 
 use serde_json::{Value, json};
-use testkit::{CurlResponse, SERVICE_AUTH, TempStore, curl, start_origin};
-
-/// `curl -X method [-H header]… [--data-binary json] base+path`.
-fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    headers: &[&str],
-    json: Option<&Value>,
-) -> CurlResponse {
-    let url = format!("{base}{path}");
-    let data = json.map(|j| j.to_string());
-    let mut args = vec!["-X", method];
-    for h in headers {
-        args.extend(["-H", *h]);
-    }
-    if let Some(d) = &data {
-        args.extend([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            d.as_str(),
-        ]);
-    }
-    args.push(&url);
-    curl(&args)
-}
-
-/// A new account `email` signed in: its session token and first profile's id.
-fn signed_up(api: &str, email: &str) -> (String, String) {
-    let account = json!({"email": email, "password": "a test password"});
-    assert_eq!(
-        call(api, "POST", "/v1/accounts", &[], Some(&account)).status,
-        201
-    );
-    let signed = call(api, "POST", "/v1/sessions", &[], Some(&account));
-    assert_eq!(signed.status, 201, "{}", signed.text());
-    let token = signed.json()["token"].as_str().unwrap().to_string();
-    let profile = signed.json()["profiles"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    (token, profile)
-}
+use testkit::{SERVICE_AUTH, TempStore, call_api_with, curl, signed_up, start_origin};
 
 #[test]
 fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
@@ -71,7 +28,7 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
         "/v1/search?q=test%20patern",
         "/v1/home",
     ] {
-        let anonymous = call(&api, "GET", path, &[], None);
+        let anonymous = call_api_with(&api, "GET", path, &[], None);
         assert_eq!(anonymous.status, 200, "{path}: {}", anonymous.text());
         assert_eq!(
             anonymous.header("cache-control"),
@@ -87,11 +44,11 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
         assert_eq!(anonymous.header("set-cookie"), None, "{path}");
         let etag = anonymous.header("etag").expect("an ETag").to_string();
         // A signed-in viewer gets the very same answer: nothing shared reads who asked.
-        let viewer = call(&api, "GET", path, &[&cookie, &bearer], None);
+        let viewer = call_api_with(&api, "GET", path, &[&cookie, &bearer], None);
         assert_eq!(viewer.body, anonymous.body, "{path}");
         assert_eq!(viewer.header("etag"), Some(etag.as_str()), "{path}");
         assert_eq!(viewer.header("set-cookie"), None, "{path}");
-        let revalidated = call(
+        let revalidated = call_api_with(
             &api,
             "GET",
             path,
@@ -106,7 +63,7 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
         );
         assert_eq!(revalidated.header("etag"), Some(etag.as_str()), "{path}");
     }
-    let home = call(&api, "GET", "/v1/home", &[], None).json();
+    let home = call_api_with(&api, "GET", "/v1/home", &[], None).json();
     let rows: Vec<&str> = home["rows"]
         .as_array()
         .unwrap()
@@ -122,12 +79,12 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
     );
 
     // An unknown title: shared, briefly.
-    let missing = call(&api, "GET", "/v1/titles/no-such-title", &[], None);
+    let missing = call_api_with(&api, "GET", "/v1/titles/no-such-title", &[], None);
     assert_eq!(missing.status, 404);
     assert_eq!(missing.header("cache-control"), Some("public, max-age=3"));
     assert_eq!(missing.header("cdn-cache-control"), Some("max-age=3"));
     // Artwork keeps its own public lifetime (the sample titles have none: a shared 404).
-    let artwork = call(
+    let artwork = call_api_with(
         &api,
         "GET",
         "/v1/titles/test-pattern/artwork",
@@ -144,7 +101,7 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
 
     // The web front end: revalidated by browsers, held briefly by the edge.
     for path in ["/", "/web/app.js"] {
-        let file = call(&api, "GET", path, &[&cookie], None);
+        let file = call_api_with(&api, "GET", path, &[&cookie], None);
         assert_eq!(file.status, 200, "{path}");
         assert_eq!(file.header("cache-control"), Some("no-cache"), "{path}");
         assert_eq!(
@@ -164,7 +121,7 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
         ("GET", format!("/v1/profiles/{profile}/ratings")),
         ("GET", "/v1/edges".to_string()),
     ] {
-        let personal = call(&api, method, &path, &[&bearer], None);
+        let personal = call_api_with(&api, method, &path, &[&bearer], None);
         assert_eq!(personal.status, 200, "{path}: {}", personal.text());
         assert_eq!(
             personal.header("cache-control"),
@@ -174,9 +131,9 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
         assert_eq!(personal.header("cdn-cache-control"), None, "{path}");
     }
     let account = json!({"email": "sharer@example.org", "password": "a test password"});
-    let signed = call(&api, "POST", "/v1/sessions", &[], Some(&account));
+    let signed = call_api_with(&api, "POST", "/v1/sessions", &[], Some(&account));
     assert_eq!(signed.header("cache-control"), Some("private, no-store"));
-    let playback = call(
+    let playback = call_api_with(
         &api,
         "POST",
         "/v1/playback",
@@ -185,7 +142,7 @@ fn shared_answers_say_how_long_they_keep_and_personal_ones_stay_private() {
     );
     assert_eq!(playback.status, 200, "{}", playback.text());
     assert_eq!(playback.header("cache-control"), Some("private, no-store"));
-    let unauthorized = call(&api, "GET", "/v1/me", &[], None);
+    let unauthorized = call_api_with(&api, "GET", "/v1/me", &[], None);
     assert_eq!(unauthorized.status, 401);
     assert_eq!(
         unauthorized.header("cache-control"),
@@ -225,7 +182,7 @@ fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
     );
     let api = behind.url("api_addr");
     let ask = |api: &str, forwarded: &str| {
-        let r = call(
+        let r = call_api_with(
             api,
             "POST",
             "/v1/playback",
@@ -249,7 +206,7 @@ fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
     let from = |ip: &str| format!("X-Forwarded-For: {ip}");
     for email in ["a@example.org", "b@example.org", "c@example.org"] {
         let wrong = json!({"email": email, "password": "wrong password"});
-        let r = call(
+        let r = call_api_with(
             &api,
             "POST",
             "/v1/sessions",
@@ -259,7 +216,7 @@ fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
         assert_eq!(r.status, 401, "{}", r.text());
     }
     let wrong = json!({"email": "d@example.org", "password": "wrong password"});
-    let limited = call(
+    let limited = call_api_with(
         &api,
         "POST",
         "/v1/sessions",
@@ -268,7 +225,7 @@ fn behind_a_trusted_proxy_the_client_is_the_forwarded_address() {
     );
     assert_eq!(limited.status, 429, "{}", limited.text());
     assert!(limited.header("retry-after").is_some());
-    let other = call(
+    let other = call_api_with(
         &api,
         "POST",
         "/v1/sessions",
@@ -331,7 +288,7 @@ fn a_title_is_read_from_the_database_once_until_the_catalog_changes() {
     let (api, admin) = (origin.url("api_addr"), origin.url("admin_addr"));
     let metrics = || curl(&[&format!("{admin}/metrics")]).text();
     let title_queries = || metric(&metrics(), "control_db_queries_total{op=\"title\"}");
-    let details = || call(&api, "GET", "/v1/titles/test-pattern", &[], None);
+    let details = || call_api_with(&api, "GET", "/v1/titles/test-pattern", &[], None);
 
     let before = title_queries();
     assert_eq!(details().status, 200);
@@ -342,7 +299,7 @@ fn a_title_is_read_from_the_database_once_until_the_catalog_changes() {
     }
     // The similar titles and the assets ask for the same title; the details come from the instance's cache.
     assert_eq!(
-        call(&api, "GET", "/v1/titles/test-pattern/similar", &[], None).status,
+        call_api_with(&api, "GET", "/v1/titles/test-pattern/similar", &[], None).status,
         200
     );
     assert_eq!(
@@ -352,7 +309,10 @@ fn a_title_is_read_from_the_database_once_until_the_catalog_changes() {
         metrics()
     );
     // The other reads are counted too: a list, and the search index built at start.
-    assert_eq!(call(&api, "GET", "/v1/titles", &[], None).status, 200);
+    assert_eq!(
+        call_api_with(&api, "GET", "/v1/titles", &[], None).status,
+        200
+    );
     let text = metrics();
     for op in ["titles_list", "search_docs"] {
         assert!(
@@ -410,7 +370,8 @@ fn trainings(admin: &str) -> f64 {
 
 /// The first title like `alpha` on the instance at `api`.
 fn first_similar(api: &str) -> Value {
-    call(api, "GET", "/v1/titles/alpha/similar", &[], None).json()["similar"][0]["slug"].clone()
+    call_api_with(api, "GET", "/v1/titles/alpha/similar", &[], None).json()["similar"][0]["slug"]
+        .clone()
 }
 
 /// Two instances on one database (`catalog`): an edge reporting to one is seen by the other, failed sign-ins on
@@ -487,15 +448,15 @@ fn two_instances_on_one_database(catalog: &str) {
     let report =
         json!({"region": "eu-west", "urls": ["https://edge1.example:8443"], "capacity": 100});
     let auth = format!("Authorization: Bearer {SECRET}");
-    let put = call(&api_a, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
+    let put = call_api_with(&api_a, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
     assert_eq!(put.status, 200, "{}", put.text());
     assert_eq!(put.json()["registered"], true);
     eventually("B sees the edge A took", || {
-        call(&api_b, "GET", "/v1/edges", &[], None).json()["edges"][0]["name"] == "edge1"
+        call_api_with(&api_b, "GET", "/v1/edges", &[], None).json()["edges"][0]["name"] == "edge1"
     });
-    let edges = call(&api_b, "GET", "/v1/edges", &[], None).json();
+    let edges = call_api_with(&api_b, "GET", "/v1/edges", &[], None).json();
     assert_eq!(edges["edges"][0]["healthy"], true, "{edges}");
-    let playback = call(
+    let playback = call_api_with(
         &api_b,
         "POST",
         "/v1/playback",
@@ -510,7 +471,7 @@ fn two_instances_on_one_database(catalog: &str) {
         playback.text()
     );
     // Its next report, to B, is not a new registration.
-    let again = call(&api_b, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
+    let again = call_api_with(&api_b, "PUT", "/v1/edges/edge1", &[&auth], Some(&report));
     assert_eq!(again.json()["registered"], false, "{}", again.text());
 
     // The recommender: trained once at the first start, by one of the two; the other loads that model.
@@ -522,22 +483,22 @@ fn two_instances_on_one_database(catalog: &str) {
     // Histories written through B; a training asked for on B (whichever instance trains answers it).
     let viewer = json!({"email": "family@example.org", "password": "family password"});
     assert_eq!(
-        call(&api_b, "POST", "/v1/accounts", &[], Some(&viewer)).status,
+        call_api_with(&api_b, "POST", "/v1/accounts", &[], Some(&viewer)).status,
         201
     );
-    let token = call(&api_b, "POST", "/v1/sessions", &[], Some(&viewer)).json()["token"]
+    let token = call_api_with(&api_b, "POST", "/v1/sessions", &[], Some(&viewer)).json()["token"]
         .as_str()
         .unwrap()
         .to_string();
     let bearer = format!("Authorization: Bearer {token}");
     let mut profiles = vec![
-        call(&api_b, "GET", "/v1/me", &[&bearer], None).json()["profiles"][0]["id"]
+        call_api_with(&api_b, "GET", "/v1/me", &[&bearer], None).json()["profiles"][0]["id"]
             .as_str()
             .unwrap()
             .to_string(),
     ];
     for name in ["two", "three", "four", "five"] {
-        let r = call(
+        let r = call_api_with(
             &api_b,
             "POST",
             "/v1/profiles",
@@ -552,7 +513,7 @@ fn two_instances_on_one_database(catalog: &str) {
             let progress = json!({"title": title, "position_secs": 600, "duration_secs": 600});
             let path = format!("/v1/profiles/{profile}/progress");
             assert_eq!(
-                call(&api_b, "POST", &path, &[&bearer], Some(&progress)).status,
+                call_api_with(&api_b, "POST", &path, &[&bearer], Some(&progress)).status,
                 200
             );
         }
@@ -587,17 +548,17 @@ fn two_instances_on_one_database(catalog: &str) {
     // Failed sign-ins on A count on B (last: they stop the test's own address too).
     let account = json!({"email": "shared@example.org", "password": "the right one"});
     assert_eq!(
-        call(&api_a, "POST", "/v1/accounts", &[], Some(&account)).status,
+        call_api_with(&api_a, "POST", "/v1/accounts", &[], Some(&account)).status,
         201
     );
     let wrong = json!({"email": "shared@example.org", "password": "a wrong one"});
     for api in [&api_a, &api_b, &api_a] {
         assert_eq!(
-            call(api, "POST", "/v1/sessions", &[], Some(&wrong)).status,
+            call_api_with(api, "POST", "/v1/sessions", &[], Some(&wrong)).status,
             401
         );
     }
-    let limited = call(&api_b, "POST", "/v1/sessions", &[], Some(&account));
+    let limited = call_api_with(&api_b, "POST", "/v1/sessions", &[], Some(&account));
     assert_eq!(limited.status, 429, "{}", limited.text());
 }
 
@@ -626,7 +587,7 @@ fn a_viewers_playback_costs_two_statements_and_one_once_resumable() {
     let (token, profile) = signed_up(&api, "counted@example.org");
     let cookie = format!("Cookie: cdn_session={token}");
     let play = |title: &str| {
-        let r = call(
+        let r = call_api_with(
             &api,
             "POST",
             "/v1/playback",
@@ -652,7 +613,7 @@ fn a_viewers_playback_costs_two_statements_and_one_once_resumable() {
         );
     }
     // Half-way through: the play resumes there and writes nothing.
-    let progress = call(
+    let progress = call_api_with(
         &api,
         "POST",
         &format!("/v1/profiles/{profile}/progress"),
@@ -670,7 +631,7 @@ fn a_viewers_playback_costs_two_statements_and_one_once_resumable() {
 
     // What a signed-in request may not do is refused as before, each from the one read.
     let refused = |headers: &[&str], request: Value| {
-        call(&api, "POST", "/v1/playback", headers, Some(&request)).status
+        call_api_with(&api, "POST", "/v1/playback", headers, Some(&request)).status
     };
     assert_eq!(
         refused(

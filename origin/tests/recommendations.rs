@@ -40,21 +40,8 @@ fn home_rows_and_similar_titles_come_from_the_trained_model() {
     let api = origin.url("api_addr");
     let admin = origin.url("admin_addr");
 
-    let account = json!({"email": "family@example.org", "password": "family password"});
-    assert_eq!(
-        call_api(&api, "POST", "/v1/accounts", None, Some(&account)).status,
-        201
-    );
-    let token = call_api(&api, "POST", "/v1/sessions", None, Some(&account)).json()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut profiles = vec![
-        call_api(&api, "GET", "/v1/me", Some(&token), None).json()["profiles"][0]["id"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-    ];
+    let (token, first) = testkit::signed_up(&api, "family@example.org");
+    let mut profiles = vec![first];
     for name in ["two", "three", "four", "five", "six"] {
         let r = call_api(
             &api,

@@ -20,23 +20,7 @@ impl Api {
         auth: Option<&str>,
         json: Option<&Value>,
     ) -> CurlResponse {
-        let url = format!("{}{path}", self.base);
-        let header = auth.map(|t| format!("Authorization: Bearer {t}"));
-        let data = json.map(|j| j.to_string());
-        let mut args = vec!["-X", method];
-        if let Some(h) = &header {
-            args.extend(["-H", h.as_str()]);
-        }
-        if let Some(d) = &data {
-            args.extend([
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                d.as_str(),
-            ]);
-        }
-        args.push(&url);
-        curl(&args)
+        testkit::call_api(&self.base, method, path, auth, json)
     }
 }
 

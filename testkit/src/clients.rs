@@ -35,6 +35,20 @@ impl CurlResponse {
     }
 }
 
+/// A new viewer account `email` (password `a test password`) signed in through the control plane's API at
+/// `api`: its session token and its first profile's id.
+pub fn signed_up(api: &str, email: &str) -> (String, String) {
+    let account = serde_json::json!({"email": email, "password": "a test password"});
+    let created = call_api(api, "POST", "/v1/accounts", None, Some(&account));
+    assert_eq!(created.status, 201, "{}", created.text());
+    let signed = call_api(api, "POST", "/v1/sessions", None, Some(&account));
+    assert_eq!(signed.status, 201, "{}", signed.text());
+    let answer = signed.json();
+    let token = answer["token"].as_str().unwrap().to_string();
+    let profile = answer["profiles"][0]["id"].as_str().unwrap().to_string();
+    (token, profile)
+}
+
 /// An API call: `curl -X method [-H "Authorization: Bearer <bearer>"] [--data-binary <json>] base+path`.
 pub fn call_api(
     base: &str,
@@ -43,12 +57,25 @@ pub fn call_api(
     bearer: Option<&str>,
     json: Option<&serde_json::Value>,
 ) -> CurlResponse {
-    let url = format!("{base}{path}");
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}"));
+    let headers: Vec<&str> = auth.iter().map(String::as_str).collect();
+    call_api_with(base, method, path, &headers, json)
+}
+
+/// An API call with these request fields (`"Name: value"`): `curl -X method [-H field]… [--data-binary <json>]
+/// base+path`.
+pub fn call_api_with(
+    base: &str,
+    method: &str,
+    path: &str,
+    fields: &[&str],
+    json: Option<&serde_json::Value>,
+) -> CurlResponse {
+    let url = format!("{base}{path}");
     let data = json.map(|j| j.to_string());
     let mut args = vec!["-X", method];
-    if let Some(a) = &auth {
-        args.extend(["-H", a.as_str()]);
+    for field in fields {
+        args.extend(["-H", *field]);
     }
     if let Some(d) = &data {
         args.extend([
