@@ -656,6 +656,11 @@ pub enum ClientDirectives {
 pub struct LimitsConfig {
     /// Client connections at once per listener. Default: 10000.
     pub max_connections: usize,
+    /// Threads that serve the player listeners' TCP connections (HTTP/1.1 and HTTP/2), each running its own
+    /// connections from accept to close, as nginx runs a worker per core: no request wakes another thread.
+    /// 0: connections share the work-stealing runtime with everything else; at most 1024. Default: one per
+    /// core.
+    pub connection_threads: Option<usize>,
     /// Seconds for a complete HTTP/1.1 request head, idle keep-alive time included. Default: 10.
     pub header_read_timeout_secs: u64,
     /// Seconds a connection may stay idle before it is closed gracefully: no request in flight and none
@@ -807,6 +812,7 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
             max_connections: defaults::MAX_CONNECTIONS,
+            connection_threads: None,
             header_read_timeout_secs: defaults::HEADER_READ_TIMEOUT_SECS,
             idle_timeout_secs: defaults::IDLE_TIMEOUT_SECS,
             max_connection_age_secs: 3600,
@@ -1271,6 +1277,11 @@ impl EdgeConfig {
             )?;
         }
         self.validate_fill()?;
+        ensure(
+            self.limits.connection_threads.is_none_or(|n| n <= 1024),
+            "limits.connection_threads",
+            "must be between 0 (the shared runtime) and 1024",
+        )?;
         let l = &self.limits;
         for (field, value) in [
             (
@@ -1489,6 +1500,10 @@ mod tests {
             ("[fill]\nmax_in_flight = 65", "fill.max_in_flight"),
             ("[fill]\nsite = \"elsewhere\"", "fill.site"),
             ("[fill]\nenabled = true", "fill.enabled"),
+            (
+                "[limits]\nconnection_threads = 1025",
+                "limits.connection_threads",
+            ),
             (
                 "[[site]]\nhosts = [\"a\"]\nupstream = \"http://o\"\nprefetch_segments = 99",
                 "site[0].prefetch_segments",

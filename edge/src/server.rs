@@ -376,6 +376,14 @@ impl EdgeServer {
             send: Duration::from_secs(l.send_timeout_secs),
         };
         let mut tasks = tokio::task::JoinSet::new();
+        let threads = match l.connection_threads {
+            Some(0) => None,
+            Some(count) => Some(shared::serve::ConnectionThreads::start("edge", count)?),
+            None => Some(shared::serve::ConnectionThreads::start(
+                "edge",
+                std::thread::available_parallelism().map_or(1, usize::from),
+            )?),
+        };
 
         if let (Some(listener), Some(cert)) = (self.tls_listener, &self.cert) {
             let acceptor = TlsAcceptor::from(Arc::new(cert.server_config(shared::tls::ALPN_H2_H1)));
@@ -385,6 +393,7 @@ impl EdgeServer {
                 listener,
                 limits,
                 stop_rx.clone(),
+                threads.clone(),
                 move |stream, peer, stop| {
                     let (edge, builder, acceptor) =
                         (Arc::clone(&edge), builder.clone(), acceptor.clone());
@@ -415,6 +424,7 @@ impl EdgeServer {
                 listener,
                 limits,
                 stop_rx.clone(),
+                threads.clone(),
                 move |stream, peer, stop| {
                     let (edge, builder) = (Arc::clone(&edge), builder.clone());
                     async move {
@@ -438,6 +448,7 @@ impl EdgeServer {
                 self.admin_listener,
                 Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
                 stop_rx.clone(),
+                None,
                 move |stream, peer, stop| {
                     let (admin, builder) = (Arc::clone(&admin), builder.clone());
                     let handle = move |request, _peer| {

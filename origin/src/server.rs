@@ -257,6 +257,7 @@ impl Origin {
                 self.media_listener,
                 limits,
                 stop_rx.clone(),
+                None,
                 move |stream, peer, stop| {
                     let (service, metrics, tls, builder) = (
                         Arc::clone(&service),
@@ -367,6 +368,7 @@ async fn plain_listener<F, Fut>(
         listener,
         Arc::new(Semaphore::new(max_connections)),
         stop,
+        None,
         move |stream, peer, stop| {
             let (respond, builder) = (respond.clone(), builder.clone());
             // The peer's address rides in the request (the API places viewers by it).
