@@ -248,7 +248,13 @@ impl Edge {
                         tokio::select! {
                             Some(done) = pace.tasks.join_next(), if !pace.tasks.is_empty() => pace.settle(done),
                             _ = tokio::time::sleep(WAIT_STEP) => {}
-                            _ = stop.changed() => {}
+                            changed = stop.changed() => {
+                                // A stop signal that can no longer come is a stop.
+                                if changed.is_err() {
+                                    end = RunEnd::Paused;
+                                    break 'plan;
+                                }
+                            }
                         }
                     }
                 }
