@@ -215,6 +215,32 @@ mod tests {
         assert_eq!(to_midnight.until_close(day + 23 * H).as_secs(), H);
     }
 
+    proptest::proptest! {
+        /// Any window, any moment: open exactly when there is nothing to wait for; waiting until it opens
+        /// finds it open, and waiting until it closes finds it closed (a whole-day window never closes).
+        #[test]
+        fn windows_open_and_close_where_they_say(
+            start in 0u32..24 * 60,
+            end in 1u32..=24 * 60,
+            at in 0u64..4_000_000_000,
+        ) {
+            proptest::prop_assume!(start != end);
+            let text = format!("{:02}:{:02}-{:02}:{:02}", start / 60, start % 60, end / 60, end % 60);
+            let window = QuietHours::parse(&text).unwrap();
+            let open = window.contains(at);
+            let until_open = window.until_open(at).as_secs();
+            let until_close = window.until_close(at).as_secs();
+            proptest::prop_assert_eq!(open, until_open == 0);
+            proptest::prop_assert_eq!(open, until_close > 0);
+            proptest::prop_assert!(until_open < u64::from(DAY_SECS));
+            proptest::prop_assert!(window.contains(at + until_open));
+            if open && (start, end) != (0, 24 * 60) {
+                proptest::prop_assert!(!window.contains(at + until_close));
+                proptest::prop_assert!(window.contains(at + until_close - 1));
+            }
+        }
+    }
+
     #[test]
     fn a_plan_is_read_only_when_every_path_is_canonical_and_it_fits() {
         let plan = |paths: &[(&str, u64)]| {
