@@ -663,7 +663,20 @@ impl Engine {
                 }
                 Some(Arc::clone(meta))
             }
-            FillTarget::New { .. } => None,
+            FillTarget::New { .. } => {
+                // Stored by a fill that ended between this request's lookup and its registration: the request
+                // found nothing, the fill it would have joined was gone, and the object is here now.
+                let now = self.clock.now();
+                if let Some(meta) = self.lookup_record(key, now).await
+                    && meta.is_fresh(now)
+                    && let Some((bytes, _)) = self.cached_slice(key, &meta, index).await
+                {
+                    fill.publish_head(Ok(FillHead::Slice(meta)));
+                    fill.push(bytes);
+                    return Ok(());
+                }
+                None
+            }
             FillTarget::Revalidate(stale) => {
                 match (&stale.etag, &stale.last_modified) {
                     (Some(etag), _) => put(&mut fields, header::IF_NONE_MATCH, etag),
@@ -1301,6 +1314,47 @@ mod tests {
             bans: Arc::new(Bans::open(None).unwrap()),
             clock: Arc::new(Clock::new(false)),
         }))
+    }
+
+    /// A request that found nothing, then found no fill to join because the one it would have joined had just
+    /// stored the object and ended, starts a fill of a new object: that fill answers with what is stored now,
+    /// not with a second upstream request (here an upstream that refuses connections would make it an error).
+    #[tokio::test]
+    async fn a_new_fill_started_just_after_another_stored_the_object_answers_from_the_cache() {
+        let storage = Arc::new(MapStorage::default());
+        let engine = engine(Arc::clone(&storage));
+        let key = CacheKey::new("s", "/v1/titles/a", None);
+        let now = engine.clock.now();
+        let mut stored = ObjectMeta::new(9, 200, 600, 1000);
+        stored.stored_at = unix_millis(now) / 1000;
+        stored.confirmed_ms = unix_millis(now);
+        stored.ttl_secs = 60;
+        let stored = Arc::new(stored);
+        storage.insert_meta(&key, &stored);
+        storage.insert_slice(&key, 9, 0, Bytes::from(vec![7u8; 600]));
+        let nowhere = "127.0.0.1:9";
+        let target = FillTarget::New {
+            slices: 1,
+            keep_errors: true,
+        };
+        let (fill, started) = engine.join_fill(nowhere, &key, 0, target, HeaderMap::new());
+        assert!(started);
+        let mut subscriber = fill.subscribe();
+        match subscriber.head().await {
+            Ok(FillHead::Slice(meta)) => assert_eq!(meta.generation, 9),
+            other => panic!("not the stored version: {:?}", other.map(|_| ())),
+        }
+        let chunk = subscriber.next_chunk().await.unwrap().unwrap();
+        assert_eq!(chunk.len(), 600);
+        assert!(subscriber.next_chunk().await.is_none());
+        // Stale or absent, a new fill asks the upstream (here: refused).
+        storage.remove(&key);
+        let target = FillTarget::New {
+            slices: 1,
+            keep_errors: true,
+        };
+        let (fill, _) = engine.join_fill(nowhere, &key, 0, target, HeaderMap::new());
+        assert!(fill.subscribe().head().await.is_err());
     }
 
     /// A slice the storage returns shorter or longer than its span (a damaged disk tier) is never served: it is
