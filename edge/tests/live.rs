@@ -523,7 +523,8 @@ fn the_hinted_part_is_fetched_ahead_and_the_origin_holds_it_until_it_is_written(
     let started = Instant::now();
     let missing = curl(&[&format!("{}/ll/s9.9.m4s", origin.url("media_addr"))]);
     assert_eq!(missing.status, 404);
-    assert!(started.elapsed() < Duration::from_secs(1));
+    // At once: well inside the 3 s a hinted part would be held.
+    assert!(started.elapsed() < Duration::from_secs(2));
 }
 
 #[test]
