@@ -252,14 +252,16 @@ fn viewers(catalog: &str) {
         Some(&json!({"title": "test-pattern", "position_secs": 9.5, "duration_secs": 24})),
     );
     assert_eq!(p.status, 200, "{}", p.text());
-    let history = api
-        .call(
+    let history_of = |profile: &str, token: &str| {
+        api.call(
             "GET",
             &format!("/v1/profiles/{profile}/history"),
-            Some(&token),
+            Some(token),
             None,
         )
-        .json();
+        .json()
+    };
+    let history = history_of(&profile, &token);
     assert_eq!(history["items"][0]["title"], "test-pattern");
     assert_eq!(history["items"][0]["finished"], false);
     let home = api.call(
@@ -347,14 +349,7 @@ fn viewers(catalog: &str) {
     );
     assert_eq!(mandelbrot.status, 200, "{}", mandelbrot.text());
     assert_eq!(mandelbrot.json()["resume_secs"], 0.0);
-    let history = api
-        .call(
-            "GET",
-            &format!("/v1/profiles/{profile}/history"),
-            Some(&token),
-            None,
-        )
-        .json();
+    let history = history_of(&profile, &token);
     assert!(
         history["items"]
             .as_array()

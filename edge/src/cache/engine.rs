@@ -261,7 +261,17 @@ impl Engine {
             .lookups
             .with_label_values(&["meta", result])
             .inc();
-        let (mut meta, _) = cached?;
+        self.record_in_force(key, cached?.0, now)
+    }
+
+    /// A stored record as it may be used at `now`: gone past its retention or under a dropping ban (and then
+    /// removed), expired by a stale ban.
+    fn record_in_force(
+        &self,
+        key: &CacheKey,
+        mut meta: Arc<ObjectMeta>,
+        now: SystemTime,
+    ) -> Option<Arc<ObjectMeta>> {
         let now_ms = unix_millis(now);
         if meta.confirmed_ms.saturating_add(self.retention_ms) < now_ms {
             self.storage.remove(key);
@@ -666,8 +676,10 @@ impl Engine {
             FillTarget::New { .. } => {
                 // Stored by a fill that ended between this request's lookup and its registration: the request
                 // found nothing, the fill it would have joined was gone, and the object is here now.
+                // Not a request's lookup: not counted as one.
                 let now = self.clock.now();
-                if let Some(meta) = self.lookup_record(key, now).await
+                if let Some((stored, _)) = self.storage.lookup_meta(key).await
+                    && let Some(meta) = self.record_in_force(key, stored, now)
                     && meta.is_fresh(now)
                     && let Some((bytes, _)) = self.cached_slice(key, &meta, index).await
                 {
