@@ -189,9 +189,11 @@ fn stale_objects_are_revalidated_and_keep_their_slices() {
     let store = TempStore::new();
     let v1: Vec<u8> = (0..3 * MIB).map(|i| (i % 193) as u8).collect();
     store.put("t/seg.ts", &v1);
+    // Ages count in whole seconds: with max-age=1 a second boundary between the revalidation and the next
+    // request would make the refreshed copy stale again at once.
     let origin = start_origin(
         &store.url(),
-        "[cache_control]\nsegment = \"public, max-age=1\"\n",
+        "[cache_control]\nsegment = \"public, max-age=2\"\n",
     );
     let (certs, cache) = (TestCerts::generate(), tempfile::tempdir().unwrap());
     let edge = start_edge(&origin.url("media_addr"), cache.path(), &certs, TEST_CLOCK);
