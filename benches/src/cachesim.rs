@@ -16,8 +16,6 @@
 // The parts live in `cachesim/` beside this file (a binary's root looks for modules beside itself).
 #[path = "cachesim/foyer_policies.rs"]
 mod foyer_policies;
-#[path = "cachesim/knowledge.rs"]
-mod knowledge;
 #[path = "cachesim/reference.rs"]
 mod reference;
 #[path = "cachesim/trace.rs"]

@@ -532,6 +532,11 @@ pub struct CacheConfig {
     /// the edge protects its upstream, a client cannot force a refetch) or `honor` (they are obeyed, and a
     /// request they send upstream says `fwd=request`). `only-if-cached` and `max-stale` are always honoured.
     pub client_directives: ClientDirectives,
+    /// Evict media slices from the memory tier by what the edge knows of its viewers (the segments no active
+    /// session will reach go first, the ones just ahead of sessions last; learned from the manifests prefetch
+    /// reads, so it needs `prefetch.segments` > 0), keeping it at 15/16 of `memory_bytes`; foyer's S3-FIFO
+    /// evicts the rest. `false`: S3-FIFO alone. Default: true.
+    pub evict_by_value: bool,
 }
 
 /// Prefetch: when a media segment is served (hit or miss), the edge warms the next segments of the same
@@ -804,6 +809,7 @@ impl Default for CacheConfig {
             max_variants: 16,
             max_retention_secs: 30 * 86_400,
             client_directives: ClientDirectives::Ignore,
+            evict_by_value: true,
         }
     }
 }

@@ -28,6 +28,7 @@ pub mod shield;
 pub mod stats;
 pub mod status;
 pub mod upstream;
+pub mod viewers;
 
 pub use config::EdgeConfig;
 pub use server::EdgeServer;

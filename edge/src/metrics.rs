@@ -129,6 +129,8 @@ pub struct EdgeMetrics {
     /// `edge_prefetch_in_flight` and `edge_prefetch_in_flight_peak`: prefetches running, and the most at once.
     pub prefetch_in_flight: IntGauge,
     pub prefetch_in_flight_peak: IntGauge,
+    /// `edge_viewer_sessions`: viewers' sessions the eviction by value follows (active or not yet forgotten).
+    pub viewer_sessions: IntGauge,
     /// `edge_fill_runs_total{trigger,result}`: proactive fill runs, by what started them (`schedule`: the
     /// quiet hours opened; `admin`: `POST /fill`) and how they ended (`done`, `paused` when the quiet hours
     /// closed, `failed` when no plan could be read).
@@ -456,6 +458,11 @@ impl EdgeMetrics {
                 "The most prefetches that ran at once since the edge started.",
             )
             .expect("valid metric"),
+            viewer_sessions: IntGauge::new(
+                "edge_viewer_sessions",
+                "Viewers' sessions the eviction by value follows (active or not yet forgotten).",
+            )
+            .expect("valid metric"),
             fill_runs: counter_vec(
                 "edge_fill_runs_total",
                 "Proactive fill runs, by trigger (schedule, admin) and result (done, paused, failed).",
@@ -579,6 +586,7 @@ impl EdgeMetrics {
             Box::new(m.prefetch_shed.clone()),
             Box::new(m.prefetch_in_flight.clone()),
             Box::new(m.prefetch_in_flight_peak.clone()),
+            Box::new(m.viewer_sessions.clone()),
             Box::new(m.fill_runs.clone()),
             Box::new(m.fill_objects.clone()),
             Box::new(m.fill_bytes.clone()),

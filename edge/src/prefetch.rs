@@ -132,6 +132,16 @@ impl Index {
             .unwrap_or_default()
     }
 
+    /// Where a request for `path` (and `range`) is in the first rendition that lists it: the rendition's id, the
+    /// segment's position in it and the rendition's length.
+    pub fn locate(&self, path: &str, range: Option<ByteRange>) -> Option<(&str, usize, usize)> {
+        self.by_path.get(path)?.iter().find_map(|id| {
+            let rendition = &self.renditions.get(id)?.rendition;
+            let position = rendition.position(path, range)?;
+            Some((rendition.id.as_str(), position, rendition.segments.len()))
+        })
+    }
+
     /// What to warm after a request for `path` (and `range`): the object the player's CMCD names
     /// (`from_player`) first, then the segments after the one asked for, `k` in all, none twice. A whole-file
     /// segment asked for with a range (ffmpeg sends `bytes=0-`) is still that segment.

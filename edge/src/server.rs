@@ -88,6 +88,7 @@ impl EdgeServer {
                 memory_bytes: c.memory_bytes,
                 disk_bytes: c.disk_bytes,
                 block_bytes: slice_block_bytes(c.slice_bytes),
+                evict_by_value: c.evict_by_value,
             },
         )
         .await?;
@@ -277,6 +278,10 @@ impl EdgeServer {
             },
             cmsd: config.cmsd,
         }));
+        if c.evict_by_value {
+            let valuer = crate::pipeline::EdgeValuer(Arc::downgrade(&edge));
+            edge.storage().evict_by_value(Arc::new(valuer));
+        }
         Ok(EdgeServer {
             config,
             tls_listener,

@@ -741,3 +741,40 @@ fn hls_js_in_chromium_finds_most_segments_cached_with_prefetch_and_none_without(
     );
     assert_eq!(off.1, 0.0);
 }
+
+/// Eviction by value at a real edge: with a memory tier far smaller than two renditions played by two players
+/// (CMCD session ids), the viewers' model learns the title and ranks from the master playlist, follows both
+/// sessions, and evicts by value, keeping the tier under its size; every answer is whole and right.
+#[test]
+fn eviction_by_value_follows_the_players_and_holds_the_memory_tier() {
+    let origin = sample_origin();
+    let edge = Edge::start(
+        &origin.url(),
+        "[cache]\nmemory_bytes = 1048576\ndisk_bytes = 0\n",
+    );
+    let root = "/titles/test-pattern/hls";
+    edge.get(&format!("{root}/master.m3u8"), &[]);
+    for rendition in ["v0", "v2"] {
+        edge.get(&format!("{root}/{rendition}/index.m3u8"), &[]);
+    }
+    edge.wait_indexed(12.0);
+    for i in 0..6 {
+        for (rendition, sid) in [("v0", "a"), ("v2", "b")] {
+            let path = format!("{root}/{rendition}/seg_{i:03}.ts");
+            let cmcd = format!("CMCD-Session: sid=\"{sid}\"");
+            let response = edge.get(&path, &["-H", &cmcd]);
+            let want = std::fs::read(sample_content().join(path.trim_start_matches('/'))).unwrap();
+            assert!(response.body == want, "{path}");
+        }
+    }
+    let metrics = edge.metrics();
+    assert_eq!(metric_sum(&metrics, "edge_viewer_sessions", &[]), 2.0);
+    assert!(
+        metric_sum(&metrics, "edge_cache_value_evictions_total", &[]) > 0.0,
+        "{metrics}"
+    );
+    assert!(metric_sum(&metrics, "edge_cache_value_resident_slices", &[]) > 0.0);
+    assert!(metrics.contains("foyer_memory_usage{"), "{metrics}");
+    let usage = metric_sum(&metrics, "foyer_memory_usage", &[]);
+    assert!(usage > 0.0 && usage <= 1_048_576.0, "{usage}");
+}

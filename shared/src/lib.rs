@@ -16,3 +16,4 @@ pub mod segments;
 pub mod serve;
 pub mod tls;
 pub mod token;
+pub mod viewing;

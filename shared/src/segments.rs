@@ -72,6 +72,78 @@ pub struct Rendition {
     /// A DASH `SegmentBase` file whose segments its `sidx` box lists (`segments` is empty until
     /// [`sidx_segments`] reads it): the file's path and the index range.
     pub index: Option<(String, ByteRange)>,
+    /// What it carries, when its manifest says (a DASH representation; an HLS media playlist does not, its master
+    /// playlist does: [`hls_master`]).
+    pub kind: Option<Kind>,
+}
+
+/// What a rendition carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Video, at this many bits per second (0 when not said).
+    Video {
+        bandwidth: u64,
+    },
+    Audio,
+    /// Subtitles, captions, anything else.
+    Other,
+}
+
+/// A rendition a master playlist names: its media playlist's path and what it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub path: String,
+    pub kind: Kind,
+}
+
+/// The renditions an HLS master playlist at `master_path` names: its variant streams (video, by `BANDWIDTH`; an
+/// audio-only variant, `CODECS` of audio alone, is audio) and its `EXT-X-MEDIA` renditions with a `URI`. I-frame
+/// playlists are left out (players fetch them only to scrub).
+pub fn hls_master(master_path: &str, text: &[u8]) -> Result<Vec<Listed>, ReadError> {
+    std::str::from_utf8(text).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
+    if !m3u8_rs::is_master_playlist(text) {
+        return Err("a media playlist lists segments, not renditions".into());
+    }
+    let playlist = m3u8_rs::parse_master_playlist_res(text).map_err(|e| {
+        let mut detail = e.to_string();
+        detail.truncate(120);
+        format!("not an HLS master playlist: {detail}")
+    })?;
+    let mut listed = Vec::new();
+    for variant in playlist.variants.iter().filter(|v| !v.is_i_frame) {
+        let audio_only = variant.codecs.as_deref().is_some_and(|codecs| {
+            codecs.split(',').all(|c| {
+                c.trim().starts_with("mp4a")
+                    || c.trim().starts_with("ac-3")
+                    || c.trim().starts_with("ec-3")
+            })
+        });
+        let kind = if audio_only {
+            Kind::Audio
+        } else {
+            Kind::Video {
+                bandwidth: variant.bandwidth,
+            }
+        };
+        if let Some(path) = resolve(master_path, &variant.uri) {
+            listed.push(Listed { path, kind });
+        }
+    }
+    for media in &playlist.alternatives {
+        let kind = match media.media_type {
+            m3u8_rs::AlternativeMediaType::Audio => Kind::Audio,
+            m3u8_rs::AlternativeMediaType::Video => Kind::Video { bandwidth: 0 },
+            _ => Kind::Other,
+        };
+        if let Some(path) = media
+            .uri
+            .as_deref()
+            .and_then(|uri| resolve(master_path, uri))
+        {
+            listed.push(Listed { path, kind });
+        }
+    }
+    Ok(listed)
 }
 
 impl Rendition {
@@ -219,6 +291,7 @@ pub fn hls_media(playlist_path: &str, text: &[u8]) -> Result<Rendition, ReadErro
         segments,
         complete: playlist.end_list,
         index: None,
+        kind: None,
     })
 }
 
@@ -253,6 +326,7 @@ pub fn dash(mpd_path: &str, text: &[u8]) -> Result<Vec<Rendition>, ReadError> {
                     segments: Vec::new(),
                     complete,
                     index: None,
+                    kind: Some(rep.kind(set)),
                 };
                 // Under a BaseURL of another host nothing is addressed here.
                 let Some(rep_base) = base(set_base.clone(), &rep.base_urls) else {
@@ -589,6 +663,10 @@ struct Period {
 
 #[derive(Debug, Deserialize)]
 struct AdaptationSet {
+    #[serde(rename = "@contentType")]
+    content_type: Option<String>,
+    #[serde(rename = "@mimeType")]
+    mime_type: Option<String>,
     #[serde(rename = "BaseURL", default)]
     base_urls: Vec<String>,
     #[serde(rename = "SegmentTemplate")]
@@ -607,6 +685,8 @@ struct Representation {
     id: String,
     #[serde(rename = "@bandwidth")]
     bandwidth: Option<u64>,
+    #[serde(rename = "@mimeType")]
+    mime_type: Option<String>,
     #[serde(rename = "BaseURL", default)]
     base_urls: Vec<String>,
     #[serde(rename = "SegmentTemplate")]
@@ -615,6 +695,25 @@ struct Representation {
     list: Option<SegmentList>,
     #[serde(rename = "SegmentBase")]
     segment_base: Option<SegmentBase>,
+}
+
+impl Representation {
+    /// What it carries: the set's `contentType`, else the representation's or the set's `mimeType`.
+    fn kind(&self, set: &AdaptationSet) -> Kind {
+        let said = set
+            .content_type
+            .as_deref()
+            .or(self.mime_type.as_deref())
+            .or(set.mime_type.as_deref())
+            .unwrap_or("video");
+        match said.split('/').next().unwrap_or_default() {
+            "video" => Kind::Video {
+                bandwidth: self.bandwidth.unwrap_or(0),
+            },
+            "audio" => Kind::Audio,
+            _ => Kind::Other,
+        }
+    }
 }
 
 /// A `SegmentTemplate` (ISO/IEC 23009-1 §5.3.9.4), as an MPD's serde model may hold it.

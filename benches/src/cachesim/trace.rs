@@ -18,6 +18,7 @@
 
 use benches::rng::unit_interval;
 pub use benches::rng::{SplitMix64, mix64};
+pub use shared::viewing::{Object, RequestInfo, Track};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
@@ -64,20 +65,6 @@ pub struct Request {
     pub size: u32,
 }
 
-/// What a video edge knows about one request when it serves it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestInfo {
-    /// Trace time of the request (ms).
-    pub time_ms: u64,
-    /// The session (numbered from 0 in the order they start).
-    pub session: u32,
-    /// The title (its popularity rank: title 0 is the most popular, which a policy must not assume).
-    pub title: u32,
-    pub object: Object,
-    /// Segments in each rendition of the title (the manifest).
-    pub title_segments: u32,
-}
-
 /// The generated trace and how it came about.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trace {
@@ -93,37 +80,19 @@ pub struct Trace {
     pub title_segments: Vec<u32>,
 }
 
-/// The media tracks of a title.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Track {
-    /// Index into [`VIDEO_BITRATES_BPS`].
-    Video(u8),
-    Audio,
-}
-
-/// The objects a player fetches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Object {
-    MasterPlaylist,
-    MediaPlaylist(Track),
-    Segment(Track, u32),
-}
-
-impl Track {
-    /// 0–3 for the video renditions, 4 for audio.
-    pub fn code(self) -> u64 {
-        match self {
-            Track::Video(rendition) => u64::from(rendition),
-            Track::Audio => 4,
-        }
+/// 0–3 for the video renditions, 4 for audio.
+pub fn track_code(track: Track) -> u64 {
+    match track {
+        Track::Video(rendition) => u64::from(rendition),
+        Track::Audio => 4,
     }
 }
 
 /// The object's key: title in the high 32 bits, then an 8-bit kind, then a 24-bit segment index.
 pub fn object_key(title: u32, object: Object) -> u64 {
     let (kind, index) = match object {
-        Object::Segment(track, index) => (track.code(), u64::from(index)),
-        Object::MediaPlaylist(track) => (5 + track.code(), 0),
+        Object::Segment(track, index) => (track_code(track), u64::from(index)),
+        Object::MediaPlaylist(track) => (5 + track_code(track), 0),
         Object::MasterPlaylist => (10, 0),
     };
     (u64::from(title) << 32) | (kind << 24) | index

@@ -33,9 +33,9 @@
 //! knowledge then carries into the trace.
 
 use super::HitCounts;
-use super::knowledge::Knowledge;
 use super::reference::KeyMap;
 use super::trace::{Object, Request, RequestInfo, SplitMix64, Track, object_key};
+use shared::viewing::Knowledge;
 
 /// Objects drawn per eviction.
 pub const SAMPLES: usize = 32;
@@ -451,7 +451,7 @@ pub fn history(
     }
     let offset_ms = knowledge.end_of_day();
     // Rate groups: (rate, title, track, first index of the bucket); playlists are one group per title.
-    let bucket = super::knowledge::INDEX_BUCKET;
+    let bucket = shared::viewing::INDEX_BUCKET;
     let mut groups: Vec<(f64, u32, Option<Track>, u32)> = Vec::new();
     for (title, &segments) in title_segments.iter().enumerate() {
         let title = title as u32;

@@ -60,6 +60,12 @@ impl CacheKey {
         &self.url
     }
 
+    /// The site's name and the path, without the query.
+    pub fn site_and_path(&self) -> (&str, &str) {
+        let (site, rest) = self.url.split_once('|').unwrap_or(("", "/"));
+        (site, rest.split_once('?').map_or(rest, |(path, _)| path))
+    }
+
     /// The path and query sent upstream.
     pub fn path_and_query(&self) -> &str {
         self.url.split_once('|').map_or("/", |(_, path)| path)

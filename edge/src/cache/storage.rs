@@ -15,6 +15,12 @@
 //! (`edge_cache_disk_tier_up`, `edge_cache_disk_errors_total`). A damaged entry on disk fails foyer's checksum
 //! and reads as a miss; a wrong-length slice is refetched by the engine.
 //!
+//! Eviction by value: the memory tier is held at [`VALUE_TARGET_SIXTEENTHS`]/16 of its size by evicting, of
+//! [`VALUE_SAMPLES`] media slices drawn at random, the one viewers are least likely to ask for soon (the rate a
+//! [`Valuer`] gives: `edge::viewers`, the model `cachesim`'s video-value policy replays); foyer's S3-FIFO takes
+//! the rest of the tier and evicts when what the viewers' model cannot rate (playlists, API answers, objects
+//! no manifest lists) fills it. A slice evicted this way leaves the memory tier only: the disk tier keeps it.
+//!
 //! foyer 0.22.6 also drops, without an error, an entry that does not fit the tail of its flush buffer while a
 //! write is in flight (foyer issue #1334; 18 of 80 slices in an 8-client burst here): the entry then lives in
 //! memory only, and is fetched again once evicted. Until a release fixes it, [`WriteCheck`] looks for every
@@ -25,7 +31,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use bytes::Bytes;
 use foyer::{
@@ -38,6 +44,145 @@ use super::key::CacheKey;
 use super::meta::ObjectMeta;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What eviction by value asks of the edge's knowledge of its viewers.
+pub trait Valuer: Send + Sync + 'static {
+    /// The tag of slice `index` of the object at `key` when it is a media segment the viewers' model knows.
+    fn tag(&self, key: &CacheKey, index: u64) -> Option<crate::viewers::Tag>;
+    /// The estimated request rate of each tagged object (one reading of the model for all).
+    fn rates(&self, tags: &[crate::viewers::Tag]) -> Vec<f64>;
+}
+
+/// Slices drawn per eviction by value.
+pub const VALUE_SAMPLES: usize = 32;
+/// Eviction by value keeps the memory tier at this many sixteenths of its size.
+pub const VALUE_TARGET_SIXTEENTHS: u64 = 15;
+/// Evictions by value per insertion, at most (an insertion makes room for itself and a little more).
+const VALUE_EVICTIONS_PER_INSERT: usize = 8;
+
+/// The media slices in the memory tier that eviction by value may choose from.
+#[derive(Default)]
+struct Resident {
+    entries: Vec<(String, crate::viewers::Tag)>,
+    slots: std::collections::HashMap<String, usize>,
+    rng: u64,
+}
+
+impl Resident {
+    fn insert(&mut self, key: String, tag: crate::viewers::Tag) {
+        match self.slots.get(&key) {
+            Some(&slot) => self.entries[slot].1 = tag,
+            None => {
+                self.slots.insert(key.clone(), self.entries.len());
+                self.entries.push((key, tag));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &str) -> Option<String> {
+        let slot = self.slots.remove(key)?;
+        let (key, _) = self.entries.swap_remove(slot);
+        if let Some((moved, _)) = self.entries.get(slot) {
+            self.slots.insert(moved.clone(), slot);
+        }
+        Some(key)
+    }
+
+    /// Up to [`VALUE_SAMPLES`] slots drawn at random (all of them when there are fewer).
+    fn sample(&mut self) -> Vec<usize> {
+        let n = self.entries.len();
+        if n <= VALUE_SAMPLES {
+            return (0..n).collect();
+        }
+        (0..VALUE_SAMPLES)
+            .map(|_| {
+                // splitmix64: uniform enough for sampling, no lock or thread-local needed.
+                self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = self.rng;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                ((z ^ (z >> 31)) % n as u64) as usize
+            })
+            .collect()
+    }
+}
+
+/// Eviction by value (see the module's notes).
+struct ValueEviction {
+    valuer: OnceLock<Arc<dyn Valuer>>,
+    resident: Mutex<Resident>,
+    target_bytes: u64,
+    /// `edge_cache_value_evictions_total` and `_bytes_total`.
+    evictions: prometheus::IntCounter,
+    evicted_bytes: prometheus::IntCounter,
+    resident_slices: prometheus::IntGauge,
+}
+
+impl ValueEviction {
+    fn resident(&self) -> MutexGuard<'_, Resident> {
+        self.resident.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a slice that entered the memory tier, if the viewers' model can rate it.
+    fn entered(&self, key: &CacheKey, index: u64, slice_key: &str) {
+        let Some(tag) = self.valuer.get().and_then(|v| v.tag(key, index)) else {
+            return;
+        };
+        let mut resident = self.resident();
+        resident.insert(slice_key.to_string(), tag);
+        self.resident_slices.set(resident.entries.len() as i64);
+    }
+
+    /// Evicts from the memory tier the lowest-rated of sampled slices until it is back at its target.
+    fn make_room(&self, cache: &HybridCache<String, Bytes>) {
+        let Some(valuer) = self.valuer.get() else {
+            return;
+        };
+        for _ in 0..VALUE_EVICTIONS_PER_INSERT {
+            if cache.memory().usage() as u64 <= self.target_bytes {
+                return;
+            }
+            let victim = {
+                let mut resident = self.resident();
+                let slots = resident.sample();
+                let tags: Vec<_> = slots.iter().map(|&s| resident.entries[s].1).collect();
+                let rates = valuer.rates(&tags);
+                let lowest = slots
+                    .iter()
+                    .zip(rates)
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map(|(&slot, _)| resident.entries[slot].0.clone());
+                let victim = lowest.and_then(|key| resident.remove(&key));
+                self.resident_slices.set(resident.entries.len() as i64);
+                victim
+            };
+            // Nothing the model rates: foyer's own eviction makes the room.
+            let Some(key) = victim else { return };
+            if let Some(entry) = cache.memory().remove(&key) {
+                self.evictions.inc();
+                self.evicted_bytes.inc_by(entry.value().len() as u64);
+            }
+        }
+    }
+}
+
+/// Tells eviction by value which slices left the memory tier (foyer's own evictions, removals).
+struct LeaveListener(Arc<ValueEviction>);
+
+impl foyer::EventListener for LeaveListener {
+    type Key = String;
+    type Value = Bytes;
+
+    fn on_leave(&self, reason: foyer::Event, key: &String, _value: &Bytes) {
+        // A replaced entry is still there (its new value).
+        if reason != foyer::Event::Replace {
+            let mut resident = self.0.resident();
+            if resident.remove(key).is_some() {
+                self.0.resident_slices.set(resident.entries.len() as i64);
+            }
+        }
+    }
+}
 
 /// Which tier answered a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +222,8 @@ pub trait CacheStorage: Send + Sync + 'static {
     fn remove(&self, key: &CacheKey);
     /// Bytes held by the memory tier.
     fn memory_usage(&self) -> u64;
+    /// Turns eviction by value on, rating slices with `valuer` (storage without it ignores this).
+    fn evict_by_value(&self, _valuer: Arc<dyn Valuer>) {}
     /// Waits for pending writes and closes; entries still in memory are written to disk.
     fn close(&self) -> BoxFuture<'_, ()>;
 }
@@ -88,6 +235,7 @@ pub struct FoyerStorage {
     decoded: foyer::Cache<String, Arc<ObjectMeta>>,
     disk: Arc<DiskTier>,
     written: Arc<WriteCheck>,
+    value: Arc<ValueEviction>,
 }
 
 /// Entries written to the disk tier and not yet seen there (see the module's notes on foyer issue #1334).
@@ -373,6 +521,9 @@ pub struct StorageSizes {
     pub memory_bytes: u64,
     pub disk_bytes: u64,
     pub block_bytes: u64,
+    /// Eviction by value will be turned on: the memory tier is one shard, so that foyer evicts only when the
+    /// whole tier is full (with shards, one fills and evicts by itself while the tier as a whole has room).
+    pub evict_by_value: bool,
 }
 
 impl FoyerStorage {
@@ -412,8 +563,33 @@ impl FoyerStorage {
         sizes
             .registry
             .register(Box::new(written.outcomes.clone()))?;
+        let value = Arc::new(ValueEviction {
+            valuer: OnceLock::new(),
+            resident: Mutex::default(),
+            target_bytes: sizes.memory_bytes / 16 * VALUE_TARGET_SIXTEENTHS,
+            evictions: prometheus::IntCounter::new(
+                "edge_cache_value_evictions_total",
+                "Slices evicted from the memory tier by value (the ones viewers are least likely to ask for soon).",
+            )?,
+            evicted_bytes: prometheus::IntCounter::new(
+                "edge_cache_value_evicted_bytes_total",
+                "Bytes of the slices evicted from the memory tier by value.",
+            )?,
+            resident_slices: prometheus::IntGauge::new(
+                "edge_cache_value_resident_slices",
+                "Media slices in the memory tier that eviction by value rates.",
+            )?,
+        });
+        for metric in [
+            Box::new(value.evictions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(value.evicted_bytes.clone()),
+            Box::new(value.resident_slices.clone()),
+        ] {
+            sizes.registry.register(metric)?;
+        }
         let builder = HybridCacheBuilder::new()
             .with_name("edge")
+            .with_event_listener(Arc::new(LeaveListener(Arc::clone(&value))))
             .with_metrics_registry(Box::new(
                 mixtrics::registry::prometheus_0_14::PrometheusMetricsRegistry::new(
                     sizes.registry.clone(),
@@ -422,6 +598,7 @@ impl FoyerStorage {
             .with_policy(HybridCachePolicy::WriteOnInsertion)
             .with_flush_on_close(true)
             .memory(sizes.memory_bytes as usize)
+            .with_shards(if sizes.evict_by_value { 1 } else { 8 })
             // S3-FIFO: the best byte hit ratio of foyer's policies on a VOD trace (`cargo run -p benches
             // --release --bin cachesim`: +4.6 to +10.5 points over LRU at 1-20 % of the unique bytes).
             .with_eviction_config(S3FifoConfig::default())
@@ -462,6 +639,7 @@ impl FoyerStorage {
             decoded,
             disk,
             written,
+            value,
         })
     }
 
@@ -549,7 +727,16 @@ impl CacheStorage for FoyerStorage {
         generation: u64,
         index: u64,
     ) -> BoxFuture<'a, Option<(Bytes, Tier)>> {
-        Box::pin(self.get(key.slice_key(generation, index)))
+        Box::pin(async move {
+            let slice_key = key.slice_key(generation, index);
+            let read = self.get(slice_key.clone()).await;
+            // A disk hit is now in the memory tier too.
+            if let Some((_, Tier::Disk)) = &read {
+                self.value.entered(key, index, &slice_key);
+                self.value.make_room(&self.cache);
+            }
+            read
+        })
     }
 
     fn insert_meta(&self, key: &CacheKey, meta: &Arc<ObjectMeta>) {
@@ -559,7 +746,10 @@ impl CacheStorage for FoyerStorage {
     }
 
     fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes) {
-        self.insert(key.slice_key(generation, index), data);
+        let slice_key = key.slice_key(generation, index);
+        self.insert(slice_key.clone(), data);
+        self.value.entered(key, index, &slice_key);
+        self.value.make_room(&self.cache);
     }
 
     fn contains_slice(&self, key: &CacheKey, generation: u64, index: u64) -> bool {
@@ -582,6 +772,10 @@ impl CacheStorage for FoyerStorage {
 
     fn memory_usage(&self) -> u64 {
         self.cache.memory().usage() as u64
+    }
+
+    fn evict_by_value(&self, valuer: Arc<dyn Valuer>) {
+        let _ = self.value.valuer.set(valuer);
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
@@ -611,10 +805,93 @@ mod tests {
                 memory_bytes,
                 disk_bytes: 256 << 20,
                 block_bytes: crate::config::slice_block_bytes(2 << 20),
+                evict_by_value: false,
             },
         )
         .await
         .expect("open the cache")
+    }
+
+    /// Rates the slices of `/seg<n>` by a table; other objects have no tag.
+    struct TableValuer(std::collections::HashMap<u64, f64>);
+
+    impl Valuer for TableValuer {
+        fn tag(&self, key: &CacheKey, index: u64) -> Option<crate::viewers::Tag> {
+            let (_, path) = key.site_and_path();
+            let n: u32 = path.strip_prefix("/seg")?.parse().ok()?;
+            Some(crate::viewers::Tag::for_test(n, index))
+        }
+
+        fn rates(&self, tags: &[crate::viewers::Tag]) -> Vec<f64> {
+            tags.iter()
+                .map(|t| {
+                    self.0
+                        .get(&u64::from(t.test_segment()))
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .collect()
+        }
+    }
+
+    /// Eviction by value keeps the memory tier at its target by evicting the lowest-rated slices, and leaves
+    /// what it cannot rate to foyer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_lowest_rated_slices_leave_the_memory_tier_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FoyerStorage::open(
+            dir.path(),
+            StorageSizes {
+                registry: prometheus::Registry::new(),
+                memory_bytes: 16 << 20,
+                disk_bytes: 0,
+                block_bytes: crate::config::slice_block_bytes(1 << 20),
+                evict_by_value: true,
+            },
+        )
+        .await
+        .unwrap();
+        // Segments 0-39 of 512 KiB: even ones are worth 10× odd ones; 40 × 512 KiB is 20 MiB for a tier of
+        // 16 MiB held at 15 MiB.
+        let rates = (0..40u64)
+            .map(|n| (n, if n % 2 == 0 { 10.0 } else { 1.0 }))
+            .collect();
+        storage.evict_by_value(Arc::new(TableValuer(rates)));
+        let value = Bytes::from(vec![7u8; 512 << 10]);
+        for n in 0..40 {
+            storage.insert_slice(
+                &CacheKey::new("s", &format!("/seg{n}"), None),
+                1,
+                0,
+                value.clone(),
+            );
+        }
+        // A playlist, not rated: left to foyer.
+        storage.insert_slice(
+            &CacheKey::new("s", "/list.m3u8", None),
+            1,
+            0,
+            Bytes::from_static(b"#EXTM3U"),
+        );
+        assert!(storage.memory_usage() <= (16 << 20) / 16 * VALUE_TARGET_SIXTEENTHS);
+        let held = |n: u64| {
+            storage
+                .cache
+                .memory()
+                .contains(&CacheKey::new("s", &format!("/seg{n}"), None).slice_key(1, 0))
+        };
+        let even = (0..40).filter(|n| n % 2 == 0 && held(*n)).count();
+        let odd = (0..40).filter(|n| n % 2 == 1 && held(*n)).count();
+        // 10 slices had to go: every one of them an odd one while odd ones were left to draw.
+        assert_eq!(even, 20, "every highly rated slice stays");
+        assert_eq!(odd, 40 - 20 - storage.value.evictions.get() as usize);
+        assert!(storage.value.evictions.get() >= 10);
+        assert!(
+            storage
+                .cache
+                .memory()
+                .contains(&CacheKey::new("s", "/list.m3u8", None).slice_key(1, 0))
+        );
     }
 
     fn slice(i: u64) -> Bytes {

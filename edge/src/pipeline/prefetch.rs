@@ -23,10 +23,12 @@ use crate::cache::engine::{SliceSource, Warm};
 use crate::cache::fill::{FillError, FillHead, Subscriber, concat};
 use crate::cache::key::CacheKey;
 use crate::cache::meta::ObjectMeta;
+use crate::cache::storage::Valuer;
 use crate::prefetch::budget::{Budget, Limits};
 use crate::prefetch::ledger::{Ledger, Tally};
 use crate::prefetch::{Index, from_cmcd};
 use crate::status::CacheStatus;
+use crate::viewers::{Tag, Viewers};
 
 /// Slices one prefetch fills at most: a segment longer than this is warmed from its start.
 const MAX_SLICES: u64 = 32;
@@ -61,6 +63,10 @@ pub struct Prefetch {
     manifests: Mutex<HashMap<String, String>>,
     /// Files (site and path) whose `sidx` is being read.
     sidx_reading: Mutex<HashSet<String>>,
+    /// The viewers' sessions and the model of what they ask for next, for eviction by value.
+    viewers: Mutex<Viewers>,
+    /// The viewers' clock starts here.
+    started: Instant,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +116,8 @@ impl Prefetch {
             ledger: Mutex::default(),
             manifests: Mutex::default(),
             sidx_reading: Mutex::default(),
+            viewers: Mutex::default(),
+            started: Instant::now(),
         }
     }
 }
@@ -316,14 +324,15 @@ impl Edge {
         if let Some(index_range) = wants_sidx {
             self.learn_sidx(parts, request, index_range);
         }
-        let from_player =
-            crate::cmcd::from_request(parts.uri.query(), &parts.headers).and_then(|cmcd| {
-                from_cmcd(
-                    &request.path,
-                    cmcd.next_object_request.as_deref(),
-                    cmcd.next_range_request.as_deref(),
-                )
-            });
+        let cmcd = crate::cmcd::from_request(parts.uri.query(), &parts.headers);
+        self.note_viewer(parts, request, range, cmcd.as_ref());
+        let from_player = cmcd.and_then(|cmcd| {
+            from_cmcd(
+                &request.path,
+                cmcd.next_object_request.as_deref(),
+                cmcd.next_range_request.as_deref(),
+            )
+        });
         let targets = match read(&self.prefetch.indexes).get(site) {
             Some(index) => index.next_objects(from_player, &request.path, range, k),
             None => Index::default().next_objects(from_player, &request.path, range, k),
@@ -335,6 +344,50 @@ impl Edge {
             }
         }
         prefetched
+    }
+
+    /// Tells the viewers' model that a player asked for a segment the index lists (a player is its CMCD session
+    /// id, else its address).
+    fn note_viewer(
+        &self,
+        parts: &Parts,
+        request: &Canonical<'_>,
+        range: Option<ByteRange>,
+        cmcd: Option<&crate::cmcd::Cmcd>,
+    ) {
+        let site = request.site.name.as_str();
+        let located = read(&self.prefetch.indexes).get(site).and_then(|index| {
+            let (rendition, position, count) = index
+                .locate(&request.path, range)
+                .or_else(|| index.locate(&request.path, None))?;
+            Some((rendition.to_string(), position, count))
+        });
+        let Some((rendition, position, count)) = located else {
+            return;
+        };
+        let address;
+        let client = match cmcd.and_then(|c| c.session_id.as_deref()) {
+            Some(sid) => sid,
+            None => {
+                address = parts
+                    .extensions
+                    .get::<super::ClientAddr>()
+                    .map(|c| c.0.ip().to_string())
+                    .unwrap_or_default();
+                &address
+            }
+        };
+        let now_ms = self.prefetch.started.elapsed().as_millis() as u64;
+        let as_u32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut viewers = lock(&self.prefetch.viewers);
+        viewers.observe(
+            now_ms,
+            client,
+            site,
+            &rendition,
+            (as_u32(position), as_u32(count)),
+        );
+        self.metrics.viewer_sessions.set(viewers.sessions() as i64);
     }
 
     /// A demand request for `key` (`range` of it) was answered with `status`: a prefetched object asked for is
@@ -424,6 +477,7 @@ impl Edge {
                 lock(&edge.prefetch.manifests).remove(&manifest);
                 return;
             };
+            lock(&edge.prefetch.viewers).learn_manifest_text(&asked.site, &asked.path, &body);
             let mut indexes = write(&edge.prefetch.indexes);
             let learnt =
                 indexes
@@ -802,6 +856,40 @@ fn request_with(uri: &str, fields: &[(&str, &str)]) -> Parts {
         builder = builder.header(*name, *value);
     }
     builder.body(()).unwrap().into_parts().0
+}
+
+/// Rates cached slices for eviction by value (`cache::storage`) from the index and the viewers' model.
+pub struct EdgeValuer(pub std::sync::Weak<Edge>);
+
+impl Valuer for EdgeValuer {
+    fn tag(&self, key: &CacheKey, index: u64) -> Option<Tag> {
+        let edge = self.0.upgrade()?;
+        let (site, path) = key.site_and_path();
+        let offset = index.saturating_mul(edge.engine.slice_bytes());
+        let at = ByteRange {
+            start: offset,
+            end: offset,
+        };
+        let (rendition, position) = {
+            let indexes = read(&edge.prefetch.indexes);
+            let index = indexes.get(site)?;
+            let (rendition, position, _) = index
+                .locate(path, Some(at))
+                .or_else(|| index.locate(path, None))?;
+            (rendition.to_string(), position)
+        };
+        let now_ms = edge.prefetch.started.elapsed().as_millis() as u64;
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        lock(&edge.prefetch.viewers).tag(site, &rendition, position, now_ms)
+    }
+
+    fn rates(&self, tags: &[Tag]) -> Vec<f64> {
+        let Some(edge) = self.0.upgrade() else {
+            return vec![0.0; tags.len()];
+        };
+        let viewers = lock(&edge.prefetch.viewers);
+        tags.iter().map(|&tag| viewers.rate(tag)).collect()
+    }
 }
 
 #[cfg(test)]

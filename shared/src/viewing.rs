@@ -1,5 +1,6 @@
-//! What a video edge knows at the moment it serves a request, learned only from the requests it has served so far
-//! (no look at the future of the trace):
+//! What a video edge knows about its viewers at the moment it serves a request, learned only from the requests it
+//! has served so far (no look at the future). Pure: time comes in with each request. The cache simulator
+//! (`benches`, `cachesim`) and the edge's eviction (`edge::viewers`) both rank objects with it.
 //!
 //! - the active sessions of each title and each one's position (the last segment index it fetched), its video
 //!   rendition, how many segments it has watched and whether its rendition has settled. A session is active while
@@ -16,8 +17,40 @@
 //! From these it estimates, for any object, the rate at which it will be requested next ([`Knowledge::rate`]), the
 //! number the value policy ranks by. The learned tables are re-read every [`REFRESH_REQUESTS`] requests, so the
 //! estimates are cheap and change in steps.
+//!
+//! Titles and sessions are numbered by the caller (dense numbers: the tables are vectors indexed by them); a caller
+//! that reuses numbers forgets the old holder first ([`Knowledge::forget_session`], [`Knowledge::forget_title`]).
 
-use super::trace::{Object, RequestInfo, SEGMENT_SECONDS, Track, VIDEO_BITRATES_BPS};
+/// The media tracks of a title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Track {
+    /// A video rendition by its rank among the title's renditions (0 the lowest bitrate; ranks from
+    /// [`VIDEO_RANKS`] − 1 on share the last row of the learned tables).
+    Video(u8),
+    Audio,
+}
+
+/// The objects a player fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Object {
+    MasterPlaylist,
+    MediaPlaylist(Track),
+    Segment(Track, u32),
+}
+
+/// What a video edge knows about one request when it serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// Time of the request (ms, from any fixed start; it must not go back).
+    pub time_ms: u64,
+    /// The session (a dense number, see the module's notes).
+    pub session: u32,
+    /// The title (a dense number; the simulator's is its popularity rank, which a policy must not assume).
+    pub title: u32,
+    pub object: Object,
+    /// Segments in each rendition of the title (the manifest).
+    pub title_segments: u32,
+}
 
 /// A session with no request for this long has ended (players fetch a segment every 4 s).
 pub const ACTIVE_MS: u64 = 30_000;
@@ -34,9 +67,23 @@ const SETTLED_AFTER: u32 = 4;
 /// The distances (segments) at which rendition moves are learned, one table each; a distance uses the table of the
 /// first of these it does not exceed (or the last).
 const RENDITION_LAGS: [u32; 3] = [2, 8, 24];
-/// Tracks: four video renditions, then audio.
-pub const TRACKS: usize = VIDEO_BITRATES_BPS.len() + 1;
-const RENDITIONS: usize = VIDEO_BITRATES_BPS.len();
+/// Video ranks with rows of their own in the learned tables.
+pub const VIDEO_RANKS: usize = 8;
+/// Tracks: the video ranks, then audio.
+pub const TRACKS: usize = VIDEO_RANKS + 1;
+const RENDITIONS: usize = VIDEO_RANKS;
+const LAST_RANK: u8 = (VIDEO_RANKS - 1) as u8;
+/// The segment duration the rate assumes (seconds) unless told another ([`Knowledge::set_segment_seconds`]).
+pub const DEFAULT_SEGMENT_SECONDS: f64 = 4.0;
+/// The decayed counts are rebased when the clock has run this many time constants past their base, well before
+/// `exp` overflows (an edge runs for months).
+const REBASE_AFTER_TAUS: f64 = 64.0;
+/// Index buckets and watched counts are learned up to these (a session playing a live channel for days would
+/// grow the tables without end); beyond them the last row is used.
+const MAX_INDEX_BUCKETS: u32 = 4_096;
+const MAX_WATCHED: u32 = 1 << 16;
+/// Sessions of one title read for one rate, at most (an even sample of a larger audience).
+const MAX_RATED_SESSIONS: usize = 512;
 
 /// One session as the edge sees it.
 #[derive(Debug, Clone, Default)]
@@ -70,8 +117,13 @@ pub struct Knowledge {
     sessions: Vec<SessionView>,
     /// Per title: sessions that may be active (stale ones are skipped and pruned).
     active: Vec<Vec<u32>>,
-    /// Per title: Σ exp(t_start / τ) over its session starts (the decayed count, scaled by exp(now / τ)).
+    /// Per title: the length of `active` after its last pruning.
+    listed_after_prune: Vec<usize>,
+    /// Per title: Σ exp((t_start − base) / τ) over its session starts (the decayed count, scaled by
+    /// exp((now − base) / τ)).
     starts: Vec<f64>,
+    /// The base of the decayed counts (ms): moved forward now and then so that `exp` stays finite.
+    base_ms: u64,
     /// Trace time the knowledge began (ms), for the decayed count's normalisation.
     origin_ms: u64,
     now_ms: u64,
@@ -87,8 +139,10 @@ pub struct Knowledge {
     moves: [[[[u64; RENDITIONS]; RENDITIONS]; 2]; RENDITION_LAGS.len()],
     requests_seen: u64,
     snapshot: Snapshot,
-    /// exp(−now/τ).
+    /// exp(−(now − base)/τ).
     decay_now: f64,
+    /// The segment duration the rate assumes (seconds).
+    segment_seconds: f64,
 }
 
 /// The learned tables as last re-read.
@@ -105,7 +159,9 @@ impl Knowledge {
         let mut knowledge = Knowledge {
             sessions: Vec::new(),
             active: vec![Vec::new(); titles],
+            listed_after_prune: vec![0; titles],
             starts: vec![0.0; titles],
+            base_ms: 0,
             origin_ms: 0,
             now_ms: 0,
             start_rate_scale: 0.0,
@@ -116,6 +172,7 @@ impl Knowledge {
             requests_seen: 0,
             snapshot: Snapshot::default(),
             decay_now: 1.0,
+            segment_seconds: DEFAULT_SEGMENT_SECONDS,
         };
         knowledge.refresh();
         knowledge
@@ -127,23 +184,66 @@ impl Knowledge {
         for list in &mut self.active {
             list.clear();
         }
+        self.listed_after_prune.fill(0);
         self.sessions.clear();
         self.refresh();
         self.now_ms + 1
     }
 
-    #[cfg(test)]
+    /// Sets the segment duration the rate assumes (a positive number of seconds).
+    pub fn set_segment_seconds(&mut self, seconds: f64) {
+        if seconds.is_finite() && seconds > 0.0 {
+            self.segment_seconds = seconds;
+        }
+    }
+
+    /// The session numbered `id`, once it has made a request.
     pub fn session(&self, id: u32) -> Option<&SessionView> {
         self.sessions.get(id as usize).filter(|s| s.last_ms > 0)
+    }
+
+    /// Forgets sessions (they ended), so that their numbers can be given to new sessions.
+    pub fn forget_sessions(&mut self, ids: &[u32]) {
+        let mut titles = Vec::new();
+        for &id in ids {
+            if let Some(session) = self.sessions.get_mut(id as usize) {
+                titles.push(session.title as usize);
+                *session = SessionView::default();
+            }
+        }
+        titles.sort_unstable();
+        titles.dedup();
+        for title in titles {
+            let Some(list) = self.active.get_mut(title) else {
+                continue;
+            };
+            let sessions = &self.sessions;
+            list.retain(|&other| {
+                let s = &sessions[other as usize];
+                s.last_ms > 0 && s.title as usize == title
+            });
+            self.listed_after_prune[title] = list.len();
+        }
+    }
+
+    /// Forgets title `id`'s popularity and sessions, so that its number can be given to another title.
+    pub fn forget_title(&mut self, id: u32) {
+        let sessions: Vec<u32> = self.active.get(id as usize).cloned().unwrap_or_default();
+        self.forget_sessions(&sessions);
+        if let Some(starts) = self.starts.get_mut(id as usize) {
+            *starts = 0.0;
+        }
     }
 
     /// The sessions of a title active now.
     pub fn active_sessions(&self, title: u32) -> impl Iterator<Item = &SessionView> {
         let now = self.now_ms;
-        self.active[title as usize]
-            .iter()
+        self.active
+            .get(title as usize)
+            .into_iter()
+            .flatten()
             .map(|&id| &self.sessions[id as usize])
-            .filter(move |s| s.last_ms + ACTIVE_MS >= now)
+            .filter(move |s| s.title == title && s.last_ms + ACTIVE_MS >= now)
     }
 
     /// Learns from one request (its time shifted by `offset_ms`), before the cache serves it.
@@ -152,8 +252,14 @@ impl Knowledge {
         if now != self.now_ms {
             self.now_ms = now;
             let tau = POPULARITY_TAU_MS;
-            let elapsed = (now - self.origin_ms) as f64;
-            self.decay_now = (-(now as f64) / tau).exp();
+            let since_base = now.saturating_sub(self.base_ms) as f64;
+            if since_base / tau > REBASE_AFTER_TAUS {
+                let shift = (-since_base / tau).exp();
+                self.starts.iter_mut().for_each(|s| *s *= shift);
+                self.base_ms = now;
+            }
+            let elapsed = now.saturating_sub(self.origin_ms) as f64;
+            self.decay_now = (-(now.saturating_sub(self.base_ms) as f64) / tau).exp();
             self.start_rate_scale = 1.0 / (tau / 1000.0 * (1.0 - (-elapsed / tau).exp()));
         }
         let id = info.session as usize;
@@ -161,12 +267,18 @@ impl Knowledge {
             self.sessions.resize(id + 1, SessionView::default());
         }
         let title = info.title as usize;
+        if title >= self.starts.len() {
+            self.starts.resize(title + 1, 0.0);
+            self.active.resize(title + 1, Vec::new());
+            self.listed_after_prune.resize(title + 1, 0);
+        }
         let new_session = self.sessions[id].last_ms == 0;
         if new_session {
             self.sessions[id].title = info.title;
-            self.starts[title] += (now as f64 / POPULARITY_TAU_MS).exp();
+            self.starts[title] +=
+                (now.saturating_sub(self.base_ms) as f64 / POPULARITY_TAU_MS).exp();
             self.bump_reached(0);
-            let bucket = (info.title_segments / INDEX_BUCKET) as usize;
+            let bucket = (info.title_segments / INDEX_BUCKET).min(MAX_INDEX_BUCKETS) as usize;
             if bucket >= self.starts_by_length.len() {
                 self.starts_by_length.resize(bucket + 1, 0);
             }
@@ -182,7 +294,8 @@ impl Knowledge {
                 self.bump_reached(watched);
             }
             let session = &mut self.sessions[id];
-            if let Track::Video(rendition) = track {
+            if let Track::Video(rank) = track {
+                let rendition = rank.min(LAST_RANK);
                 if session.video_fetches > 0 && rendition != session.rendition {
                     session.rendition_since = session.watched;
                 }
@@ -200,7 +313,7 @@ impl Knowledge {
                 session.history[n % RING] = (rendition, settled);
                 session.video_fetches += 1;
             }
-            let bucket = (index / INDEX_BUCKET) as usize;
+            let bucket = (index / INDEX_BUCKET).min(MAX_INDEX_BUCKETS) as usize;
             let counts = &mut self.index_requests[track_index(track)];
             if bucket >= counts.len() {
                 counts.resize(bucket + 1, 0);
@@ -212,14 +325,21 @@ impl Knowledge {
             session.listed = true;
             self.active[title].push(info.session);
         }
-        // Prune the title's ended sessions.
-        let sessions = &mut self.sessions;
-        self.active[title].retain(|&other| {
-            let s = &mut sessions[other as usize];
-            let live = s.last_ms + ACTIVE_MS >= now;
-            s.listed = live;
-            live
-        });
+        // Prune the title's ended sessions once its list has doubled since the last pruning: a cost per request
+        // that does not grow with the title's audience.
+        if self.active[title].len() >= 2 * self.listed_after_prune[title].max(8) {
+            let sessions = &mut self.sessions;
+            self.active[title].retain(|&other| {
+                let s = &mut sessions[other as usize];
+                if s.title as usize != title {
+                    return false; // its number went to a session of another title
+                }
+                let live = s.last_ms + ACTIVE_MS >= now;
+                s.listed = live;
+                live
+            });
+            self.listed_after_prune[title] = self.active[title].len();
+        }
         self.requests_seen += 1;
         if self.requests_seen.is_multiple_of(REFRESH_REQUESTS) {
             self.refresh();
@@ -227,7 +347,7 @@ impl Knowledge {
     }
 
     fn bump_reached(&mut self, watched: u32) {
-        let w = watched as usize;
+        let w = watched.min(MAX_WATCHED) as usize;
         if w >= self.reached.len() {
             self.reached.resize(w + 1, 0);
         }
@@ -277,7 +397,9 @@ impl Knowledge {
 
     /// Session starts per second of a title, now.
     pub fn start_rate(&self, title: u32) -> f64 {
-        self.starts[title as usize] * self.decay_now * self.start_rate_scale
+        self.starts.get(title as usize).copied().unwrap_or(0.0)
+            * self.decay_now
+            * self.start_rate_scale
     }
 
     /// The share of sessions that have watched `watched` segments and go on to watch `more` more.
@@ -300,6 +422,7 @@ impl Knowledge {
             .iter()
             .position(|&l| ahead <= l)
             .unwrap_or(RENDITION_LAGS.len() - 1);
+        let (from, to) = (from.min(LAST_RANK), to.min(LAST_RANK));
         self.snapshot.moves[lag][usize::from(settled)][usize::from(from)][usize::from(to)]
     }
 
@@ -336,11 +459,16 @@ impl Knowledge {
             // is watched at all.
             Object::MasterPlaylist | Object::MediaPlaylist(_) => start_rate,
             Object::Segment(track, index) => {
+                // A title with a large audience is rated from an even sample of it, scaled up.
+                let listed = self.active.get(title as usize).map_or(0, Vec::len);
+                let step = listed.div_ceil(MAX_RATED_SESSIONS).max(1);
                 let followers: f64 = self
                     .active_sessions(title)
+                    .step_by(step)
                     .filter_map(|s| self.follows(s, track, index))
-                    .map(|(ahead, chance)| chance / (f64::from(ahead) * SEGMENT_SECONDS as f64))
-                    .sum();
+                    .map(|(ahead, chance)| chance / (f64::from(ahead) * self.segment_seconds))
+                    .sum::<f64>()
+                    * step as f64;
                 followers + start_rate * self.per_start(track, index)
             }
         }
@@ -348,7 +476,10 @@ impl Knowledge {
 }
 
 pub fn track_index(track: Track) -> usize {
-    track.code() as usize
+    match track {
+        Track::Video(rank) => usize::from(rank).min(RENDITIONS - 1),
+        Track::Audio => RENDITIONS,
+    }
 }
 
 #[cfg(test)]
