@@ -1084,6 +1084,70 @@ mod tests {
     }
 
     #[test]
+    fn a_master_playlist_names_its_renditions_and_what_they_carry() {
+        let master = b"#EXTM3U
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio/en.m3u8\"
+#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"s\",NAME=\"en\",URI=\"subs/en.m3u8\"
+#EXT-X-STREAM-INF:BANDWIDTH=3000000,CODECS=\"avc1.64001f,mp4a.40.2\",AUDIO=\"a\"
+v1/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.64001f,mp4a.40.2\"
+v0/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=64000,CODECS=\"mp4a.40.2\"
+audio-only.m3u8
+#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI=\"v0/iframes.m3u8\"
+";
+        let listed = hls_master("/t/hls/master.m3u8", master).unwrap();
+        let find = |path: &str| listed.iter().find(|l| l.path == path).map(|l| l.kind);
+        assert_eq!(
+            find("/t/hls/v1/index.m3u8"),
+            Some(Kind::Video {
+                bandwidth: 3_000_000
+            })
+        );
+        assert_eq!(
+            find("/t/hls/v0/index.m3u8"),
+            Some(Kind::Video { bandwidth: 800_000 })
+        );
+        assert_eq!(find("/t/hls/audio-only.m3u8"), Some(Kind::Audio));
+        assert_eq!(find("/t/hls/audio/en.m3u8"), Some(Kind::Audio));
+        assert_eq!(find("/t/hls/subs/en.m3u8"), Some(Kind::Other));
+        assert_eq!(find("/t/hls/v0/iframes.m3u8"), None, "scrubbing only");
+        assert_eq!(listed.len(), 5);
+        // A media playlist names no renditions.
+        assert!(
+            hls_master(
+                "/t/v0.m3u8",
+                b"#EXTM3U\n#EXTINF:4,\ns0.ts\n#EXT-X-ENDLIST\n"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn dash_representations_say_what_they_carry() {
+        let mpd = br#"<MPD type="static" mediaPresentationDuration="PT8S"><Period>
+            <AdaptationSet contentType="video"><SegmentTemplate duration="4" media="$RepresentationID$/$Number$.m4s"/>
+              <Representation id="v" bandwidth="5000"/></AdaptationSet>
+            <AdaptationSet mimeType="audio/mp4"><SegmentTemplate duration="4" media="$RepresentationID$/$Number$.m4s"/>
+              <Representation id="a" bandwidth="128"/></AdaptationSet>
+            <AdaptationSet><Representation id="t" mimeType="text/vtt"><BaseURL>en.vtt</BaseURL></Representation>
+            </AdaptationSet></Period></MPD>"#;
+        let kinds: Vec<_> = dash("/m.mpd", mpd)
+            .unwrap()
+            .iter()
+            .map(|r| r.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Some(Kind::Video { bandwidth: 5000 }),
+                Some(Kind::Audio),
+                Some(Kind::Other)
+            ]
+        );
+    }
+
+    #[test]
     fn a_template_with_time_and_duration_addressing() {
         let mpd = br#"<MPD type="static" mediaPresentationDuration="PT10S"><Period id="p0">
             <AdaptationSet><SegmentTemplate timescale="1000" duration="4000" startNumber="7"
