@@ -19,7 +19,7 @@
 //! [`VALUE_SAMPLES`] media slices drawn at random, the one viewers are least likely to ask for soon (the rate a
 //! [`Valuer`] gives: `edge::viewers`, the model `cachesim`'s video-value policy replays); foyer's S3-FIFO takes
 //! the rest of the tier and evicts when what the viewers' model cannot rate (playlists, API answers, objects
-//! no manifest lists) fills it. A slice evicted this way leaves the memory tier only: the disk tier keeps it.
+//! no manifest lists) fills it (one shard then, so that foyer evicts only when the whole tier is full). A slice evicted this way leaves the memory tier only: the disk tier keeps it.
 //!
 //! foyer 0.22.6 also drops, without an error, an entry that does not fit the tail of its flush buffer while a
 //! write is in flight (foyer issue #1334; 18 of 80 slices in an 8-client burst here): the entry then lives in
