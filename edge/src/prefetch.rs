@@ -132,11 +132,15 @@ impl Index {
             .unwrap_or_default()
     }
 
-    /// Where a request for `path` (and `range`) is in the first rendition that lists it: the rendition's id, the
-    /// segment's position in it and the rendition's length.
+    /// Where a request for `path` (and `range`) is in the first complete rendition (a VOD one: a live playlist's
+    /// positions move with its window) that lists it: the rendition's id, the segment's position in it and the
+    /// rendition's length.
     pub fn locate(&self, path: &str, range: Option<ByteRange>) -> Option<(&str, usize, usize)> {
         self.by_path.get(path)?.iter().find_map(|id| {
             let rendition = &self.renditions.get(id)?.rendition;
+            if !rendition.complete {
+                return None;
+            }
             let position = rendition.position(path, range)?;
             Some((rendition.id.as_str(), position, rendition.segments.len()))
         })
@@ -266,6 +270,24 @@ mod tests {
 
     fn paths(segments: &[Segment]) -> Vec<String> {
         segments.iter().map(|s| s.path.clone()).collect()
+    }
+
+    #[test]
+    fn a_vod_segment_is_located_in_its_rendition_and_a_live_one_is_not() {
+        let mut index = Index::default();
+        index.learn_manifest("/t/a/v0/index.m3u8", "v1", PLAYLIST);
+        assert_eq!(
+            index.locate("/t/a/v0/seg_2.ts", None),
+            Some(("/t/a/v0/index.m3u8", 2, 4))
+        );
+        assert_eq!(index.locate("/t/a/v0/seg_9.ts", None), None);
+        let live = b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:4,\ns7.ts\n#EXTINF:4,\ns8.ts\n";
+        index.learn_manifest("/live/index.m3u8", "v1", live);
+        assert!(
+            !index.next("/live/s7.ts", None, 1).is_empty(),
+            "prefetch still reads it"
+        );
+        assert_eq!(index.locate("/live/s7.ts", None), None);
     }
 
     #[test]
