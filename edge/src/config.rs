@@ -533,8 +533,8 @@ pub struct CacheConfig {
     /// request they send upstream says `fwd=request`). `only-if-cached` and `max-stale` are always honoured.
     pub client_directives: ClientDirectives,
     /// Evict media slices from the memory tier by what the edge knows of its viewers (the segments no active
-    /// session will reach go first, the ones just ahead of sessions last; learned from the manifests prefetch
-    /// reads, so it needs `prefetch.segments` > 0), keeping them at 14/16 of `memory_bytes` in a tier (one
+    /// session will reach go first, the ones just ahead of sessions last; learned from the manifests it serves,
+    /// read into the prefetch index also where prefetch is off), keeping them at 14/16 of `memory_bytes` in a tier (one
     /// foyer shard) of 15/16; foyer's S3-FIFO evicts the rest. `false`: S3-FIFO alone over the whole of
     /// `memory_bytes` in 8 shards. Default: true.
     pub evict_by_value: bool,

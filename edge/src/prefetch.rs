@@ -19,6 +19,15 @@ pub const MAX_RENDITIONS: usize = 4096;
 /// Segments indexed over all renditions; a rendition that would pass it is not learnt.
 pub const MAX_INDEXED_SEGMENTS: usize = 2_000_000;
 
+/// Where a segment is: its rendition's id, its position in it, the rendition's length, and its duration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Located<'a> {
+    pub rendition: &'a str,
+    pub position: usize,
+    pub segments: usize,
+    pub seconds: f64,
+}
+
 /// One learnt rendition, as the index holds it.
 #[derive(Debug)]
 struct Learnt {
@@ -133,16 +142,20 @@ impl Index {
     }
 
     /// Where a request for `path` (and `range`) is in the first complete rendition (a VOD one: a live playlist's
-    /// positions move with its window) that lists it: the rendition's id, the segment's position in it and the
-    /// rendition's length.
-    pub fn locate(&self, path: &str, range: Option<ByteRange>) -> Option<(&str, usize, usize)> {
+    /// positions move with its window) that lists it.
+    pub fn locate(&self, path: &str, range: Option<ByteRange>) -> Option<Located<'_>> {
         self.by_path.get(path)?.iter().find_map(|id| {
             let rendition = &self.renditions.get(id)?.rendition;
             if !rendition.complete {
                 return None;
             }
             let position = rendition.position(path, range)?;
-            Some((rendition.id.as_str(), position, rendition.segments.len()))
+            Some(Located {
+                rendition: rendition.id.as_str(),
+                position,
+                segments: rendition.segments.len(),
+                seconds: rendition.segments[position].duration_secs,
+            })
         })
     }
 
@@ -278,7 +291,12 @@ mod tests {
         index.learn_manifest("/t/a/v0/index.m3u8", "v1", PLAYLIST);
         assert_eq!(
             index.locate("/t/a/v0/seg_2.ts", None),
-            Some(("/t/a/v0/index.m3u8", 2, 4))
+            Some(Located {
+                rendition: "/t/a/v0/index.m3u8",
+                position: 2,
+                segments: 4,
+                seconds: 4.0
+            })
         );
         assert_eq!(index.locate("/t/a/v0/seg_9.ts", None), None);
         let live = b"#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:4,\ns7.ts\n#EXTINF:4,\ns8.ts\n";

@@ -279,8 +279,7 @@ impl EdgeServer {
             cmsd: config.cmsd,
         }));
         if c.evict_by_value {
-            let valuer = crate::pipeline::EdgeValuer(Arc::downgrade(&edge));
-            edge.storage().evict_by_value(Arc::new(valuer));
+            edge.follow_viewers();
         }
         Ok(EdgeServer {
             config,

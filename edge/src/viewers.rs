@@ -13,7 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use shared::segments::{Kind, Listed};
-use shared::viewing::{ACTIVE_MS, Knowledge, Object, RequestInfo, Track};
+use shared::viewing::{Knowledge, Object, RequestInfo, Track};
 
 /// Sessions followed at once; a new one past this waits for an ended one to be forgotten.
 pub const MAX_SESSIONS: usize = 65_536;
@@ -256,15 +256,10 @@ impl Viewers {
             return;
         }
         self.last_sweep_ms = Some(now_ms);
-        // The model counts time from 1 (its `last_ms` of 0 means never seen).
         let ended: Vec<u32> = self
             .sessions
             .ids()
-            .filter(|&id| {
-                self.knowledge
-                    .session(id)
-                    .is_none_or(|s| s.last_ms + ACTIVE_MS < now_ms + 1)
-            })
+            .filter(|&id| !self.knowledge.is_active(id, now_ms))
             .collect();
         self.knowledge.forget_sessions(&ended);
         for id in ended {
@@ -297,17 +292,18 @@ impl Viewers {
         })
     }
 
-    /// Learns from a request for segment `position` (of `segments`) of a rendition, by the player `client` (its
-    /// CMCD session id, else its address). Returns the segment's tag.
+    /// Learns from a request for segment `position` (of `segments`, lasting `seconds`) of a rendition, by the
+    /// player `client` (its CMCD session id, else its address). Returns the segment's tag.
     pub fn observe(
         &mut self,
         now_ms: u64,
         client: &str,
         site: &str,
         rendition: &str,
-        (position, segments): (u32, u32),
+        (position, segments, seconds): (u32, u32, f64),
     ) -> Option<Tag> {
         let tag = self.tag(site, rendition, position, now_ms)?;
+        self.knowledge.set_segment_seconds(tag.title, seconds);
         let session_name = format!("{client}\n{}", tag.title);
         let session = match self.sessions.get(&session_name) {
             Some(id) => id,
@@ -362,6 +358,7 @@ impl Viewers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::viewing::ACTIVE_MS;
 
     fn listed(path: &str, kind: Kind) -> Listed {
         Listed {
@@ -446,7 +443,7 @@ mod tests {
                     &format!("early{client}"),
                     "s",
                     "/t/lo.m3u8",
-                    (position, 100),
+                    (position, 100, 4.0),
                 )
                 .unwrap();
                 t += 500;
@@ -455,7 +452,7 @@ mod tests {
         t += 60_000;
         for position in 0..10 {
             for client in ["a", "b"] {
-                v.observe(t, client, "s", "/t/lo.m3u8", (position, 100))
+                v.observe(t, client, "s", "/t/lo.m3u8", (position, 100, 4.0))
                     .unwrap();
             }
             t += 4_000;
@@ -479,16 +476,20 @@ mod tests {
     fn ended_sessions_free_their_numbers_and_forgotten_titles_rate_nothing() {
         let mut v = Viewers::default();
         for i in 0..MAX_SESSIONS as u32 {
-            v.observe(0, &format!("c{i}"), "s", "/t/lo.m3u8", (0, 10))
+            v.observe(0, &format!("c{i}"), "s", "/t/lo.m3u8", (0, 10, 4.0))
                 .unwrap();
         }
         assert_eq!(v.sessions(), MAX_SESSIONS);
         // Full of live sessions: a new one is not followed (its segment still gets a tag).
-        assert!(v.observe(1, "late", "s", "/t/lo.m3u8", (0, 10)).is_some());
+        assert!(
+            v.observe(1, "late", "s", "/t/lo.m3u8", (0, 10, 4.0))
+                .is_some()
+        );
         assert_eq!(v.untracked, 1);
         // Once they have ended, a new session takes a freed number.
         let later = ACTIVE_MS + 10_000;
-        v.observe(later, "new", "s", "/t/lo.m3u8", (0, 10)).unwrap();
+        v.observe(later, "new", "s", "/t/lo.m3u8", (0, 10, 4.0))
+            .unwrap();
         assert_eq!(v.sessions(), 1);
         // A tag whose title number went to another title rates nothing.
         let tag = v.clone_tag("/t/lo.m3u8", 1, later);

@@ -610,6 +610,10 @@ fn prefetch_segments_zero_turns_prefetch_off_for_the_site() {
     );
     let edge = Edge::start(&origin.url(), &extra);
     edge.get("/z/v0/index.m3u8", &[]);
+    // The rendition is still learnt, for eviction by value.
+    wait_until("the rendition learnt", || {
+        edge.metric("edge_prefetch_renditions", &[]) == 1.0
+    });
     for i in 0..4 {
         let response = edge.get(&segment("z", i), &["-H", "CMCD-Request: nor=\"seg_3.ts\""]);
         assert_eq!(
@@ -626,11 +630,12 @@ fn prefetch_segments_zero_turns_prefetch_off_for_the_site() {
         "edge_prefetch_issued_total",
         "edge_prefetch_skipped_total",
         "edge_prefetch_shed_total",
-        "edge_prefetch_renditions",
     ] {
         assert_eq!(metric_sum(&metrics, name, &[]), 0.0, "{name}");
     }
     assert!(edge.prefetches().is_empty());
+    // The player is followed, for eviction by value.
+    assert_eq!(edge.metric("edge_viewer_sessions", &[]), 1.0);
 }
 
 /// ffmpeg (which asks for every segment with `Range: bytes=0-`) decodes every rendition of a title through the

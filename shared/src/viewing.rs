@@ -4,7 +4,8 @@
 //!
 //! - the active sessions of each title and each one's position (the last segment index it fetched), its video
 //!   rendition, how many segments it has watched and whether its rendition has settled. A session is active while
-//!   its last request is at most [`ACTIVE_MS`] old; the first request of a session is its start.
+//!   its last request is at most [`ACTIVE_SEGMENTS`] segment durations old ([`ACTIVE_MS`] at the default 4 s);
+//!   the first request of a session is its start.
 //! - title popularity: session starts per second of each title, an exponentially decayed count (time constant
 //!   [`POPULARITY_TAU_MS`]);
 //! - how far sessions go: of the sessions that watched `w` segments, the share that watched `w + Δ` (the survival
@@ -54,6 +55,9 @@ pub struct RequestInfo {
 
 /// A session with no request for this long has ended (players fetch a segment every 4 s).
 pub const ACTIVE_MS: u64 = 30_000;
+/// [`ACTIVE_MS`] in segment durations: a title of shorter segments (a replay played faster than real time, say)
+/// ends its sessions as many segments after their last request.
+pub const ACTIVE_SEGMENTS: f64 = ACTIVE_MS as f64 / (DEFAULT_SEGMENT_SECONDS * 1000.0);
 /// Time constant of the decayed count of session starts per title.
 pub const POPULARITY_TAU_MS: f64 = 6.0 * 3_600_000.0;
 /// Segment indices are grouped in buckets this wide for the new-session request rates.
@@ -73,7 +77,7 @@ pub const VIDEO_RANKS: usize = 8;
 pub const TRACKS: usize = VIDEO_RANKS + 1;
 const RENDITIONS: usize = VIDEO_RANKS;
 const LAST_RANK: u8 = (VIDEO_RANKS - 1) as u8;
-/// The segment duration the rate assumes (seconds) unless told another ([`Knowledge::set_segment_seconds`]).
+/// The segment duration the rate assumes (seconds) unless told a title's ([`Knowledge::set_segment_seconds`]).
 pub const DEFAULT_SEGMENT_SECONDS: f64 = 4.0;
 /// The decayed counts are rebased when the clock has run this many time constants past their base, well before
 /// `exp` overflows (an edge runs for months).
@@ -141,8 +145,8 @@ pub struct Knowledge {
     snapshot: Snapshot,
     /// exp(−(now − base)/τ).
     decay_now: f64,
-    /// The segment duration the rate assumes (seconds).
-    segment_seconds: f64,
+    /// Per title: its segment duration (seconds), which the rate and the activity window assume.
+    segment_seconds: Vec<f64>,
 }
 
 /// The learned tables as last re-read.
@@ -172,7 +176,7 @@ impl Knowledge {
             requests_seen: 0,
             snapshot: Snapshot::default(),
             decay_now: 1.0,
-            segment_seconds: DEFAULT_SEGMENT_SECONDS,
+            segment_seconds: vec![DEFAULT_SEGMENT_SECONDS; titles],
         };
         knowledge.refresh();
         knowledge
@@ -190,10 +194,39 @@ impl Knowledge {
         self.now_ms + 1
     }
 
-    /// Sets the segment duration the rate assumes (a positive number of seconds).
-    pub fn set_segment_seconds(&mut self, seconds: f64) {
+    /// Sets a title's segment duration (a positive number of seconds; the default is
+    /// [`DEFAULT_SEGMENT_SECONDS`]).
+    pub fn set_segment_seconds(&mut self, title: u32, seconds: f64) {
+        self.grow(title as usize);
         if seconds.is_finite() && seconds > 0.0 {
-            self.segment_seconds = seconds;
+            self.segment_seconds[title as usize] = seconds;
+        }
+    }
+
+    /// How long (ms) a session of `title` stays active after its last request.
+    fn active_ms(&self, title: usize) -> u64 {
+        let seconds = self
+            .segment_seconds
+            .get(title)
+            .copied()
+            .unwrap_or(DEFAULT_SEGMENT_SECONDS);
+        (ACTIVE_SEGMENTS * seconds * 1000.0) as u64
+    }
+
+    /// Whether session `id` is active at `time_ms` (a request's time, as [`observe`](Self::observe) is given it
+    /// with no offset).
+    pub fn is_active(&self, id: u32, time_ms: u64) -> bool {
+        self.session(id)
+            .is_some_and(|s| s.last_ms + self.active_ms(s.title as usize) > time_ms)
+    }
+
+    fn grow(&mut self, title: usize) {
+        if title >= self.starts.len() {
+            self.starts.resize(title + 1, 0.0);
+            self.active.resize(title + 1, Vec::new());
+            self.listed_after_prune.resize(title + 1, 0);
+            self.segment_seconds
+                .resize(title + 1, DEFAULT_SEGMENT_SECONDS);
         }
     }
 
@@ -238,12 +271,13 @@ impl Knowledge {
     /// The sessions of a title active now.
     pub fn active_sessions(&self, title: u32) -> impl Iterator<Item = &SessionView> {
         let now = self.now_ms;
+        let window = self.active_ms(title as usize);
         self.active
             .get(title as usize)
             .into_iter()
             .flatten()
             .map(|&id| &self.sessions[id as usize])
-            .filter(move |s| s.title == title && s.last_ms + ACTIVE_MS >= now)
+            .filter(move |s| s.title == title && s.last_ms + window >= now)
     }
 
     /// Learns from one request (its time shifted by `offset_ms`), before the cache serves it.
@@ -267,11 +301,7 @@ impl Knowledge {
             self.sessions.resize(id + 1, SessionView::default());
         }
         let title = info.title as usize;
-        if title >= self.starts.len() {
-            self.starts.resize(title + 1, 0.0);
-            self.active.resize(title + 1, Vec::new());
-            self.listed_after_prune.resize(title + 1, 0);
-        }
+        self.grow(title);
         let new_session = self.sessions[id].last_ms == 0;
         if new_session {
             self.sessions[id].title = info.title;
@@ -328,13 +358,14 @@ impl Knowledge {
         // Prune the title's ended sessions once its list has doubled since the last pruning: a cost per request
         // that does not grow with the title's audience.
         if self.active[title].len() >= 2 * self.listed_after_prune[title].max(8) {
+            let window = self.active_ms(title);
             let sessions = &mut self.sessions;
             self.active[title].retain(|&other| {
                 let s = &mut sessions[other as usize];
                 if s.title as usize != title {
                     return false; // its number went to a session of another title
                 }
-                let live = s.last_ms + ACTIVE_MS >= now;
+                let live = s.last_ms + window >= now;
                 s.listed = live;
                 live
             });
@@ -462,11 +493,16 @@ impl Knowledge {
                 // A title with a large audience is rated from an even sample of it, scaled up.
                 let listed = self.active.get(title as usize).map_or(0, Vec::len);
                 let step = listed.div_ceil(MAX_RATED_SESSIONS).max(1);
+                let seconds = self
+                    .segment_seconds
+                    .get(title as usize)
+                    .copied()
+                    .unwrap_or(DEFAULT_SEGMENT_SECONDS);
                 let followers: f64 = self
                     .active_sessions(title)
                     .step_by(step)
                     .filter_map(|s| self.follows(s, track, index))
-                    .map(|(ahead, chance)| chance / (f64::from(ahead) * self.segment_seconds))
+                    .map(|(ahead, chance)| chance / (f64::from(ahead) * seconds))
                     .sum::<f64>()
                     * step as f64;
                 followers + start_rate * self.per_start(track, index)

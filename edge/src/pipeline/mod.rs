@@ -37,7 +37,7 @@ pub use crate::fields::Forwarding;
 use crate::fields::put;
 pub use admit::{Canonical, ClientAddr, EarlyData, QueryPolicy, Site, SiteRoute};
 pub use fill::{FillRefusal, FillSettings};
-pub use prefetch::{EdgeValuer, Prefetch, PrefetchSettings};
+pub use prefetch::{Prefetch, PrefetchSettings};
 pub use purge::PurgeError;
 
 /// Response bodies: cached slices and fill chunks as `Bytes`, never copied.

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -67,6 +68,8 @@ pub struct Prefetch {
     viewers: Mutex<Viewers>,
     /// The viewers' clock starts here.
     started: Instant,
+    /// Eviction by value reads the viewers' model ([`Edge::follow_viewers`]).
+    following_viewers: AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,6 +121,7 @@ impl Prefetch {
             sidx_reading: Mutex::default(),
             viewers: Mutex::default(),
             started: Instant::now(),
+            following_viewers: AtomicBool::new(false),
         }
     }
 }
@@ -298,9 +302,10 @@ pub(super) fn prefetch_request(parts: &Parts, target: &Segment) -> Option<Parts>
 }
 
 impl Edge {
-    /// After a GET was answered: counts a use of a prefetched object, learns from a manifest or a `sidx`, and
-    /// warms the segments that follow a media segment. Never waits: the work runs in tasks. Returns whether
-    /// this answer was the first use of a prefetched object (CMSD-Static says so).
+    /// After a GET was answered: counts a use of a prefetched object, learns from a manifest or a `sidx`, tells
+    /// the viewers' model of a media segment, and warms the segments that follow it. A site without prefetch
+    /// still learns and tells when eviction by value follows the viewers. Never waits: the work runs in tasks.
+    /// Returns whether this answer was the first use of a prefetched object (CMSD-Static says so).
     pub(super) fn after_serving(
         self: &Arc<Self>,
         parts: &Parts,
@@ -308,7 +313,8 @@ impl Edge {
         answer: &Answer,
     ) -> bool {
         let k = request.site.prefetch_segments;
-        if k == 0 || !answer.response.status().is_success() {
+        let following = self.prefetch.following_viewers.load(Ordering::Relaxed);
+        if (k == 0 && !following) || !answer.response.status().is_success() {
             return false;
         }
         let range = asked_range(parts);
@@ -325,7 +331,12 @@ impl Edge {
             self.learn_sidx(parts, request, index_range);
         }
         let cmcd = crate::cmcd::from_request(parts.uri.query(), &parts.headers);
-        self.note_viewer(parts, request, range, cmcd.as_ref());
+        if following {
+            self.note_viewer(parts, request, range, cmcd.as_ref());
+        }
+        if k == 0 {
+            return prefetched;
+        }
         let from_player = cmcd.and_then(|cmcd| {
             from_cmcd(
                 &request.path,
@@ -346,6 +357,16 @@ impl Edge {
         prefetched
     }
 
+    /// Turns eviction by value on: the cache's storage rates slices by the viewers' model, which every site
+    /// feeds from then on (with or without prefetch).
+    pub fn follow_viewers(self: &Arc<Self>) {
+        self.prefetch
+            .following_viewers
+            .store(true, Ordering::Relaxed);
+        let valuer = EdgeValuer(Arc::downgrade(self));
+        self.storage().evict_by_value(Arc::new(valuer));
+    }
+
     /// Tells the viewers' model that a player asked for a segment the index lists (a player is its CMCD session
     /// id, else its address).
     fn note_viewer(
@@ -357,12 +378,17 @@ impl Edge {
     ) {
         let site = request.site.name.as_str();
         let located = read(&self.prefetch.indexes).get(site).and_then(|index| {
-            let (rendition, position, count) = index
+            let at = index
                 .locate(&request.path, range)
                 .or_else(|| index.locate(&request.path, None))?;
-            Some((rendition.to_string(), position, count))
+            Some((
+                at.rendition.to_string(),
+                at.position,
+                at.segments,
+                at.seconds,
+            ))
         });
-        let Some((rendition, position, count)) = located else {
+        let Some((rendition, position, count, seconds)) = located else {
             return;
         };
         let address;
@@ -385,7 +411,7 @@ impl Edge {
             client,
             site,
             &rendition,
-            (as_u32(position), as_u32(count)),
+            (as_u32(position), as_u32(count), seconds),
         );
         self.metrics.viewer_sessions.set(viewers.sessions() as i64);
     }
@@ -859,7 +885,7 @@ fn request_with(uri: &str, fields: &[(&str, &str)]) -> Parts {
 }
 
 /// Rates cached slices for eviction by value (`cache::storage`) from the index and the viewers' model.
-pub struct EdgeValuer(pub std::sync::Weak<Edge>);
+struct EdgeValuer(std::sync::Weak<Edge>);
 
 impl Valuer for EdgeValuer {
     fn tag(&self, key: &CacheKey, index: u64) -> Option<Tag> {
@@ -873,10 +899,10 @@ impl Valuer for EdgeValuer {
         let (rendition, position) = {
             let indexes = read(&edge.prefetch.indexes);
             let index = indexes.get(site)?;
-            let (rendition, position, _) = index
+            let found = index
                 .locate(path, Some(at))
                 .or_else(|| index.locate(path, None))?;
-            (rendition.to_string(), position)
+            (found.rendition.to_string(), found.position)
         };
         let now_ms = edge.prefetch.started.elapsed().as_millis() as u64;
         let position = u32::try_from(position).unwrap_or(u32::MAX);
