@@ -654,18 +654,18 @@ impl FoyerStorage {
         })
     }
 
-    async fn get(&self, key: String) -> Option<(Bytes, Tier)> {
+    async fn get(&self, key: &String) -> Option<(Bytes, Tier)> {
         // A memory hit is answered by the memory tier itself (which keeps its eviction policy's counts): the
         // hybrid cache's lookup costs an allocation and two clock readings for its latency metric even then,
         // so `foyer_hybrid_*` count the lookups that went on to the disk tier.
-        let in_memory = self.cache.memory().get(&key);
+        let in_memory = self.cache.memory().get(key);
         if let Some(entry) = in_memory {
             return Some((entry.value().clone(), Tier::Memory));
         }
         if self.disk.off() {
             return None;
         }
-        match AssertUnwindSafe(self.cache.get(&key)).catch_unwind().await {
+        match AssertUnwindSafe(self.cache.get(key)).catch_unwind().await {
             Err(_) => {
                 self.disk.fail("panic in a cache read");
                 None
@@ -719,13 +719,13 @@ impl CacheStorage for FoyerStorage {
             let meta_key = key.meta_key();
             if let Some(entry) = self.decoded.get(&meta_key) {
                 // Keep the hybrid cache's own recency and tier statistics in step.
-                if let Some((_, tier)) = self.get(meta_key).await {
+                if let Some((_, tier)) = self.get(&meta_key).await {
                     return Some((Arc::clone(entry.value()), tier));
                 }
                 self.decoded.remove(&key.meta_key());
                 return None;
             }
-            let (bytes, tier) = self.get(meta_key.clone()).await?;
+            let (bytes, tier) = self.get(&meta_key).await?;
             let meta = Arc::new(ObjectMeta::decode(&bytes)?);
             self.decoded.insert(meta_key, Arc::clone(&meta));
             Some((meta, tier))
@@ -740,7 +740,7 @@ impl CacheStorage for FoyerStorage {
     ) -> BoxFuture<'a, Option<(Bytes, Tier)>> {
         Box::pin(async move {
             let slice_key = key.slice_key(generation, index);
-            let read = self.get(slice_key.clone()).await;
+            let read = self.get(&slice_key).await;
             // A disk hit is now in the memory tier too.
             if let Some((_, Tier::Disk)) = &read {
                 self.value.entered(key, index, &slice_key);
