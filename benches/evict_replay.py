@@ -268,6 +268,7 @@ level = "warn"
     tally["origin_segment_bytes"] = sent["segment_bytes"]
     tally["origin_requests"] = sent["requests"]
     tally["value_evictions"] = metric(metrics, "edge_cache_value_evictions_total")
+    tally["not_admitted"] = metric(metrics, "edge_cache_value_not_admitted_total")
     tally["viewer_sessions"] = metric(metrics, "edge_viewer_sessions")
     return tally
 
@@ -309,13 +310,15 @@ def main():
         r = results[name]
         print(f"{name}: {json.dumps(r)}", flush=True)
     print()
-    print("| policy | segment byte hit ratio | object hit ratio | origin segment MiB | value evictions | errors | most late |")
+    print("| policy | segment byte hit ratio | object hit ratio | origin segment MiB | value evictions (not "
+          "admitted) | errors | most late |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
         bhr = r["hit_bytes"] / max(1, r["segment_bytes"])
         ohr = r["hits"] / max(1, r["segments"])
         print(f"| {'eviction by value' if name == 'value' else 'S3-FIFO'} | {bhr:.2%} | {ohr:.2%} | "
-              f"{r['origin_segment_bytes'] / 2**20:.1f} | {r['value_evictions']:.0f} | {r['errors']} | "
+              f"{r['origin_segment_bytes'] / 2**20:.1f} | {r['value_evictions']:.0f} ({r['not_admitted']:.0f}) | "
+              f"{r['errors']} | "
               f"{r['late_s']:.2f} s |")
     v, s = results["value"], results["s3fifo"]
     ratio = (v["hit_bytes"] / max(1, v["segment_bytes"])) / max(1e-9, s["hit_bytes"] / max(1, s["segment_bytes"]))

@@ -46,6 +46,7 @@ use futures::FutureExt;
 
 use super::key::CacheKey;
 use super::meta::ObjectMeta;
+use crate::viewers::Tag;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -120,6 +121,8 @@ struct ValueEviction {
     target_bytes: u64,
     /// `edge_cache_value_evictions_total` and `_bytes_total`.
     evictions: prometheus::IntCounter,
+    /// `edge_cache_value_not_admitted_total`: fetched slices rated below every sampled one, evicted at once.
+    not_admitted: prometheus::IntCounter,
     evicted_bytes: prometheus::IntCounter,
     resident_slices: prometheus::IntGauge,
 }
@@ -130,17 +133,18 @@ impl ValueEviction {
     }
 
     /// Notes a slice that entered the memory tier, if the viewers' model can rate it.
-    fn entered(&self, key: &CacheKey, index: u64, slice_key: &str) {
-        let Some(tag) = self.valuer.get().and_then(|v| v.tag(key, index)) else {
-            return;
-        };
+    fn entered(&self, key: &CacheKey, index: u64, slice_key: &str) -> Option<Tag> {
+        let tag = self.valuer.get()?.tag(key, index)?;
         let mut resident = self.resident();
         resident.insert(slice_key.to_string(), tag);
         self.resident_slices.set(resident.entries.len() as i64);
+        Some(tag)
     }
 
-    /// Evicts from the memory tier the lowest-rated of sampled slices until it is back at its target.
-    fn make_room(&self, cache: &HybridCache<String, Bytes>) {
+    /// Evicts from the memory tier the lowest-rated of sampled slices until it is back at its target. A
+    /// `newcomer` (a slice just fetched) rated below every sampled one is the one evicted: it is not admitted,
+    /// as the simulator's value policy does not cache such a miss.
+    fn make_room(&self, cache: &HybridCache<String, Bytes>, mut newcomer: Option<(&str, Tag)>) {
         let Some(valuer) = self.valuer.get() else {
             return;
         };
@@ -148,24 +152,35 @@ impl ValueEviction {
             if cache.memory().usage() as u64 <= self.target_bytes {
                 return;
             }
-            let victim = {
+            let (victim, refused) = {
                 let mut resident = self.resident();
                 let slots = resident.sample();
-                let tags: Vec<_> = slots.iter().map(|&s| resident.entries[s].1).collect();
-                let rates = valuer.rates(&tags);
-                let lowest = slots
-                    .iter()
-                    .zip(rates)
-                    .min_by(|a, b| a.1.total_cmp(&b.1))
-                    .map(|(&slot, _)| resident.entries[slot].0.clone());
-                let victim = lowest.and_then(|key| resident.remove(&key));
+                let mut tags: Vec<_> = slots.iter().map(|&s| resident.entries[s].1).collect();
+                tags.extend(newcomer.map(|(_, tag)| tag));
+                let mut rates = valuer.rates(&tags);
+                let newcomer_rate = newcomer.and_then(|_| rates.pop());
+                let lowest = slots.iter().zip(rates).min_by(|a, b| a.1.total_cmp(&b.1));
+                let refused = match (newcomer.take(), newcomer_rate, lowest) {
+                    (Some((key, _)), Some(own), Some((_, lowest))) if own < lowest => Some(key),
+                    _ => None,
+                };
+                let key = match refused {
+                    Some(key) => Some(key.to_string()),
+                    None => lowest.map(|(&slot, _)| resident.entries[slot].0.clone()),
+                };
+                let victim = key.and_then(|key| resident.remove(&key));
                 self.resident_slices.set(resident.entries.len() as i64);
-                victim
+                (victim, refused.is_some())
             };
             // Nothing the model rates: foyer's own eviction makes the room.
             let Some(key) = victim else { return };
             if let Some(entry) = cache.memory().remove(&key) {
-                self.evictions.inc();
+                let counter = if refused {
+                    &self.not_admitted
+                } else {
+                    &self.evictions
+                };
+                counter.inc();
                 self.evicted_bytes.inc_by(entry.value().len() as u64);
             }
         }
@@ -582,9 +597,13 @@ impl FoyerStorage {
                 "edge_cache_value_evictions_total",
                 "Slices evicted from the memory tier by value (the ones viewers are least likely to ask for soon).",
             )?,
+            not_admitted: prometheus::IntCounter::new(
+                "edge_cache_value_not_admitted_total",
+                "Fetched slices rated below every sampled one, not kept in the memory tier (the disk tier keeps them).",
+            )?,
             evicted_bytes: prometheus::IntCounter::new(
                 "edge_cache_value_evicted_bytes_total",
-                "Bytes of the slices evicted from the memory tier by value.",
+                "Bytes of the slices evicted from the memory tier by value, or not admitted to it.",
             )?,
             resident_slices: prometheus::IntGauge::new(
                 "edge_cache_value_resident_slices",
@@ -593,6 +612,7 @@ impl FoyerStorage {
         });
         for metric in [
             Box::new(value.evictions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(value.not_admitted.clone()),
             Box::new(value.evicted_bytes.clone()),
             Box::new(value.resident_slices.clone()),
         ] {
@@ -744,7 +764,7 @@ impl CacheStorage for FoyerStorage {
             // A disk hit is now in the memory tier too.
             if let Some((_, Tier::Disk)) = &read {
                 self.value.entered(key, index, &slice_key);
-                self.value.make_room(&self.cache);
+                self.value.make_room(&self.cache, None);
             }
             read
         })
@@ -759,8 +779,9 @@ impl CacheStorage for FoyerStorage {
     fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes) {
         let slice_key = key.slice_key(generation, index);
         self.insert(slice_key.clone(), data);
-        self.value.entered(key, index, &slice_key);
-        self.value.make_room(&self.cache);
+        let tag = self.value.entered(key, index, &slice_key);
+        self.value
+            .make_room(&self.cache, tag.map(|tag| (slice_key.as_str(), tag)));
     }
 
     fn contains_slice(&self, key: &CacheKey, generation: u64, index: u64) -> bool {
@@ -893,9 +914,10 @@ mod tests {
         };
         let even = (0..600).filter(|n| n % 2 == 0 && held(*n)).count();
         let odd = (0..600).filter(|n| n % 2 == 1 && held(*n)).count();
-        // Slices had to go: every one an odd one, while odd ones were left to draw.
+        // Slices had to go: every one an odd one, evicted or (rated below all it was drawn against) not
+        // admitted, while odd ones were left to draw.
         assert_eq!(even, 300, "every highly rated slice stays");
-        let evicted = storage.value.evictions.get() as usize;
+        let evicted = (storage.value.evictions.get() + storage.value.not_admitted.get()) as usize;
         assert_eq!(odd, 300 - evicted);
         assert!(evicted >= 150, "{evicted}");
         assert!(
@@ -904,6 +926,45 @@ mod tests {
                 .memory()
                 .contains(&CacheKey::new("s", "/list.m3u8", None).slice_key(1, 0))
         );
+    }
+
+    /// A slice just fetched that rates below every one it is drawn against is not kept in memory.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetched_slice_rated_below_every_sampled_one_is_not_admitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FoyerStorage::open(
+            dir.path(),
+            StorageSizes {
+                registry: prometheus::Registry::new(),
+                memory_bytes: 32 << 20,
+                disk_bytes: 0,
+                block_bytes: crate::config::slice_block_bytes(1 << 20),
+                evict_by_value: true,
+            },
+        )
+        .await
+        .unwrap();
+        // Segments 0-59 rated 10 fill the tier past its target of 28 MiB; segment 999 is rated 0.
+        storage.evict_by_value(Arc::new(TableValuer((0..60).map(|n| (n, 10.0)).collect())));
+        let value = Bytes::from(vec![7u8; 512 << 10]);
+        let key = |n: u64| CacheKey::new("s", &format!("/seg{n}"), None);
+        for n in 0..60 {
+            storage.insert_slice(&key(n), 1, 0, value.clone());
+        }
+        assert_eq!(
+            storage.value.not_admitted.get(),
+            0,
+            "equal rates: none refused"
+        );
+        let evicted = storage.value.evictions.get();
+        storage.insert_slice(&key(999), 1, 0, value.clone());
+        assert_eq!(storage.value.not_admitted.get(), 1);
+        assert_eq!(
+            storage.value.evictions.get(),
+            evicted,
+            "nothing else made room"
+        );
+        assert!(!storage.cache.memory().contains(&key(999).slice_key(1, 0)));
     }
 
     fn slice(i: u64) -> Bytes {
