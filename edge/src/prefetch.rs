@@ -42,9 +42,9 @@ pub struct Index {
     renditions: HashMap<String, Learnt>,
     /// Rendition ids in the order learnt (a re-learnt one moves to the back).
     order: VecDeque<String>,
-    /// Segment path → the renditions listing it (a file of byte ranges is listed by one rendition, a segment
-    /// shared by two manifests of one title by both).
-    by_path: HashMap<String, Vec<String>>,
+    /// Segment path → the renditions listing it, each with the path's first position in it (a file of byte
+    /// ranges is listed by one rendition, a segment shared by two manifests of one title by both).
+    by_path: HashMap<String, Vec<(String, usize)>>,
     segments: usize,
 }
 
@@ -130,12 +130,8 @@ impl Index {
     /// Up to `k` segments after the one a request for `path` (and `range`) asks for, in the first rendition that
     /// lists it.
     pub fn next(&self, path: &str, range: Option<ByteRange>, k: usize) -> Vec<Segment> {
-        let Some(ids) = self.by_path.get(path) else {
-            return Vec::new();
-        };
-        ids.iter()
-            .filter_map(|id| self.renditions.get(id))
-            .map(|l| l.rendition.after(path, range, k))
+        self.listing(path, range)
+            .map(|(rendition, position)| rendition.following(position, k))
             .find(|next| !next.is_empty())
             .map(<[Segment]>::to_vec)
             .unwrap_or_default()
@@ -144,19 +140,31 @@ impl Index {
     /// Where a request for `path` (and `range`) is in the first complete rendition (a VOD one: a live playlist's
     /// positions move with its window) that lists it.
     pub fn locate(&self, path: &str, range: Option<ByteRange>) -> Option<Located<'_>> {
-        self.by_path.get(path)?.iter().find_map(|id| {
-            let rendition = &self.renditions.get(id)?.rendition;
-            if !rendition.complete {
-                return None;
-            }
-            let position = rendition.position(path, range)?;
-            Some(Located {
+        self.listing(path, range)
+            .filter(|(rendition, _)| rendition.complete)
+            .map(|(rendition, position)| Located {
                 rendition: rendition.id.as_str(),
                 position,
                 segments: rendition.segments.len(),
                 seconds: rendition.segments[position].duration_secs,
             })
-        })
+            .next()
+    }
+
+    /// The renditions listing `path`, each with the position a request for it (and `range`) asks for.
+    fn listing<'a, 'p>(
+        &'a self,
+        path: &'p str,
+        range: Option<ByteRange>,
+    ) -> impl Iterator<Item = (&'a Rendition, usize)> + use<'a, 'p> {
+        self.by_path
+            .get(path)
+            .into_iter()
+            .flatten()
+            .filter_map(move |(id, first)| {
+                let rendition = &self.renditions.get(id)?.rendition;
+                Some((&**rendition, rendition.position_from(*first, path, range)?))
+            })
     }
 
     /// What to warm after a request for `path` (and `range`): the object the player's CMCD names
@@ -205,12 +213,10 @@ impl Index {
             self.forget(&oldest);
         }
         let id = rendition.id.clone();
-        let mut paths: Vec<&str> = rendition.segments.iter().map(|s| s.path.as_str()).collect();
-        paths.dedup();
-        for path in paths {
-            let ids = self.by_path.entry(path.to_string()).or_default();
-            if !ids.contains(&id) {
-                ids.push(id.clone());
+        for (position, segment) in rendition.segments.iter().enumerate() {
+            let ids = self.by_path.entry(segment.path.clone()).or_default();
+            if !ids.iter().any(|(other, _)| *other == id) {
+                ids.push((id.clone(), position));
             }
         }
         self.segments += count;
@@ -233,7 +239,7 @@ impl Index {
         self.segments -= learnt.rendition.segments.len();
         for segment in &learnt.rendition.segments {
             if let Some(ids) = self.by_path.get_mut(&segment.path) {
-                ids.retain(|o| o != id);
+                ids.retain(|(other, _)| other != id);
                 if ids.is_empty() {
                     self.by_path.remove(&segment.path);
                 }

@@ -150,35 +150,45 @@ impl Rendition {
     /// The index of the segment a request for `path` (and `range`, for a byte range of a file) asks for: the
     /// one whose range starts where the request's does, else the one holding the request's first byte.
     pub fn position(&self, path: &str, range: Option<ByteRange>) -> Option<usize> {
+        self.position_from(0, path, range)
+    }
+
+    /// [`position`](Self::position), knowing that no segment before `first` is of `path` (an index that keeps
+    /// each file's first position finds a whole-file segment at once).
+    pub fn position_from(
+        &self,
+        first: usize,
+        path: &str,
+        range: Option<ByteRange>,
+    ) -> Option<usize> {
         let same_file = |s: &Segment| s.path == path;
-        match range {
-            None => self
-                .segments
-                .iter()
-                .position(|s| same_file(s) && s.range.is_none()),
-            Some(asked) => self
-                .segments
+        let rest = self.segments.get(first..)?;
+        let found = match range {
+            None => rest.iter().position(|s| same_file(s) && s.range.is_none()),
+            Some(asked) => rest
                 .iter()
                 .position(|s| same_file(s) && s.range.is_some_and(|r| r.start == asked.start))
                 .or_else(|| {
-                    self.segments.iter().position(|s| {
+                    rest.iter().position(|s| {
                         same_file(s)
                             && s.range
                                 .is_some_and(|r| r.start <= asked.start && asked.start <= r.end)
                     })
                 }),
-        }
+        };
+        found.map(|i| first + i)
     }
 
     /// Up to `k` segments after the one a request for `path` and `range` asks for.
     pub fn after(&self, path: &str, range: Option<ByteRange>, k: usize) -> &[Segment] {
-        match self.position(path, range) {
-            Some(i) => {
-                let from = i + 1;
-                &self.segments[from.min(self.segments.len())..(from + k).min(self.segments.len())]
-            }
-            None => &[],
-        }
+        self.position(path, range)
+            .map_or(&[], |i| self.following(i, k))
+    }
+
+    /// Up to `k` segments after the one at `position`.
+    pub fn following(&self, position: usize, k: usize) -> &[Segment] {
+        let from = (position + 1).min(self.segments.len());
+        &self.segments[from..(from + k).min(self.segments.len())]
     }
 }
 
