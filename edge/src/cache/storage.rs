@@ -830,18 +830,33 @@ mod tests {
     use crate::cache::key::CacheKey;
 
     async fn open(dir: &Path, memory_bytes: u64) -> FoyerStorage {
+        open_with(dir, memory_bytes, 256 << 20, false).await
+    }
+
+    /// A memory tier of `memory_bytes` over a disk tier of `disk_bytes` (none at 0), slices of up to 2 MiB.
+    async fn open_with(
+        dir: &Path,
+        memory_bytes: u64,
+        disk_bytes: u64,
+        evict_by_value: bool,
+    ) -> FoyerStorage {
         FoyerStorage::open(
             dir,
             StorageSizes {
                 registry: prometheus::Registry::new(),
                 memory_bytes,
-                disk_bytes: 256 << 20,
+                disk_bytes,
                 block_bytes: crate::config::slice_block_bytes(2 << 20),
-                evict_by_value: false,
+                evict_by_value,
             },
         )
         .await
         .expect("open the cache")
+    }
+
+    /// A memory tier of `memory_bytes` alone, with eviction by value to be turned on.
+    async fn open_valued(dir: &Path, memory_bytes: u64) -> FoyerStorage {
+        open_with(dir, memory_bytes, 0, true).await
     }
 
     /// Rates the slices of `/seg<n>` by a table; other objects have no tag.
@@ -871,18 +886,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_lowest_rated_slices_leave_the_memory_tier_first() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FoyerStorage::open(
-            dir.path(),
-            StorageSizes {
-                registry: prometheus::Registry::new(),
-                memory_bytes: 256 << 20,
-                disk_bytes: 0,
-                block_bytes: crate::config::slice_block_bytes(1 << 20),
-                evict_by_value: true,
-            },
-        )
-        .await
-        .unwrap();
+        let storage = open_valued(dir.path(), 256 << 20).await;
         // Segments 0-599 of 512 KiB: even ones are worth 10× odd ones; 300 MiB for a tier of 240 MiB held at
         // 224 MiB.
         let rates = (0..600u64)
@@ -932,18 +936,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_fetched_slice_rated_below_every_sampled_one_is_not_admitted() {
         let dir = tempfile::tempdir().unwrap();
-        let storage = FoyerStorage::open(
-            dir.path(),
-            StorageSizes {
-                registry: prometheus::Registry::new(),
-                memory_bytes: 32 << 20,
-                disk_bytes: 0,
-                block_bytes: crate::config::slice_block_bytes(1 << 20),
-                evict_by_value: true,
-            },
-        )
-        .await
-        .unwrap();
+        let storage = open_valued(dir.path(), 32 << 20).await;
         // Segments 0-59 rated 10 fill the tier past its target of 28 MiB; segment 999 is rated 0.
         storage.evict_by_value(Arc::new(TableValuer((0..60).map(|n| (n, 10.0)).collect())));
         let value = Bytes::from(vec![7u8; 512 << 10]);
