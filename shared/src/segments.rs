@@ -89,6 +89,24 @@ pub enum Kind {
     Other,
 }
 
+/// Checks that `text` is UTF-8 (RFC 8216 §4.1; and m3u8-rs takes time quadratic in a line's length otherwise) and
+/// a playlist of the kind wanted.
+fn check_playlist(text: &[u8], master: bool) -> Result<(), ReadError> {
+    std::str::from_utf8(text).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
+    match (m3u8_rs::is_master_playlist(text), master) {
+        (true, false) => Err("a master playlist lists renditions, not segments".into()),
+        (false, true) => Err("a media playlist lists segments, not renditions".into()),
+        _ => Ok(()),
+    }
+}
+
+/// Why m3u8-rs could not read a playlist, cut short.
+fn unreadable(what: &str, error: impl std::fmt::Display) -> ReadError {
+    let mut detail = error.to_string();
+    detail.truncate(120);
+    format!("not an HLS {what}: {detail}")
+}
+
 /// A rendition a master playlist names: its media playlist's path and what it carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -100,15 +118,9 @@ pub struct Listed {
 /// audio-only variant, `CODECS` of audio alone, is audio) and its `EXT-X-MEDIA` renditions with a `URI`. I-frame
 /// playlists are left out (players fetch them only to scrub).
 pub fn hls_master(master_path: &str, text: &[u8]) -> Result<Vec<Listed>, ReadError> {
-    std::str::from_utf8(text).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
-    if !m3u8_rs::is_master_playlist(text) {
-        return Err("a media playlist lists segments, not renditions".into());
-    }
-    let playlist = m3u8_rs::parse_master_playlist_res(text).map_err(|e| {
-        let mut detail = e.to_string();
-        detail.truncate(120);
-        format!("not an HLS master playlist: {detail}")
-    })?;
+    check_playlist(text, true)?;
+    let playlist =
+        m3u8_rs::parse_master_playlist_res(text).map_err(|e| unreadable("master playlist", e))?;
     let mut listed = Vec::new();
     for variant in playlist.variants.iter().filter(|v| !v.is_i_frame) {
         let audio_only = variant.codecs.as_deref().is_some_and(|codecs| {
@@ -234,16 +246,9 @@ pub fn resolve(manifest_path: &str, reference: &str) -> Option<String> {
 
 /// An HLS media playlist at `playlist_path`, read. A master playlist (no segments, variant streams) is an error.
 pub fn hls_media(playlist_path: &str, text: &[u8]) -> Result<Rendition, ReadError> {
-    // RFC 8216 §4.1: playlists are UTF-8 (and m3u8-rs takes time quadratic in a line's length otherwise).
-    std::str::from_utf8(text).map_err(|e| format!("not UTF-8 at byte {}", e.valid_up_to()))?;
-    if m3u8_rs::is_master_playlist(text) {
-        return Err("a master playlist lists renditions, not segments".into());
-    }
-    let playlist = m3u8_rs::parse_media_playlist_res(text).map_err(|e| {
-        let mut detail = e.to_string();
-        detail.truncate(120);
-        format!("not an HLS media playlist: {detail}")
-    })?;
+    check_playlist(text, false)?;
+    let playlist =
+        m3u8_rs::parse_media_playlist_res(text).map_err(|e| unreadable("media playlist", e))?;
     if playlist.segments.len() > MAX_SEGMENTS {
         return Err(format!("more than {MAX_SEGMENTS} segments"));
     }
