@@ -133,10 +133,23 @@ impl ValueEviction {
     }
 
     /// Notes a slice that entered the memory tier, if the viewers' model can rate it.
-    fn entered(&self, key: &CacheKey, index: u64, slice_key: &str) -> Option<Tag> {
+    fn entered(
+        &self,
+        cache: &HybridCache<String, Bytes>,
+        key: &CacheKey,
+        index: u64,
+        slice_key: &str,
+    ) -> Option<Tag> {
         let tag = self.valuer.get()?.tag(key, index)?;
         let mut resident = self.resident();
         resident.insert(slice_key.to_string(), tag);
+        // foyer may have evicted it already (its leave event then came before this): a slice not held is not
+        // listed, so that the list holds only what the tier holds.
+        if !cache.memory().contains(slice_key) {
+            resident.remove(slice_key);
+            self.resident_slices.set(resident.entries.len() as i64);
+            return None;
+        }
         self.resident_slices.set(resident.entries.len() as i64);
         Some(tag)
     }
@@ -763,7 +776,7 @@ impl CacheStorage for FoyerStorage {
             let read = self.get(&slice_key).await;
             // A disk hit is now in the memory tier too.
             if let Some((_, Tier::Disk)) = &read {
-                self.value.entered(key, index, &slice_key);
+                self.value.entered(&self.cache, key, index, &slice_key);
                 self.value.make_room(&self.cache, None);
             }
             read
@@ -779,7 +792,7 @@ impl CacheStorage for FoyerStorage {
     fn insert_slice(&self, key: &CacheKey, generation: u64, index: u64, data: Bytes) {
         let slice_key = key.slice_key(generation, index);
         self.insert(slice_key.clone(), data);
-        let tag = self.value.entered(key, index, &slice_key);
+        let tag = self.value.entered(&self.cache, key, index, &slice_key);
         self.value
             .make_room(&self.cache, tag.map(|tag| (slice_key.as_str(), tag)));
     }
