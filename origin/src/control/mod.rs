@@ -26,4 +26,5 @@ pub mod search;
 pub mod steered;
 pub mod steering;
 pub mod training;
+pub mod typos;
 pub mod viewer;
