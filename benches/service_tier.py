@@ -396,7 +396,7 @@ class Procs:
         self.cgroups = cgroups
         self.running = []
 
-    def start(self, name, argv, log_path, group=None):
+    def start(self, name, argv, log_path, group=None, env=None):
         join = [str(p / "cgroup.procs") for p in self.cgroups.make(group)] if group else []
 
         def enter():
@@ -407,7 +407,8 @@ class Procs:
 
         out = open(log_path, "ab")
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=enter, start_new_session=True)
+                                preexec_fn=enter, start_new_session=True,
+                                env=None if env is None else {**os.environ, **env})
         out.close()
         proc.bench_name = name
         proc.log_path = log_path
@@ -634,9 +635,14 @@ level = "warn,origin::server=info"
             log_path.write_bytes(b"")
             self.cgroups.make(f"instance-{i}")
             self.cgroups.cap(f"instance-{i}", 0, self.args.cfs_period_us)
+            # As many runtime threads as the instance's CPU share rounds up to, as a deployment under a CPU quota
+            # sizes its runtime: more threads than the share only spend the quota in bursts, and the cap then
+            # stalls the instance for the rest of each period.
+            threads = {"TOKIO_WORKER_THREADS": str(max(1, math.ceil(self.args.cpu_per_instance)))} \
+                if self.args.cpu_per_instance > 0 and self.cgroups.capping else None
             self.instances[i] = self.procs.start(
                 f"origin {i}", [str(self.args.bin_dir / "origin"), "serve", "--config", str(self.origin_config(i))],
-                log_path, group=f"instance-{i}")
+                log_path, group=f"instance-{i}", env=threads)
             started[i] = time.time()
         deadline = time.time() + self.args.start_timeout
         pending = set(which)
