@@ -428,9 +428,10 @@ impl Accounts {
         self.live_session(&digest, doc, now).await
     }
 
-    /// What a signed-in request about one profile needs, read in one statement: the first of `tokens` that
-    /// opens a live session (with that token), the profile `profile` if it is that session's account's, and
-    /// the document `(kind, profile)` beside it (the profile's history, say).
+    /// What a signed-in request about one profile needs, read in one statement (or none, when this instance
+    /// read them within [`RECENT_MAX_AGE`](super::docs::RECENT_MAX_AGE)): the first of `tokens` that opens a
+    /// live session (with that token), the profile `profile` if it is that session's account's, and the
+    /// document `(kind, profile)` beside it (the profile's history, say).
     pub async fn session_with_profile(
         &self,
         tokens: &[String],
@@ -449,7 +450,7 @@ impl Accounts {
             .collect();
         wanted.push(("profile", profile));
         wanted.push((kind, profile));
-        let mut found = self.docs.get_many(&wanted).await?;
+        let mut found = self.docs.get_many_recent(&wanted).await?;
         let beside = found.pop().flatten();
         let profile_doc = found.pop().flatten();
         let mut session = None;
@@ -755,6 +756,51 @@ mod tests {
             accounts.sign_in("v@x.org", "wrong one!", None, 1_000).await,
             Err(SigninError::Wrong)
         ));
+    }
+
+    /// Two instances over one database: each answers a signed-in request's documents from what it read in
+    /// the last second, sees its own writes at once and the other's within a second.
+    #[tokio::test]
+    async fn recent_reads_see_their_own_writes_at_once_and_others_within_a_second() {
+        let one = accounts().await;
+        let other = DocStore::new(one.docs.pool().clone(), "sqlite");
+        let docs = &one.docs;
+        docs.create("history", "p", &json!({"n": 1}), 1)
+            .await
+            .unwrap();
+        let wanted = [("history", "p"), ("profile", "p")];
+        let read = docs.get_many_recent(&wanted).await.unwrap();
+        assert_eq!(read[0].as_ref().unwrap().body, json!({"n": 1}));
+        assert_eq!(read[1], None);
+        // The other instance writes: this one still answers from its recent read.
+        other
+            .replace("history", "p", 1, &json!({"n": 2}), 2)
+            .await
+            .unwrap();
+        let read = docs.get_many_recent(&wanted).await.unwrap();
+        assert_eq!(read[0].as_ref().unwrap().version, 1);
+        // A write from that stale copy is refused by its version, with the current document.
+        match docs.replace("history", "p", 1, &json!({"n": 3}), 3).await {
+            Err(WriteError::Conflict(Some(now))) => assert_eq!(now.version, 2),
+            other => panic!("{other:?}"),
+        }
+        // Its own write is read back at once; a second later, the other's too.
+        docs.replace("history", "p", 2, &json!({"n": 3}), 3)
+            .await
+            .unwrap();
+        let read = docs.get_many_recent(&wanted).await.unwrap();
+        assert_eq!(read[0].as_ref().unwrap().body, json!({"n": 3}));
+        other
+            .create("profile", "p", &json!({"account": "a"}), 4)
+            .await
+            .unwrap();
+        assert_eq!(docs.get_many_recent(&wanted).await.unwrap()[1], None);
+        tokio::time::sleep(crate::control::docs::RECENT_MAX_AGE).await;
+        let read = docs.get_many_recent(&wanted).await.unwrap();
+        assert_eq!(read[1].as_ref().unwrap().body, json!({"account": "a"}));
+        // A delete (a sign-out) is seen at once by the instance that made it.
+        docs.delete("profile", "p").await.unwrap();
+        assert_eq!(docs.get_many_recent(&wanted).await.unwrap()[1], None);
     }
 
     #[tokio::test]

@@ -4,12 +4,67 @@
 //! write over a newer version is refused with the current document ([`WriteError::Conflict`]): two writers never
 //! lose an update, the second is told to read again. [`DocStore::update`] is that loop for the server's own
 //! merges (recording progress), retried a bounded number of times.
+//!
+//! A signed-in request's session, profile and history may be read from what this instance read or wrote in the
+//! last [`RECENT_MAX_AGE`] ([`DocStore::get_many_recent`]): a player's requests come many a second, and each
+//! would otherwise cost a statement. Another instance's write is seen at most that late (a sign-out included);
+//! this instance's own writes at once; a write from a stale copy is refused by its version as any other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sqlx::{AnyPool, Row};
 
 /// How many times [`DocStore::update`] reads again after losing a race before it gives up.
 const MAX_UPDATE_ATTEMPTS: usize = 8;
+
+/// How old a document read by [`DocStore::get_many_recent`] may be.
+pub const RECENT_MAX_AGE: Duration = Duration::from_secs(1);
+/// The most documents kept for [`DocStore::get_many_recent`].
+const MAX_RECENT: usize = 65_536;
+
+/// Documents as this instance last read or wrote them, with when: bounded to [`MAX_RECENT`] (full, the stale ones
+/// go, then all).
+#[derive(Default)]
+struct Recent {
+    docs: HashMap<(String, String), (Option<Doc>, Instant)>,
+}
+
+impl Recent {
+    /// The documents asked, if every one was read or written within `max_age` of `now`.
+    fn get_all(
+        &self,
+        wanted: &[(&str, &str)],
+        now: Instant,
+        max_age: Duration,
+    ) -> Option<Vec<Option<Doc>>> {
+        wanted
+            .iter()
+            .map(|&(kind, id)| {
+                let (doc, at) = self.docs.get(&(kind.to_string(), id.to_string()))?;
+                (now.saturating_duration_since(*at) < max_age).then(|| doc.clone())
+            })
+            .collect()
+    }
+
+    fn remember(&mut self, kind: &str, id: &str, doc: Option<Doc>, now: Instant) {
+        if self.docs.len() >= MAX_RECENT {
+            self.docs
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECENT_MAX_AGE);
+            if self.docs.len() >= MAX_RECENT {
+                self.docs.clear();
+            }
+        }
+        self.docs
+            .insert((kind.to_string(), id.to_string()), (doc, now));
+    }
+
+    fn forget(&mut self, kind: &str, id: &str) {
+        self.docs.remove(&(kind.to_string(), id.to_string()));
+    }
+}
 
 /// A document as stored: its version (1 when created, +1 per write), body and last write (unix seconds).
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +134,8 @@ pub struct DocStore {
     /// Counts every statement (`control_db_queries_total{op}`: `doc_get`, `doc_create`, `doc_replace`,
     /// `doc_get_many`, `doc_delete`, `doc_all`, `doc_sweep`).
     queries: crate::metrics::DbQueries,
+    /// What [`get_many_recent`](Self::get_many_recent) may answer from; shared by the store's clones.
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl DocStore {
@@ -88,7 +145,35 @@ impl DocStore {
             pool,
             postgres: backend == "postgres",
             queries: Default::default(),
+            recent: Default::default(),
         }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// [`get_many`](Self::get_many), answered without a statement when this instance read or wrote every one
+    /// of the documents within [`RECENT_MAX_AGE`] (for a signed-in request: see the top of this file).
+    pub async fn get_many_recent(
+        &self,
+        wanted: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<Option<Doc>>> {
+        if let Some(docs) = self
+            .recent()
+            .get_all(wanted, Instant::now(), RECENT_MAX_AGE)
+        {
+            return Ok(docs);
+        }
+        let docs = self.get_many(wanted).await?;
+        let now = Instant::now();
+        let mut recent = self.recent();
+        for ((kind, id), doc) in wanted.iter().zip(&docs) {
+            recent.remember(kind, id, doc.clone(), now);
+        }
+        Ok(docs)
     }
 
     /// The store counting its statements in `queries`.
@@ -184,12 +269,9 @@ impl DocStore {
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 1 {
-            return Ok(Doc {
-                version: 1,
-                body: body.clone(),
-                updated: now,
-            });
+            return Ok(self.written(kind, id, 1, body, now));
         }
+        self.recent().forget(kind, id);
         Err(WriteError::Conflict(self.current(kind, id).await?))
     }
 
@@ -212,18 +294,28 @@ impl DocStore {
             .execute(&self.pool)
             .await?;
         if done.rows_affected() == 1 {
-            return Ok(Doc {
-                version: version + 1,
-                body: body.clone(),
-                updated: now,
-            });
+            return Ok(self.written(kind, id, version + 1, body, now));
         }
+        self.recent().forget(kind, id);
         Err(WriteError::Conflict(self.current(kind, id).await?))
+    }
+
+    /// A document just written, as it now is; kept for the recent reads if they hold it.
+    fn written(&self, kind: &str, id: &str, version: i64, body: &Value, now: i64) -> Doc {
+        let doc = Doc {
+            version,
+            body: body.clone(),
+            updated: now,
+        };
+        self.recent()
+            .remember(kind, id, Some(doc.clone()), Instant::now());
+        doc
     }
 
     /// Deletes the document (at any version); whether there was one.
     pub async fn delete(&self, kind: &str, id: &str) -> anyhow::Result<bool> {
         self.queries.count("doc_delete");
+        self.recent().forget(kind, id);
         let done = sqlx::query("DELETE FROM documents WHERE kind = $1 AND id = $2")
             .bind(kind)
             .bind(id)
@@ -312,5 +404,65 @@ impl DocStore {
 
     async fn current(&self, kind: &str, id: &str) -> Result<Option<Doc>, WriteError> {
         self.get(kind, id).await.map_err(WriteError::Store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(version: i64) -> Option<Doc> {
+        Some(Doc {
+            version,
+            body: Value::Null,
+            updated: 0,
+        })
+    }
+
+    #[test]
+    fn recent_documents_answer_only_while_every_one_is_young_enough() {
+        let start = Instant::now();
+        let mut recent = Recent::default();
+        recent.remember("session", "s", doc(1), start);
+        recent.remember("history", "p", None, start);
+        let both = [("session", "s"), ("history", "p")];
+        let max = RECENT_MAX_AGE;
+        assert_eq!(recent.get_all(&both, start, max), Some(vec![doc(1), None]));
+        let later = start + max - Duration::from_millis(1);
+        assert_eq!(recent.get_all(&both, later, max), Some(vec![doc(1), None]));
+        assert_eq!(recent.get_all(&both, start + max, max), None, "too old");
+        assert_eq!(
+            recent.get_all(&[("profile", "p")], start, max),
+            None,
+            "never read"
+        );
+        recent.remember("session", "s", doc(2), start + max);
+        assert_eq!(
+            recent.get_all(&both, start + max, max),
+            None,
+            "one of them too old"
+        );
+        recent.forget("session", "s");
+        assert_eq!(recent.get_all(&[("session", "s")], start, max), None);
+    }
+
+    #[test]
+    fn recent_documents_are_bounded() {
+        let start = Instant::now();
+        let mut recent = Recent::default();
+        for i in 0..MAX_RECENT {
+            recent.remember("history", &i.to_string(), doc(1), start);
+        }
+        // Full of young ones: all go, the new one stays.
+        recent.remember("history", "new", doc(1), start);
+        assert_eq!(recent.docs.len(), 1);
+        for i in 0..MAX_RECENT - 1 {
+            recent.remember("history", &i.to_string(), doc(1), start);
+        }
+        // Full with stale ones: only they go.
+        let later = start + RECENT_MAX_AGE;
+        recent.remember("history", "newer", doc(1), later);
+        recent.remember("history", "newest", doc(1), later);
+        assert_eq!(recent.docs.len(), 2);
     }
 }

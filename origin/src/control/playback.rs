@@ -20,7 +20,7 @@ use crate::control::docs::Doc;
 use crate::control::fleet::is_name;
 use crate::control::steering::{Candidate, SteeringPolicy};
 use crate::control::viewer::{
-    Caller, Credentials, bound_client, record_progress_over, resume_point,
+    Caller, Credentials, bound_client, just_started, record_progress_over, resume_point,
 };
 use crate::media::handler::Body;
 
@@ -311,18 +311,10 @@ impl ApiService {
             Some((profile, history)) => {
                 let resume = resume_point(history.as_ref(), slug);
                 let duration = title.runtime_secs.unwrap_or(0) as f64;
-                if resume == 0.0 && duration > 0.0 {
+                let now = crate::control::viewer::now_secs();
+                if resume == 0.0 && duration > 0.0 && !just_started(history.as_ref(), slug, now) {
                     // The play is recorded: the title enters the profile's history (and the recommenders' data).
-                    record_progress_over(
-                        self,
-                        &profile,
-                        history,
-                        slug,
-                        0.0,
-                        duration,
-                        crate::control::viewer::now_secs(),
-                    )
-                    .await?;
+                    record_progress_over(self, &profile, history, slug, 0.0, duration, now).await?;
                 }
                 resume
             }

@@ -876,6 +876,24 @@ pub(crate) fn resume_point(history: Option<&Doc>, slug: &str) -> f64 {
         .map_or(0.0, |w| w.position_secs)
 }
 
+/// How long a start of a title stays recorded as its latest: another start within this adds nothing to the
+/// history (the same title, at the start, a few seconds apart) and writes nothing.
+pub const RESTART_WINDOW_SECS: i64 = 60;
+
+/// Whether the history already records a start of `slug` at its beginning (nothing watched yet, not finished)
+/// within [`RESTART_WINDOW_SECS`] before `now`: a player asking again (a retry, a reload) need not write it again.
+pub(crate) fn just_started(history: Option<&Doc>, slug: &str, now: i64) -> bool {
+    history
+        .and_then(|d| d.body["items"].get(slug))
+        .is_some_and(|item| {
+            item["position_secs"].as_f64() == Some(0.0)
+                && item["finished"].as_bool() != Some(true)
+                && item["updated"]
+                    .as_i64()
+                    .is_some_and(|at| at <= now && now - at < RESTART_WINDOW_SECS)
+        })
+}
+
 /// The caller's address as the token binds it.
 pub(crate) fn bound_client(peer: Option<IpAddr>) -> String {
     peer.map_or_else(String::new, |ip| ip.to_string())
@@ -884,6 +902,34 @@ pub(crate) fn bound_client(peer: Option<IpAddr>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_within_the_window_is_not_recorded_again() {
+        let history = Doc {
+            version: 3,
+            body: json!({ "items": {
+                "alpha": { "position_secs": 0.0, "duration_secs": 600.0, "updated": 1_000, "finished": false },
+                "bravo": { "position_secs": 42.0, "duration_secs": 600.0, "updated": 1_000, "finished": false },
+                "charlie": { "position_secs": 0.0, "duration_secs": 600.0, "updated": 1_000, "finished": true },
+            }}),
+            updated: 1_000,
+        };
+        let h = Some(&history);
+        assert!(just_started(h, "alpha", 1_000));
+        assert!(just_started(h, "alpha", 1_000 + RESTART_WINDOW_SECS - 1));
+        assert!(
+            !just_started(h, "alpha", 1_000 + RESTART_WINDOW_SECS),
+            "the window has passed"
+        );
+        assert!(!just_started(h, "alpha", 999), "a clock behind the record");
+        assert!(
+            !just_started(h, "bravo", 1_000),
+            "watched part of it: a resume, not a start"
+        );
+        assert!(!just_started(h, "charlie", 1_000), "finished");
+        assert!(!just_started(h, "delta", 1_000), "not in the history");
+        assert!(!just_started(None, "alpha", 1_000));
+    }
 
     #[test]
     fn web_names_stay_inside_the_folder() {
