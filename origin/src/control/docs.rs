@@ -24,6 +24,9 @@ const MAX_UPDATE_ATTEMPTS: usize = 8;
 pub const RECENT_MAX_AGE: Duration = Duration::from_secs(1);
 /// The most documents kept for [`DocStore::get_many_recent`].
 const MAX_RECENT: usize = 65_536;
+/// The longest id kept for it (ids are the server's: 16 to 64 hex digits; a request may name a longer one, which
+/// is read every time rather than let a client fill the memory with its ids).
+const MAX_RECENT_ID_BYTES: usize = 128;
 
 /// Documents as this instance last read or wrote them, with when: bounded to [`MAX_RECENT`] (full, the stale ones
 /// go, then all).
@@ -50,6 +53,9 @@ impl Recent {
     }
 
     fn remember(&mut self, kind: &str, id: &str, doc: Option<Doc>, now: Instant) {
+        if id.len() > MAX_RECENT_ID_BYTES {
+            return;
+        }
         if self.docs.len() >= MAX_RECENT {
             self.docs
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < RECENT_MAX_AGE);
@@ -463,6 +469,14 @@ mod tests {
         let later = start + RECENT_MAX_AGE;
         recent.remember("history", "newer", doc(1), later);
         recent.remember("history", "newest", doc(1), later);
+        assert_eq!(recent.docs.len(), 2);
+        // An id longer than the server's is never kept: read every time.
+        let long = "x".repeat(MAX_RECENT_ID_BYTES + 1);
+        recent.remember("profile", &long, None, later);
+        assert_eq!(
+            recent.get_all(&[("profile", &long)], later, RECENT_MAX_AGE),
+            None
+        );
         assert_eq!(recent.docs.len(), 2);
     }
 }
