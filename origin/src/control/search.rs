@@ -682,15 +682,10 @@ mod tests {
     /// made from them by random edits (accents and CJK titles among them).
     #[test]
     fn typo_lookups_match_what_tantivys_fuzzy_queries_match() {
+        use crate::control::typos::testing::{edited, numbers};
         use tantivy::collector::DocSetCollector;
         use tantivy::query::FuzzyTermQuery;
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut next = numbers(0x2545_f491_4f6c_dd1d);
         let letters: Vec<char> = "aeinorstgdhé".chars().collect();
         let word = |next: &mut dyn FnMut(usize) -> usize| -> String {
             (0..3 + next(9))
@@ -722,20 +717,7 @@ mod tests {
             if words.is_empty() {
                 continue;
             }
-            let original = words[next(words.len())];
-            let mut query: Vec<char> = original.chars().collect();
-            for _ in 0..next(4) {
-                let at = next(query.len() + 1);
-                match next(3) {
-                    0 if at < query.len() => {
-                        query.remove(at);
-                    }
-                    1 => query.insert(at, letters[next(letters.len())]),
-                    _ if at + 1 < query.len() => query.swap(at, at + 1),
-                    _ => {}
-                }
-            }
-            let query: String = query.into_iter().collect();
+            let query = edited(words[next(words.len())], &letters, &mut next);
             for field in [index.fields.title, index.fields.other] {
                 let dictionary = index.typo_words(field);
                 let term = Term::from_field_text(field, &query);

@@ -27,9 +27,9 @@ pub struct TypoIndex {
     /// (hash of one of a word's deletion strings, the word), sorted: a word under each of its deletion strings
     /// with at most [`MAX_TYPOS`] characters deleted (itself included).
     deletions: Vec<(u64, u32)>,
-    /// (hash of a deletion string of a prefix, the word, the prefix's length in characters), sorted: every prefix
-    /// of at least `shortest_prefix` characters, with at most [`MAX_PREFIX_TYPOS`] deleted.
-    prefix_deletions: Vec<(u64, u32, u16)>,
+    /// (hash of a deletion string of a prefix, (the word, the prefix's length in characters)), sorted: every
+    /// prefix of at least `shortest_prefix` characters, with at most [`MAX_PREFIX_TYPOS`] deleted.
+    prefix_deletions: Vec<(u64, (u32, u16))>,
     shortest_prefix: usize,
     /// Words checked one by one (longer than [`MAX_INDEXED_CHARS`]).
     unlisted: Vec<u32>,
@@ -63,7 +63,7 @@ impl TypoIndex {
                     deletion_hashes(&chars[..length], MAX_PREFIX_TYPOS, &mut scratch);
                     index
                         .prefix_deletions
-                        .extend(scratch.iter().map(|&hash| (hash, id, length as u16)));
+                        .extend(scratch.iter().map(|&hash| (hash, (id, length as u16))));
                 }
             }
             index.words.push(chars);
@@ -93,22 +93,9 @@ impl TypoIndex {
         let query: Vec<char> = query.chars().collect();
         let close = |id: u32| distance_within(&query, &self.words[id as usize], typos).is_some();
         if typos > MAX_TYPOS {
-            return (0..self.words.len() as u32)
-                .filter(|&id| close(id))
-                .collect();
+            return self.every(close);
         }
-        let mut found = Vec::new();
-        let mut hashes = Vec::new();
-        deletion_hashes(&query, typos, &mut hashes);
-        for hash in hashes {
-            let start = self.deletions.partition_point(|&(h, _)| h < hash);
-            for &(h, id) in &self.deletions[start..] {
-                if h != hash {
-                    break;
-                }
-                found.push(id);
-            }
-        }
+        let mut found: Vec<u32> = under(&self.deletions, &query, typos).copied().collect();
         found.extend_from_slice(&self.unlisted);
         found.sort_unstable();
         found.dedup();
@@ -128,30 +115,41 @@ impl TypoIndex {
                 .any(|length| distance_within(&query, &word[..length], typos).is_some())
         };
         if typos > MAX_PREFIX_TYPOS || query.len() < self.shortest_prefix + typos {
-            return (0..self.words.len() as u32)
-                .filter(|&id| close(id))
-                .collect();
+            return self.every(close);
         }
-        let mut found = Vec::new();
-        let mut hashes = Vec::new();
-        deletion_hashes(&query, typos, &mut hashes);
-        for hash in hashes {
-            let start = self.prefix_deletions.partition_point(|&(h, _, _)| h < hash);
-            for &(h, id, length) in &self.prefix_deletions[start..] {
-                if h != hash {
-                    break;
-                }
+        let mut found: Vec<u32> = under(&self.prefix_deletions, &query, typos)
+            .filter(|&&(id, length)| {
                 let prefix = &self.words[id as usize][..length as usize];
-                if distance_within(&query, prefix, typos).is_some() {
-                    found.push(id);
-                }
-            }
-        }
+                distance_within(&query, prefix, typos).is_some()
+            })
+            .map(|&(id, _)| id)
+            .collect();
         found.extend(self.unlisted.iter().copied().filter(|&id| close(id)));
         found.sort_unstable();
         found.dedup();
         found
     }
+
+    /// Every word `close` accepts, checked one by one (for what the lists do not cover).
+    fn every(&self, close: impl Fn(u32) -> bool) -> Vec<u32> {
+        (0..self.words.len() as u32)
+            .filter(|&id| close(id))
+            .collect()
+    }
+}
+
+/// The entries of `list` (sorted by hash) listed under any string made from `query` by deleting at most `typos`
+/// characters.
+fn under<'a, T>(list: &'a [(u64, T)], query: &[char], typos: usize) -> impl Iterator<Item = &'a T> {
+    let mut hashes = Vec::new();
+    deletion_hashes(query, typos, &mut hashes);
+    hashes.into_iter().flat_map(move |hash| {
+        let start = list.partition_point(|(h, _)| *h < hash);
+        list[start..]
+            .iter()
+            .take_while(move |(h, _)| *h == hash)
+            .map(|(_, entry)| entry)
+    })
 }
 
 /// The hashes of every string made from `word` by deleting at most `most` characters (itself included), each
@@ -217,8 +215,40 @@ pub fn distance(a: &[char], b: &[char]) -> usize {
     previous[b.len()]
 }
 
+/// Seeded random words and edits for the tests here and in `search.rs`.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A seeded xorshift: each call a number below its argument.
+    pub fn numbers(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |below: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % below as u64) as usize
+        }
+    }
+
+    /// `word` after zero to three random deletions, insertions (of `alphabet`'s characters) and swaps.
+    pub fn edited(word: &str, alphabet: &[char], next: &mut dyn FnMut(usize) -> usize) -> String {
+        let mut chars: Vec<char> = word.chars().collect();
+        for _ in 0..next(4) {
+            let at = next(chars.len() + 1);
+            match next(3) {
+                0 if at < chars.len() => {
+                    chars.remove(at);
+                }
+                1 => chars.insert(at, alphabet[next(alphabet.len())]),
+                _ if at + 1 < chars.len() => chars.swap(at, at + 1),
+                _ => {}
+            }
+        }
+        chars.into_iter().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::testing::{edited, numbers};
     use super::*;
 
     fn chars(s: &str) -> Vec<char> {
@@ -313,13 +343,7 @@ mod tests {
     /// and queries made by random edits, long words and short queries included.
     #[test]
     fn lookups_agree_with_checking_every_word() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut next = numbers(0x9e37_79b9_7f4a_7c15);
         let alphabet: Vec<char> = "abcdeé".chars().collect();
         let mut vocabulary: Vec<String> = (0..400)
             .map(|_| {
@@ -346,19 +370,7 @@ mod tests {
                 .collect()
         };
         for round in 0..600 {
-            let mut query = chars(&vocabulary[next(vocabulary.len())]);
-            for _ in 0..next(4) {
-                let at = next(query.len() + 1);
-                match next(3) {
-                    0 if at < query.len() => {
-                        query.remove(at);
-                    }
-                    1 => query.insert(at, alphabet[next(alphabet.len())]),
-                    _ if at + 1 < query.len() => query.swap(at, at + 1),
-                    _ => {}
-                }
-            }
-            let query: String = query.into_iter().collect();
+            let query = edited(&vocabulary[next(vocabulary.len())], &alphabet, &mut next);
             let typos = round % 3;
             assert_eq!(
                 index.within(&query, typos),
