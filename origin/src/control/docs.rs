@@ -167,10 +167,16 @@ impl DocStore {
         &self,
         wanted: &[(&str, &str)],
     ) -> anyhow::Result<Vec<Option<Doc>>> {
-        if let Some(docs) = self
-            .recent()
-            .get_all(wanted, Instant::now(), RECENT_MAX_AGE)
-        {
+        self.get_many_within(wanted, RECENT_MAX_AGE).await
+    }
+
+    /// [`get_many_recent`](Self::get_many_recent) with documents up to `max_age` old.
+    pub(crate) async fn get_many_within(
+        &self,
+        wanted: &[(&str, &str)],
+        max_age: Duration,
+    ) -> anyhow::Result<Vec<Option<Doc>>> {
+        if let Some(docs) = self.recent().get_all(wanted, Instant::now(), max_age) {
             return Ok(docs);
         }
         let docs = self.get_many(wanted).await?;
