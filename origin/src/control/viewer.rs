@@ -759,16 +759,27 @@ pub fn watched(doc: Option<&Doc>) -> Vec<Watched> {
         .and_then(|d| d.body["items"].as_object())
         .into_iter()
         .flatten()
-        .map(|(slug, v)| Watched {
-            slug: slug.clone(),
-            position_secs: v["position_secs"].as_f64().unwrap_or(0.0),
-            duration_secs: v["duration_secs"].as_f64().unwrap_or(0.0),
-            updated: v["updated"].as_i64().unwrap_or(0),
-            finished: v["finished"].as_bool().unwrap_or(false),
-        })
+        .map(|(slug, v)| watched_item(slug, v))
         .collect();
     items.sort_by(|a, b| b.updated.cmp(&a.updated).then_with(|| a.slug.cmp(&b.slug)));
     items
+}
+
+/// One title of a history document, as stored under `items.<slug>`.
+fn watched_item(slug: &str, item: &Value) -> Watched {
+    Watched {
+        slug: slug.to_string(),
+        position_secs: item["position_secs"].as_f64().unwrap_or(0.0),
+        duration_secs: item["duration_secs"].as_f64().unwrap_or(0.0),
+        updated: item["updated"].as_i64().unwrap_or(0),
+        finished: item["finished"].as_bool().unwrap_or(false),
+    }
+}
+
+/// The history's entry for `slug`, if it has one.
+fn watched_title(history: Option<&Doc>, slug: &str) -> Option<Watched> {
+    let item = history?.body["items"].get(slug)?;
+    Some(watched_item(slug, item))
 }
 
 fn history_view(doc: Option<&Doc>) -> Value {
@@ -870,9 +881,8 @@ pub(crate) async fn record_progress_over(
 
 /// Where a profile left `slug` in its `history`, to resume there (0: from the start, also once finished).
 pub(crate) fn resume_point(history: Option<&Doc>, slug: &str) -> f64 {
-    watched(history)
-        .into_iter()
-        .find(|w| w.slug == slug && !w.finished)
+    watched_title(history, slug)
+        .filter(|w| !w.finished)
         .map_or(0.0, |w| w.position_secs)
 }
 
@@ -883,15 +893,12 @@ pub const RESTART_WINDOW_SECS: i64 = 60;
 /// Whether the history already records a start of `slug` at its beginning (nothing watched yet, not finished)
 /// within [`RESTART_WINDOW_SECS`] before `now`: a player asking again (a retry, a reload) need not write it again.
 pub(crate) fn just_started(history: Option<&Doc>, slug: &str, now: i64) -> bool {
-    history
-        .and_then(|d| d.body["items"].get(slug))
-        .is_some_and(|item| {
-            item["position_secs"].as_f64() == Some(0.0)
-                && item["finished"].as_bool() != Some(true)
-                && item["updated"]
-                    .as_i64()
-                    .is_some_and(|at| at <= now && now - at < RESTART_WINDOW_SECS)
-        })
+    watched_title(history, slug).is_some_and(|w| {
+        w.position_secs == 0.0
+            && !w.finished
+            && w.updated <= now
+            && now - w.updated < RESTART_WINDOW_SECS
+    })
 }
 
 /// The caller's address as the token binds it.
