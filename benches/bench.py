@@ -27,6 +27,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from benchkit import edge_config
 import zlib
 from pathlib import Path
 
@@ -213,25 +215,10 @@ def start_edge(name, bin_dir, run, servers, args):
     d = run / name
     shutil.rmtree(d, ignore_errors=True)
     d.mkdir(parents=True)
-    (d / "edge.toml").write_text(f"""name = "{name}"
-data_dir = "{d}"
-[tls]
-listen = "127.0.0.1:{PORTS[name + '_tls']}"
-cert = "{run}/tls/cert.pem"
-key = "{run}/tls/key.pem"
-[http]
-listen = "127.0.0.1:{PORTS[name + '_h1']}"
-[admin]
-listen = "127.0.0.1:{PORTS[name + '_admin']}"
-[[site]]
-hosts = ["localhost", "127.0.0.1"]
-upstream = "http://127.0.0.1:{PORTS['origin']}"
-[cache]
-memory_bytes = 1073741824
-disk_bytes = 2147483648
-[log]
-level = "warn"
-""")
+    (d / "edge.toml").write_text(edge_config(
+        name, d, tls_port=PORTS[name + "_tls"], http_port=PORTS[name + "_h1"], admin_port=PORTS[name + "_admin"],
+        cert=run / "tls" / "cert.pem", key=run / "tls" / "key.pem", upstream=f"http://127.0.0.1:{PORTS['origin']}",
+        cache={"memory_bytes": 1 << 30, "disk_bytes": 2 << 30}))
     servers.start(name, [str(bin_dir / "edge"), "serve", "--config", str(d / "edge.toml")], d / "stdout.log")
     if not wait_http(f"http://127.0.0.1:{PORTS[name + '_h1']}/live/ch00.m3u8", 30):
         raise SystemExit(f"the {name} edge did not come up: {(d / 'stdout.log').read_text()[-2000:]}")

@@ -33,14 +33,10 @@ import threading
 import time
 from pathlib import Path
 
+from benchkit import edge_config, free_port
+
 BITRATES = [400_000, 1_200_000, 3_000_000]
 RENDITION_SHARES = [0.2, 0.5, 0.3]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Catalogue:
@@ -185,28 +181,11 @@ def run_edge(args, catalogue, slots, memory_bytes, evict_by_value, run_dir):
     subprocess.run([str(args.bin_dir / "edge"), "cert", "--out", str(d / "tls"), "--force"], check=True,
                    capture_output=True)
     http_port, tls_port, admin_port = free_port(), free_port(), free_port()
-    (d / "edge.toml").write_text(f"""name = "replay"
-data_dir = "{d}"
-[tls]
-listen = "127.0.0.1:{tls_port}"
-cert = "{d}/tls/cert.pem"
-key = "{d}/tls/key.pem"
-[http]
-listen = "127.0.0.1:{http_port}"
-[admin]
-listen = "127.0.0.1:{admin_port}"
-[[site]]
-hosts = ["localhost", "127.0.0.1"]
-upstream = "http://127.0.0.1:{origin.server_address[1]}"
-[cache]
-memory_bytes = {memory_bytes}
-disk_bytes = 0
-evict_by_value = {"true" if evict_by_value else "false"}
-[prefetch]
-segments = {args.prefetch}
-[log]
-level = "warn"
-""")
+    (d / "edge.toml").write_text(edge_config(
+        "replay", d, tls_port=tls_port, http_port=http_port, admin_port=admin_port, cert=d / "tls" / "cert.pem",
+        key=d / "tls" / "key.pem", upstream=f"http://127.0.0.1:{origin.server_address[1]}",
+        cache={"memory_bytes": memory_bytes, "disk_bytes": 0, "evict_by_value": evict_by_value},
+        more={"prefetch": {"segments": args.prefetch}}))
     log = open(d / "edge.log", "w")
     edge = subprocess.Popen([str(args.bin_dir / "edge"), "serve", "--config", str(d / "edge.toml")],
                             stdout=log, stderr=subprocess.STDOUT)
