@@ -95,6 +95,16 @@ impl TypoIndex {
         if typos > MAX_TYPOS {
             return self.every(close);
         }
+        if query.len() > MAX_INDEXED_CHARS + typos {
+            // Only a word too long to be listed can be this close (and a long query's deletion strings, as
+            // many as the square of its length, are never made).
+            return self
+                .unlisted
+                .iter()
+                .copied()
+                .filter(|&id| close(id))
+                .collect();
+        }
         let mut found: Vec<u32> = under(&self.deletions, &query, typos).copied().collect();
         found.extend_from_slice(&self.unlisted);
         found.sort_unstable();
@@ -116,6 +126,15 @@ impl TypoIndex {
         };
         if typos > MAX_PREFIX_TYPOS || query.len() < self.shortest_prefix + typos {
             return self.every(close);
+        }
+        if query.len() > MAX_INDEXED_CHARS + typos {
+            // As in `within`: no listed prefix is that long.
+            return self
+                .unlisted
+                .iter()
+                .copied()
+                .filter(|&id| close(id))
+                .collect();
         }
         let mut found: Vec<u32> = under(&self.prefix_deletions, &query, typos)
             .filter(|&&(id, length)| {
@@ -337,6 +356,26 @@ mod tests {
             words(&index, index.with_prefix_within("fethe", 1)),
             ["father", "fathers", "feather"]
         );
+    }
+
+    /// A query word as long as a search may send (256 bytes) is answered from the long words alone, exactly.
+    #[test]
+    fn a_query_word_longer_than_any_listed_word_is_checked_against_the_long_ones() {
+        let long = "a".repeat(40);
+        let vocabulary = vec![long.clone(), format!("{long}b"), "short".to_string()];
+        let index = TypoIndex::build(vocabulary, 4);
+        let query = format!("{long}bc");
+        assert_eq!(
+            words(&index, index.within(&query, 2)),
+            [long.clone(), format!("{long}b")]
+        );
+        assert_eq!(
+            words(&index, index.with_prefix_within(&query, 1)),
+            [format!("{long}b")]
+        );
+        let huge = "x".repeat(256);
+        assert!(index.within(&huge, 2).is_empty());
+        assert!(index.with_prefix_within(&huge, 1).is_empty());
     }
 
     /// Every lookup against the brute-force answer (every word checked with the distance), over a vocabulary
